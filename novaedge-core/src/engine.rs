@@ -1,0 +1,190 @@
+//! The engine: owns listeners, upstream pools and the current runtime, and applies snapshots.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use novaedge_snapshot::{ConfigSnapshot, ValidationErrors};
+use tokio_util::task::TaskTracker;
+
+use crate::config::EngineConfig;
+use crate::listener::{self, ListenerHandle};
+use crate::runtime::{CompileError, Runtime, SocketKey};
+use crate::upstream::Upstreams;
+
+/// Why a snapshot was not applied. In every case nothing changed: the previous runtime, if
+/// any, keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationErrors),
+    #[error("snapshot does not compile: {0}")]
+    Compile(#[from] CompileError),
+    #[error("listener {listener:?}: cannot bind {addr}: {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("engine is shut down")]
+    ShutDown,
+}
+
+/// What [`Engine::shutdown`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// True if every connection finished before the deadline; false if some were cut.
+    pub drained: bool,
+}
+
+/// The data plane. Cheap to clone; clones share everything.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+/// State shared by the engine, its listeners and every connection.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) runtime: ArcSwap<Runtime>,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) http: auto::Builder<TokioExecutor>,
+    /// Client connections and upgraded tunnels, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    config: EngineConfig,
+    /// Serialises `apply` and `shutdown`; never taken on the request path.
+    control: Mutex<Control>,
+}
+
+#[derive(Debug, Default)]
+struct Control {
+    listeners: HashMap<SocketKey, ListenerHandle>,
+    applied: bool,
+    shut_down: bool,
+}
+
+impl Engine {
+    /// Creates an engine with no listeners. Must be called within a tokio runtime.
+    pub fn new(config: EngineConfig) -> Self {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout);
+        http.http2().timer(TokioTimer::new());
+        let empty = Runtime::build(&ConfigSnapshot::default(), config.default_bind)
+            .expect("the empty snapshot compiles");
+        Self {
+            shared: Arc::new(Shared {
+                runtime: ArcSwap::from_pointee(empty),
+                upstreams: Upstreams::new(&config),
+                http,
+                tasks: TaskTracker::new(),
+                config,
+                control: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Validates and compiles `snapshot`, binds the sockets of new listeners, then swaps the
+    /// new runtime in atomically and stops listeners the snapshot no longer has. Listeners
+    /// whose address did not change keep their socket and connections. On error nothing changes.
+    pub fn apply(&self, snapshot: &ConfigSnapshot) -> Result<(), ApplyError> {
+        snapshot.validate()?;
+        let default_bind = self.shared.config.default_bind;
+        let runtime = Runtime::build(snapshot, default_bind)?;
+
+        let mut control = self.shared.control.lock().expect("control lock");
+        if control.shut_down {
+            return Err(ApplyError::ShutDown);
+        }
+
+        // Bind everything new before touching anything, so a failure leaves no trace.
+        let mut wanted: HashMap<SocketKey, &str> = HashMap::new();
+        let mut fresh = Vec::new();
+        for l in &snapshot.listeners {
+            let key = SocketKey::of(l, default_bind);
+            if !control.listeners.contains_key(&key) {
+                let addr = key.bind_addr();
+                let socket = listener::bind(addr, self.shared.config.listen_backlog).map_err(
+                    |source| ApplyError::Bind {
+                        listener: l.name.clone(),
+                        addr,
+                        source,
+                    },
+                )?;
+                fresh.push((key.clone(), l.name.clone(), socket));
+            }
+            wanted.insert(key, &l.name);
+        }
+
+        let version = runtime.version;
+        self.shared.runtime.store(Arc::new(runtime));
+        control.applied = true;
+
+        for (key, name, socket) in fresh {
+            // Only fails if there is no tokio runtime, which `new` already required.
+            let handle = ListenerHandle::start(name, socket, key.clone(), self.shared.clone())
+                .expect("listener registration");
+            tracing::info!(listener = %handle.name, addr = %handle.local_addr, "listening");
+            control.listeners.insert(key, handle);
+        }
+        control.listeners.retain(|key, handle| match wanted.get(key) {
+            Some(name) => {
+                if handle.name != *name {
+                    handle.name = (*name).to_owned();
+                }
+                true
+            }
+            None => {
+                tracing::info!(listener = %handle.name, addr = %handle.local_addr, "listener removed");
+                handle.stop();
+                false
+            }
+        });
+        tracing::info!(version, "snapshot applied");
+        Ok(())
+    }
+
+    /// The version of the snapshot being served, if one was applied.
+    pub fn version(&self) -> Option<u64> {
+        let control = self.shared.control.lock().expect("control lock");
+        control
+            .applied
+            .then(|| self.shared.runtime.load().version)
+    }
+
+    /// The address a listener is bound to (useful when its port was 0).
+    pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
+        let control = self.shared.control.lock().expect("control lock");
+        control
+            .listeners
+            .values()
+            .find(|h| h.name == listener)
+            .map(|h| h.local_addr)
+    }
+
+    /// Stops accepting on every listener, asks every connection to finish what it is doing
+    /// (HTTP/1.1 closes after the response in flight, HTTP/2 sends GOAWAY), and waits for them
+    /// up to `timeout`. Upgraded connections (WebSocket) have no graceful end and are cut at the
+    /// deadline. Further `apply` calls fail.
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        {
+            let mut control = self.shared.control.lock().expect("control lock");
+            control.shut_down = true;
+            for handle in control.listeners.values() {
+                handle.stop();
+            }
+            control.listeners.clear();
+        }
+        self.shared.tasks.close();
+        let drained = tokio::time::timeout(timeout, self.shared.tasks.wait())
+            .await
+            .is_ok();
+        ShutdownReport { drained }
+    }
+}

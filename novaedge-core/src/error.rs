@@ -1,0 +1,67 @@
+//! Why a request could not be proxied, and the one place that turns that into a response.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+
+use crate::proxy::ProxyBody;
+
+/// Every way the proxy itself (not the upstream) can fail a request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("no route matches the request")]
+    NoRoute,
+    #[error("the route has no backend to send to")]
+    NoBackend,
+    #[error("backend {backend} has no ready endpoint")]
+    NoEndpoint { backend: String },
+    #[error("upgrade requested to HTTP/2 backend {backend}")]
+    UpgradeToH2 { backend: String },
+    #[error("upstream {endpoint} of backend {backend}: {source}")]
+    Upstream {
+        backend: String,
+        endpoint: std::net::SocketAddr,
+        #[source]
+        source: crate::upstream::UpstreamError,
+    },
+}
+
+impl ProxyError {
+    /// The status a client sees and a short body saying why, without internal details.
+    fn status_and_reason(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no route\n"),
+            // Gateway API: a rule whose backends are all invalid or weighted 0 answers 500.
+            ProxyError::NoBackend => (StatusCode::INTERNAL_SERVER_ERROR, "no backend\n"),
+            ProxyError::NoEndpoint { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n")
+            }
+            ProxyError::UpgradeToH2 { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upgrade not supported by upstream\n",
+            ),
+            ProxyError::Upstream { source, .. } if source.is_connect() => {
+                (StatusCode::BAD_GATEWAY, "upstream connect error\n")
+            }
+            ProxyError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream request failed\n"),
+        }
+    }
+
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
+        let (status, reason) = self.status_and_reason();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %self, "request failed");
+        } else {
+            tracing::debug!(%status, error = %self, "request not routed");
+        }
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+            reason.as_bytes(),
+        ))));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}

@@ -1,0 +1,179 @@
+//! Header rewriting between client and upstream: hop-by-hop removal (RFC 9110 section 7.6.1) and
+//! the `X-Forwarded-*` family.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never the message; always removed when forwarding.
+/// `TE` is handled apart: `TE: trailers` is what gRPC needs end to end.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// True for an HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
+pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers, including any the `Connection` header names. With `upgrade`, the
+/// `Upgrade` header survives and `Connection: upgrade` is written back, as a protocol switch
+/// needs both on the next hop.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Names listed in Connection are hop-by-hop too (RFC 9110 section 7.6.1). Collected first
+    // because they are removed from the same map; rare enough that the allocation is fine.
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if name != header::TE && !(upgrade && name == header::UPGRADE) {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !upgrade {
+        headers.remove(header::UPGRADE);
+    } else {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    // Keep `TE: trailers` (gRPC relies on it); any other TE value is about this hop only.
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    if headers.remove(header::TE).is_some() && trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Adds the client's address to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` for the upstream. The client's own `X-Forwarded-Proto`/`-Host` values are
+/// replaced: they are facts about this hop, which only the proxy knows.
+pub(crate) fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    let client = client.to_canonical().to_string();
+    // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3): fold them into one line
+    // and append this client.
+    let mut xff = Vec::new();
+    for prior in headers.get_all(&X_FORWARDED_FOR) {
+        if !prior.is_empty() {
+            xff.extend_from_slice(prior.as_bytes());
+            xff.extend_from_slice(b", ");
+        }
+    }
+    xff.extend_from_slice(client.as_bytes());
+    if let Ok(xff) = HeaderValue::from_bytes(&xff) {
+        headers.insert(X_FORWARDED_FOR, xff);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    match host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn keeps_te_trailers_for_grpc() {
+        let mut h = map(&[("te", "trailers"), ("connection", "te")]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        let mut h = map(&[("te", "gzip, trailers;q=1")]);
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.get("te").is_none(), "parameterised trailers is not the plain token");
+    }
+
+    #[test]
+    fn upgrade_keeps_upgrade_and_connection() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert!(!is_upgrade_request(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "spoofed"),
+        ]);
+        let host = HeaderValue::from_static("example.com:8080");
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some(&host));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 198.51.100.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com:8080");
+
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "::ffff:10.1.2.3".parse().unwrap(), "http", None);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert!(h.get("x-forwarded-host").is_none());
+    }
+}

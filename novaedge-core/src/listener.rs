@@ -1,0 +1,129 @@
+//! Listening sockets and the client connections they accept.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::engine::Shared;
+use crate::proxy::ProxyService;
+use crate::runtime::SocketKey;
+
+/// Binds a listening socket the way a proxy wants it: `SO_REUSEADDR` so a restart does not wait
+/// for TIME_WAIT, non-blocking, and a deep accept queue.
+pub(crate) fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// A running listener: its accept loop stops when `stop` is dropped or set.
+#[derive(Debug)]
+pub(crate) struct ListenerHandle {
+    pub(crate) name: String,
+    pub(crate) local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl ListenerHandle {
+    /// Starts accepting on `socket`. Must be called within a tokio runtime.
+    pub(crate) fn start(
+        name: String,
+        socket: std::net::TcpListener,
+        key: SocketKey,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::from_std(socket)?;
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, Arc::new(key), shared, stopped));
+        Ok(Self {
+            name,
+            local_addr,
+            stop,
+        })
+    }
+
+    /// Stops accepting; connections already accepted finish their requests and close.
+    pub(crate) fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl Drop for ListenerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    key: Arc<SocketKey>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let local = listener.local_addr().ok();
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning; the
+                    // kernel keeps queueing connections meanwhile.
+                    tracing::warn!(?local, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = ProxyService {
+            shared: shared.clone(),
+            key: key.clone(),
+            peer,
+        };
+        let conn_stop = stop.clone();
+        let builder = shared.http.clone();
+        shared
+            .tasks
+            .spawn(serve_connection(builder, stream, service, conn_stop));
+    }
+    tracing::info!(?local, "listener stopped accepting");
+}
+
+async fn serve_connection(
+    builder: auto::Builder<hyper_util::rt::TokioExecutor>,
+    stream: TcpStream,
+    service: ProxyService,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = service.peer;
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stopped(&mut stop) => {
+            // HTTP/1.1: close after the request in flight; HTTP/2: GOAWAY, finish open streams.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Resolves once the listener is told to stop, or is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here, not across the caller's awaits.
+    let _ = stop.wait_for(|stopped| *stopped).await.map(drop);
+}

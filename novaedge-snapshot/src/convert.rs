@@ -1,0 +1,448 @@
+//! Between the wire types and the domain types. Decoding is where untrusted input meets the
+//! model, so every parse error names its object and field, and all of them are reported.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::{HeaderName, Method};
+use prost::Message;
+
+use crate::error::{FieldError, ValidationErrors};
+use crate::model::*;
+use crate::proto;
+
+impl ConfigSnapshot {
+    /// Decodes and validates a protobuf-encoded snapshot.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ValidationErrors> {
+        let wire = proto::ConfigSnapshot::decode(bytes).map_err(|e| {
+            ValidationErrors::check(vec![FieldError::new(
+                "snapshot",
+                "(encoding)",
+                e.to_string(),
+            )])
+            .unwrap_err()
+        })?;
+        Self::try_from(wire)
+    }
+
+    /// Encodes the snapshot as protobuf.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        proto::ConfigSnapshot::from(self).encode_to_vec()
+    }
+}
+
+impl TryFrom<proto::ConfigSnapshot> for ConfigSnapshot {
+    type Error = ValidationErrors;
+
+    /// Parses every field, then runs [`ConfigSnapshot::validate`].
+    fn try_from(wire: proto::ConfigSnapshot) -> Result<Self, Self::Error> {
+        let mut errors = Vec::new();
+        let listeners = wire
+            .listeners
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, l)| listener(i, l, &mut errors))
+            .collect();
+        let routes = wire
+            .routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| route(i, r, &mut errors))
+            .collect();
+        let backends = wire
+            .backends
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| backend(i, b, &mut errors))
+            .collect();
+        ValidationErrors::check(errors)?;
+        let snapshot = ConfigSnapshot {
+            version: wire.version,
+            listeners,
+            routes,
+            backends,
+        };
+        snapshot.validate()?;
+        Ok(snapshot)
+    }
+}
+
+fn object_name(kind: &str, index: usize, name: &str) -> String {
+    if name.is_empty() {
+        format!("{kind}s[{index}]")
+    } else {
+        format!("{kind} {name:?}")
+    }
+}
+
+fn listener(i: usize, l: proto::Listener, errors: &mut Vec<FieldError>) -> Option<Listener> {
+    let object = object_name("listener", i, &l.name);
+    let before = errors.len();
+    let bind = if l.bind_address.is_empty() {
+        None
+    } else {
+        match l.bind_address.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                errors.push(FieldError::new(
+                    &object,
+                    "bind_address",
+                    format!("{:?} is not an IP address", l.bind_address),
+                ));
+                None
+            }
+        }
+    };
+    let port = u16::try_from(l.port).unwrap_or_else(|_| {
+        errors.push(FieldError::new(
+            &object,
+            "port",
+            format!("{} is not a TCP port", l.port),
+        ));
+        0
+    });
+    let protocol = match proto::ListenerProtocol::try_from(l.protocol) {
+        Ok(proto::ListenerProtocol::Http) => ListenerProtocol::Http,
+        _ => {
+            errors.push(FieldError::new(
+                &object,
+                "protocol",
+                format!("unsupported listener protocol {}", l.protocol),
+            ));
+            ListenerProtocol::Http
+        }
+    };
+    (errors.len() == before).then_some(Listener {
+        name: l.name,
+        bind,
+        port,
+        protocol,
+    })
+}
+
+fn route(i: usize, r: proto::Route, errors: &mut Vec<FieldError>) -> Route {
+    let object = object_name("route", i, &r.name);
+    let rules = r
+        .rules
+        .into_iter()
+        .enumerate()
+        .map(|(k, rule)| RouteRule {
+            matches: rule
+                .matches
+                .into_iter()
+                .enumerate()
+                .map(|(j, m)| route_match(&object, &format!("rules[{k}].matches[{j}]"), m, errors))
+                .collect(),
+            backends: rule
+                .backends
+                .into_iter()
+                .map(|b| BackendRef {
+                    backend: b.backend,
+                    weight: b.weight,
+                })
+                .collect(),
+        })
+        .collect();
+    Route {
+        name: r.name,
+        listener: r.listener,
+        hostnames: r.hostnames,
+        rules,
+        creation_timestamp: r.creation_timestamp,
+    }
+}
+
+fn route_match(
+    object: &str,
+    field: &str,
+    m: proto::RouteMatch,
+    errors: &mut Vec<FieldError>,
+) -> RouteMatch {
+    let path = match m.path {
+        None => PathMatch::Prefix("/".to_owned()),
+        Some(p) => match proto::PathMatchType::try_from(p.r#type) {
+            Ok(proto::PathMatchType::Exact) => PathMatch::Exact(p.value),
+            Ok(proto::PathMatchType::Prefix) => PathMatch::Prefix(p.value),
+            _ => {
+                errors.push(FieldError::new(
+                    object,
+                    format!("{field}.path.type"),
+                    format!("unsupported path match type {}", p.r#type),
+                ));
+                PathMatch::Prefix(p.value)
+            }
+        },
+    };
+    let method = if m.method.is_empty() {
+        None
+    } else {
+        match Method::from_bytes(m.method.as_bytes()) {
+            Ok(method) => Some(method),
+            Err(_) => {
+                errors.push(FieldError::new(
+                    object,
+                    format!("{field}.method"),
+                    format!("{:?} is not an HTTP method", m.method),
+                ));
+                None
+            }
+        }
+    };
+    let headers = m
+        .headers
+        .into_iter()
+        .enumerate()
+        .filter_map(
+            |(j, h)| match HeaderName::from_bytes(h.name.as_bytes()) {
+                Ok(name) => Some(HeaderMatch {
+                    name,
+                    value: h.value,
+                }),
+                Err(_) => {
+                    errors.push(FieldError::new(
+                        object,
+                        format!("{field}.headers[{j}].name"),
+                        format!("{:?} is not a valid header name", h.name),
+                    ));
+                    None
+                }
+            },
+        )
+        .collect();
+    RouteMatch {
+        path,
+        method,
+        headers,
+    }
+}
+
+fn backend(i: usize, b: proto::Backend, errors: &mut Vec<FieldError>) -> Backend {
+    let object = object_name("backend", i, &b.name);
+    let protocol = match proto::UpstreamProtocol::try_from(b.protocol) {
+        Ok(proto::UpstreamProtocol::Http1) => UpstreamProtocol::Http1,
+        Ok(proto::UpstreamProtocol::H2c) => UpstreamProtocol::H2c,
+        _ => {
+            errors.push(FieldError::new(
+                &object,
+                "protocol",
+                format!("unsupported upstream protocol {}", b.protocol),
+            ));
+            UpstreamProtocol::Http1
+        }
+    };
+    let endpoints = b
+        .endpoints
+        .into_iter()
+        .enumerate()
+        .filter_map(|(j, e)| {
+            let field = format!("endpoints[{j}]");
+            let ip = e.address.parse::<IpAddr>().map_err(|_| {
+                errors.push(FieldError::new(
+                    &object,
+                    format!("{field}.address"),
+                    format!("{:?} is not an IP address", e.address),
+                ))
+            });
+            let port = u16::try_from(e.port).map_err(|_| {
+                errors.push(FieldError::new(
+                    &object,
+                    format!("{field}.port"),
+                    format!("{} is not a TCP port", e.port),
+                ))
+            });
+            Some(Endpoint {
+                address: SocketAddr::new(ip.ok()?, port.ok()?),
+                ready: e.ready,
+                weight: e.weight.max(1),
+            })
+        })
+        .collect();
+    Backend {
+        name: b.name,
+        protocol,
+        endpoints,
+    }
+}
+
+impl From<&ConfigSnapshot> for proto::ConfigSnapshot {
+    fn from(s: &ConfigSnapshot) -> Self {
+        proto::ConfigSnapshot {
+            version: s.version,
+            listeners: s
+                .listeners
+                .iter()
+                .map(|l| proto::Listener {
+                    name: l.name.clone(),
+                    bind_address: l.bind.map(|ip| ip.to_string()).unwrap_or_default(),
+                    port: l.port.into(),
+                    protocol: match l.protocol {
+                        ListenerProtocol::Http => proto::ListenerProtocol::Http,
+                    } as i32,
+                })
+                .collect(),
+            routes: s.routes.iter().map(route_to_wire).collect(),
+            backends: s
+                .backends
+                .iter()
+                .map(|b| proto::Backend {
+                    name: b.name.clone(),
+                    protocol: match b.protocol {
+                        UpstreamProtocol::Http1 => proto::UpstreamProtocol::Http1,
+                        UpstreamProtocol::H2c => proto::UpstreamProtocol::H2c,
+                    } as i32,
+                    endpoints: b
+                        .endpoints
+                        .iter()
+                        .map(|e| proto::Endpoint {
+                            address: e.address.ip().to_string(),
+                            port: e.address.port().into(),
+                            ready: e.ready,
+                            weight: e.weight,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn route_to_wire(r: &Route) -> proto::Route {
+    proto::Route {
+        name: r.name.clone(),
+        listener: r.listener.clone(),
+        hostnames: r.hostnames.clone(),
+        creation_timestamp: r.creation_timestamp,
+        rules: r
+            .rules
+            .iter()
+            .map(|rule| proto::RouteRule {
+                matches: rule
+                    .matches
+                    .iter()
+                    .map(|m| proto::RouteMatch {
+                        path: Some(match &m.path {
+                            PathMatch::Exact(v) => proto::PathMatch {
+                                r#type: proto::PathMatchType::Exact as i32,
+                                value: v.clone(),
+                            },
+                            PathMatch::Prefix(v) => proto::PathMatch {
+                                r#type: proto::PathMatchType::Prefix as i32,
+                                value: v.clone(),
+                            },
+                        }),
+                        method: m.method.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                        headers: m
+                            .headers
+                            .iter()
+                            .map(|h| proto::HeaderMatch {
+                                name: h.name.to_string(),
+                                value: h.value.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                backends: rule
+                    .backends
+                    .iter()
+                    .map(|b| proto::BackendRef {
+                        backend: b.backend.clone(),
+                        weight: b.weight,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ConfigSnapshot {
+        ConfigSnapshot {
+            version: 7,
+            listeners: vec![Listener {
+                name: "http".into(),
+                bind: Some("127.0.0.1".parse().unwrap()),
+                port: 8080,
+                protocol: ListenerProtocol::Http,
+            }],
+            routes: vec![Route {
+                name: "default/web".into(),
+                listener: "http".into(),
+                hostnames: vec!["example.com".into(), "*.example.org".into()],
+                creation_timestamp: 1_700_000_000,
+                rules: vec![RouteRule {
+                    matches: vec![RouteMatch {
+                        path: PathMatch::Exact("/a".into()),
+                        method: Some(Method::POST),
+                        headers: vec![HeaderMatch {
+                            name: HeaderName::from_static("x-env"),
+                            value: "canary".into(),
+                        }],
+                    }],
+                    backends: vec![BackendRef {
+                        backend: "default/web:80".into(),
+                        weight: 3,
+                    }],
+                }],
+            }],
+            backends: vec![Backend {
+                name: "default/web:80".into(),
+                protocol: UpstreamProtocol::H2c,
+                endpoints: vec![
+                    Endpoint {
+                        address: "10.0.0.1:8080".parse().unwrap(),
+                        ready: true,
+                        weight: 1,
+                    },
+                    Endpoint {
+                        address: "[fd00::1]:8080".parse().unwrap(),
+                        ready: false,
+                        weight: 2,
+                    },
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_protobuf() {
+        let s = sample();
+        let decoded = ConfigSnapshot::decode(&s.encode_to_vec()).expect("valid");
+        assert_eq!(decoded, s);
+    }
+
+    #[test]
+    fn decode_names_object_and_field_of_every_error() {
+        let mut wire = proto::ConfigSnapshot::from(&sample());
+        wire.backends[0].endpoints[0].address = "not-an-ip".into();
+        wire.routes[0].rules[0].matches[0].method = "BAD METHOD".into();
+        wire.routes[0].rules[0].backends[0].backend = "default/missing:80".into();
+        let err = ConfigSnapshot::try_from(wire.clone()).unwrap_err();
+        let fields: Vec<_> = err
+            .errors()
+            .iter()
+            .map(|e| (e.object.as_str(), e.field.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("route \"default/web\"", "rules[0].matches[0].method"),
+                ("backend \"default/web:80\"", "endpoints[0].address"),
+            ]
+        );
+        // Parse errors stop before cross-reference checks; fix them and the dangling ref shows.
+        wire.backends[0].endpoints[0].address = "10.0.0.1".into();
+        wire.routes[0].rules[0].matches[0].method = "GET".into();
+        let err = ConfigSnapshot::try_from(wire).unwrap_err();
+        assert_eq!(err.errors().len(), 1);
+        assert_eq!(err.errors()[0].field, "rules[0].backends[0].backend");
+        assert!(err.to_string().contains("default/missing:80"), "{err}");
+    }
+
+    #[test]
+    fn garbage_bytes_are_an_error_not_a_panic() {
+        let err = ConfigSnapshot::decode(&[0xff, 0xff, 0xff]).unwrap_err();
+        assert_eq!(err.errors()[0].field, "(encoding)");
+    }
+}

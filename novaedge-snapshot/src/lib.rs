@@ -1,0 +1,35 @@
+//! The `ConfigSnapshot`: everything one NovaEdge data plane needs, as one versioned value.
+//!
+//! A snapshot is produced by a translator (Kubernetes objects or files -> snapshot), carried as
+//! protobuf (see `proto/novaedge/snapshot/v1/snapshot.proto`, the one definition of the wire
+//! format), and applied whole by the engine. This crate owns three things:
+//!
+//! - [`proto`]: the generated wire types;
+//! - the domain types ([`ConfigSnapshot`] and friends): typed, with addresses, header names and
+//!   methods already parsed;
+//! - validation: [`ConfigSnapshot::validate`] checks cross references and uniqueness, and
+//!   [`ConfigSnapshot::decode`] / `TryFrom<proto::ConfigSnapshot>` turn untrusted wire data into
+//!   a domain value or a list of errors, each naming the object and field at fault.
+//!
+//! A snapshot that fails validation is never partially used: callers keep their last good one.
+
+#![forbid(unsafe_code)]
+
+mod convert;
+mod error;
+mod model;
+mod validate;
+
+pub use validate::check_hostname;
+
+pub use error::{FieldError, ValidationErrors};
+pub use model::{
+    Backend, BackendRef, ConfigSnapshot, Endpoint, HeaderMatch, Listener, ListenerProtocol,
+    PathMatch, Route, RouteMatch, RouteRule, UpstreamProtocol,
+};
+
+/// Types generated from `snapshot.proto`.
+#[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/novaedge.snapshot.v1.rs"));
+}
