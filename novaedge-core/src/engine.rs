@@ -110,13 +110,14 @@ impl Engine {
             let key = SocketKey::of(l, default_bind);
             if !control.listeners.contains_key(&key) {
                 let addr = key.bind_addr();
-                let socket = listener::bind(addr, self.shared.config.listen_backlog).map_err(
-                    |source| ApplyError::Bind {
-                        listener: l.name.clone(),
-                        addr,
-                        source,
-                    },
-                )?;
+                let socket =
+                    listener::bind(addr, self.shared.config.listen_backlog).map_err(|source| {
+                        ApplyError::Bind {
+                            listener: l.name.clone(),
+                            addr,
+                            source,
+                        }
+                    })?;
                 fresh.push((key.clone(), l.name.clone(), socket));
             }
             wanted.insert(key, &l.name);
@@ -153,9 +154,7 @@ impl Engine {
     /// The version of the snapshot being served, if one was applied.
     pub fn version(&self) -> Option<u64> {
         let control = self.shared.control.lock().expect("control lock");
-        control
-            .applied
-            .then(|| self.shared.runtime.load().version)
+        control.applied.then(|| self.shared.runtime.load().version)
     }
 
     /// The address a listener is bound to (useful when its port was 0).

@@ -144,7 +144,10 @@ mod tests {
         assert_eq!(h.get("te").unwrap(), "trailers");
         let mut h = map(&[("te", "gzip, trailers;q=1")]);
         remove_hop_by_hop(&mut h, false);
-        assert!(h.get("te").is_none(), "parameterised trailers is not the plain token");
+        assert!(
+            h.get("te").is_none(),
+            "parameterised trailers is not the plain token"
+        );
     }
 
     #[test]

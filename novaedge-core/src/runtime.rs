@@ -111,9 +111,7 @@ impl Runtime {
         // Gateway API: among equally specific matches the oldest route wins, then the first by
         // namespace/name, then the first rule in the route. `rank` encodes exactly that order.
         let mut order: Vec<&snapshot::Route> = snapshot.routes.iter().collect();
-        order.sort_by(|a, b| {
-            (a.creation_timestamp, &a.name).cmp(&(b.creation_timestamp, &b.name))
-        });
+        order.sort_by(|a, b| (a.creation_timestamp, &a.name).cmp(&(b.creation_timestamp, &b.name)));
 
         let mut per_listener: HashMap<&str, Vec<router::Route<Arc<RuleTarget>>>> = snapshot
             .listeners
@@ -147,7 +145,9 @@ impl Runtime {
 
         let mut routers = HashMap::with_capacity(snapshot.listeners.len());
         for listener in &snapshot.listeners {
-            let entries = per_listener.remove(listener.name.as_str()).unwrap_or_default();
+            let entries = per_listener
+                .remove(listener.name.as_str())
+                .unwrap_or_default();
             let router = Router::new(entries).map_err(|source| CompileError {
                 listener: listener.name.clone(),
                 source,

@@ -44,7 +44,9 @@ impl UpstreamError {
     pub(crate) fn is_connect(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_) | UpstreamError::Handshake(_)
+            UpstreamError::Connect(_)
+                | UpstreamError::ConnectTimeout(_)
+                | UpstreamError::Handshake(_)
         )
     }
 }
@@ -154,16 +156,17 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let pooled = self.inner.h2.lock().expect("pool lock").get(&addr).cloned();
         let req = match pooled {
-            Some(mut sender) if !sender.is_closed() => {
-                match sender.try_send_request(req).await {
-                    Ok(response) => return Ok(response),
-                    Err(e) => retry_or_fail(e)?,
-                }
-            }
+            Some(mut sender) if !sender.is_closed() => match sender.try_send_request(req).await {
+                Ok(response) => return Ok(response),
+                Err(e) => retry_or_fail(e)?,
+            },
             _ => req,
         };
         let mut sender = self.inner.connect_h2(addr).await?;
-        sender.send_request(req).await.map_err(UpstreamError::Request)
+        sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Request)
     }
 }
 

@@ -191,22 +191,20 @@ fn route_match(
         .headers
         .into_iter()
         .enumerate()
-        .filter_map(
-            |(j, h)| match HeaderName::from_bytes(h.name.as_bytes()) {
-                Ok(name) => Some(HeaderMatch {
-                    name,
-                    value: h.value,
-                }),
-                Err(_) => {
-                    errors.push(FieldError::new(
-                        object,
-                        format!("{field}.headers[{j}].name"),
-                        format!("{:?} is not a valid header name", h.name),
-                    ));
-                    None
-                }
-            },
-        )
+        .filter_map(|(j, h)| match HeaderName::from_bytes(h.name.as_bytes()) {
+            Ok(name) => Some(HeaderMatch {
+                name,
+                value: h.value,
+            }),
+            Err(_) => {
+                errors.push(FieldError::new(
+                    object,
+                    format!("{field}.headers[{j}].name"),
+                    format!("{:?} is not a valid header name", h.name),
+                ));
+                None
+            }
+        })
         .collect();
     RouteMatch {
         path,

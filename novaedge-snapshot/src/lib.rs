@@ -29,7 +29,12 @@ pub use model::{
 };
 
 /// Types generated from `snapshot.proto`.
-#[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all
+)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/novaedge.snapshot.v1.rs"));
 }

@@ -127,3 +127,12 @@ pub struct Endpoint {
     /// Relative weight among the backend's endpoints, at least 1.
     pub weight: u32,
 }
+
+impl ConfigSnapshot {
+    /// Whether two snapshots configure the same thing, whatever their versions.
+    pub fn same_config(&self, other: &ConfigSnapshot) -> bool {
+        self.listeners == other.listeners
+            && self.routes == other.routes
+            && self.backends == other.backends
+    }
+}

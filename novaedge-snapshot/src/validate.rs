@@ -105,12 +105,7 @@ impl ConfigSnapshot {
     }
 }
 
-fn validate_route(
-    r: &Route,
-    object: &str,
-    backends: &HashSet<&str>,
-    errors: &mut Vec<FieldError>,
-) {
+fn validate_route(r: &Route, object: &str, backends: &HashSet<&str>, errors: &mut Vec<FieldError>) {
     for (i, h) in r.hostnames.iter().enumerate() {
         if let Err(why) = check_hostname(h) {
             errors.push(FieldError::new(
@@ -215,7 +210,9 @@ mod tests {
         for ok in ["a.com", "*.a.com", "x-1.y", "localhost"] {
             assert_eq!(check_hostname(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "*", "*.", "A.com", "a..com", "a.*.com", "-a.com", "a_b.com"] {
+        for bad in [
+            "", "*", "*.", "A.com", "a..com", "a.*.com", "-a.com", "a_b.com",
+        ] {
             assert!(check_hostname(bad).is_err(), "{bad}");
         }
     }

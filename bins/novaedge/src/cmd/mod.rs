@@ -1,0 +1,24 @@
+//! The subcommands.
+
+pub(crate) mod check;
+pub(crate) mod echo;
+pub(crate) mod run;
+
+/// Errors a command reports before exiting non-zero.
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn terminated() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

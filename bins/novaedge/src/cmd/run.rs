@@ -1,0 +1,137 @@
+//! `novaedge run`: the file source feeding the engine, reloading on change, draining on SIGTERM.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use novaedge_core::{Engine, EngineConfig};
+use novaedge_echo::EchoServer;
+use novaedge_k8s::Diagnostic;
+use novaedge_k8s::file_source::FileSource;
+use novaedge_snapshot::ConfigSnapshot;
+
+/// How long the files must be quiet after a change before they are read again.
+const RELOAD_QUIET: Duration = Duration::from_millis(200);
+
+#[derive(Debug)]
+pub(crate) struct Options {
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) bind: IpAddr,
+    pub(crate) demo_backends: bool,
+    pub(crate) drain_timeout: Duration,
+}
+
+pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
+    let mut source = FileSource::new(options.paths);
+    let first = match source.load() {
+        Ok(loaded) => loaded,
+        Err(diagnostics) => {
+            report(&diagnostics);
+            return Err("the configuration has errors; nothing is served".into());
+        }
+    };
+    report(&first.warnings);
+
+    // Held until exit: dropping an EchoServer stops it.
+    let _demo = if options.demo_backends {
+        start_demo_backends(&first.snapshot).await?
+    } else {
+        Vec::new()
+    };
+
+    let engine = Engine::new(EngineConfig {
+        default_bind: options.bind,
+        ..EngineConfig::default()
+    });
+    engine.apply(&first.snapshot)?;
+    let mut current = first.snapshot;
+    let mut changes = source.watch()?;
+    tracing::info!(paths = ?source.paths(), "watching for changes");
+
+    let terminated = super::terminated();
+    tokio::pin!(terminated);
+    loop {
+        tokio::select! {
+            _ = &mut terminated => break,
+            changed = changes.next(RELOAD_QUIET) => {
+                if !changed {
+                    tracing::warn!("file watcher stopped; configuration will no longer reload");
+                    terminated.as_mut().await;
+                    break;
+                }
+                reload(&mut source, &engine, &mut current);
+            }
+        }
+    }
+
+    tracing::info!(timeout = ?options.drain_timeout, "draining");
+    let report = engine.shutdown(options.drain_timeout).await;
+    if report.drained {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!("drain timeout reached; remaining connections were cut");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the files again and applies the result if it differs; on any error the running
+/// configuration stays.
+fn reload(source: &mut FileSource, engine: &Engine, current: &mut ConfigSnapshot) {
+    let loaded = match source.load() {
+        Ok(loaded) => loaded,
+        Err(diagnostics) => {
+            report(&diagnostics);
+            tracing::error!(
+                serving = current.version,
+                "configuration has errors; keeping the last good one"
+            );
+            return;
+        }
+    };
+    report(&loaded.warnings);
+    if loaded.snapshot.same_config(current) {
+        tracing::debug!("files changed but the configuration did not");
+        return;
+    }
+    match engine.apply(&loaded.snapshot) {
+        Ok(()) => *current = loaded.snapshot,
+        Err(e) => tracing::error!(
+            serving = current.version,
+            error = %e,
+            "configuration rejected; keeping the last good one"
+        ),
+    }
+}
+
+fn report(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        if d.is_error() {
+            tracing::error!("{d}");
+        } else {
+            tracing::warn!("{d}");
+        }
+    }
+}
+
+/// An echo server on every loopback endpoint the configuration names, named after its backend.
+async fn start_demo_backends(snapshot: &ConfigSnapshot) -> Result<Vec<EchoServer>, super::Error> {
+    let mut servers = Vec::new();
+    for backend in &snapshot.backends {
+        for (i, endpoint) in backend.endpoints.iter().enumerate() {
+            if !endpoint.address.ip().is_loopback() {
+                continue;
+            }
+            let name = format!("{}#{i}", backend.name);
+            let server = EchoServer::start(endpoint.address, name.clone())
+                .await
+                .map_err(|e| format!("demo backend {name} on {}: {e}", endpoint.address))?;
+            tracing::info!(backend = %name, addr = %server.local_addr(), "demo backend started");
+            servers.push(server);
+        }
+    }
+    if servers.is_empty() {
+        tracing::warn!("--demo-backends: no loopback endpoint in the configuration");
+    }
+    Ok(servers)
+}

@@ -1,0 +1,112 @@
+//! `novaedge`: the standalone proxy (`run`), the manifest checker (`check`) and the echo
+//! backend (`echo`). Each command is assembled from the library crates in `cmd/`.
+
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod cmd;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "novaedge",
+    version,
+    about = "Kubernetes-native L7 load balancer"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the Kubernetes objects in PATH... (files or directories of YAML); reload on change.
+    Run {
+        /// Manifests: Gateway, HTTPRoute, Service, EndpointSlice, ...
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Address that listeners bind to.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: IpAddr,
+        /// Start an echo server on every loopback endpoint of the configuration.
+        #[arg(long)]
+        demo_backends: bool,
+        /// How long SIGTERM waits for connections to finish.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: Duration,
+    },
+    /// Check manifests: print every error (file, object, field); exit non-zero on any.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run an echo backend (HTTP/1.1, h2c, WebSocket, gRPC) that answers with what it received.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                paths,
+                bind,
+                demo_backends,
+                drain_timeout,
+            } => {
+                cmd::run::run(cmd::run::Options {
+                    paths,
+                    bind,
+                    demo_backends,
+                    drain_timeout,
+                })
+                .await
+            }
+            Command::Check { paths } => cmd::check::check(&paths),
+            Command::Echo { listen, name } => cmd::echo::echo(listen, name).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,28 @@
+//! Kubernetes objects in, NovaEdge snapshots out.
+//!
+//! - [`objects`]: parsing Kubernetes YAML (multi-document, files or directories) into typed
+//!   objects, using the upstream `k8s-openapi` and `gateway-api` types, with errors that name the
+//!   file, the object and the field.
+//! - [`translate()`]: one pure function from a set of objects to a
+//!   [`ConfigSnapshot`](novaedge_snapshot::ConfigSnapshot) plus diagnostics. The controller and
+//!   `novaedge run` both use it.
+//! - [`file_source`]: the standalone source behind `novaedge run` and `novaedge check`: load
+//!   paths, translate, and watch them for changes.
+//!
+//! What is translated today: Gateway API `GatewayClass`, `Gateway` (HTTP listeners: port,
+//! hostname, allowed route namespaces), `HTTPRoute` (hostnames, parentRefs with sectionName and
+//! port, Exact and PathPrefix path matches, exact header matches, method matches, weighted
+//! `backendRefs` to Services in the route's namespace), core `Service` (ports, `appProtocol`) and
+//! `discovery.k8s.io/v1` `EndpointSlice` (IPv4/IPv6 addresses, ports by name, the ready
+//! condition). Anything a route asks for that is not implemented yet is an error, never
+//! silently dropped, because dropping a match condition would widen what a route accepts.
+
+#![forbid(unsafe_code)]
+
+mod diagnostics;
+pub mod file_source;
+pub mod objects;
+mod translate;
+
+pub use diagnostics::{Diagnostic, Severity};
+pub use translate::{GATEWAY_CONTROLLER_NAME, TranslateOptions, Translation, translate};

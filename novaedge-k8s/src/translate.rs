@@ -1,0 +1,764 @@
+//! Objects to snapshot: one pure function, shared by the controller and the file source.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use gateway_api::gateways::{Gateway, GatewayListenersAllowedRoutesNamespacesFrom as From};
+use gateway_api::httproutes::{
+    HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
+};
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use novaedge_snapshot::{
+    self as snapshot, Backend, BackendRef, ConfigSnapshot, Endpoint, HeaderMatch, Listener,
+    ListenerProtocol, PathMatch, RouteMatch, RouteRule, UpstreamProtocol, check_hostname,
+};
+
+use crate::diagnostics::Diagnostic;
+use crate::objects::{Object, Sourced, namespace_of};
+
+/// The `controllerName` of GatewayClasses that NovaEdge serves.
+pub const GATEWAY_CONTROLLER_NAME: &str = "novaedge.io/gateway-controller";
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Inputs to a translation that do not come from the objects.
+#[derive(Debug, Clone, Default)]
+pub struct TranslateOptions {
+    /// The version stamped on the snapshot.
+    pub version: u64,
+}
+
+/// The result of a translation: a snapshot and everything worth telling the user. The snapshot
+/// must not be served if any diagnostic is an error.
+#[derive(Debug, Clone)]
+pub struct Translation {
+    pub snapshot: ConfigSnapshot,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Translation {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+type Key = (String, String); // (namespace, name)
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+    (
+        namespace_of(meta).to_owned(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Translates Kubernetes objects into the snapshot a data plane serves.
+pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation {
+    let mut t = Translator::default();
+    t.index(objects);
+    let listeners = t.gateways();
+    let snapshot = t.routes(&listeners, options.version);
+    if let Err(errors) = snapshot.validate() {
+        // The translator should never produce an invalid snapshot; if it does, say so plainly
+        // rather than serve it.
+        for e in errors.errors() {
+            t.diagnostics.push(Diagnostic::error(
+                format!("translated {}", e.object),
+                &e.field,
+                format!("{} (internal translation error)", e.message),
+            ));
+        }
+    }
+    Translation {
+        snapshot,
+        diagnostics: t.diagnostics,
+    }
+}
+
+#[derive(Default)]
+struct Translator<'a> {
+    diagnostics: Vec<Diagnostic>,
+    classes: HashMap<&'a str, &'a str>, // class name -> controller name
+    gateways: BTreeMap<Key, (&'a Gateway, Option<&'a PathBuf>)>,
+    routes: BTreeMap<Key, (&'a HttpRoute, Option<&'a PathBuf>)>,
+    services: HashMap<Key, &'a Service>,
+    slices: HashMap<Key, Vec<(&'a EndpointSlice, Option<&'a PathBuf>)>>,
+    backends: BTreeMap<String, Backend>,
+}
+
+/// A Gateway listener NovaEdge serves.
+struct GatewayListener<'a> {
+    gateway: Key,
+    name: &'a str,
+    port: u16,
+    hostname: Option<&'a str>,
+    namespaces: From,
+    allows_http_route: bool,
+}
+
+impl<'a> Translator<'a> {
+    fn error(&mut self, file: Option<&PathBuf>, object: String, field: String, message: String) {
+        self.diagnostics
+            .push(Diagnostic::error(object, field, message).in_file(file.cloned()));
+    }
+
+    fn warning(&mut self, file: Option<&PathBuf>, object: String, field: String, message: String) {
+        self.diagnostics
+            .push(Diagnostic::warning(object, field, message).in_file(file.cloned()));
+    }
+
+    fn index(&mut self, objects: &'a [Sourced]) {
+        let mut seen = HashSet::new();
+        for sourced in objects {
+            let o = &sourced.object;
+            let file = sourced.file.as_ref();
+            let key = key_of(o.metadata());
+            if !seen.insert((o.kind(), key.clone())) {
+                self.error(
+                    file,
+                    o.describe(),
+                    "metadata.name".into(),
+                    "defined more than once".into(),
+                );
+                continue;
+            }
+            match o {
+                Object::GatewayClass(c) => {
+                    let name = c.metadata.name.as_deref().unwrap_or_default();
+                    self.classes.insert(name, c.spec.controller_name.as_str());
+                }
+                Object::Gateway(g) => {
+                    self.gateways.insert(key, (g, file));
+                }
+                Object::HttpRoute(r) => {
+                    self.routes.insert(key, (r, file));
+                }
+                Object::Service(s) => {
+                    self.services.insert(key, s);
+                }
+                Object::EndpointSlice(s) => {
+                    match s
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    {
+                        Some(service) => self
+                            .slices
+                            .entry((key.0, service.clone()))
+                            .or_default()
+                            .push((s, file)),
+                        None => self.warning(
+                            file,
+                            o.describe(),
+                            format!("metadata.labels[{SERVICE_NAME_LABEL}]"),
+                            "missing: the slice belongs to no Service and is ignored".into(),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The listeners of every Gateway this controller serves.
+    fn gateways(&mut self) -> Vec<GatewayListener<'a>> {
+        let mut out = Vec::new();
+        let gateways: Vec<_> = self.gateways.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for (key, (gateway, file)) in gateways {
+            let object = format!("Gateway {}/{}", key.0, key.1);
+            let class = gateway.spec.gateway_class_name.as_str();
+            // A class that is present and names another controller is not ours to serve. A class
+            // that is absent is served: standalone configurations often leave it out.
+            if let Some(controller) = self.classes.get(class)
+                && *controller != GATEWAY_CONTROLLER_NAME
+            {
+                self.warning(
+                    file,
+                    object,
+                    "spec.gatewayClassName".into(),
+                    format!("GatewayClass {class} belongs to controller {controller}; not served"),
+                );
+                continue;
+            }
+            let mut names = HashSet::new();
+            for (i, l) in gateway.spec.listeners.iter().enumerate() {
+                let field = format!("spec.listeners[{i}]");
+                if !names.insert(l.name.as_str()) {
+                    self.error(
+                        file,
+                        object.clone(),
+                        format!("{field}.name"),
+                        format!("duplicate listener name {:?}", l.name),
+                    );
+                    continue;
+                }
+                if l.protocol != "HTTP" {
+                    self.warning(
+                        file,
+                        object.clone(),
+                        format!("{field}.protocol"),
+                        format!(
+                            "{} listeners are not supported yet; listener skipped",
+                            l.protocol
+                        ),
+                    );
+                    continue;
+                }
+                let Some(port) = u16::try_from(l.port).ok().filter(|p| *p != 0) else {
+                    self.error(
+                        file,
+                        object.clone(),
+                        format!("{field}.port"),
+                        format!("{} is not a TCP port (1-65535)", l.port),
+                    );
+                    continue;
+                };
+                if let Some(h) = &l.hostname
+                    && let Err(why) = check_hostname(h)
+                {
+                    self.error(
+                        file,
+                        object.clone(),
+                        format!("{field}.hostname"),
+                        format!("{h:?}: {why}"),
+                    );
+                    continue;
+                }
+                let allowed = l.allowed_routes.as_ref();
+                let namespaces = allowed
+                    .and_then(|a| a.namespaces.as_ref())
+                    .and_then(|n| n.from.clone())
+                    .unwrap_or(From::Same);
+                if namespaces == From::Selector {
+                    self.error(
+                        file,
+                        object.clone(),
+                        format!("{field}.allowedRoutes.namespaces.from"),
+                        "Selector is not supported yet; use Same or All".into(),
+                    );
+                    continue;
+                }
+                let allows_http_route = match allowed.and_then(|a| a.kinds.as_ref()) {
+                    Some(kinds) if !kinds.is_empty() => kinds.iter().any(|k| {
+                        k.kind == "HTTPRoute"
+                            && k.group.as_deref().is_none_or(|g| g == GATEWAY_GROUP)
+                    }),
+                    _ => true,
+                };
+                out.push(GatewayListener {
+                    gateway: key.clone(),
+                    name: l.name.as_str(),
+                    port,
+                    hostname: l.hostname.as_deref(),
+                    namespaces,
+                    allows_http_route,
+                });
+            }
+        }
+        out
+    }
+
+    fn routes(&mut self, listeners: &[GatewayListener<'a>], version: u64) -> ConfigSnapshot {
+        let ports: BTreeMap<u16, String> = listeners
+            .iter()
+            .map(|l| (l.port, format!("http-{}", l.port)))
+            .collect();
+        let mut routes = Vec::new();
+        let all: Vec<_> = self.routes.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for ((namespace, name), (route, file)) in all {
+            let object = format!("HTTPRoute {namespace}/{name}");
+            let hostnames = route.spec.hostnames.clone().unwrap_or_default();
+            let mut valid = true;
+            for (i, h) in hostnames.iter().enumerate() {
+                if let Err(why) = check_hostname(h) {
+                    self.error(
+                        file,
+                        object.clone(),
+                        format!("spec.hostnames[{i}]"),
+                        format!("{h:?}: {why}"),
+                    );
+                    valid = false;
+                }
+            }
+            let rules = self.rules(route, &namespace, &object, file);
+            let attachments = self.attach(route, &namespace, &hostnames, listeners, &object, file);
+            let (Some(rules), true) = (rules, valid) else {
+                continue;
+            };
+            let created = route
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(0, |t| t.0.as_second());
+            for (port, hosts) in attachments {
+                routes.push(snapshot::Route {
+                    name: format!("{namespace}/{name}"),
+                    listener: ports[&port].clone(),
+                    hostnames: hosts.unwrap_or_default(),
+                    rules: rules.clone(),
+                    creation_timestamp: created,
+                });
+            }
+        }
+        ConfigSnapshot {
+            version,
+            listeners: ports
+                .into_iter()
+                .map(|(port, name)| Listener {
+                    name,
+                    bind: None,
+                    port,
+                    protocol: ListenerProtocol::Http,
+                })
+                .collect(),
+            routes,
+            backends: std::mem::take(&mut self.backends).into_values().collect(),
+        }
+    }
+
+    /// The ports a route attaches to, with the hostnames it serves on each (`None`: any host).
+    fn attach(
+        &mut self,
+        route: &HttpRoute,
+        namespace: &str,
+        hostnames: &[String],
+        listeners: &[GatewayListener<'a>],
+        object: &str,
+        file: Option<&PathBuf>,
+    ) -> BTreeMap<u16, Option<Vec<String>>> {
+        let mut out: BTreeMap<u16, Option<Vec<String>>> = BTreeMap::new();
+        for (p, parent) in route.spec.parent_refs.iter().flatten().enumerate() {
+            let field = format!("spec.parentRefs[{p}]");
+            let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
+            let kind = parent.kind.as_deref().unwrap_or("Gateway");
+            if group != GATEWAY_GROUP || kind != "Gateway" {
+                self.warning(
+                    file,
+                    object.into(),
+                    field,
+                    format!("parent kind {kind} ({group}) is not served by NovaEdge; ignored"),
+                );
+                continue;
+            }
+            let gateway: Key = (
+                parent.namespace.clone().unwrap_or_else(|| namespace.into()),
+                parent.name.clone(),
+            );
+            if !self.gateways.contains_key(&gateway) {
+                self.warning(
+                    file,
+                    object.into(),
+                    format!("{field}.name"),
+                    format!(
+                        "no Gateway {}/{}: the route attaches nowhere through this parent",
+                        gateway.0, gateway.1
+                    ),
+                );
+                continue;
+            }
+            let mut why_not = "no listener of the Gateway matches";
+            let mut attached = false;
+            for l in listeners.iter().filter(|l| l.gateway == gateway) {
+                if parent.section_name.as_deref().is_some_and(|s| s != l.name)
+                    || parent.port.is_some_and(|port| port != i32::from(l.port))
+                {
+                    continue;
+                }
+                if !l.allows_http_route || (l.namespaces == From::Same && gateway.0 != namespace) {
+                    why_not = "the listener does not allow this route (allowedRoutes)";
+                    continue;
+                }
+                let Some(hosts) = effective_hostnames(l.hostname, hostnames) else {
+                    why_not = "no route hostname intersects the listener hostname";
+                    continue;
+                };
+                attached = true;
+                let entry = out.entry(l.port).or_insert_with(|| Some(Vec::new()));
+                match (entry.as_mut(), hosts) {
+                    (Some(all), Some(hosts)) => {
+                        for h in hosts {
+                            if !all.contains(&h) {
+                                all.push(h);
+                            }
+                        }
+                    }
+                    // Any host through one listener means any host on the port.
+                    (_, None) => *entry = None,
+                    (None, Some(_)) => {}
+                }
+            }
+            if !attached {
+                self.warning(
+                    file,
+                    object.into(),
+                    field,
+                    format!(
+                        "not attached to Gateway {}/{}: {why_not}",
+                        gateway.0, gateway.1
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    fn rules(
+        &mut self,
+        route: &HttpRoute,
+        namespace: &str,
+        object: &str,
+        file: Option<&PathBuf>,
+    ) -> Option<Vec<RouteRule>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (k, rule) in route.spec.rules.iter().flatten().enumerate() {
+            let field = format!("spec.rules[{k}]");
+            if rule.filters.as_ref().is_some_and(|f| !f.is_empty()) {
+                self.error(
+                    file,
+                    object.into(),
+                    format!("{field}.filters"),
+                    "filters are not supported yet".into(),
+                );
+                ok = false;
+            }
+            let mut matches = Vec::new();
+            for (j, m) in rule.matches.iter().flatten().enumerate() {
+                match self.route_match(m, &format!("{field}.matches[{j}]"), object, file) {
+                    Some(m) => matches.push(m),
+                    None => ok = false,
+                }
+            }
+            match self.backend_refs(rule, namespace, &field, object, file) {
+                Some(backends) => out.push(RouteRule { matches, backends }),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn route_match(
+        &mut self,
+        m: &HttpRouteRulesMatches,
+        field: &str,
+        object: &str,
+        file: Option<&PathBuf>,
+    ) -> Option<RouteMatch> {
+        let mut ok = true;
+        let mut out = RouteMatch::default();
+        if let Some(path) = &m.path {
+            let value = path.value.clone().unwrap_or_else(|| "/".into());
+            if !value.starts_with('/') {
+                self.error(
+                    file,
+                    object.into(),
+                    format!("{field}.path.value"),
+                    format!("{value:?} must start with '/'"),
+                );
+                ok = false;
+            }
+            out.path = match path.r#type {
+                Some(HttpRouteRulesMatchesPathType::Exact) => PathMatch::Exact(value),
+                None | Some(HttpRouteRulesMatchesPathType::PathPrefix) => PathMatch::Prefix(value),
+                Some(HttpRouteRulesMatchesPathType::RegularExpression) => {
+                    self.error(
+                        file,
+                        object.into(),
+                        format!("{field}.path.type"),
+                        "RegularExpression path matches are not supported yet".into(),
+                    );
+                    ok = false;
+                    PathMatch::Prefix(value)
+                }
+            };
+        }
+        for (h, header) in m.headers.iter().flatten().enumerate() {
+            if matches!(
+                header.r#type,
+                Some(HttpRouteRulesMatchesHeadersType::RegularExpression)
+            ) {
+                self.error(
+                    file,
+                    object.into(),
+                    format!("{field}.headers[{h}].type"),
+                    "RegularExpression header matches are not supported yet".into(),
+                );
+                ok = false;
+                continue;
+            }
+            match http::HeaderName::from_bytes(header.name.as_bytes()) {
+                Ok(name) => out.headers.push(HeaderMatch {
+                    name,
+                    value: header.value.clone(),
+                }),
+                Err(_) => {
+                    self.error(
+                        file,
+                        object.into(),
+                        format!("{field}.headers[{h}].name"),
+                        format!("{:?} is not a valid header name", header.name),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if m.query_params.as_ref().is_some_and(|q| !q.is_empty()) {
+            self.error(
+                file,
+                object.into(),
+                format!("{field}.queryParams"),
+                "query parameter matches are not supported yet".into(),
+            );
+            ok = false;
+        }
+        out.method = m.method.as_ref().map(|method| match method {
+            HttpRouteRulesMatchesMethod::Get => http::Method::GET,
+            HttpRouteRulesMatchesMethod::Head => http::Method::HEAD,
+            HttpRouteRulesMatchesMethod::Post => http::Method::POST,
+            HttpRouteRulesMatchesMethod::Put => http::Method::PUT,
+            HttpRouteRulesMatchesMethod::Delete => http::Method::DELETE,
+            HttpRouteRulesMatchesMethod::Connect => http::Method::CONNECT,
+            HttpRouteRulesMatchesMethod::Options => http::Method::OPTIONS,
+            HttpRouteRulesMatchesMethod::Trace => http::Method::TRACE,
+            HttpRouteRulesMatchesMethod::Patch => http::Method::PATCH,
+        });
+        ok.then_some(out)
+    }
+
+    fn backend_refs(
+        &mut self,
+        rule: &HttpRouteRules,
+        namespace: &str,
+        field: &str,
+        object: &str,
+        file: Option<&PathBuf>,
+    ) -> Option<Vec<BackendRef>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
+            let field = format!("{field}.backendRefs[{j}]");
+            let mut fail = |t: &mut Self, sub: &str, message: String| {
+                t.error(file, object.into(), format!("{field}.{sub}"), message);
+                ok = false;
+            };
+            if b.group.as_deref().is_some_and(|g| !g.is_empty())
+                || b.kind.as_deref().is_some_and(|k| k != "Service")
+            {
+                fail(
+                    self,
+                    "kind",
+                    "only core Service backends are supported".into(),
+                );
+                continue;
+            }
+            if b.namespace.as_deref().is_some_and(|ns| ns != namespace) {
+                fail(
+                    self,
+                    "namespace",
+                    "cross-namespace backends need a ReferenceGrant, which is not supported yet"
+                        .into(),
+                );
+                continue;
+            }
+            let weight = b.weight.unwrap_or(1);
+            let Ok(weight) = u32::try_from(weight) else {
+                fail(self, "weight", format!("{weight} is negative"));
+                continue;
+            };
+            let Some(port) = b.port else {
+                fail(self, "port", "required when referring to a Service".into());
+                continue;
+            };
+            let key: Key = (namespace.into(), b.name.clone());
+            let Some(service) = self.services.get(&key).copied() else {
+                fail(
+                    self,
+                    "name",
+                    format!("Service {namespace}/{} not found", b.name),
+                );
+                continue;
+            };
+            let service_port = service
+                .spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .and_then(|ports| ports.iter().find(|p| p.port == port));
+            let Some(service_port) = service_port else {
+                fail(
+                    self,
+                    "port",
+                    format!("Service {namespace}/{} has no port {port}", b.name),
+                );
+                continue;
+            };
+            let backend = self.backend(&key, service_port);
+            out.push(BackendRef { backend, weight });
+        }
+        ok.then_some(out)
+    }
+
+    /// The backend for one Service port, built on first use; returns its name.
+    fn backend(&mut self, service: &Key, port: &ServicePort) -> String {
+        let name = format!("{}/{}:{}", service.0, service.1, port.port);
+        if self.backends.contains_key(&name) {
+            return name;
+        }
+        let object = format!("Service {}/{}", service.0, service.1);
+        let protocol = match port.app_protocol.as_deref() {
+            Some("kubernetes.io/h2c" | "h2c" | "grpc" | "kubernetes.io/grpc") => {
+                UpstreamProtocol::H2c
+            }
+            None | Some("http" | "kubernetes.io/http" | "kubernetes.io/ws" | "ws") => {
+                UpstreamProtocol::Http1
+            }
+            Some(other) => {
+                self.warning(
+                    None,
+                    object,
+                    format!("spec.ports[port={}].appProtocol", port.port),
+                    format!("{other:?} is not known; speaking HTTP/1.1"),
+                );
+                UpstreamProtocol::Http1
+            }
+        };
+        let endpoints = self.endpoints(service, port.name.as_deref().unwrap_or(""));
+        self.backends.insert(
+            name.clone(),
+            Backend {
+                name: name.clone(),
+                protocol,
+                endpoints,
+            },
+        );
+        name
+    }
+
+    /// Endpoints of a Service port from all of the Service's EndpointSlices. The same address
+    /// in several slices (as during a slice migration) is one endpoint, ready if any says so.
+    fn endpoints(&mut self, service: &Key, port_name: &str) -> Vec<Endpoint> {
+        let mut by_addr: BTreeMap<SocketAddr, bool> = BTreeMap::new();
+        let mut slices = self.slices.get(service).cloned().unwrap_or_default();
+        slices.sort_by_key(|(s, _)| s.metadata.name.clone());
+        for (slice, file) in slices {
+            let object = format!(
+                "EndpointSlice {}/{}",
+                service.0,
+                slice.metadata.name.as_deref().unwrap_or_default()
+            );
+            if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+                self.warning(
+                    file,
+                    object,
+                    "addressType".into(),
+                    format!("{} slices are not supported; ignored", slice.address_type),
+                );
+                continue;
+            }
+            let port = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok().filter(|p| *p != 0));
+            let Some(port) = port else {
+                continue; // this slice does not carry the Service port
+            };
+            for (i, e) in slice.endpoints.iter().enumerate() {
+                // Kubernetes: an unknown ready condition is to be read as ready.
+                let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                for (j, address) in e.addresses.iter().enumerate() {
+                    match address.parse::<IpAddr>() {
+                        Ok(ip) => {
+                            *by_addr.entry(SocketAddr::new(ip, port)).or_default() |= ready;
+                        }
+                        Err(_) => self.error(
+                            file,
+                            object.clone(),
+                            format!("endpoints[{i}].addresses[{j}]"),
+                            format!("{address:?} is not an IP address"),
+                        ),
+                    }
+                }
+            }
+        }
+        by_addr
+            .into_iter()
+            .map(|(address, ready)| Endpoint {
+                address,
+                ready,
+                weight: 1,
+            })
+            .collect()
+    }
+}
+
+/// The hostnames a route serves through a listener (Gateway API hostname intersection):
+/// `Some(list)`, or `None` for any host; `None` from the outer option when nothing intersects.
+fn effective_hostnames(listener: Option<&str>, route: &[String]) -> Option<Option<Vec<String>>> {
+    match (listener, route.is_empty()) {
+        (None, true) => Some(None),
+        (None, false) => Some(Some(route.to_vec())),
+        (Some(l), true) => Some(Some(vec![l.to_owned()])),
+        (Some(l), false) => {
+            let hosts: Vec<String> = route.iter().filter_map(|r| intersect(l, r)).collect();
+            (!hosts.is_empty()).then_some(Some(hosts))
+        }
+    }
+}
+
+/// The more specific of two hostnames if one covers the other.
+fn intersect(a: &str, b: &str) -> Option<String> {
+    if a == b {
+        return Some(a.to_owned());
+    }
+    if covers(a, b) {
+        return Some(b.to_owned());
+    }
+    if covers(b, a) {
+        return Some(a.to_owned());
+    }
+    None
+}
+
+/// Whether wildcard `pattern` (`*.suffix`) covers `host` (exact or a narrower wildcard).
+fn covers(pattern: &str, host: &str) -> bool {
+    let Some(suffix) = pattern.strip_prefix('*') else {
+        return false;
+    };
+    // suffix is ".example.com"; the host needs at least one label before it.
+    let host = host.strip_prefix('*').unwrap_or(host);
+    host.len() > suffix.len() && host.ends_with(suffix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_intersection_follows_gateway_api() {
+        assert_eq!(
+            intersect("*.example.com", "foo.example.com").as_deref(),
+            Some("foo.example.com")
+        );
+        assert_eq!(
+            intersect("foo.example.com", "*.example.com").as_deref(),
+            Some("foo.example.com")
+        );
+        assert_eq!(
+            intersect("*.example.com", "*.foo.example.com").as_deref(),
+            Some("*.foo.example.com")
+        );
+        assert_eq!(intersect("*.example.com", "example.com"), None);
+        assert_eq!(intersect("a.com", "b.com"), None);
+        assert_eq!(effective_hostnames(None, &[]), Some(None));
+        assert_eq!(
+            effective_hostnames(Some("*.a.com"), &["x.a.com".into(), "b.com".into()]),
+            Some(Some(vec!["x.a.com".to_owned()]))
+        );
+        assert_eq!(effective_hostnames(Some("a.com"), &["b.com".into()]), None);
+    }
+}
