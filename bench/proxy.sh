@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Load test: the echo backend directly, then the same backend through NovaEdge, in one run.
+# Prints requests per second for each and the ratio proxied/direct, for HTTP/1.1 (wrk) and
+# HTTP/2 cleartext (h2load). Run it on a quiet machine; compare ratios, not absolute numbers.
+#
+#   bench/proxy.sh [duration-seconds] [connections]
+#
+# Needs wrk and h2load (Debian: wrk, nghttp2-client); installs them if missing and root.
+set -euo pipefail
+
+duration=${1:-10}
+conns=${2:-64}
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+need() {
+  command -v "$1" >/dev/null && return
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  else
+    echo "missing $1 (apt-get install $2)" >&2; exit 1
+  fi
+}
+need wrk wrk
+need h2load nghttp2-client
+
+cargo build --release -q -p novaedge --manifest-path "$root/Cargo.toml"
+bin="$root/target/release/novaedge"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+backend=$(free_port)
+proxy=$(free_port)
+
+"$bin" echo --listen "127.0.0.1:$backend" --name bench 2>"$work/echo.log" &
+pids+=($!)
+
+cat >"$work/bench.yaml" <<YAML
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bench, namespace: bench}
+spec:
+  gatewayClassName: novaedge
+  listeners: [{name: http, protocol: HTTP, port: $proxy}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: h1, namespace: bench}
+spec:
+  parentRefs: [{name: bench}]
+  hostnames: [h1.bench]
+  rules: [{backendRefs: [{name: echo-h1, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: h2, namespace: bench}
+spec:
+  parentRefs: [{name: bench}]
+  hostnames: [h2.bench]
+  rules: [{backendRefs: [{name: echo-h2, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-h1, namespace: bench}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo-h2, namespace: bench}
+spec: {ports: [{name: http, port: 80, appProtocol: kubernetes.io/h2c}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-h1, namespace: bench, labels: {kubernetes.io/service-name: echo-h1}}
+addressType: IPv4
+ports: [{name: http, port: $backend}]
+endpoints: [{addresses: [127.0.0.1]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-h2, namespace: bench, labels: {kubernetes.io/service-name: echo-h2}}
+addressType: IPv4
+ports: [{name: http, port: $backend}]
+endpoints: [{addresses: [127.0.0.1]}]
+YAML
+
+RUST_LOG=warn "$bin" run --bind 127.0.0.1 "$work/bench.yaml" 2>"$work/proxy.log" &
+pids+=($!)
+
+for _ in $(seq 100); do
+  curl -sf -o /dev/null -H 'Host: h1.bench' "http://127.0.0.1:$proxy/" && break
+  sleep 0.1
+done
+curl -sf -o /dev/null -H 'Host: h1.bench' "http://127.0.0.1:$proxy/" || { cat "$work/proxy.log"; exit 1; }
+
+wrk_rps() { # url host
+  wrk -t1 -c"$conns" -d"${duration}s" -H "Host: $2" "$1" | awk '/^Requests\/sec:/ {print $2}'
+}
+h2_rps() { # url host
+  h2load -c"$conns" -m10 -D"$duration" -H "host: $2" "$1" 2>/dev/null \
+    | awk '/^finished in/ {gsub(",", "", $4); print $4}'
+}
+ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
+
+echo "warming up"; wrk -t1 -c"$conns" -d2s -H 'Host: h1.bench' "http://127.0.0.1:$proxy/" >/dev/null
+
+h1_direct=$(wrk_rps "http://127.0.0.1:$backend/" h1.bench)
+h1_proxy=$(wrk_rps "http://127.0.0.1:$proxy/" h1.bench)
+h2_direct=$(h2_rps "http://127.0.0.1:$backend/" h2.bench)
+h2_proxy=$(h2_rps "http://127.0.0.1:$proxy/" h2.bench)
+
+printf '%-28s %12s %12s %8s\n' "protocol (client -> backend)" "direct rps" "proxied rps" "ratio"
+printf '%-28s %12s %12s %8s\n' "HTTP/1.1 (wrk, c=$conns)" "$h1_direct" "$h1_proxy" "$(ratio "$h1_proxy" "$h1_direct")"
+printf '%-28s %12s %12s %8s\n' "h2c (h2load, c=$conns m=10)" "$h2_direct" "$h2_proxy" "$(ratio "$h2_proxy" "$h2_direct")"
+errors=$(grep -c ' ERROR ' "$work/proxy.log" || true)
+echo "proxy errors logged: $errors"

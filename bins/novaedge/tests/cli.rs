@@ -1,0 +1,392 @@
+//! The `novaedge` binary end to end: `check` diagnostics, `run` with live reload, a broken file
+//! keeping the last good configuration, SIGTERM draining, and the quick start.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use novaedge_echo::EchoServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_novaedge");
+
+/// A running `novaedge` process; killed on drop if still alive.
+struct Proxy {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    fn start(args: &[&str]) -> Proxy {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start novaedge");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Proxy { child, log }
+    }
+
+    /// Waits until a log line contains `needle` after the first `skip` lines; returns its index.
+    fn wait_log(&self, needle: &str, skip: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            {
+                let log = self.log.lock().unwrap();
+                if let Some(i) = log.iter().skip(skip).position(|l| l.contains(needle)) {
+                    return skip + i;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "novaedge did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago (the proxy binds the ports its manifests name).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 GET on a fresh connection: (status, body).
+async fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn backend_name(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["name"].as_str().unwrap().to_owned()
+}
+
+/// Polls until the proxy answers on `addr`.
+async fn wait_serving(addr: SocketAddr, host: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(addr, host, "/").await.is_err() {
+        assert!(Instant::now() < deadline, "proxy never served on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn gateway(port: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: t}}
+spec:
+  gatewayClassName: novaedge
+  listeners: [{{name: http, protocol: HTTP, port: {port}}}]
+"
+    )
+}
+
+fn service(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: t}}
+spec:
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: t
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+"
+    )
+}
+
+fn route(service: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: t}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [app.test]
+  rules:
+    - backendRefs: [{{name: {service}, port: 80}}]
+"
+    )
+}
+
+/// Replaces a file the way editors do: write a temporary file, then rename it over the old one.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn check_names_file_object_and_field_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}---\n{}---\n{}",
+            gateway(8080),
+            service("api", 9001),
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: t}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - backendRefs: [{name: missing, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /x}}]
+      backendRefs: [{name: api, port: 81}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: typo, namespace: t}
+spec:
+  ports: [{port: eighty}]
+"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!out.status.success(), "{stdout}");
+    let f = file.display();
+    for expected in [
+        format!(
+            "error: {f}: HTTPRoute t/shop: spec.rules[0].backendRefs[0].name: Service t/missing not found"
+        ),
+        format!(
+            "error: {f}: HTTPRoute t/shop: spec.rules[1].backendRefs[0].port: Service t/api has no port 81"
+        ),
+        format!("error: {f}: Service t/typo: spec.ports[0].port: invalid type"),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&expected)),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("3 error(s)"), "{stdout}");
+}
+
+#[test]
+fn check_accepts_the_quick_start() {
+    let quickstart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(quickstart)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("ok"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reloads_on_change_and_keeps_the_last_good_config() {
+    let a = EchoServer::start("127.0.0.1:0".parse().unwrap(), "a")
+        .await
+        .unwrap();
+    let b = EchoServer::start("127.0.0.1:0".parse().unwrap(), "b")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    std::fs::write(dir.path().join("gateway.yaml"), gateway(port)).unwrap();
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        format!(
+            "{}---\n{}",
+            service("a", a.local_addr().port()),
+            service("b", b.local_addr().port())
+        ),
+    )
+    .unwrap();
+    let routes = dir.path().join("routes.yaml");
+    std::fs::write(&routes, route("a")).unwrap();
+
+    let proxy = Proxy::start(&["run", "--bind", "127.0.0.1", dir.path().to_str().unwrap()]);
+    wait_serving(addr, "app.test").await;
+    let (status, body) = get(addr, "app.test", "/").await.unwrap();
+    assert_eq!((status, backend_name(&body).as_str()), (200, "a"));
+    proxy.wait_log("watching for changes", 0);
+
+    // A good change is picked up.
+    let mark = proxy.log_len();
+    replace(&routes, &route("b"));
+    proxy.wait_log("snapshot applied", mark);
+    let (status, body) = get(addr, "app.test", "/").await.unwrap();
+    assert_eq!((status, backend_name(&body).as_str()), (200, "b"));
+
+    // A broken change is reported with file, object and field; the last good config serves.
+    let mark = proxy.log_len();
+    replace(&routes, &route("b").replace("port: 80", "port: 8o"));
+    let at = proxy.wait_log("keeping the last good one", mark);
+    let log = proxy.log.lock().unwrap()[mark..=at].join("\n");
+    assert!(
+        log.contains("routes.yaml: HTTPRoute t/r: spec.rules[0].backendRefs[0].port"),
+        "{log}"
+    );
+    for _ in 0..20 {
+        let (status, body) = get(addr, "app.test", "/").await.unwrap();
+        assert_eq!((status, backend_name(&body).as_str()), (200, "b"));
+    }
+
+    // Fixed again: served again.
+    let mark = proxy.log_len();
+    replace(&routes, &route("a"));
+    proxy.wait_log("snapshot applied", mark);
+    let (status, body) = get(addr, "app.test", "/").await.unwrap();
+    assert_eq!((status, backend_name(&body).as_str()), (200, "a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_then_exits() {
+    let a = EchoServer::start("127.0.0.1:0".parse().unwrap(), "a")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        format!(
+            "{}---\n{}---\n{}",
+            gateway(port),
+            service("a", a.local_addr().port()),
+            route("a")
+        ),
+    )
+    .unwrap();
+    let mut proxy = Proxy::start(&[
+        "run",
+        "--bind",
+        "127.0.0.1",
+        "--drain-timeout",
+        "10s",
+        dir.path().to_str().unwrap(),
+    ]);
+    wait_serving(addr, "app.test").await;
+
+    let slow = tokio::spawn(async move { get(addr, "app.test", "/slow?delay_ms=1500").await });
+    // The request is in flight once the backend has counted it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.requests() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "slow request never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.terminate();
+    proxy.wait_log("draining", 0);
+    let (status, body) = slow.await.unwrap().expect("in-flight request completes");
+    assert_eq!(status, 200, "{body}");
+    let exit = proxy.wait_exit();
+    assert!(exit.success(), "{exit:?}");
+    proxy.wait_log("drained; exiting", 0);
+    assert!(
+        get(addr, "app.test", "/").await.is_err(),
+        "still accepting after exit"
+    );
+}
+
+/// The README's quick start: the example manifests with demo backends. Uses the example's fixed
+/// ports (8080, 9001-9005).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_start_serves_the_readme_examples() {
+    let quickstart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+    let mut proxy = Proxy::start(&[
+        "run",
+        "--bind",
+        "127.0.0.1",
+        "--demo-backends",
+        quickstart.to_str().unwrap(),
+    ]);
+    let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    wait_serving(addr, "shop.example.com").await;
+    let (_, body) = get(addr, "shop.example.com", "/api/items").await.unwrap();
+    assert_eq!(backend_name(&body), "demo/api:80#0");
+    let (status, _) = get(addr, "nowhere.example.com", "/").await.unwrap();
+    assert_eq!(status, 404);
+    proxy.terminate();
+    assert!(proxy.wait_exit().success());
+}

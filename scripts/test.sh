@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace on a fresh machine: installs what the tests need (idempotent),
+# checks formatting and lints, then runs all tests, doctests and each benchmark once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use (one per line in scripts/test-packages.txt; '#' comments).
+packages=$(grep -v '^\s*#' scripts/test-packages.txt | xargs -r || true)
+missing=()
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# Unit, integration and bench targets (criterion runs each benchmark once in test mode).
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked
