@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use novaedge_snapshot::{ConfigSnapshot, ValidationErrors};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::EngineConfig;
@@ -56,6 +57,9 @@ pub(crate) struct Shared {
     pub(crate) http: auto::Builder<TokioExecutor>,
     /// Client connections and upgraded tunnels, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
+    /// Cancelled when the shutdown deadline passes: every task in `tasks` then drops its
+    /// connections.
+    pub(crate) cut: CancellationToken,
     config: EngineConfig,
     /// Serialises `apply` and `shutdown`; never taken on the request path.
     control: Mutex<Control>,
@@ -84,6 +88,7 @@ impl Engine {
                 upstreams: Upstreams::new(&config),
                 http,
                 tasks: TaskTracker::new(),
+                cut: CancellationToken::new(),
                 config,
                 control: Mutex::default(),
             }),
@@ -184,6 +189,15 @@ impl Engine {
         let drained = tokio::time::timeout(timeout, self.shared.tasks.wait())
             .await
             .is_ok();
+        if !drained {
+            // Cut what is left, and wait for it to let go of its sockets: it ends at once.
+            tracing::info!(
+                open = self.shared.tasks.len(),
+                "shutdown deadline passed, cutting"
+            );
+            self.shared.cut.cancel();
+            self.shared.tasks.wait().await;
+        }
         ShutdownReport { drained }
     }
 }

@@ -21,14 +21,19 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// True for an HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
+/// True for an HTTP/1.1 request asking to switch to WebSocket (`Connection: upgrade` +
+/// `Upgrade: websocket`), the one upgrade the proxy splices. Other upgrades are treated as
+/// hop-by-hop headers and the request goes on as a plain one: `h2c` in particular describes the
+/// client's own connection (its `HTTP2-Settings` are connection-specific, RFC 7540 section 3.2),
+/// and a backend accepting it would get a raw HTTP/2 tunnel that bypasses routing.
 pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+    has_token(headers, &header::UPGRADE, "websocket")
+        && has_token(headers, &header::CONNECTION, "upgrade")
 }
 
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
-        .get_all(header::CONNECTION)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -158,6 +163,23 @@ mod tests {
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
         assert_eq!(h.get("connection").unwrap(), "upgrade");
         assert!(!is_upgrade_request(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn only_websocket_is_an_upgrade() {
+        let mut h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ]);
+        assert!(!is_upgrade_request(&h));
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        let h = map(&[
+            ("connection", "keep-alive, upgrade"),
+            ("upgrade", "WebSocket"),
+        ]);
+        assert!(is_upgrade_request(&h));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Listening sockets and the client connections they accept.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
@@ -29,8 +31,14 @@ pub(crate) fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::
 pub(crate) struct ListenerHandle {
     pub(crate) name: String,
     pub(crate) local_addr: SocketAddr,
+    /// Shared with the accept loop, so that [`stop`](Self::stop) can close the socket itself
+    /// instead of leaving that to the loop's next turn on some worker thread.
+    socket: SharedSocket,
     stop: watch::Sender<bool>,
 }
+
+/// The listening socket, `None` once closed.
+type SharedSocket = Arc<Mutex<Option<TcpListener>>>;
 
 impl ListenerHandle {
     /// Starts accepting on `socket`. Must be called within a tokio runtime.
@@ -42,18 +50,30 @@ impl ListenerHandle {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::from_std(socket)?;
         let local_addr = listener.local_addr()?;
+        let socket = Arc::new(Mutex::new(Some(listener)));
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, Arc::new(key), shared, stopped));
+        tokio::spawn(accept_loop(
+            socket.clone(),
+            local_addr,
+            Arc::new(key),
+            shared,
+            stopped,
+        ));
         Ok(Self {
             name,
             local_addr,
+            socket,
             stop,
         })
     }
 
     /// Stops accepting; connections already accepted finish their requests and close.
+    ///
+    /// The socket is closed before this returns: from then on the port refuses connections
+    /// (none is left in the accept queue, unserved) and a following `apply` can bind it again.
     pub(crate) fn stop(&self) {
         self.stop.send_replace(true);
+        drop(self.socket.lock().expect("listener lock").take());
     }
 }
 
@@ -64,22 +84,31 @@ impl Drop for ListenerHandle {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    socket: SharedSocket,
+    local: SocketAddr,
     key: Arc<SocketKey>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let local = listener.local_addr().ok();
+    // The lock is held only while polling, which never blocks.
+    let accept = || {
+        poll_fn(|cx| match &*socket.lock().expect("listener lock") {
+            Some(listener) => listener.poll_accept(cx).map(Some),
+            None => Poll::Ready(None),
+        })
+    };
     loop {
         let (stream, peer) = tokio::select! {
             biased;
             _ = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
+            accepted = accept() => match accepted {
+                // Closed by `stop`, which has set the signal too.
+                None => break,
+                Some(Ok(conn)) => conn,
+                Some(Err(e)) => {
                     // Out of file descriptors and similar: back off instead of spinning; the
                     // kernel keeps queueing connections meanwhile.
-                    tracing::warn!(?local, error = %e, "accept failed");
+                    tracing::warn!(%local, error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
@@ -92,11 +121,15 @@ async fn accept_loop(
         };
         let conn_stop = stop.clone();
         let builder = shared.http.clone();
-        shared
-            .tasks
-            .spawn(serve_connection(builder, stream, service, conn_stop));
+        let cut = shared.cut.clone();
+        shared.tasks.spawn(async move {
+            let serve = serve_connection(builder, stream, service, conn_stop);
+            if cut.run_until_cancelled(serve).await.is_none() {
+                tracing::debug!(%peer, "client connection cut at the shutdown deadline");
+            }
+        });
     }
-    tracing::info!(?local, "listener stopped accepting");
+    tracing::info!(%local, "listener stopped accepting");
 }
 
 async fn serve_connection(

@@ -94,19 +94,23 @@ async fn forward(
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        shared.tasks.spawn(async move {
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client, upstream)) => {
-                    let mut client = TokioIo::new(client);
-                    let mut upstream = TokioIo::new(upstream);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
-                        tracing::debug!(%endpoint, error = %e, "upgraded connection ended");
+        let cut = shared.cut.clone();
+        shared
+            .tasks
+            .spawn(cut.run_until_cancelled_owned(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        if let Err(e) =
+                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                        {
+                            tracing::debug!(%endpoint, error = %e, "upgraded connection ended");
+                        }
                     }
+                    Err(e) => tracing::debug!(%endpoint, error = %e, "upgrade failed"),
                 }
-                Err(e) => tracing::debug!(%endpoint, error = %e, "upgrade failed"),
-            }
-        });
+            }));
     }
     headers::remove_hop_by_hop(response.headers_mut(), switching);
     Ok(response.map(Either::Left))
