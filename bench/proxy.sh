@@ -100,11 +100,20 @@ done
 curl -sf -o /dev/null -H 'Host: h1.bench' "http://127.0.0.1:$proxy/" || { cat "$work/proxy.log"; exit 1; }
 
 wrk_rps() { # url host
-  wrk -t1 -c"$conns" -d"${duration}s" -H "Host: $2" "$1" | awk '/^Requests\/sec:/ {print $2}'
+  local out
+  out=$(wrk -t1 -c"$conns" -d"${duration}s" -H "Host: $2" "$1")
+  if echo "$out" | grep -qE 'Non-2xx|Socket errors'; then
+    echo "wrk saw failures:" >&2; echo "$out" >&2; exit 1
+  fi
+  echo "$out" | awk '/^Requests\/sec:/ {print $2}'
 }
+# Each load run must succeed completely: a fast stream of 404s or 502s is not throughput.
 h2_rps() { # url host
-  h2load -c"$conns" -m10 -D"$duration" -H "host: $2" "$1" 2>/dev/null \
-    | awk '/^finished in/ {gsub(",", "", $4); print $4}'
+  local out
+  out=$(h2load -c"$conns" -m10 -D"$duration" -H ":authority: $2" "$1" 2>/dev/null)
+  echo "$out" | grep -q '^status codes: [0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx' \
+    || { echo "h2load saw failures:" >&2; echo "$out" >&2; exit 1; }
+  echo "$out" | awk '/^finished in/ {gsub(",", "", $4); print $4}'
 }
 ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')"; }
 
