@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::EngineConfig;
 use crate::listener::{self, ListenerHandle};
-use crate::runtime::{CompileError, Runtime, SocketKey};
+use crate::runtime::{Balancers, CompileError, Runtime, SocketKey};
 use crate::upstream::Upstreams;
 
 /// Why a snapshot was not applied. In every case nothing changed: the previous runtime, if
@@ -68,6 +68,7 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 struct Control {
     listeners: HashMap<SocketKey, ListenerHandle>,
+    balancers: Balancers,
     applied: bool,
     shut_down: bool,
 }
@@ -80,8 +81,13 @@ impl Engine {
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout);
         http.http2().timer(TokioTimer::new());
-        let empty = Runtime::build(&ConfigSnapshot::default(), config.default_bind)
-            .expect("the empty snapshot compiles");
+        let (empty, _) = Runtime::prepare(
+            &ConfigSnapshot::default(),
+            config.default_bind,
+            &Balancers::new(),
+        )
+        .expect("the empty snapshot compiles")
+        .commit();
         Self {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(empty),
@@ -101,12 +107,11 @@ impl Engine {
     pub fn apply(&self, snapshot: &ConfigSnapshot) -> Result<(), ApplyError> {
         snapshot.validate()?;
         let default_bind = self.shared.config.default_bind;
-        let runtime = Runtime::build(snapshot, default_bind)?;
-
         let mut control = self.shared.control.lock().expect("control lock");
         if control.shut_down {
             return Err(ApplyError::ShutDown);
         }
+        let prepared = Runtime::prepare(snapshot, default_bind, &control.balancers)?;
 
         // Bind everything new before touching anything, so a failure leaves no trace.
         let mut wanted: HashMap<SocketKey, &str> = HashMap::new();
@@ -128,7 +133,9 @@ impl Engine {
             wanted.insert(key, &l.name);
         }
 
-        let version = runtime.version;
+        let version = prepared.version();
+        let (runtime, balancers) = prepared.commit();
+        control.balancers = balancers;
         self.shared.runtime.store(Arc::new(runtime));
         control.applied = true;
 

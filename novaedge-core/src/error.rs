@@ -9,6 +9,8 @@ use crate::proxy::ProxyBody;
 /// Every way the proxy itself (not the upstream) can fail a request.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProxyError {
+    #[error("request path rejected: {0}")]
+    BadPath(#[source] novaedge_router::PathError),
     #[error("no route matches the request")]
     NoRoute,
     #[error("the route has no backend to send to")]
@@ -30,6 +32,7 @@ impl ProxyError {
     /// The status a client sees and a short body saying why, without internal details.
     fn status_and_reason(&self) -> (StatusCode, &'static str) {
         match self {
+            ProxyError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad request path\n"),
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no route\n"),
             // Gateway API: a rule whose backends are all invalid or weighted 0 answers 500.
             ProxyError::NoBackend => (StatusCode::INTERNAL_SERVER_ERROR, "no backend\n"),

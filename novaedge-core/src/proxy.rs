@@ -20,6 +20,7 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::runtime::{RuleTarget, SocketKey};
 use crate::upstream::Wire;
+use novaedge_lb::{PickContext, Selector};
 
 /// Response bodies: the upstream's, streamed, or a short one the proxy wrote itself.
 pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
@@ -37,25 +38,57 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         // Route while the current runtime is borrowed, and keep only the chosen target: the
         // request then finishes on what it started with, whatever reloads happen meanwhile.
-        let target = {
+        let routed = {
             let runtime = self.shared.runtime.load();
-            runtime
-                .router(&self.key)
-                .and_then(|router| router.find_request(&req))
-                .cloned()
+            match runtime.router(&self.key) {
+                None => Err(ProxyError::NoRoute),
+                Some(router) => match router.resolve(&req) {
+                    Err(e) => Err(ProxyError::BadPath(e)),
+                    Ok(resolved) => {
+                        // The upstream gets the path that was routed, not the raw one.
+                        let normalized =
+                            (resolved.path != req.uri().path()).then(|| resolved.path.into_owned());
+                        match resolved.target {
+                            Some(target) => Ok((target.clone(), normalized)),
+                            None => Err(ProxyError::NoRoute),
+                        }
+                    }
+                },
+            }
         };
         let shared = self.shared.clone();
         let peer = self.peer;
         Box::pin(async move {
-            let result = match target {
-                Some(target) => forward(&shared, &target, peer, req).await,
-                None => Err(ProxyError::NoRoute),
+            let result = match routed {
+                Ok((target, normalized)) => {
+                    if let Some(path) = normalized {
+                        set_path(&mut req, &path);
+                    }
+                    forward(&shared, &target, peer, req).await
+                }
+                Err(e) => Err(e),
             };
             Ok(result.unwrap_or_else(ProxyError::into_response))
         })
+    }
+}
+
+/// Replaces the request's path, keeping its query.
+fn set_path<B>(req: &mut Request<B>, path: &str) {
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    // A normalised path is valid URI path syntax (invalid characters are percent-encoded).
+    if let Ok(pq) = PathAndQuery::try_from(path_and_query) {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
     }
 }
 
@@ -66,9 +99,16 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cluster = target.pick_backend().ok_or(ProxyError::NoBackend)?;
-    let endpoint = cluster.pick().ok_or_else(|| ProxyError::NoEndpoint {
-        backend: cluster.name.clone(),
-    })?;
+    let hash = cluster.hash.as_ref().and_then(|h| h.hash(&req, peer.ip()));
+    let (endpoint, in_flight) = {
+        let balancer = cluster.endpoints.load();
+        let picked = balancer
+            .pick_with(&PickContext::new().with_hash(hash))
+            .ok_or_else(|| ProxyError::NoEndpoint {
+                backend: cluster.name.clone(),
+            })?;
+        (*picked.endpoint(), picked.start())
+    };
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     if upgrade && cluster.wire == Wire::H2c {
@@ -90,6 +130,9 @@ async fn forward(
             endpoint,
             source,
         })?;
+    // Latency to the response head feeds the latency-aware balancers; a failed request only
+    // releases its pending count (the guard's drop).
+    in_flight.finish();
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {

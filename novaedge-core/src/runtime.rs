@@ -1,13 +1,17 @@
 //! A runtime: everything compiled from one snapshot, immutable once built. The engine swaps
-//! whole runtimes; nothing in here changes after [`Runtime::build`].
+//! whole runtimes; nothing in here changes after [`Runtime::prepare`]. The one thing runtimes
+//! share is the per-backend balancer ([`Balancers`]), whose endpoint load and health outlive
+//! reloads.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use novaedge_lb::{Selector, WeightedRoundRobin};
+use novaedge_lb::{
+    BuildOptions, EndpointSet, HashPolicy, LbPolicy, MaglevSize, Selector, WeightedRoundRobin,
+};
 use novaedge_router::{self as router, Router};
-use novaedge_snapshot::{self as snapshot, ConfigSnapshot, UpstreamProtocol};
+use novaedge_snapshot::{self as snapshot, ConfigSnapshot, HashOn, UpstreamProtocol};
 
 use crate::upstream::Wire;
 
@@ -47,6 +51,10 @@ pub(crate) struct Runtime {
     routers: HashMap<SocketKey, Router<Arc<RuleTarget>>>,
 }
 
+/// One balancer per backend name, kept across runtimes so that the load and health each
+/// endpoint has accumulated survive reloads.
+pub(crate) type Balancers = HashMap<String, EndpointSet<SocketAddr>>;
+
 /// What one route rule sends its requests to.
 #[derive(Debug)]
 pub(crate) struct RuleTarget {
@@ -78,13 +86,9 @@ impl RuleTarget {
 pub(crate) struct Cluster {
     pub(crate) name: String,
     pub(crate) wire: Wire,
-    endpoints: WeightedRoundRobin<SocketAddr>,
-}
-
-impl Cluster {
-    pub(crate) fn pick(&self) -> Option<SocketAddr> {
-        self.endpoints.pick().copied()
-    }
+    pub(crate) endpoints: EndpointSet<SocketAddr>,
+    /// What requests are hashed on, for hashing policies.
+    pub(crate) hash: Option<HashPolicy>,
 }
 
 /// Why a validated snapshot could still not be compiled.
@@ -96,16 +100,58 @@ pub struct CompileError {
     source: router::RouterError,
 }
 
+/// A runtime compiled but not yet visible: [`commit`](Prepared::commit) updates the shared
+/// balancers and hands the runtime over. Nothing shared is touched before that, so a snapshot
+/// that fails later (a port that cannot be bound) leaves no trace.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    runtime: Runtime,
+    balancers: Balancers,
+    updates: Vec<BalancerUpdate>,
+}
+
+#[derive(Debug)]
+struct BalancerUpdate {
+    set: EndpointSet<SocketAddr>,
+    policy: LbPolicy,
+    options: BuildOptions,
+    endpoints: Vec<(SocketAddr, u32)>,
+}
+
+impl Prepared {
+    /// Rebuilds the balancers whose endpoints or policy changed and returns the runtime and the
+    /// balancers now in use (those of backends the snapshot dropped are gone).
+    pub(crate) fn commit(self) -> (Runtime, Balancers) {
+        for u in self.updates {
+            u.set.set_policy(u.policy, u.options);
+            u.set.update(u.endpoints);
+        }
+        (self.runtime, self.balancers)
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.runtime.version
+    }
+}
+
 impl Runtime {
-    /// Compiles a validated snapshot.
-    pub(crate) fn build(
+    /// Compiles a validated snapshot, reusing the balancers of backends that stay.
+    pub(crate) fn prepare(
         snapshot: &ConfigSnapshot,
         default_bind: IpAddr,
-    ) -> Result<Self, CompileError> {
+        current: &Balancers,
+    ) -> Result<Prepared, CompileError> {
+        let mut balancers = Balancers::with_capacity(snapshot.backends.len());
+        let mut updates = Vec::with_capacity(snapshot.backends.len());
         let clusters: HashMap<&str, Arc<Cluster>> = snapshot
             .backends
             .iter()
-            .map(|b| (b.name.as_str(), Arc::new(Cluster::build(b))))
+            .map(|b| {
+                let (cluster, update) = Cluster::build(b, current.get(&b.name));
+                balancers.insert(b.name.clone(), cluster.endpoints.clone());
+                updates.push(update);
+                (b.name.as_str(), Arc::new(cluster))
+            })
             .collect();
 
         // Gateway API: among equally specific matches the oldest route wins, then the first by
@@ -138,6 +184,7 @@ impl Runtime {
                         route_match: router_match(m),
                         rank,
                         target: target.clone(),
+                        dialect: router::Dialect::GatewayApi,
                     });
                 }
             }
@@ -154,9 +201,13 @@ impl Runtime {
             })?;
             routers.insert(SocketKey::of(listener, default_bind), router);
         }
-        Ok(Runtime {
-            version: snapshot.version,
-            routers,
+        Ok(Prepared {
+            runtime: Runtime {
+                version: snapshot.version,
+                routers,
+            },
+            balancers,
+            updates,
         })
     }
 
@@ -166,20 +217,65 @@ impl Runtime {
 }
 
 impl Cluster {
-    fn build(backend: &snapshot::Backend) -> Self {
-        let ready = backend
-            .endpoints
-            .iter()
-            .filter(|e| e.ready)
-            .map(|e| (e.address, e.weight));
-        Cluster {
+    fn build(
+        backend: &snapshot::Backend,
+        current: Option<&EndpointSet<SocketAddr>>,
+    ) -> (Self, BalancerUpdate) {
+        let lb = &backend.load_balancing;
+        let policy = lb_policy(lb.policy);
+        let options = BuildOptions::new().with_panic_threshold(lb.panic_threshold_percent);
+        // A new backend's set starts empty; `commit` fills it before anyone can see it.
+        let set = current
+            .cloned()
+            .unwrap_or_else(|| EndpointSet::with_options(policy.clone(), options.clone()));
+        let update = BalancerUpdate {
+            set: set.clone(),
+            policy,
+            options,
+            endpoints: backend
+                .endpoints
+                .iter()
+                .filter(|e| e.ready)
+                .map(|e| (e.address, e.weight))
+                .collect(),
+        };
+        let cluster = Cluster {
             name: backend.name.clone(),
             wire: match backend.protocol {
                 UpstreamProtocol::Http1 => Wire::Http1,
                 UpstreamProtocol::H2c => Wire::H2c,
             },
-            endpoints: WeightedRoundRobin::new(ready),
+            endpoints: set,
+            hash: lb.hash_on.as_ref().map(|h| match h {
+                HashOn::Header(name) => HashPolicy::Header(name.clone()),
+                HashOn::Cookie(name) => HashPolicy::Cookie(name.clone()),
+                HashOn::SourceIp => HashPolicy::SourceIp,
+                HashOn::QueryParam(name) => HashPolicy::QueryParam(name.clone()),
+            }),
+        };
+        (cluster, update)
+    }
+}
+
+fn lb_policy(policy: snapshot::LbPolicy) -> LbPolicy {
+    match policy {
+        snapshot::LbPolicy::RoundRobin => LbPolicy::RoundRobin,
+        snapshot::LbPolicy::Random => LbPolicy::Random,
+        snapshot::LbPolicy::LeastRequest { choices } => LbPolicy::LeastRequest { choices },
+        snapshot::LbPolicy::PeakEwma { decay, default_rtt } => {
+            LbPolicy::PeakEwma { decay, default_rtt }
         }
+        snapshot::LbPolicy::RingHash {
+            points_per_weight,
+            max_ring_size,
+        } => LbPolicy::RingHash {
+            points_per_weight,
+            max_ring_size,
+        },
+        snapshot::LbPolicy::Maglev { table_size } => LbPolicy::Maglev {
+            // The snapshot validated it as a prime in range.
+            table_size: MaglevSize::new(table_size).unwrap_or_default(),
+        },
     }
 }
 
@@ -199,11 +295,19 @@ impl BackendChoice {
     }
 }
 
+fn match_type(kind: snapshot::MatchType) -> router::MatchType {
+    match kind {
+        snapshot::MatchType::Exact => router::MatchType::Exact,
+        snapshot::MatchType::RegularExpression => router::MatchType::RegularExpression,
+    }
+}
+
 fn router_match(m: snapshot::RouteMatch) -> router::RouteMatch {
     router::RouteMatch {
         path: match m.path {
             snapshot::PathMatch::Exact(p) => router::PathMatch::Exact(p),
             snapshot::PathMatch::Prefix(p) => router::PathMatch::Prefix(p),
+            snapshot::PathMatch::RegularExpression(p) => router::PathMatch::RegularExpression(p),
         },
         method: m.method,
         headers: m
@@ -212,6 +316,16 @@ fn router_match(m: snapshot::RouteMatch) -> router::RouteMatch {
             .map(|h| router::HeaderMatch {
                 name: h.name,
                 value: h.value,
+                kind: match_type(h.kind),
+            })
+            .collect(),
+        query_params: m
+            .query_params
+            .into_iter()
+            .map(|q| router::QueryParamMatch {
+                name: q.name,
+                value: q.value,
+                kind: match_type(q.kind),
             })
             .collect(),
     }

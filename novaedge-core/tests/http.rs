@@ -135,8 +135,9 @@ async fn routes_by_host_path_method_and_header_over_http1_and_h2c() {
         // ...but only on its own paths.
         get("other.test", "/publicity", None),
         get("other.test", "/private", None),
-        // A host with routes of its own that all fail falls through to the catch-all.
-        get("api.example.com", "/public", Some("api")),
+        // Rules of every route serving a host compete on their matches (Gateway API conformance
+        // HTTPRouteMatchingAcrossRoutes): the any-host route's longer prefix beats api's "/".
+        get("api.example.com", "/public", Some("any")),
     ];
 
     for proto in BOTH {

@@ -11,10 +11,12 @@
 //!
 //! What is translated today: Gateway API `GatewayClass`, `Gateway` (HTTP listeners: port,
 //! hostname, allowed route namespaces), `HTTPRoute` (hostnames, parentRefs with sectionName and
-//! port, Exact and PathPrefix path matches, exact header matches, method matches, weighted
+//! port, Exact, PathPrefix and RegularExpression path matches, exact and regular-expression header
+//! and query parameter matches, method matches, weighted
 //! `backendRefs` to Services in the route's namespace), core `Service` (ports, `appProtocol`) and
 //! `discovery.k8s.io/v1` `EndpointSlice` (IPv4/IPv6 addresses, ports by name, the ready
-//! condition). Anything a route asks for that is not implemented yet is an error, never
+//! condition). A Service chooses its balancing with annotations until the `ProxyBackend` CRD
+//! exists: [`LOAD_BALANCER_ANNOTATION`], [`HASH_ON_ANNOTATION`], [`PANIC_THRESHOLD_ANNOTATION`]. Anything a route asks for that is not implemented yet is an error, never
 //! silently dropped, because dropping a match condition would widen what a route accepts.
 
 #![forbid(unsafe_code)]
@@ -25,4 +27,7 @@ pub mod objects;
 mod translate;
 
 pub use diagnostics::{Diagnostic, Severity};
-pub use translate::{GATEWAY_CONTROLLER_NAME, TranslateOptions, Translation, translate};
+pub use translate::{
+    GATEWAY_CONTROLLER_NAME, HASH_ON_ANNOTATION, LOAD_BALANCER_ANNOTATION,
+    PANIC_THRESHOLD_ANNOTATION, TranslateOptions, Translation, translate,
+};

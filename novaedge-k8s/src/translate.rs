@@ -8,12 +8,14 @@ use gateway_api::gateways::{Gateway, GatewayListenersAllowedRoutesNamespacesFrom
 use gateway_api::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesMatchesQueryParamsType,
 };
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use novaedge_snapshot::{
-    self as snapshot, Backend, BackendRef, ConfigSnapshot, Endpoint, HeaderMatch, Listener,
-    ListenerProtocol, PathMatch, RouteMatch, RouteRule, UpstreamProtocol, check_hostname,
+    self as snapshot, Backend, BackendRef, ConfigSnapshot, Endpoint, HashOn, HeaderMatch, LbPolicy,
+    Listener, ListenerProtocol, LoadBalancing, MatchType, PathMatch, QueryParamMatch, RouteMatch,
+    RouteRule, UpstreamProtocol, check_hostname, check_regex,
 };
 
 use crate::diagnostics::Diagnostic;
@@ -24,6 +26,15 @@ pub const GATEWAY_CONTROLLER_NAME: &str = "novaedge.io/gateway-controller";
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Service annotation choosing the balancing algorithm: `round-robin` (default), `random`,
+/// `least-request`, `peak-ewma`, `ring-hash`, `maglev`.
+pub const LOAD_BALANCER_ANNOTATION: &str = "novaedge.io/load-balancer";
+/// Service annotation saying what `ring-hash` and `maglev` hash on: `header:NAME`,
+/// `cookie:NAME`, `query:NAME` or `source-ip`.
+pub const HASH_ON_ANNOTATION: &str = "novaedge.io/hash-on";
+/// Service annotation: the percentage of healthy endpoints below which health is ignored.
+pub const PANIC_THRESHOLD_ANNOTATION: &str = "novaedge.io/panic-threshold";
 
 /// Inputs to a translation that do not come from the objects.
 #[derive(Debug, Clone, Default)]
@@ -72,9 +83,16 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
             ));
         }
     }
+    // A Service problem shows once, even when several routes or ports reach the Service.
+    let mut seen = HashSet::new();
+    let diagnostics = t
+        .diagnostics
+        .into_iter()
+        .filter(|d| seen.insert(d.to_string()))
+        .collect();
     Translation {
         snapshot,
-        diagnostics: t.diagnostics,
+        diagnostics,
     }
 }
 
@@ -451,68 +469,79 @@ impl<'a> Translator<'a> {
         let mut out = RouteMatch::default();
         if let Some(path) = &m.path {
             let value = path.value.clone().unwrap_or_else(|| "/".into());
-            if !value.starts_with('/') {
-                self.error(
-                    file,
-                    object.into(),
-                    format!("{field}.path.value"),
-                    format!("{value:?} must start with '/'"),
-                );
-                ok = false;
-            }
+            let field = format!("{field}.path.value");
             out.path = match path.r#type {
                 Some(HttpRouteRulesMatchesPathType::Exact) => PathMatch::Exact(value),
                 None | Some(HttpRouteRulesMatchesPathType::PathPrefix) => PathMatch::Prefix(value),
                 Some(HttpRouteRulesMatchesPathType::RegularExpression) => {
-                    self.error(
-                        file,
-                        object.into(),
-                        format!("{field}.path.type"),
-                        "RegularExpression path matches are not supported yet".into(),
-                    );
-                    ok = false;
-                    PathMatch::Prefix(value)
+                    if let Err(why) = check_regex(&value) {
+                        self.error(file, object.into(), field.clone(), why);
+                        ok = false;
+                    }
+                    PathMatch::RegularExpression(value)
                 }
             };
-        }
-        for (h, header) in m.headers.iter().flatten().enumerate() {
-            if matches!(
-                header.r#type,
-                Some(HttpRouteRulesMatchesHeadersType::RegularExpression)
-            ) {
+            if !matches!(out.path, PathMatch::RegularExpression(_))
+                && !out.path.value().starts_with('/')
+            {
                 self.error(
                     file,
                     object.into(),
-                    format!("{field}.headers[{h}].type"),
-                    "RegularExpression header matches are not supported yet".into(),
+                    field,
+                    format!("{:?} must start with '/'", out.path.value()),
                 );
                 ok = false;
-                continue;
             }
+        }
+        for (h, header) in m.headers.iter().flatten().enumerate() {
+            let field = format!("{field}.headers[{h}]");
+            let kind = match header.r#type {
+                Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => {
+                    MatchType::RegularExpression
+                }
+                Some(HttpRouteRulesMatchesHeadersType::Exact) | None => MatchType::Exact,
+            };
+            ok &= self.check_value(kind, &header.value, &field, object, file);
             match http::HeaderName::from_bytes(header.name.as_bytes()) {
                 Ok(name) => out.headers.push(HeaderMatch {
                     name,
                     value: header.value.clone(),
+                    kind,
                 }),
                 Err(_) => {
                     self.error(
                         file,
                         object.into(),
-                        format!("{field}.headers[{h}].name"),
+                        format!("{field}.name"),
                         format!("{:?} is not a valid header name", header.name),
                     );
                     ok = false;
                 }
             }
         }
-        if m.query_params.as_ref().is_some_and(|q| !q.is_empty()) {
-            self.error(
-                file,
-                object.into(),
-                format!("{field}.queryParams"),
-                "query parameter matches are not supported yet".into(),
-            );
-            ok = false;
+        for (q, param) in m.query_params.iter().flatten().enumerate() {
+            let field = format!("{field}.queryParams[{q}]");
+            let kind = match param.r#type {
+                Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression) => {
+                    MatchType::RegularExpression
+                }
+                Some(HttpRouteRulesMatchesQueryParamsType::Exact) | None => MatchType::Exact,
+            };
+            ok &= self.check_value(kind, &param.value, &field, object, file);
+            if param.name.is_empty() {
+                self.error(
+                    file,
+                    object.into(),
+                    format!("{field}.name"),
+                    "required".into(),
+                );
+                ok = false;
+            }
+            out.query_params.push(QueryParamMatch {
+                name: param.name.clone(),
+                value: param.value.clone(),
+                kind,
+            });
         }
         out.method = m.method.as_ref().map(|method| match method {
             HttpRouteRulesMatchesMethod::Get => http::Method::GET,
@@ -526,6 +555,27 @@ impl<'a> Translator<'a> {
             HttpRouteRulesMatchesMethod::Patch => http::Method::PATCH,
         });
         ok.then_some(out)
+    }
+
+    /// A regular expression value must compile within the size limit.
+    fn check_value(
+        &mut self,
+        kind: MatchType,
+        value: &str,
+        field: &str,
+        object: &str,
+        file: Option<&PathBuf>,
+    ) -> bool {
+        if kind != MatchType::RegularExpression {
+            return true;
+        }
+        match check_regex(value) {
+            Ok(()) => true,
+            Err(why) => {
+                self.error(file, object.into(), format!("{field}.value"), why);
+                false
+            }
+        }
     }
 
     fn backend_refs(
@@ -625,15 +675,109 @@ impl<'a> Translator<'a> {
             }
         };
         let endpoints = self.endpoints(service, port.name.as_deref().unwrap_or(""));
+        let load_balancing = self.load_balancing(service);
         self.backends.insert(
             name.clone(),
             Backend {
                 name: name.clone(),
                 protocol,
                 endpoints,
+                load_balancing,
             },
         );
         name
+    }
+
+    /// The balancing a Service asks for through its `novaedge.io/*` annotations. A bad value is
+    /// an error: falling back to round robin would silently break session affinity.
+    fn load_balancing(&mut self, service: &Key) -> LoadBalancing {
+        let mut lb = LoadBalancing::default();
+        let Some(annotations) = self
+            .services
+            .get(service)
+            .and_then(|s| s.metadata.annotations.as_ref())
+        else {
+            return lb;
+        };
+        let object = format!("Service {}/{}", service.0, service.1);
+        let field = |name: &str| format!("metadata.annotations[{name}]");
+        if let Some(policy) = annotations.get(LOAD_BALANCER_ANNOTATION) {
+            lb.policy = match policy.as_str() {
+                "round-robin" => LbPolicy::RoundRobin,
+                "random" => LbPolicy::Random,
+                "least-request" => LbPolicy::LeastRequest { choices: 2 },
+                "peak-ewma" => LbPolicy::PeakEwma {
+                    decay: std::time::Duration::from_secs(10),
+                    default_rtt: std::time::Duration::from_millis(30),
+                },
+                "ring-hash" => LbPolicy::RingHash {
+                    points_per_weight: 160,
+                    max_ring_size: 1 << 20,
+                },
+                "maglev" => LbPolicy::Maglev { table_size: 65_537 },
+                other => {
+                    self.error(
+                        None,
+                        object.clone(),
+                        field(LOAD_BALANCER_ANNOTATION),
+                        format!(
+                            "unknown load balancer {other:?}; use round-robin, random, \
+                             least-request, peak-ewma, ring-hash or maglev"
+                        ),
+                    );
+                    LbPolicy::RoundRobin
+                }
+            };
+        }
+        if let Some(hash_on) = annotations.get(HASH_ON_ANNOTATION) {
+            let parsed = match hash_on.split_once(':') {
+                _ if hash_on == "source-ip" => Some(HashOn::SourceIp),
+                Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+                    .ok()
+                    .map(HashOn::Header),
+                Some(("cookie", name)) if !name.is_empty() => Some(HashOn::Cookie(name.into())),
+                Some(("query", name)) if !name.is_empty() => Some(HashOn::QueryParam(name.into())),
+                _ => None,
+            };
+            match parsed {
+                Some(h) if lb.policy.uses_hash() => lb.hash_on = Some(h),
+                Some(_) => self.error(
+                    None,
+                    object.clone(),
+                    field(HASH_ON_ANNOTATION),
+                    format!(
+                        "only ring-hash and maglev hash requests; set {LOAD_BALANCER_ANNOTATION}"
+                    ),
+                ),
+                None => self.error(
+                    None,
+                    object.clone(),
+                    field(HASH_ON_ANNOTATION),
+                    format!("{hash_on:?}: use header:NAME, cookie:NAME, query:NAME or source-ip"),
+                ),
+            }
+        } else if lb.policy.uses_hash() {
+            self.error(
+                None,
+                object.clone(),
+                field(HASH_ON_ANNOTATION),
+                format!("required with {LOAD_BALANCER_ANNOTATION}: ring-hash or maglev"),
+            );
+            // Keep the snapshot consistent; the error stops it from being served anyway.
+            lb.hash_on = Some(HashOn::SourceIp);
+        }
+        if let Some(p) = annotations.get(PANIC_THRESHOLD_ANNOTATION) {
+            match p.trim_end_matches('%').parse::<u8>() {
+                Ok(p) if p <= 100 => lb.panic_threshold_percent = p,
+                _ => self.error(
+                    None,
+                    object,
+                    field(PANIC_THRESHOLD_ANNOTATION),
+                    format!("{p:?} is not a percentage from 0 to 100"),
+                ),
+            }
+        }
+        lb
     }
 
     /// Endpoints of a Service port from all of the Service's EndpointSlices. The same address

@@ -2,27 +2,16 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rand::Rng;
-
 /// A lock-free position in a cyclic sequence of `len` slots.
 ///
-/// It starts at a random slot so that the many tables rebuilt after an endpoint change (one per
-/// proxy, one per worker, one per update) do not all send their first request to slot 0.
+/// Tables start it at a random slot so that the many tables rebuilt after an endpoint change (one
+/// per proxy, one per worker, one per update) do not all send their first request to slot 0.
 #[derive(Debug)]
 pub(crate) struct Cursor {
     next: AtomicUsize,
 }
 
 impl Cursor {
-    pub(crate) fn new(len: usize) -> Self {
-        let start = if len == 0 {
-            0
-        } else {
-            rand::rng().random_range(0..len)
-        };
-        Self::starting_at(start)
-    }
-
     pub(crate) fn starting_at(start: usize) -> Self {
         Self {
             next: AtomicUsize::new(start),

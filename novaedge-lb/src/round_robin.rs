@@ -6,15 +6,19 @@
 //! so that tables rebuilt at the same moment do not all begin with the first endpoint.
 //!
 //! Use [`WeightedRoundRobin`](crate::WeightedRoundRobin) when endpoints have different
-//! capacities.
+//! capacities. An unhealthy endpoint's turns go to random alternates (see
+//! [`Selector`] for the fallback walk).
+
+use std::fmt;
 
 use crate::cursor::Cursor;
-use crate::selector::Selector;
+use crate::members::Members;
+use crate::policy::BuildOptions;
+use crate::selector::{PickContext, Picked, Selector};
 
 /// Picks every endpoint in turn, lock-free.
-#[derive(Debug)]
 pub struct RoundRobin<E> {
-    endpoints: Vec<E>,
+    members: Members<E>,
     cursor: Cursor,
 }
 
@@ -23,30 +27,59 @@ pub struct RoundRobin<E> {
 impl<E> RoundRobin<E> {
     /// Builds a table over `endpoints`, starting at a random one of them.
     pub fn new(endpoints: Vec<E>) -> Self {
-        let cursor = Cursor::new(endpoints.len());
-        Self { endpoints, cursor }
+        Self::with_options(endpoints, &BuildOptions::default())
+    }
+
+    /// As [`new`](Self::new), with a panic threshold and, for a reproducible start and fallback
+    /// order, a seed.
+    pub fn with_options(endpoints: Vec<E>, options: &BuildOptions) -> Self {
+        let members = Members::standalone(endpoints.into_iter().map(|e| (e, 1)), options);
+        let start = if members.len() == 0 {
+            0
+        } else {
+            members.entropy.below(members.len())
+        };
+        Self {
+            members,
+            cursor: Cursor::starting_at(start),
+        }
     }
 
     #[cfg(test)]
     fn starting_at(endpoints: Vec<E>, start: usize) -> Self {
         Self {
-            endpoints,
             cursor: Cursor::starting_at(start),
+            ..Self::new(endpoints)
         }
     }
 }
 
 impl<E> Selector<E> for RoundRobin<E> {
     #[inline]
-    fn pick(&self) -> Option<&E> {
-        if self.endpoints.is_empty() {
+    fn pick_with(&self, _ctx: &PickContext) -> Option<Picked<'_, E>> {
+        let n = self.members.len();
+        if n == 0 {
             return None;
         }
-        self.endpoints.get(self.cursor.next(self.endpoints.len()))
+        let entropy = &self.members.entropy;
+        self.members.settle(
+            self.cursor.next(n),
+            |_| entropy.below(n),
+            entropy.next_u64(),
+        )
     }
 
     fn endpoints(&self) -> &[E] {
-        &self.endpoints
+        &self.members.endpoints
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for RoundRobin<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoundRobin")
+            .field("endpoints", &self.members.endpoints)
+            .field("cursor", &self.cursor)
+            .finish()
     }
 }
 

@@ -20,7 +20,8 @@
 //! nginx runs those steps under a lock (or in a single-threaded worker). Here the whole cycle,
 //! the *schedule*, is computed once when the table is built and stored as `u32` endpoint indices;
 //! [`pick`](Selector::pick) then only advances an atomic counter through it, starting at a random
-//! slot so that freshly rebuilt tables do not all begin with the same endpoint. Any `k` whole
+//! slot so that freshly rebuilt tables do not all begin with the same endpoint. An unhealthy
+//! endpoint's turns go to weighted random alternates (see [`Selector`] for the fallback walk). Any `k` whole
 //! cycles of picks, from any number of threads together, give each endpoint exactly `k × weight`
 //! picks.
 //!
@@ -80,7 +81,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::cursor::Cursor;
-use crate::selector::Selector;
+use crate::members::Members;
+use crate::policy::BuildOptions;
+use crate::selector::{PickContext, Picked, Selector};
 
 /// The longest schedule built from weights: weights whose reduced total exceeds it are scaled
 /// down, see the [module docs](self) for the resulting error bound. The one exception is a set
@@ -90,7 +93,7 @@ pub const MAX_SCHEDULE_LEN: usize = 65_536;
 /// Picks endpoints in proportion to their weights, interleaved as nginx's smooth weighted round
 /// robin does, lock-free.
 pub struct WeightedRoundRobin<E> {
-    endpoints: Vec<E>,
+    members: Members<E>,
     /// Picks per cycle for each endpoint, after gcd reduction and scaling; 0 for excluded ones.
     weights: Box<[u32]>,
     /// One cycle of endpoint indices.
@@ -111,20 +114,31 @@ impl<E> WeightedRoundRobin<E> {
     ///
     /// If given more than `u32::MAX` endpoints, as the schedule stores indices as `u32`.
     pub fn new(endpoints: impl IntoIterator<Item = (E, u32)>) -> Self {
-        let (endpoints, configured): (Vec<E>, Vec<u32>) = endpoints.into_iter().unzip();
-        assert!(
-            u32::try_from(endpoints.len()).is_ok(),
-            "WeightedRoundRobin holds at most u32::MAX endpoints, got {}",
-            endpoints.len()
-        );
-        let weights = effective_weights(&configured, MAX_SCHEDULE_LEN as u64);
+        Self::with_options(endpoints, &BuildOptions::default())
+    }
+
+    /// As [`new`](Self::new), with a panic threshold and, for a reproducible start and fallback
+    /// order, a seed.
+    pub fn with_options(
+        endpoints: impl IntoIterator<Item = (E, u32)>,
+        options: &BuildOptions,
+    ) -> Self {
+        Self::from_members(Members::standalone(endpoints, options))
+    }
+
+    pub(crate) fn from_members(members: Members<E>) -> Self {
+        let weights = effective_weights(&members.weights, MAX_SCHEDULE_LEN as u64);
         let schedule = smooth_schedule(&weights);
-        let cursor = Cursor::new(schedule.len());
+        let start = if schedule.is_empty() {
+            0
+        } else {
+            members.entropy.below(schedule.len())
+        };
         Self {
-            endpoints,
+            members,
             weights,
             schedule,
-            cursor,
+            cursor: Cursor::starting_at(start),
         }
     }
 
@@ -134,20 +148,32 @@ impl<E> WeightedRoundRobin<E> {
     pub fn cycle_len(&self) -> usize {
         self.schedule.len()
     }
+
+    pub(crate) fn members(&self) -> &Members<E> {
+        &self.members
+    }
 }
 
 impl<E> Selector<E> for WeightedRoundRobin<E> {
     #[inline]
-    fn pick(&self) -> Option<&E> {
-        if self.schedule.is_empty() {
+    fn pick_with(&self, _ctx: &PickContext) -> Option<Picked<'_, E>> {
+        let len = self.schedule.len();
+        if len == 0 {
             return None;
         }
-        let slot = self.schedule[self.cursor.next(self.schedule.len())];
-        self.endpoints.get(slot as usize)
+        let first = self.schedule[self.cursor.next(len)] as usize;
+        // Alternates are random slots of the schedule, i.e. weighted random draws: walking on to
+        // the next slots instead would hand an unhealthy endpoint's turns to whoever follows it.
+        let entropy = &self.members.entropy;
+        self.members.settle(
+            first,
+            |_| self.schedule[entropy.below(len)] as usize,
+            entropy.next_u64(),
+        )
     }
 
     fn endpoints(&self) -> &[E] {
-        &self.endpoints
+        &self.members.endpoints
     }
 }
 
@@ -155,7 +181,7 @@ impl<E: fmt::Debug> fmt::Debug for WeightedRoundRobin<E> {
     // The schedule can hold 65,536 slots; the weights say the same in a readable size.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeightedRoundRobin")
-            .field("endpoints", &self.endpoints)
+            .field("endpoints", &self.members.endpoints)
             .field("weights", &self.weights)
             .field("cycle_len", &self.schedule.len())
             .field("cursor", &self.cursor)

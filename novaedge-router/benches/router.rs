@@ -1,15 +1,20 @@
 //! Lookup time against tables of 10, 1,000 and 10,000 routes.
 //!
-//! The tables mix what a real cluster has: many exact hosts with a handful of
-//! prefix routes each (some requiring a header or a method), a few wildcard
-//! hosts, and catch-all routes for any host. Each request kind exercises a
-//! different path through `Router::find`.
+//! The tables mix what a real cluster has: many exact hosts with ten routes
+//! each (exact paths, prefixes, a few regular expressions; some requiring a
+//! header, a query parameter or a method), a few wildcard hosts, and routes
+//! for any host. Each request kind exercises a different path through
+//! `Router::find`; `resolve` adds path normalisation and reading the
+//! `http::Request`.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, Method};
-use novaedge_router::{HeaderMatch, PathMatch, Route, RouteMatch, Router};
+use novaedge_router::{
+    Dialect, EncodedSlashes, HeaderMatch, PathMatch, QueryParamMatch, Route, RouteMatch, Router,
+    normalize_path,
+};
 
 /// Routes per exact host; the rest of a table is spread over hosts.
 const ROUTES_PER_HOST: usize = 10;
@@ -26,16 +31,24 @@ fn table(size: usize) -> Vec<Route<usize>> {
                 1 => Vec::new(),
                 _ => vec![format!("svc{host}.example.com")],
             };
-            let path = if slot.is_multiple_of(3) {
+            let path = if i % 100 == 7 {
+                // 1% regular expressions.
+                PathMatch::RegularExpression(format!("/api/v{slot}/items/[0-9]+"))
+            } else if slot.is_multiple_of(3) {
                 PathMatch::Exact(format!("/api/v{slot}/health"))
             } else {
                 PathMatch::Prefix(format!("/api/v{slot}/"))
             };
             let headers = if slot % 4 == 1 {
-                vec![HeaderMatch {
-                    name: HeaderName::from_static("x-canary"),
-                    value: "true".to_owned(),
-                }]
+                vec![HeaderMatch::exact(
+                    HeaderName::from_static("x-canary"),
+                    "true",
+                )]
+            } else {
+                Vec::new()
+            };
+            let query_params = if slot % 7 == 3 {
+                vec![QueryParamMatch::exact("debug", "1")]
             } else {
                 Vec::new()
             };
@@ -46,9 +59,11 @@ fn table(size: usize) -> Vec<Route<usize>> {
                     path,
                     method,
                     headers,
+                    query_params,
                 },
                 rank: i as u64,
                 target: i,
+                dialect: Dialect::GatewayApi,
             }
         })
         .collect()
@@ -144,6 +159,41 @@ fn find(c: &mut Criterion) {
     }
 }
 
+fn resolve(c: &mut Criterion) {
+    let mut group = c.benchmark_group("resolve");
+    for size in [10, 1_000, 10_000] {
+        let router = Router::new(table(size)).expect("bench routes are valid");
+        let host = format!("svc{}.example.com", (size / ROUTES_PER_HOST).max(1) - 1);
+        let request = http::Request::get("/api/v4//users/./42?page=2")
+            .header("host", host)
+            .header("user-agent", "bench/1.0")
+            .body(())
+            .expect("valid request");
+        assert!(
+            router.find_request(&request).is_some(),
+            "resolve with {size} routes"
+        );
+        group.bench_with_input(BenchmarkId::from_parameter(size), &request, |b, request| {
+            b.iter(|| {
+                router
+                    .resolve(black_box(request))
+                    .map(|r| r.target.is_some())
+            })
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("normalize_path");
+    for (name, path) in [
+        ("canonical", "/api/v4/users/42/profile"),
+        ("dirty", "/api/v4//users/./x/../42/%7Eprofile"),
+    ] {
+        group.bench_with_input(BenchmarkId::from_parameter(name), path, |b, path| {
+            b.iter(|| normalize_path(black_box(path), EncodedSlashes::Reject).map(|p| p.len()))
+        });
+    }
+    group.finish();
+}
+
 fn build(c: &mut Criterion) {
     let mut group = c.benchmark_group("new");
     for size in [10, 1_000, 10_000] {
@@ -155,5 +205,5 @@ fn build(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, find, build);
+criterion_group!(benches, find, resolve, build);
 criterion_main!(benches);

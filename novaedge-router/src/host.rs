@@ -1,11 +1,85 @@
 //! Hostnames: validating the ones routes declare, normalising the ones
-//! requests carry.
+//! requests carry, and intersecting listener and route hostnames.
 //!
 //! Route hostnames follow the Gateway API `Hostname` type: RFC 1123 labels,
 //! optionally preceded by a single `*.` wildcard label. They are lowercased
 //! here, once, so that lookups can compare bytes.
 
 use std::borrow::Cow;
+use std::fmt;
+
+/// A hostname that is not a valid Gateway API or Ingress hostname.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid hostname {hostname:?}: {reason}")]
+pub struct HostnameError {
+    /// The hostname exactly as given.
+    pub hostname: String,
+    pub reason: &'static str,
+}
+
+/// The hostnames a Gateway API route serves on one listener: the
+/// intersection of the listener's hostname and the route's hostnames, as
+/// HTTPRoute `spec.hostnames` (and GRPCRoute's) define it.
+///
+/// - `Some(vec![])`: neither names a host; the route serves any host.
+/// - `Some(hostnames)`: pass these as [`Route::hostnames`](crate::Route).
+///   A route without hostnames inherits the listener's; where a listener
+///   wildcard and a route hostname overlap, the more specific of the two is
+///   kept (listener `*.example.com`, route `*.com`: `*.example.com`;
+///   listener `test.example.com`, route `*.example.com`: `test.example.com`);
+///   route hostnames outside the listener's are dropped.
+/// - `None`: no hostname intersects; the route does not attach to this
+///   listener (status `Accepted=False`, reason `NoMatchingListenerHostname`).
+///
+/// The result is lowercase and free of duplicates, in the route's order.
+///
+/// ```
+/// use novaedge_router::intersect_hostnames;
+///
+/// let route = ["test.example.com", "test.example.net", "*.com"];
+/// assert_eq!(
+///     intersect_hostnames(Some("*.example.com"), &route).unwrap(),
+///     Some(vec!["test.example.com".to_owned(), "*.example.com".to_owned()])
+/// );
+/// assert_eq!(intersect_hostnames(Some("example.com"), &["*.example.com"]).unwrap(), None);
+/// assert_eq!(intersect_hostnames(None, &[] as &[&str]).unwrap(), Some(vec![]));
+/// ```
+pub fn intersect_hostnames(
+    listener: Option<&str>,
+    route: &[impl AsRef<str>],
+) -> Result<Option<Vec<String>>, HostnameError> {
+    let parse = |raw: &str| {
+        parse_hostname(raw).map_err(|reason| HostnameError {
+            hostname: raw.to_owned(),
+            reason,
+        })
+    };
+    let route: Vec<Hostname> = route
+        .iter()
+        .map(|h| parse(h.as_ref()))
+        .collect::<Result<_, _>>()?;
+    let Some(listener) = listener else {
+        return Ok(Some(dedup(route.iter()).collect()));
+    };
+    let listener = parse(listener)?;
+    if route.is_empty() {
+        return Ok(Some(vec![listener.to_string()]));
+    }
+    let kept: Vec<String> = dedup(route.iter().filter_map(|r| listener.intersect(r))).collect();
+    Ok((!kept.is_empty()).then_some(kept))
+}
+
+fn dedup<'a>(hostnames: impl Iterator<Item = &'a Hostname>) -> impl Iterator<Item = String> {
+    let mut seen: Vec<&Hostname> = Vec::new();
+    hostnames.filter_map(move |h| {
+        if seen.contains(&h) {
+            None
+        } else {
+            seen.push(h);
+            Some(h.to_string())
+        }
+    })
+}
 
 /// A validated, lowercased route hostname.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +88,49 @@ pub(crate) enum Hostname {
     Exact(Box<str>),
     /// `*.example.com`, stored as the suffix after `*.`: `example.com`.
     Wildcard(Box<str>),
+}
+
+impl fmt::Display for Hostname {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(name) => f.write_str(name),
+            Self::Wildcard(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+impl Hostname {
+    /// The more specific of `self` and `other` where one covers the other,
+    /// with Gateway API wildcards (one or more labels).
+    fn intersect<'a>(&'a self, other: &'a Self) -> Option<&'a Self> {
+        match (self, other) {
+            (Self::Exact(a), Self::Exact(b)) => (a == b).then_some(self),
+            (Self::Exact(name), Self::Wildcard(suffix)) => {
+                wildcard_matches(suffix, name, false).then_some(self)
+            }
+            (Self::Wildcard(suffix), Self::Exact(name)) => {
+                wildcard_matches(suffix, name, false).then_some(other)
+            }
+            (Self::Wildcard(a), Self::Wildcard(b)) => {
+                if a == b || wildcard_matches(a, b, false) {
+                    Some(other)
+                } else if wildcard_matches(b, a, false) {
+                    Some(self)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Whether `*.{suffix}` matches `host`: `host` is one or more labels (with
+/// `single_label`, exactly one), a dot, then `suffix`. An empty label before
+/// the dot does not count.
+pub(crate) fn wildcard_matches(suffix: &str, host: &str, single_label: bool) -> bool {
+    host.strip_suffix(suffix)
+        .and_then(|rest| rest.strip_suffix('.'))
+        .is_some_and(|labels| !(labels.is_empty() || single_label && labels.contains('.')))
 }
 
 /// The longest hostname DNS can carry (RFC 1035 section 2.3.4, without the

@@ -2,6 +2,7 @@
 //! model, so every parse error names its object and field, and all of them are reported.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use http::{HeaderName, Method};
 use prost::Message;
@@ -162,6 +163,7 @@ fn route_match(
         Some(p) => match proto::PathMatchType::try_from(p.r#type) {
             Ok(proto::PathMatchType::Exact) => PathMatch::Exact(p.value),
             Ok(proto::PathMatchType::Prefix) => PathMatch::Prefix(p.value),
+            Ok(proto::PathMatchType::RegularExpression) => PathMatch::RegularExpression(p.value),
             _ => {
                 errors.push(FieldError::new(
                     object,
@@ -194,6 +196,12 @@ fn route_match(
         .filter_map(|(j, h)| match HeaderName::from_bytes(h.name.as_bytes()) {
             Ok(name) => Some(HeaderMatch {
                 name,
+                kind: match_type(
+                    h.r#type,
+                    object,
+                    &format!("{field}.headers[{j}].type"),
+                    errors,
+                ),
                 value: h.value,
             }),
             Err(_) => {
@@ -206,11 +214,50 @@ fn route_match(
             }
         })
         .collect();
+    let query_params = m
+        .query_params
+        .into_iter()
+        .enumerate()
+        .map(|(j, q)| QueryParamMatch {
+            kind: match_type(
+                q.r#type,
+                object,
+                &format!("{field}.query_params[{j}].type"),
+                errors,
+            ),
+            name: q.name,
+            value: q.value,
+        })
+        .collect();
     RouteMatch {
         path,
         method,
         headers,
+        query_params,
     }
+}
+
+fn match_type(wire: i32, object: &str, field: &str, errors: &mut Vec<FieldError>) -> MatchType {
+    match proto::StringMatchType::try_from(wire) {
+        Ok(proto::StringMatchType::Exact) => MatchType::Exact,
+        Ok(proto::StringMatchType::RegularExpression) => MatchType::RegularExpression,
+        Err(_) => {
+            errors.push(FieldError::new(
+                object,
+                field,
+                format!("unsupported match type {wire}"),
+            ));
+            MatchType::Exact
+        }
+    }
+}
+
+fn match_type_to_wire(kind: MatchType) -> i32 {
+    let wire = match kind {
+        MatchType::Exact => proto::StringMatchType::Exact,
+        MatchType::RegularExpression => proto::StringMatchType::RegularExpression,
+    };
+    wire as i32
 }
 
 fn backend(i: usize, b: proto::Backend, errors: &mut Vec<FieldError>) -> Backend {
@@ -254,10 +301,119 @@ fn backend(i: usize, b: proto::Backend, errors: &mut Vec<FieldError>) -> Backend
             })
         })
         .collect();
+    let load_balancing = match b.load_balancing {
+        Some(lb) => load_balancing(&object, lb, errors),
+        None => LoadBalancing::default(),
+    };
     Backend {
         name: b.name,
         protocol,
         endpoints,
+        load_balancing,
+    }
+}
+
+fn load_balancing(
+    object: &str,
+    lb: proto::LoadBalancing,
+    errors: &mut Vec<FieldError>,
+) -> LoadBalancing {
+    use proto::load_balancing::Policy;
+    fn or(value: u64, default: u64) -> u64 {
+        if value == 0 { default } else { value }
+    }
+    let policy = match lb.policy {
+        None | Some(Policy::RoundRobin(_)) => LbPolicy::RoundRobin,
+        Some(Policy::Random(_)) => LbPolicy::Random,
+        Some(Policy::LeastRequest(p)) => LbPolicy::LeastRequest {
+            choices: if p.choices == 0 { 2 } else { p.choices },
+        },
+        Some(Policy::PeakEwma(p)) => LbPolicy::PeakEwma {
+            decay: Duration::from_millis(or(p.decay_ms, 10_000)),
+            default_rtt: Duration::from_millis(or(p.default_rtt_ms, 30)),
+        },
+        Some(Policy::RingHash(p)) => LbPolicy::RingHash {
+            points_per_weight: if p.points_per_weight == 0 {
+                160
+            } else {
+                p.points_per_weight
+            },
+            max_ring_size: if p.max_ring_size == 0 {
+                1 << 20
+            } else {
+                p.max_ring_size
+            },
+        },
+        Some(Policy::Maglev(p)) => LbPolicy::Maglev {
+            table_size: if p.table_size == 0 {
+                65_537
+            } else {
+                p.table_size
+            },
+        },
+    };
+    use proto::hash_on::Source;
+    let hash_on = match lb.hash_on.and_then(|h| h.source) {
+        None | Some(Source::SourceIp(false)) => None,
+        Some(Source::SourceIp(true)) => Some(HashOn::SourceIp),
+        Some(Source::Cookie(c)) => Some(HashOn::Cookie(c)),
+        Some(Source::QueryParam(q)) => Some(HashOn::QueryParam(q)),
+        Some(Source::Header(h)) => match HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => Some(HashOn::Header(name)),
+            Err(_) => {
+                errors.push(FieldError::new(
+                    object,
+                    "load_balancing.hash_on.header",
+                    format!("{h:?} is not a valid header name"),
+                ));
+                None
+            }
+        },
+    };
+    let panic_threshold_percent = match lb.panic_threshold_percent {
+        None => DEFAULT_PANIC_THRESHOLD_PERCENT,
+        Some(p) => u8::try_from(p).unwrap_or(u8::MAX),
+    };
+    LoadBalancing {
+        policy,
+        hash_on,
+        panic_threshold_percent,
+    }
+}
+
+fn load_balancing_to_wire(lb: &LoadBalancing) -> proto::LoadBalancing {
+    use proto::hash_on::Source;
+    use proto::load_balancing::Policy;
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    proto::LoadBalancing {
+        policy: Some(match lb.policy {
+            LbPolicy::RoundRobin => Policy::RoundRobin(proto::RoundRobin {}),
+            LbPolicy::Random => Policy::Random(proto::Random {}),
+            LbPolicy::LeastRequest { choices } => {
+                Policy::LeastRequest(proto::LeastRequest { choices })
+            }
+            LbPolicy::PeakEwma { decay, default_rtt } => Policy::PeakEwma(proto::PeakEwma {
+                decay_ms: millis(decay),
+                default_rtt_ms: millis(default_rtt),
+            }),
+            LbPolicy::RingHash {
+                points_per_weight,
+                max_ring_size,
+            } => Policy::RingHash(proto::RingHash {
+                points_per_weight,
+                max_ring_size,
+            }),
+            LbPolicy::Maglev { table_size } => Policy::Maglev(proto::Maglev { table_size }),
+        }),
+        hash_on: lb.hash_on.as_ref().map(|h| proto::HashOn {
+            source: Some(match h {
+                HashOn::Header(name) => Source::Header(name.to_string()),
+                HashOn::Cookie(c) => Source::Cookie(c.clone()),
+                HashOn::SourceIp => Source::SourceIp(true),
+                HashOn::QueryParam(q) => Source::QueryParam(q.clone()),
+            }),
+        }),
+        panic_threshold_percent: Some(lb.panic_threshold_percent.into()),
     }
 }
 
@@ -297,6 +453,7 @@ impl From<&ConfigSnapshot> for proto::ConfigSnapshot {
                             weight: e.weight,
                         })
                         .collect(),
+                    load_balancing: Some(load_balancing_to_wire(&b.load_balancing)),
                 })
                 .collect(),
         }
@@ -326,6 +483,10 @@ fn route_to_wire(r: &Route) -> proto::Route {
                                 r#type: proto::PathMatchType::Prefix as i32,
                                 value: v.clone(),
                             },
+                            PathMatch::RegularExpression(v) => proto::PathMatch {
+                                r#type: proto::PathMatchType::RegularExpression as i32,
+                                value: v.clone(),
+                            },
                         }),
                         method: m.method.as_ref().map(|m| m.to_string()).unwrap_or_default(),
                         headers: m
@@ -334,6 +495,16 @@ fn route_to_wire(r: &Route) -> proto::Route {
                             .map(|h| proto::HeaderMatch {
                                 name: h.name.to_string(),
                                 value: h.value.clone(),
+                                r#type: match_type_to_wire(h.kind),
+                            })
+                            .collect(),
+                        query_params: m
+                            .query_params
+                            .iter()
+                            .map(|q| proto::QueryParamMatch {
+                                name: q.name.clone(),
+                                value: q.value.clone(),
+                                r#type: match_type_to_wire(q.kind),
                             })
                             .collect(),
                     })
@@ -375,7 +546,13 @@ mod tests {
                         method: Some(Method::POST),
                         headers: vec![HeaderMatch {
                             name: HeaderName::from_static("x-env"),
-                            value: "canary".into(),
+                            value: "canary|beta".into(),
+                            kind: MatchType::RegularExpression,
+                        }],
+                        query_params: vec![QueryParamMatch {
+                            name: "v".into(),
+                            value: "2".into(),
+                            kind: MatchType::Exact,
                         }],
                     }],
                     backends: vec![BackendRef {
@@ -399,6 +576,11 @@ mod tests {
                         weight: 2,
                     },
                 ],
+                load_balancing: LoadBalancing {
+                    policy: LbPolicy::Maglev { table_size: 65_537 },
+                    hash_on: Some(HashOn::Header(HeaderName::from_static("x-user"))),
+                    panic_threshold_percent: 30,
+                },
             }],
         }
     }

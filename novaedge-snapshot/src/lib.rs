@@ -24,9 +24,11 @@ pub use validate::check_hostname;
 
 pub use error::{FieldError, ValidationErrors};
 pub use model::{
-    Backend, BackendRef, ConfigSnapshot, Endpoint, HeaderMatch, Listener, ListenerProtocol,
-    PathMatch, Route, RouteMatch, RouteRule, UpstreamProtocol,
+    Backend, BackendRef, ConfigSnapshot, DEFAULT_PANIC_THRESHOLD_PERCENT, Endpoint, HashOn,
+    HeaderMatch, LbPolicy, Listener, ListenerProtocol, LoadBalancing, MatchType, PathMatch,
+    QueryParamMatch, Route, RouteMatch, RouteRule, UpstreamProtocol,
 };
+pub use validate::{REGEX_SIZE_LIMIT, check_regex};
 
 /// Types generated from `snapshot.proto`.
 #[allow(

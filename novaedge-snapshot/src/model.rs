@@ -2,6 +2,7 @@
 //! [`ConfigSnapshot::validate`](crate::ConfigSnapshot::validate).
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use http::{HeaderName, Method};
 
@@ -58,8 +59,10 @@ pub struct RouteRule {
 pub struct RouteMatch {
     pub path: PathMatch,
     pub method: Option<Method>,
-    /// All must match.
+    /// All must match; only the first entry per name counts (Gateway API).
     pub headers: Vec<HeaderMatch>,
+    /// All must match; only the first entry per name counts (Gateway API).
+    pub query_params: Vec<QueryParamMatch>,
 }
 
 impl Default for RouteMatch {
@@ -68,6 +71,7 @@ impl Default for RouteMatch {
             path: PathMatch::Prefix("/".to_owned()),
             method: None,
             headers: Vec::new(),
+            query_params: Vec::new(),
         }
     }
 }
@@ -77,22 +81,42 @@ pub enum PathMatch {
     Exact(String),
     /// Matches whole path segments: `/v2` matches `/v2` and `/v2/x`, not `/v2x`.
     Prefix(String),
+    /// An RE2-syntax regular expression that must match the whole normalised path.
+    RegularExpression(String),
 }
 
 impl PathMatch {
     /// The path value, whatever the kind.
     pub fn value(&self) -> &str {
         match self {
-            PathMatch::Exact(v) | PathMatch::Prefix(v) => v,
+            PathMatch::Exact(v) | PathMatch::Prefix(v) | PathMatch::RegularExpression(v) => v,
         }
     }
 }
 
+/// How a header or query parameter value is compared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MatchType {
+    #[default]
+    Exact,
+    /// An RE2-syntax regular expression that must match the whole value.
+    RegularExpression,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderMatch {
+    /// Case-insensitive, as every `HeaderName` is.
     pub name: HeaderName,
-    /// Exact value.
     pub value: String,
+    pub kind: MatchType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryParamMatch {
+    /// Case-sensitive; compared after percent-decoding.
+    pub name: String,
+    pub value: String,
+    pub kind: MatchType,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +134,70 @@ pub struct Backend {
     pub name: String,
     pub protocol: UpstreamProtocol,
     pub endpoints: Vec<Endpoint>,
+    pub load_balancing: LoadBalancing,
+}
+
+/// How a backend spreads requests over its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancing {
+    pub policy: LbPolicy,
+    /// What requests are hashed on; set exactly when the policy is a hashing one.
+    pub hash_on: Option<HashOn>,
+    /// Below this percentage of healthy endpoints health is ignored (Envoy's panic threshold);
+    /// 0 never.
+    pub panic_threshold_percent: u8,
+}
+
+impl Default for LoadBalancing {
+    fn default() -> Self {
+        Self {
+            policy: LbPolicy::RoundRobin,
+            hash_on: None,
+            panic_threshold_percent: DEFAULT_PANIC_THRESHOLD_PERCENT,
+        }
+    }
+}
+
+/// Envoy's default healthy panic threshold.
+pub const DEFAULT_PANIC_THRESHOLD_PERCENT: u8 = 50;
+
+/// A balancing algorithm and its parameters (see `novaedge-lb` for each algorithm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// The least loaded of `choices` random endpoints.
+    LeastRequest { choices: u32 },
+    /// Latency times outstanding requests, with a decaying average.
+    PeakEwma {
+        decay: Duration,
+        default_rtt: Duration,
+    },
+    /// Ketama-style ring hash.
+    RingHash {
+        points_per_weight: u32,
+        max_ring_size: u32,
+    },
+    /// Maglev; `table_size` is a prime.
+    Maglev { table_size: u32 },
+}
+
+impl LbPolicy {
+    /// Whether the policy balances on a request hash.
+    pub fn uses_hash(&self) -> bool {
+        matches!(self, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. })
+    }
+}
+
+/// What a request is hashed on, for the hashing policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(HeaderName),
+    Cookie(String),
+    SourceIp,
+    QueryParam(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

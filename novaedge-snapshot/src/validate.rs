@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{FieldError, ValidationErrors};
-use crate::model::{ConfigSnapshot, PathMatch, Route};
+use crate::model::{ConfigSnapshot, HashOn, LbPolicy, LoadBalancing, MatchType, PathMatch, Route};
 
 /// The largest weight a backend reference or endpoint may carry (Gateway API's bound).
 pub(crate) const MAX_WEIGHT: u32 = 1_000_000;
@@ -78,6 +78,7 @@ impl ConfigSnapshot {
             } else if !names.insert(b.name.as_str()) {
                 errors.push(FieldError::new(&object, "name", "duplicate backend name"));
             }
+            validate_load_balancing(&b.load_balancing, &object, &mut errors);
             let mut addresses = HashSet::new();
             for (j, e) in b.endpoints.iter().enumerate() {
                 let field = format!("endpoints[{j}]");
@@ -105,6 +106,72 @@ impl ConfigSnapshot {
     }
 }
 
+/// The largest Maglev table the balancer builds (`novaedge-lb`'s bound).
+const MAX_MAGLEV_TABLE_SIZE: u32 = 5_000_011;
+
+fn validate_load_balancing(lb: &LoadBalancing, object: &str, errors: &mut Vec<FieldError>) {
+    let mut error = |field: &str, message: String| {
+        errors.push(FieldError::new(
+            object,
+            format!("load_balancing.{field}"),
+            message,
+        ))
+    };
+    match lb.policy {
+        LbPolicy::LeastRequest { choices: 0 } => {
+            error("least_request.choices", "must be at least 1".into())
+        }
+        LbPolicy::PeakEwma { decay, .. } if decay.is_zero() => {
+            error("peak_ewma.decay", "must be above 0".into())
+        }
+        LbPolicy::RingHash {
+            points_per_weight: 0,
+            ..
+        } => error("ring_hash.points_per_weight", "must be at least 1".into()),
+        LbPolicy::RingHash {
+            max_ring_size: 0, ..
+        } => error("ring_hash.max_ring_size", "must be at least 1".into()),
+        LbPolicy::Maglev { table_size }
+            if table_size > MAX_MAGLEV_TABLE_SIZE || !is_prime(table_size) =>
+        {
+            error(
+                "maglev.table_size",
+                format!("must be a prime no larger than {MAX_MAGLEV_TABLE_SIZE}, got {table_size}"),
+            )
+        }
+        _ => {}
+    }
+    match (&lb.hash_on, lb.policy.uses_hash()) {
+        (None, true) => error(
+            "hash_on",
+            "required by hashing policies (ring hash, Maglev): say what requests are hashed on"
+                .into(),
+        ),
+        (Some(_), false) => error(
+            "hash_on",
+            "only ring hash and Maglev hash requests; remove it or change the policy".into(),
+        ),
+        (Some(HashOn::Cookie(name) | HashOn::QueryParam(name)), true) if name.is_empty() => error(
+            "hash_on",
+            "the cookie or query parameter name must not be empty".into(),
+        ),
+        _ => {}
+    }
+    if lb.panic_threshold_percent > 100 {
+        error(
+            "panic_threshold_percent",
+            format!("must be at most 100, got {}", lb.panic_threshold_percent),
+        );
+    }
+}
+
+fn is_prime(n: u32) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
+}
+
 fn validate_route(r: &Route, object: &str, backends: &HashSet<&str>, errors: &mut Vec<FieldError>) {
     for (i, h) in r.hostnames.iter().enumerate() {
         if let Err(why) = check_hostname(h) {
@@ -117,12 +184,40 @@ fn validate_route(r: &Route, object: &str, backends: &HashSet<&str>, errors: &mu
     }
     for (i, rule) in r.rules.iter().enumerate() {
         for (j, m) in rule.matches.iter().enumerate() {
+            let field = format!("rules[{i}].matches[{j}]");
             if let Err(why) = check_path(&m.path) {
                 errors.push(FieldError::new(
                     object,
-                    format!("rules[{i}].matches[{j}].path.value"),
+                    format!("{field}.path.value"),
                     format!("{:?}: {why}", m.path.value()),
                 ));
+            }
+            let regexes = m
+                .headers
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.kind == MatchType::RegularExpression)
+                .map(|(k, h)| (format!("{field}.headers[{k}].value"), &h.value))
+                .chain(
+                    m.query_params
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, q)| q.kind == MatchType::RegularExpression)
+                        .map(|(k, q)| (format!("{field}.query_params[{k}].value"), &q.value)),
+                );
+            for (field, pattern) in regexes {
+                if let Err(why) = check_regex(pattern) {
+                    errors.push(FieldError::new(object, field, why));
+                }
+            }
+            for (k, q) in m.query_params.iter().enumerate() {
+                if q.name.is_empty() {
+                    errors.push(FieldError::new(
+                        object,
+                        format!("{field}.query_params[{k}].name"),
+                        "must not be empty",
+                    ));
+                }
             }
         }
         for (j, b) in rule.backends.iter().enumerate() {
@@ -177,16 +272,33 @@ pub fn check_hostname(host: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn check_path(path: &PathMatch) -> Result<(), &'static str> {
+/// The compiled-size budget of one regular expression in a route (the `regex` crate's
+/// `size_limit`): generous for real patterns, small enough that a hostile or mistaken pattern
+/// cannot make the data plane allocate without bound.
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+/// Checks that `pattern` is a valid RE2-syntax regular expression within [`REGEX_SIZE_LIMIT`].
+pub fn check_regex(pattern: &str) -> Result<(), String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map(drop)
+        .map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))
+}
+
+fn check_path(path: &PathMatch) -> Result<(), String> {
+    if let PathMatch::RegularExpression(pattern) = path {
+        return check_regex(pattern);
+    }
     let value = path.value();
     if !value.starts_with('/') {
-        return Err("must start with '/'");
+        return Err("must start with '/'".into());
     }
     if value.contains(['?', '#']) {
-        return Err("must not contain '?' or '#'");
+        return Err("must not contain '?' or '#'".into());
     }
     if value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-        return Err("must not contain spaces or control characters");
+        return Err("must not contain spaces or control characters".into());
     }
     Ok(())
 }
@@ -241,6 +353,11 @@ mod tests {
             backends: vec![Backend {
                 name: "ns/b:80".into(),
                 protocol: UpstreamProtocol::Http1,
+                load_balancing: LoadBalancing {
+                    policy: LbPolicy::Maglev { table_size: 65_536 },
+                    hash_on: None,
+                    panic_threshold_percent: 50,
+                },
                 endpoints: vec![
                     Endpoint {
                         address: "127.0.0.1:0".parse().unwrap(),
@@ -270,12 +387,72 @@ mod tests {
                 "route \"ns/r\" on listener \"nope\" | hostnames[0]",
                 "route \"ns/r\" on listener \"nope\" | rules[0].matches[0].path.value",
                 "route \"ns/r\" on listener \"nope\" | rules[0].backends[0].backend",
+                "backend \"ns/b:80\" | load_balancing.maglev.table_size",
+                "backend \"ns/b:80\" | load_balancing.hash_on",
                 "backend \"ns/b:80\" | endpoints[0]",
                 "backend \"ns/b:80\" | endpoints[1]",
                 "backend \"ns/b:80\" | endpoints[1]",
                 "backend \"ns/b:80\" | endpoints[1].weight",
             ]
         );
+    }
+
+    #[test]
+    fn regular_expressions_are_compiled_and_bounded() {
+        let route = |m: RouteMatch| ConfigSnapshot {
+            version: 1,
+            listeners: vec![listener("l", 80)],
+            routes: vec![Route {
+                name: "ns/r".into(),
+                listener: "l".into(),
+                hostnames: vec![],
+                rules: vec![RouteRule {
+                    matches: vec![m],
+                    backends: vec![],
+                }],
+                creation_timestamp: 0,
+            }],
+            backends: vec![],
+        };
+        let ok = route(RouteMatch {
+            path: PathMatch::RegularExpression("/v[0-9]+/.*".into()),
+            headers: vec![HeaderMatch {
+                name: http::HeaderName::from_static("x-a"),
+                value: "a|b".into(),
+                kind: MatchType::RegularExpression,
+            }],
+            ..RouteMatch::default()
+        });
+        assert_eq!(ok.validate(), Ok(()));
+
+        let bad = route(RouteMatch {
+            path: PathMatch::RegularExpression("/(unclosed".into()),
+            query_params: vec![
+                QueryParamMatch {
+                    name: "q".into(),
+                    // Compiles to far more than the size limit.
+                    value: "(\\w{100}){100}".into(),
+                    kind: MatchType::RegularExpression,
+                },
+                QueryParamMatch {
+                    name: String::new(),
+                    value: "x".into(),
+                    kind: MatchType::Exact,
+                },
+            ],
+            ..RouteMatch::default()
+        });
+        let err = bad.validate().unwrap_err();
+        let fields: Vec<_> = err.errors().iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "rules[0].matches[0].path.value",
+                "rules[0].matches[0].query_params[0].value",
+                "rules[0].matches[0].query_params[1].name",
+            ]
+        );
+        assert!(err.errors()[1].message.contains("size limit"), "{err}");
     }
 
     #[test]

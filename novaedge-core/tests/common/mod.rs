@@ -97,6 +97,7 @@ pub(crate) fn backend_at(
         name: name.to_owned(),
         protocol,
         endpoints,
+        load_balancing: Default::default(),
     }
 }
 
@@ -162,6 +163,7 @@ pub(crate) fn with_header(mut m: RouteMatch, name: &'static str, value: &str) ->
     m.headers.push(HeaderMatch {
         name: http::HeaderName::from_static(name),
         value: value.to_owned(),
+        kind: Default::default(),
     });
     m
 }
