@@ -906,3 +906,141 @@ mod tests {
         assert_eq!(effective_hostnames(Some("a.com"), &["b.com".into()]), None);
     }
 }
+
+#[cfg(test)]
+mod translation_tests {
+    use super::*;
+    use crate::objects::parse_yaml;
+
+    const BASE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: t}
+spec:
+  gatewayClassName: novaedge
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-1, namespace: t, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+ports: [{name: http, port: 9001}]
+endpoints: [{addresses: [10.0.0.1, 10.0.0.2]}, {addresses: [10.0.0.3], conditions: {ready: false}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: t}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - matches:
+        - path: {type: RegularExpression, value: "/users/[0-9]+"}
+          headers: [{name: x-v, type: RegularExpression, value: "v[23]"}]
+          queryParams: [{name: env, value: canary}]
+      backendRefs: [{name: api, port: 80}]
+"#;
+
+    fn translate_with(service: &str) -> Translation {
+        let (objects, diagnostics) = parse_yaml(&format!("{BASE}---\n{service}"), None);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        translate(&objects, &TranslateOptions { version: 3 })
+    }
+
+    #[test]
+    fn regex_and_query_matches_and_service_load_balancing() {
+        let t = translate_with(
+            r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: api
+  namespace: t
+  annotations:
+    novaedge.io/load-balancer: maglev
+    novaedge.io/hash-on: "header:x-user"
+    novaedge.io/panic-threshold: "30"
+spec:
+  ports: [{name: http, port: 80}]
+"#,
+        );
+        assert!(!t.has_errors(), "{:?}", t.diagnostics);
+        let s = &t.snapshot;
+        assert_eq!(s.version, 3);
+        let m = &s.routes[0].rules[0].matches[0];
+        assert_eq!(m.path, PathMatch::RegularExpression("/users/[0-9]+".into()));
+        assert_eq!(m.headers[0].kind, MatchType::RegularExpression);
+        assert_eq!(m.query_params[0].name, "env");
+        assert_eq!(m.query_params[0].kind, MatchType::Exact);
+        let b = &s.backends[0];
+        assert_eq!(b.name, "t/api:80");
+        assert_eq!(
+            b.load_balancing,
+            LoadBalancing {
+                policy: LbPolicy::Maglev { table_size: 65_537 },
+                hash_on: Some(HashOn::Header(http::HeaderName::from_static("x-user"))),
+                panic_threshold_percent: 30,
+            }
+        );
+        let ready: Vec<_> = b
+            .endpoints
+            .iter()
+            .map(|e| (e.address.to_string(), e.ready))
+            .collect();
+        assert_eq!(
+            ready,
+            [
+                ("10.0.0.1:9001".to_owned(), true),
+                ("10.0.0.2:9001".to_owned(), true),
+                ("10.0.0.3:9001".to_owned(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_annotations_and_regexes_name_the_field() {
+        let t = translate_with(
+            r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: api
+  namespace: t
+  annotations:
+    novaedge.io/load-balancer: fastest
+    novaedge.io/hash-on: "header:x-user"
+    novaedge.io/panic-threshold: "150"
+spec:
+  ports: [{name: http, port: 80}]
+"#,
+        );
+        let errors: Vec<String> = t
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| format!("{} | {}", d.object, d.field))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "Service t/api | metadata.annotations[novaedge.io/load-balancer]",
+                "Service t/api | metadata.annotations[novaedge.io/hash-on]",
+                "Service t/api | metadata.annotations[novaedge.io/panic-threshold]",
+            ]
+        );
+
+        let broken = BASE
+            .replace("/users/[0-9]+", "/users/(unclosed")
+            .replace("v[23]", "v[")
+            + "---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: t}\nspec: {ports: [{port: 80}]}\n";
+        let (objects, _) = parse_yaml(&broken, None);
+        let t = translate(&objects, &TranslateOptions::default());
+        let fields: Vec<&str> = t.diagnostics.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.rules[0].matches[0].path.value",
+                "spec.rules[0].matches[0].headers[0].value",
+            ]
+        );
+    }
+}
