@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+mod body;
 mod config;
 mod engine;
 mod error;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -15,6 +16,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::body::InFlightBody;
 use crate::engine::Shared;
 use crate::error::ProxyError;
 use crate::headers;
@@ -23,7 +25,7 @@ use crate::upstream::Wire;
 use novaedge_lb::{PickContext, Selector};
 
 /// Response bodies: the upstream's, streamed, or a short one the proxy wrote itself.
-pub(crate) type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub(crate) type ProxyBody = Either<InFlightBody, Full<Bytes>>;
 
 /// The hyper service of one client connection.
 #[derive(Debug, Clone)]
@@ -100,15 +102,16 @@ async fn forward(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cluster = target.pick_backend().ok_or(ProxyError::NoBackend)?;
     let hash = cluster.hash.as_ref().and_then(|h| h.hash(&req, peer.ip()));
-    let (endpoint, in_flight) = {
+    let (endpoint, state, in_flight) = {
         let balancer = cluster.endpoints.load();
         let picked = balancer
             .pick_with(&PickContext::new().with_hash(hash))
             .ok_or_else(|| ProxyError::NoEndpoint {
                 backend: cluster.name.clone(),
             })?;
-        (*picked.endpoint(), picked.start())
+        (*picked.endpoint(), picked.state().clone(), picked.start())
     };
+    let started = Instant::now();
 
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     if upgrade && cluster.wire == Wire::H2c {
@@ -130,9 +133,10 @@ async fn forward(
             endpoint,
             source,
         })?;
-    // Latency to the response head feeds the latency-aware balancers; a failed request only
-    // releases its pending count (the guard's drop).
-    in_flight.finish();
+    // Latency to the response head feeds the latency-aware balancers; the request stays in
+    // flight until its body ends. A failed request only releases its pending count.
+    let now = Instant::now();
+    state.observe_rtt(now - started, now);
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
@@ -156,7 +160,7 @@ async fn forward(
             }));
     }
     headers::remove_hop_by_hop(response.headers_mut(), switching);
-    Ok(response.map(Either::Left))
+    Ok(response.map(|body| Either::Left(InFlightBody::new(body, in_flight))))
 }
 
 /// Rewrites a client request into the request the upstream gets: the target URI in the form the

@@ -13,7 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http::{HeaderName, Method, Request, Response};
-use http_body_util::Full;
+use http_body_util::{Full, StreamBody};
+use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use novaedge_echo::EchoServer;
 use novaedge_snapshot::{Backend, HashOn, LbPolicy, LoadBalancing, UpstreamProtocol::Http1};
@@ -141,8 +142,17 @@ async fn hashing_on_the_source_ip_pins_a_client() {
     );
 }
 
-/// A backend that answers every request after `delay`, with `x-echo-name: name`.
-async fn slow_server(name: &'static str, delay: Duration) -> SocketAddr {
+/// Where a slow backend spends its time.
+#[derive(Debug, Clone, Copy)]
+enum Slow {
+    /// Before the response head.
+    Head,
+    /// After the head, before the body ends (a long download or stream).
+    Body,
+}
+
+/// A backend that takes `delay` over every request, with `x-echo-name: name`.
+async fn slow_server(name: &'static str, delay: Duration, slow: Slow) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -153,11 +163,19 @@ async fn slow_server(name: &'static str, delay: Duration) -> SocketAddr {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(
                     move |_: Request<hyper::body::Incoming>| async move {
-                        tokio::time::sleep(delay).await;
+                        if let Slow::Head = slow {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let body = StreamBody::new(futures_util::stream::once(async move {
+                            if let Slow::Body = slow {
+                                tokio::time::sleep(delay).await;
+                            }
+                            Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"slow")))
+                        }));
                         Ok::<_, Infallible>(
                             Response::builder()
                                 .header(novaedge_echo::NAME_HEADER, name)
-                                .body(Full::new(Bytes::from_static(b"slow")))
+                                .body(body)
                                 .unwrap(),
                         )
                     },
@@ -173,8 +191,18 @@ async fn slow_server(name: &'static str, delay: Duration) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_request_steers_away_from_a_slow_endpoint() {
+    least_request_avoids(Slow::Head).await;
+}
+
+/// A request is load on its endpoint until its response body ends, not only until the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_counts_a_streaming_response_as_load() {
+    least_request_avoids(Slow::Body).await;
+}
+
+async fn least_request_avoids(slow: Slow) {
     let (a, b) = (echo("a").await, echo("b").await);
-    let slow = slow_server("slow", Duration::from_millis(300)).await;
+    let slow = slow_server("slow", Duration::from_millis(300), slow).await;
     let mut endpoints: Vec<_> = [a.local_addr(), b.local_addr(), slow]
         .into_iter()
         .map(endpoint)

@@ -1,0 +1,56 @@
+//! Response bodies that carry what must live exactly as long as the response does.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use novaedge_lb::InFlight;
+
+pin_project_lite::pin_project! {
+    /// An upstream response body that keeps its request counted as in flight by the balancer
+    /// until the body ends (or the client goes away): a streaming gRPC call or a large download
+    /// is load on its endpoint for its whole length, not only until the response head.
+    #[derive(Debug)]
+    pub(crate) struct InFlightBody {
+        #[pin]
+        inner: Incoming,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl InFlightBody {
+    pub(crate) fn new(inner: Incoming, in_flight: InFlight) -> Self {
+        Self {
+            inner,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl Body for InFlightBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = &polled {
+            // Released as soon as the body is done, not when hyper drops it.
+            this.in_flight.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
