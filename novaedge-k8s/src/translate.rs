@@ -102,7 +102,7 @@ struct Translator<'a> {
     classes: HashMap<&'a str, &'a str>, // class name -> controller name
     gateways: BTreeMap<Key, (&'a Gateway, Option<&'a PathBuf>)>,
     routes: BTreeMap<Key, (&'a HttpRoute, Option<&'a PathBuf>)>,
-    services: HashMap<Key, &'a Service>,
+    services: HashMap<Key, (&'a Service, Option<&'a PathBuf>)>,
     slices: HashMap<Key, Vec<(&'a EndpointSlice, Option<&'a PathBuf>)>>,
     backends: BTreeMap<String, Backend>,
 }
@@ -155,7 +155,7 @@ impl<'a> Translator<'a> {
                     self.routes.insert(key, (r, file));
                 }
                 Object::Service(s) => {
-                    self.services.insert(key, s);
+                    self.services.insert(key, (s, file));
                 }
                 Object::EndpointSlice(s) => {
                     match s
@@ -623,7 +623,7 @@ impl<'a> Translator<'a> {
                 continue;
             };
             let key: Key = (namespace.into(), b.name.clone());
-            let Some(service) = self.services.get(&key).copied() else {
+            let Some((service, _)) = self.services.get(&key).copied() else {
                 fail(
                     self,
                     "name",
@@ -657,6 +657,7 @@ impl<'a> Translator<'a> {
             return name;
         }
         let object = format!("Service {}/{}", service.0, service.1);
+        let file = self.services.get(service).and_then(|(_, file)| *file);
         let protocol = match port.app_protocol.as_deref() {
             Some("kubernetes.io/h2c" | "h2c" | "grpc" | "kubernetes.io/grpc") => {
                 UpstreamProtocol::H2c
@@ -666,7 +667,7 @@ impl<'a> Translator<'a> {
             }
             Some(other) => {
                 self.warning(
-                    None,
+                    file,
                     object,
                     format!("spec.ports[port={}].appProtocol", port.port),
                     format!("{other:?} is not known; speaking HTTP/1.1"),
@@ -692,10 +693,10 @@ impl<'a> Translator<'a> {
     /// an error: falling back to round robin would silently break session affinity.
     fn load_balancing(&mut self, service: &Key) -> LoadBalancing {
         let mut lb = LoadBalancing::default();
-        let Some(annotations) = self
+        let Some((annotations, file)) = self
             .services
             .get(service)
-            .and_then(|s| s.metadata.annotations.as_ref())
+            .and_then(|(s, file)| Some((s.metadata.annotations.as_ref()?, *file)))
         else {
             return lb;
         };
@@ -717,7 +718,7 @@ impl<'a> Translator<'a> {
                 "maglev" => LbPolicy::Maglev { table_size: 65_537 },
                 other => {
                     self.error(
-                        None,
+                        file,
                         object.clone(),
                         field(LOAD_BALANCER_ANNOTATION),
                         format!(
@@ -742,7 +743,7 @@ impl<'a> Translator<'a> {
             match parsed {
                 Some(h) if lb.policy.uses_hash() => lb.hash_on = Some(h),
                 Some(_) => self.error(
-                    None,
+                    file,
                     object.clone(),
                     field(HASH_ON_ANNOTATION),
                     format!(
@@ -750,7 +751,7 @@ impl<'a> Translator<'a> {
                     ),
                 ),
                 None => self.error(
-                    None,
+                    file,
                     object.clone(),
                     field(HASH_ON_ANNOTATION),
                     format!("{hash_on:?}: use header:NAME, cookie:NAME, query:NAME or source-ip"),
@@ -758,7 +759,7 @@ impl<'a> Translator<'a> {
             }
         } else if lb.policy.uses_hash() {
             self.error(
-                None,
+                file,
                 object.clone(),
                 field(HASH_ON_ANNOTATION),
                 format!("required with {LOAD_BALANCER_ANNOTATION}: ring-hash or maglev"),
@@ -770,7 +771,7 @@ impl<'a> Translator<'a> {
             match p.trim_end_matches('%').parse::<u8>() {
                 Ok(p) if p <= 100 => lb.panic_threshold_percent = p,
                 _ => self.error(
-                    None,
+                    file,
                     object,
                     field(PANIC_THRESHOLD_ANNOTATION),
                     format!("{p:?} is not a percentage from 0 to 100"),
