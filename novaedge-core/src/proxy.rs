@@ -20,8 +20,11 @@ use crate::body::InFlightBody;
 use crate::engine::Shared;
 use crate::error::ProxyError;
 use crate::headers;
+use crate::runtime::Cluster;
 use crate::runtime::{RuleTarget, SocketKey};
-use crate::upstream::Wire;
+use crate::upstream::{SendError, Wire};
+use novaedge_health::Outcome;
+use novaedge_lb::{EndpointState, InFlight};
 use novaedge_lb::{PickContext, Selector};
 
 /// Response bodies: the upstream's, streamed, or a short one the proxy wrote itself.
@@ -78,6 +81,31 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     }
 }
 
+/// How many endpoints a request that cannot connect is offered to.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// Picks an endpoint of `cluster` not in `tried`, counting the request as in flight on it. A
+/// hashing balancer is asked again with a rehashed key, as Envoy does on retries; `None` when
+/// no untried endpoint turns up.
+fn pick(
+    cluster: &Cluster,
+    hash: Option<u64>,
+    tried: &[SocketAddr],
+) -> Option<(SocketAddr, Arc<EndpointState>, InFlight)> {
+    let balancer = cluster.endpoints.load();
+    for draw in 0..8u64 {
+        let key = hash.map(|h| h.wrapping_add(draw.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        let picked = balancer.pick_with(&PickContext::new().with_hash(key))?;
+        if !tried.contains(picked.endpoint()) {
+            return Some((*picked.endpoint(), picked.state().clone(), picked.start()));
+        }
+        if hash.is_none() && draw as usize > tried.len() + 1 {
+            break;
+        }
+    }
+    None
+}
+
 /// Replaces the request's path, keeping its query.
 fn set_path<B>(req: &mut Request<B>, path: &str) {
     let path_and_query = match req.uri().query() {
@@ -101,18 +129,6 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cluster = target.pick_backend().ok_or(ProxyError::NoBackend)?;
-    let hash = cluster.hash.as_ref().and_then(|h| h.hash(&req, peer.ip()));
-    let (endpoint, state, in_flight) = {
-        let balancer = cluster.endpoints.load();
-        let picked = balancer
-            .pick_with(&PickContext::new().with_hash(hash))
-            .ok_or_else(|| ProxyError::NoEndpoint {
-                backend: cluster.name.clone(),
-            })?;
-        (*picked.endpoint(), picked.state().clone(), picked.start())
-    };
-    let started = Instant::now();
-
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     if upgrade && cluster.wire == Wire::H2c {
         return Err(ProxyError::UpgradeToH2 {
@@ -120,23 +136,65 @@ async fn forward(
         });
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let hash = cluster.hash.as_ref().and_then(|h| h.hash(&req, peer.ip()));
 
-    prepare_upstream_request(&mut req, cluster.wire, endpoint, peer, upgrade);
-    tracing::trace!(route = %target.route, backend = %cluster.name, %endpoint, "forwarding");
-
-    let mut response = shared
-        .upstreams
-        .send(endpoint, cluster.wire, req)
-        .await
-        .map_err(|source| ProxyError::Upstream {
-            backend: cluster.name.clone(),
-            endpoint,
-            source,
-        })?;
-    // Latency to the response head feeds the latency-aware balancers; the request stays in
-    // flight until its body ends. A failed request only releases its pending count.
-    let now = Instant::now();
-    state.observe_rtt(now - started, now);
+    // A request that could not be handed to an endpoint (no connection could be made) has not
+    // been sent: it goes to another endpoint, whatever its method, and the failure counts
+    // against the endpoint's passive health.
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut last_error = None;
+    let mut prepared = false;
+    let (mut response, in_flight, endpoint) = loop {
+        let Some((endpoint, state, in_flight)) = pick(cluster, hash, &tried) else {
+            return Err(match last_error {
+                // Nowhere else to go: the client learns why the last endpoint failed.
+                Some((endpoint, source)) => ProxyError::Upstream {
+                    backend: cluster.name.clone(),
+                    endpoint,
+                    source,
+                },
+                None => ProxyError::NoEndpoint {
+                    backend: cluster.name.clone(),
+                },
+            });
+        };
+        if !prepared {
+            prepare_upstream_request(&mut req, cluster.wire, endpoint, peer, upgrade);
+            prepared = true;
+        }
+        tracing::trace!(route = %target.route, backend = %cluster.name, %endpoint, "forwarding");
+        let started = Instant::now();
+        match shared.upstreams.send(endpoint, cluster.wire, req).await {
+            Ok(response) => {
+                // Latency to the response head feeds the latency-aware balancers; the request
+                // stays in flight until its body ends.
+                let now = Instant::now();
+                state.observe_rtt(now - started, now);
+                cluster
+                    .outlier
+                    .record(&endpoint, Outcome::from_status(response.status().as_u16()));
+                break (response, in_flight, endpoint);
+            }
+            Err(SendError { error, unsent }) => {
+                cluster.outlier.record(&endpoint, Outcome::GatewayError);
+                tried.push(endpoint);
+                match unsent {
+                    Some(unsent) if tried.len() < MAX_CONNECT_ATTEMPTS => {
+                        tracing::debug!(backend = %cluster.name, %endpoint, %error, "connect failed; trying another endpoint");
+                        req = unsent;
+                        last_error = Some((endpoint, error));
+                    }
+                    _ => {
+                        return Err(ProxyError::Upstream {
+                            backend: cluster.name.clone(),
+                            endpoint,
+                            source: error,
+                        });
+                    }
+                }
+            }
+        }
+    };
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use novaedge_health::{HealthEvent, OutlierConfig, OutlierDetector};
 use novaedge_lb::{
     BuildOptions, EndpointSet, HashPolicy, LbPolicy, MaglevSize, Selector, WeightedRoundRobin,
 };
@@ -51,9 +52,51 @@ pub(crate) struct Runtime {
     routers: HashMap<SocketKey, Router<Arc<RuleTarget>>>,
 }
 
-/// One balancer per backend name, kept across runtimes so that the load and health each
-/// endpoint has accumulated survive reloads.
-pub(crate) type Balancers = HashMap<String, EndpointSet<SocketAddr>>;
+/// One balancer and outlier detector per backend name, kept across runtimes so that the load
+/// and health each endpoint has accumulated survive reloads.
+pub(crate) type Balancers = HashMap<String, BackendState>;
+
+/// What a backend keeps across runtimes.
+#[derive(Debug, Clone)]
+pub(crate) struct BackendState {
+    endpoints: EndpointSet<SocketAddr>,
+    outlier: Arc<OutlierDetector<SocketAddr>>,
+}
+
+impl BackendState {
+    /// An empty balancer and its outlier detector, whose ejections and re-admissions mark
+    /// endpoints unhealthy and healthy in the balancer. Spawns the detector's interval task.
+    fn new(policy: LbPolicy, options: BuildOptions) -> Self {
+        let endpoints = EndpointSet::with_options(policy, options);
+        let sink = endpoints.clone();
+        let outlier = Arc::new(OutlierDetector::new(
+            default_outlier_detection(),
+            move |event: HealthEvent<SocketAddr>| {
+                sink.set_healthy(&event.key, event.health.is_healthy());
+            },
+        ));
+        // The task holds the detector weakly and ends when the backend goes.
+        outlier.spawn();
+        Self { endpoints, outlier }
+    }
+}
+
+/// Passive health with no configuration at all: an endpoint that refuses or drops three
+/// connections in a row is ejected (30 s, growing with repeated ejections), even in a small
+/// backend, but never more than half of a backend. 5xx responses alone do not eject: without a
+/// health policy, an application error is not a dead endpoint. Configurable detection comes with
+/// the backend health policy.
+fn default_outlier_detection() -> OutlierConfig {
+    OutlierConfig {
+        max_ejection_percent: 50,
+        always_eject_one_host: true,
+        consecutive_5xx: None,
+        consecutive_gateway_failure: Some(3),
+        success_rate: None,
+        failure_percentage: None,
+        ..OutlierConfig::default()
+    }
+}
 
 /// What one route rule sends its requests to.
 #[derive(Debug)]
@@ -87,6 +130,8 @@ pub(crate) struct Cluster {
     pub(crate) name: String,
     pub(crate) wire: Wire,
     pub(crate) endpoints: EndpointSet<SocketAddr>,
+    /// Where request outcomes go: passive health.
+    pub(crate) outlier: Arc<OutlierDetector<SocketAddr>>,
     /// What requests are hashed on, for hashing policies.
     pub(crate) hash: Option<HashPolicy>,
 }
@@ -112,7 +157,7 @@ pub(crate) struct Prepared {
 
 #[derive(Debug)]
 struct BalancerUpdate {
-    set: EndpointSet<SocketAddr>,
+    state: BackendState,
     policy: LbPolicy,
     options: BuildOptions,
     endpoints: Vec<(SocketAddr, u32)>,
@@ -123,8 +168,11 @@ impl Prepared {
     /// balancers now in use (those of backends the snapshot dropped are gone).
     pub(crate) fn commit(self) -> (Runtime, Balancers) {
         for u in self.updates {
-            u.set.set_policy(u.policy, u.options);
-            u.set.update(u.endpoints);
+            u.state.endpoints.set_policy(u.policy, u.options);
+            u.state
+                .outlier
+                .set_endpoints(u.endpoints.iter().map(|(addr, _)| *addr));
+            u.state.endpoints.update(u.endpoints);
         }
         (self.runtime, self.balancers)
     }
@@ -148,7 +196,7 @@ impl Runtime {
             .iter()
             .map(|b| {
                 let (cluster, update) = Cluster::build(b, current.get(&b.name));
-                balancers.insert(b.name.clone(), cluster.endpoints.clone());
+                balancers.insert(b.name.clone(), update.state.clone());
                 updates.push(update);
                 (b.name.as_str(), Arc::new(cluster))
             })
@@ -219,17 +267,17 @@ impl Runtime {
 impl Cluster {
     fn build(
         backend: &snapshot::Backend,
-        current: Option<&EndpointSet<SocketAddr>>,
+        current: Option<&BackendState>,
     ) -> (Self, BalancerUpdate) {
         let lb = &backend.load_balancing;
         let policy = lb_policy(lb.policy);
         let options = BuildOptions::new().with_panic_threshold(lb.panic_threshold_percent);
         // A new backend's set starts empty; `commit` fills it before anyone can see it.
-        let set = current
+        let state = current
             .cloned()
-            .unwrap_or_else(|| EndpointSet::with_options(policy.clone(), options.clone()));
+            .unwrap_or_else(|| BackendState::new(policy.clone(), options.clone()));
         let update = BalancerUpdate {
-            set: set.clone(),
+            state: state.clone(),
             policy,
             options,
             endpoints: backend
@@ -245,7 +293,8 @@ impl Cluster {
                 UpstreamProtocol::Http1 => Wire::Http1,
                 UpstreamProtocol::H2c => Wire::H2c,
             },
-            endpoints: set,
+            endpoints: state.endpoints,
+            outlier: state.outlier,
             hash: lb.hash_on.as_ref().map(|h| match h {
                 HashOn::Header(name) => HashPolicy::Header(name.clone()),
                 HashOn::Cookie(name) => HashPolicy::Cookie(name.clone()),

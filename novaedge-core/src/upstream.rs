@@ -51,6 +51,31 @@ impl UpstreamError {
     }
 }
 
+/// A failed send: why, and the request itself when it never left (no connection could be made).
+#[derive(Debug)]
+pub(crate) struct SendError {
+    pub(crate) error: UpstreamError,
+    pub(crate) unsent: Option<Request<UpstreamBody>>,
+}
+
+impl SendError {
+    fn unsent(error: UpstreamError, req: Request<UpstreamBody>) -> Self {
+        Self {
+            error,
+            unsent: Some(req),
+        }
+    }
+}
+
+impl From<UpstreamError> for SendError {
+    fn from(error: UpstreamError) -> Self {
+        Self {
+            error,
+            unsent: None,
+        }
+    }
+}
+
 /// Which wire protocol to speak to an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wire {
@@ -95,12 +120,14 @@ impl Upstreams {
 
     /// Sends `req` to `addr` and returns the response head; the body streams from there.
     /// An HTTP/1.1 connection that answers `101` leaves the pool: it belongs to the upgrade.
+    /// When no connection to `addr` could be made, nothing was sent and the request comes back
+    /// with the error, so that it can go to another endpoint.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         wire: Wire,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Incoming>, SendError> {
         match wire {
             Wire::Http1 => self.send_h1(addr, req).await,
             Wire::H2c => self.send_h2(addr, req).await,
@@ -111,7 +138,7 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Incoming>, SendError> {
         let req = match self.inner.checkout_h1(addr) {
             Some(mut pooled) => match pooled.try_send_request(req).await {
                 Ok(response) => return Ok(self.release_h1(addr, pooled, response)),
@@ -119,7 +146,10 @@ impl Upstreams {
             },
             None => req,
         };
-        let mut sender = self.inner.connect_h1(addr).await?;
+        let mut sender = match self.inner.connect_h1(addr).await {
+            Ok(sender) => sender,
+            Err(error) => return Err(SendError::unsent(error, req)),
+        };
         let response = sender
             .send_request(req)
             .await
@@ -153,7 +183,7 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Incoming>, SendError> {
         let pooled = self.inner.h2.lock().expect("pool lock").get(&addr).cloned();
         let req = match pooled {
             Some(mut sender) if !sender.is_closed() => match sender.try_send_request(req).await {
@@ -162,11 +192,14 @@ impl Upstreams {
             },
             _ => req,
         };
-        let mut sender = self.inner.connect_h2(addr).await?;
-        sender
+        let mut sender = match self.inner.connect_h2(addr).await {
+            Ok(sender) => sender,
+            Err(error) => return Err(SendError::unsent(error, req)),
+        };
+        Ok(sender
             .send_request(req)
             .await
-            .map_err(UpstreamError::Request)
+            .map_err(UpstreamError::Request)?)
     }
 }
 
