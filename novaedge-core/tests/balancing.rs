@@ -111,23 +111,14 @@ async fn maglev_keeps_keys_on_their_endpoint_across_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hashing_on_the_source_ip_pins_a_client() {
     let (a, b, c) = (echo("a").await, echo("b").await, echo("c").await);
-    let engine = engine();
-    engine
-        .apply(&snapshot(
-            1,
-            vec![listener("web")],
-            vec![route("default/r", "web", &[], vec![to("pinned")])],
-            vec![with_policy(
-                backend("pinned", Http1, &[&a, &b, &c]),
-                LbPolicy::RingHash {
-                    points_per_weight: 160,
-                    max_ring_size: 1 << 20,
-                },
-                Some(HashOn::SourceIp),
-            )],
-        ))
-        .unwrap();
-    let addr = engine.local_addr("web").unwrap();
+    let (_engine, addr) = serve_backend(with_policy(
+        backend("pinned", Http1, &[&a, &b, &c]),
+        LbPolicy::RingHash {
+            points_per_weight: 160,
+            max_ring_size: 1 << 20,
+        },
+        Some(HashOn::SourceIp),
+    ));
     let mut names = HashSet::new();
     for proto in BOTH {
         let mut client = Client::connect(proto, addr).await;
@@ -210,16 +201,7 @@ async fn least_request_avoids(slow: Slow) {
     endpoints.sort_by_key(|e| e.address);
     let mut backend = backend_at("mixed", Http1, endpoints);
     backend.load_balancing.policy = LbPolicy::LeastRequest { choices: 2 };
-    let engine = engine();
-    engine
-        .apply(&snapshot(
-            1,
-            vec![listener("web")],
-            vec![route("default/r", "web", &[], vec![to("mixed")])],
-            vec![backend],
-        ))
-        .unwrap();
-    let addr = engine.local_addr("web").unwrap();
+    let (_engine, addr) = serve_backend(backend);
 
     // 8 clients, 40 requests each. Round robin would send a third (about 107) to the slow
     // endpoint; least request sees its requests pile up and picks it only when both draws land

@@ -24,16 +24,7 @@ async fn dead_endpoint_is_invisible(protocol: UpstreamProtocol, hashed: bool) {
         backend.load_balancing.policy = LbPolicy::Maglev { table_size: 65_537 };
         backend.load_balancing.hash_on = Some(HashOn::QueryParam("user".into()));
     }
-    let engine = engine();
-    engine
-        .apply(&snapshot(
-            1,
-            vec![listener("web")],
-            vec![route("default/r", "web", &[], vec![to("mixed")])],
-            vec![backend],
-        ))
-        .unwrap();
-    let addr = engine.local_addr("web").unwrap();
+    let (_engine, addr) = serve_backend(backend);
 
     let statuses = Arc::new(Mutex::new(HashMap::<u16, usize>::new()));
     let mut tasks = Vec::new();

@@ -49,6 +49,25 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+/// An engine serving every request on listener `web` (any host, any path) from `backend`;
+/// returns the engine (keep it alive) and the listener's address.
+// Not every test binary that includes `common` uses it.
+#[allow(dead_code)]
+pub(crate) fn serve_backend(backend: Backend) -> (Engine, SocketAddr) {
+    let engine = engine();
+    let name = backend.name.clone();
+    engine
+        .apply(&snapshot(
+            1,
+            vec![listener("web")],
+            vec![route("default/r", "web", &[], vec![to(&name)])],
+            vec![backend],
+        ))
+        .expect("snapshot applies");
+    let addr = engine.local_addr("web").expect("listener is bound");
+    (engine, addr)
+}
+
 // === snapshot builders ===
 
 pub(crate) fn snapshot(
