@@ -684,6 +684,7 @@ impl<'a> Translator<'a> {
                 protocol,
                 endpoints,
                 load_balancing,
+                health: Default::default(),
             },
         );
         name

@@ -305,11 +305,13 @@ fn backend(i: usize, b: proto::Backend, errors: &mut Vec<FieldError>) -> Backend
         Some(lb) => load_balancing(&object, lb, errors),
         None => LoadBalancing::default(),
     };
+    let health = crate::health::from_wire(&object, b.health, errors);
     Backend {
         name: b.name,
         protocol,
         endpoints,
         load_balancing,
+        health,
     }
 }
 
@@ -454,6 +456,7 @@ impl From<&ConfigSnapshot> for proto::ConfigSnapshot {
                         })
                         .collect(),
                     load_balancing: Some(load_balancing_to_wire(&b.load_balancing)),
+                    health: Some(crate::health::to_wire(&b.health)),
                 })
                 .collect(),
         }
@@ -525,6 +528,7 @@ fn route_to_wire(r: &Route) -> proto::Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::*;
 
     fn sample() -> ConfigSnapshot {
         ConfigSnapshot {
@@ -580,6 +584,28 @@ mod tests {
                     policy: LbPolicy::Maglev { table_size: 65_537 },
                     hash_on: Some(HashOn::Header(HeaderName::from_static("x-user"))),
                     panic_threshold_percent: 30,
+                },
+                health: HealthPolicy {
+                    active: Some(ActiveHealthCheck {
+                        port: Some(9000),
+                        jitter: Duration::ZERO,
+                        ..ActiveHealthCheck::new(HealthProbe::Http {
+                            path: "/healthz".into(),
+                            host: Some("web.internal".into()),
+                            expected_statuses: vec![200..=204, 302..=302],
+                        })
+                    }),
+                    outlier_detection: OutlierDetection {
+                        consecutive_5xx: Some(7),
+                        always_eject_one_host: false,
+                        success_rate: Some(SuccessRateEjection::default()),
+                        ..OutlierDetection::default()
+                    },
+                    circuit_breakers: CircuitBreakers {
+                        max_requests: 10,
+                        max_retries: 0,
+                        ..CircuitBreakers::default()
+                    },
                 },
             }],
         }

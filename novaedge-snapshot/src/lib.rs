@@ -17,12 +17,17 @@
 
 mod convert;
 mod error;
+mod health;
 mod model;
 mod validate;
 
 pub use validate::check_hostname;
 
 pub use error::{FieldError, ValidationErrors};
+pub use health::{
+    ActiveHealthCheck, CircuitBreakers, DEFAULT_EXPECTED_STATUSES, FailurePercentageEjection,
+    HealthPolicy, HealthProbe, OutlierDetection, SuccessRateEjection,
+};
 pub use model::{
     Backend, BackendRef, ConfigSnapshot, DEFAULT_PANIC_THRESHOLD_PERCENT, Endpoint, HashOn,
     HeaderMatch, LbPolicy, Listener, ListenerProtocol, LoadBalancing, MatchType, PathMatch,

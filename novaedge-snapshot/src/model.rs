@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
+use crate::health::HealthPolicy;
+
 /// Everything one data plane runs, as one versioned value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigSnapshot {
@@ -135,6 +137,7 @@ pub struct Backend {
     pub protocol: UpstreamProtocol,
     pub endpoints: Vec<Endpoint>,
     pub load_balancing: LoadBalancing,
+    pub health: HealthPolicy,
 }
 
 /// How a backend spreads requests over its endpoints.

@@ -79,6 +79,7 @@ impl ConfigSnapshot {
                 errors.push(FieldError::new(&object, "name", "duplicate backend name"));
             }
             validate_load_balancing(&b.load_balancing, &object, &mut errors);
+            crate::health::validate(&b.health, &object, &mut errors);
             let mut addresses = HashSet::new();
             for (j, e) in b.endpoints.iter().enumerate() {
                 let field = format!("endpoints[{j}]");
@@ -358,6 +359,17 @@ mod tests {
                     hash_on: None,
                     panic_threshold_percent: 50,
                 },
+                health: crate::HealthPolicy {
+                    active: Some(crate::ActiveHealthCheck {
+                        unhealthy_threshold: 0,
+                        ..crate::ActiveHealthCheck::new(crate::HealthProbe::Http {
+                            path: "healthz".into(),
+                            host: None,
+                            expected_statuses: vec![200..=99],
+                        })
+                    }),
+                    ..Default::default()
+                },
                 endpoints: vec![
                     Endpoint {
                         address: "127.0.0.1:0".parse().unwrap(),
@@ -389,6 +401,9 @@ mod tests {
                 "route \"ns/r\" on listener \"nope\" | rules[0].backends[0].backend",
                 "backend \"ns/b:80\" | load_balancing.maglev.table_size",
                 "backend \"ns/b:80\" | load_balancing.hash_on",
+                "backend \"ns/b:80\" | health.active.unhealthy_threshold",
+                "backend \"ns/b:80\" | health.active.http.path",
+                "backend \"ns/b:80\" | health.active.http.expected_statuses[0]",
                 "backend \"ns/b:80\" | endpoints[0]",
                 "backend \"ns/b:80\" | endpoints[1]",
                 "backend \"ns/b:80\" | endpoints[1]",

@@ -117,6 +117,7 @@ pub(crate) fn backend_at(
         protocol,
         endpoints,
         load_balancing: Default::default(),
+        health: Default::default(),
     }
 }
 
