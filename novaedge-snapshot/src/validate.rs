@@ -365,7 +365,7 @@ mod tests {
                         ..crate::ActiveHealthCheck::new(crate::HealthProbe::Http {
                             path: "healthz".into(),
                             host: None,
-                            expected_statuses: vec![200..=99],
+                            expected_statuses: vec![std::ops::RangeInclusive::new(200, 99)],
                         })
                     }),
                     ..Default::default()
