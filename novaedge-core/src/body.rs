@@ -6,7 +6,17 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use novaedge_health::Permit;
 use novaedge_lb::InFlight;
+
+/// What a proxied request holds until its response is done: its place in the endpoint's load
+/// and its backend's `max_requests` permit.
+#[derive(Debug)]
+#[expect(dead_code, reason = "held for what dropping them releases")]
+pub(crate) struct Held {
+    pub(crate) in_flight: InFlight,
+    pub(crate) request: Permit,
+}
 
 pin_project_lite::pin_project! {
     /// An upstream response body that keeps its request counted as in flight by the balancer
@@ -16,16 +26,13 @@ pin_project_lite::pin_project! {
     pub(crate) struct InFlightBody {
         #[pin]
         inner: Incoming,
-        in_flight: Option<InFlight>,
+        held: Option<Held>,
     }
 }
 
 impl InFlightBody {
-    pub(crate) fn new(inner: Incoming, in_flight: InFlight) -> Self {
-        Self {
-            inner,
-            in_flight: Some(in_flight),
-        }
+    pub(crate) fn new(inner: Incoming, held: Option<Held>) -> Self {
+        Self { inner, held }
     }
 }
 
@@ -41,7 +48,7 @@ impl Body for InFlightBody {
         let polled = this.inner.poll_frame(cx);
         if let Poll::Ready(None | Some(Err(_))) = &polled {
             // Released as soon as the body is done, not when hyper drops it.
-            this.in_flight.take();
+            this.held.take();
         }
         polled
     }

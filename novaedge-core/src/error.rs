@@ -6,6 +6,10 @@ use http_body_util::{Either, Full};
 
 use crate::proxy::ProxyBody;
 
+/// Set on a response the proxy failed because a circuit breaker limit was reached; the value
+/// names the limit (`max_requests`, `max_pending_requests`, `max_connections`).
+pub const OVERLOADED_HEADER: &str = "x-novaedge-overloaded";
+
 /// Every way the proxy itself (not the upstream) can fail a request.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProxyError {
@@ -19,6 +23,11 @@ pub(crate) enum ProxyError {
     NoEndpoint { backend: String },
     #[error("upgrade requested to HTTP/2 backend {backend}")]
     UpgradeToH2 { backend: String },
+    #[error("backend {backend}: {overflow}")]
+    Overloaded {
+        backend: String,
+        overflow: novaedge_health::Overflow,
+    },
     #[error("upstream {endpoint} of backend {backend}: {source}")]
     Upstream {
         backend: String,
@@ -39,6 +48,9 @@ impl ProxyError {
             ProxyError::NoEndpoint { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n")
             }
+            ProxyError::Overloaded { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream overloaded\n")
+            }
             ProxyError::UpgradeToH2 { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "upgrade not supported by upstream\n",
@@ -52,6 +64,10 @@ impl ProxyError {
 
     pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let (status, reason) = self.status_and_reason();
+        let overloaded = match &self {
+            ProxyError::Overloaded { overflow, .. } => Some(overflow.limit),
+            _ => None,
+        };
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         } else {
@@ -65,6 +81,12 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let Some(limit) = overloaded {
+            // Which limit refused the request, as Envoy's `x-envoy-overloaded`, but naming it.
+            if let Ok(value) = HeaderValue::try_from(limit.to_string()) {
+                response.headers_mut().insert(OVERLOADED_HEADER, value);
+            }
+        }
         response
     }
 }

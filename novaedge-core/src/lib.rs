@@ -25,6 +25,7 @@ mod config;
 mod engine;
 mod error;
 mod headers;
+mod health;
 mod listener;
 mod proxy;
 mod runtime;
@@ -32,4 +33,5 @@ mod upstream;
 
 pub use config::EngineConfig;
 pub use engine::{ApplyError, Engine, ShutdownReport};
+pub use error::OVERLOADED_HEADER;
 pub use runtime::CompileError;

@@ -16,13 +16,13 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::InFlightBody;
+use crate::body::{Held, InFlightBody};
 use crate::engine::Shared;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::runtime::Cluster;
 use crate::runtime::{RuleTarget, SocketKey};
-use crate::upstream::{SendError, Wire};
+use crate::upstream::{SendError, UpstreamError, Wire};
 use novaedge_health::Outcome;
 use novaedge_lb::{EndpointState, InFlight};
 use novaedge_lb::{PickContext, Selector};
@@ -129,6 +129,15 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cluster = target.pick_backend().ok_or(ProxyError::NoBackend)?;
+    // Held until the response body ends (or the upgraded tunnel closes).
+    let request_permit =
+        cluster
+            .breaker
+            .try_acquire_request()
+            .map_err(|overflow| ProxyError::Overloaded {
+                backend: cluster.name.clone(),
+                overflow,
+            })?;
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     if upgrade && cluster.wire == Wire::H2c {
         return Err(ProxyError::UpgradeToH2 {
@@ -164,19 +173,37 @@ async fn forward(
         }
         tracing::trace!(route = %target.route, backend = %cluster.name, %endpoint, "forwarding");
         let started = Instant::now();
-        match shared.upstreams.send(endpoint, cluster.wire, req).await {
+        match shared
+            .upstreams
+            .send(endpoint, cluster.wire, req, &cluster.breaker)
+            .await
+        {
             Ok(response) => {
                 // Latency to the response head feeds the latency-aware balancers; the request
                 // stays in flight until its body ends.
                 let now = Instant::now();
                 state.observe_rtt(now - started, now);
                 cluster
+                    .health
                     .outlier
                     .record(&endpoint, Outcome::from_status(response.status().as_u16()));
                 break (response, in_flight, endpoint);
             }
+            Err(SendError {
+                error: UpstreamError::Overloaded(overflow),
+                ..
+            }) => {
+                // The breaker said no before anything was tried: not the endpoint's fault.
+                return Err(ProxyError::Overloaded {
+                    backend: cluster.name.clone(),
+                    overflow,
+                });
+            }
             Err(SendError { error, unsent }) => {
-                cluster.outlier.record(&endpoint, Outcome::GatewayError);
+                cluster
+                    .health
+                    .outlier
+                    .record(&endpoint, Outcome::GatewayError);
                 tried.push(endpoint);
                 match unsent {
                     Some(unsent) if tried.len() < MAX_CONNECT_ATTEMPTS => {
@@ -196,13 +223,20 @@ async fn forward(
         }
     };
 
+    let mut held = Some(Held {
+        in_flight,
+        request: request_permit,
+    });
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let cut = shared.cut.clone();
+        // An upgraded connection is a request in flight until it closes.
+        let held = held.take();
         shared
             .tasks
             .spawn(cut.run_until_cancelled_owned(async move {
+                let _held = held;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
                         let mut client = TokioIo::new(client);
@@ -218,7 +252,7 @@ async fn forward(
             }));
     }
     headers::remove_hop_by_hop(response.headers_mut(), switching);
-    Ok(response.map(|body| Either::Left(InFlightBody::new(body, in_flight))))
+    Ok(response.map(|body| Either::Left(InFlightBody::new(body, held))))
 }
 
 /// Rewrites a client request into the request the upstream gets: the target URI in the form the

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use novaedge_health::{HealthEvent, OutlierConfig, OutlierDetector};
+use novaedge_health::{CircuitBreaker, Limits};
 use novaedge_lb::{
     BuildOptions, EndpointSet, HashPolicy, LbPolicy, MaglevSize, Selector, WeightedRoundRobin,
 };
 use novaedge_router::{self as router, Router};
-use novaedge_snapshot::{self as snapshot, ConfigSnapshot, HashOn, UpstreamProtocol};
+use novaedge_snapshot::{self as snapshot, ConfigSnapshot, HashOn, HealthPolicy, UpstreamProtocol};
 
+use crate::health::BackendHealth;
 use crate::upstream::Wire;
 
 /// Identifies a listening socket across snapshots: a reload that keeps the key keeps the socket.
@@ -52,49 +53,50 @@ pub(crate) struct Runtime {
     routers: HashMap<SocketKey, Router<Arc<RuleTarget>>>,
 }
 
-/// One balancer and outlier detector per backend name, kept across runtimes so that the load
-/// and health each endpoint has accumulated survive reloads.
+/// One balancer, health state and circuit breaker per backend name, kept across runtimes so
+/// that the load, health and open requests each backend has accumulated survive reloads.
 pub(crate) type Balancers = HashMap<String, BackendState>;
 
 /// What a backend keeps across runtimes.
 #[derive(Debug, Clone)]
 pub(crate) struct BackendState {
     endpoints: EndpointSet<SocketAddr>,
-    outlier: Arc<OutlierDetector<SocketAddr>>,
+    health: Arc<BackendHealth>,
+    breaker: CircuitBreaker,
 }
 
 impl BackendState {
-    /// An empty balancer and its outlier detector, whose ejections and re-admissions mark
-    /// endpoints unhealthy and healthy in the balancer. Spawns the detector's interval task.
-    fn new(policy: LbPolicy, options: BuildOptions) -> Self {
+    /// An empty balancer with the detectors `policy` asks for.
+    fn new(policy: LbPolicy, options: BuildOptions, health: &HealthPolicy) -> Self {
         let endpoints = EndpointSet::with_options(policy, options);
-        let sink = endpoints.clone();
-        let outlier = Arc::new(OutlierDetector::new(
-            default_outlier_detection(),
-            move |event: HealthEvent<SocketAddr>| {
-                sink.set_healthy(&event.key, event.health.is_healthy());
-            },
-        ));
-        // The task holds the detector weakly and ends when the backend goes.
-        outlier.spawn();
-        Self { endpoints, outlier }
+        Self {
+            health: Arc::new(BackendHealth::new(health, &endpoints)),
+            breaker: CircuitBreaker::new(limits(&health.circuit_breakers)),
+            endpoints,
+        }
+    }
+
+    /// The state for `backend` after a reload: the same balancer and breaker, and the same
+    /// detectors unless their settings changed. Returns the detectors it replaces, if any.
+    fn reuse(&self, health: &HealthPolicy) -> (Self, Option<Arc<BackendHealth>>) {
+        if self.health.matches(health) {
+            return (self.clone(), None);
+        }
+        let state = Self {
+            endpoints: self.endpoints.clone(),
+            health: Arc::new(BackendHealth::new(health, &self.endpoints)),
+            breaker: self.breaker.clone(),
+        };
+        (state, Some(self.health.clone()))
     }
 }
 
-/// Passive health with no configuration at all: an endpoint that refuses or drops three
-/// connections in a row is ejected (30 s, growing with repeated ejections), even in a small
-/// backend, but never more than half of a backend. 5xx responses alone do not eject: without a
-/// health policy, an application error is not a dead endpoint. Configurable detection comes with
-/// the backend health policy.
-fn default_outlier_detection() -> OutlierConfig {
-    OutlierConfig {
-        max_ejection_percent: 50,
-        always_eject_one_host: true,
-        consecutive_5xx: None,
-        consecutive_gateway_failure: Some(3),
-        success_rate: None,
-        failure_percentage: None,
-        ..OutlierConfig::default()
+fn limits(c: &snapshot::CircuitBreakers) -> Limits {
+    Limits {
+        max_connections: c.max_connections.into(),
+        max_pending_requests: c.max_pending_requests.into(),
+        max_requests: c.max_requests.into(),
+        max_retries: c.max_retries.into(),
     }
 }
 
@@ -131,7 +133,9 @@ pub(crate) struct Cluster {
     pub(crate) wire: Wire,
     pub(crate) endpoints: EndpointSet<SocketAddr>,
     /// Where request outcomes go: passive health.
-    pub(crate) outlier: Arc<OutlierDetector<SocketAddr>>,
+    pub(crate) health: Arc<BackendHealth>,
+    /// Limits on what the backend is asked at once.
+    pub(crate) breaker: CircuitBreaker,
     /// What requests are hashed on, for hashing policies.
     pub(crate) hash: Option<HashPolicy>,
 }
@@ -158,8 +162,11 @@ pub(crate) struct Prepared {
 #[derive(Debug)]
 struct BalancerUpdate {
     state: BackendState,
+    /// Detectors the new ones replace.
+    retired: Option<Arc<BackendHealth>>,
     policy: LbPolicy,
     options: BuildOptions,
+    limits: Limits,
     endpoints: Vec<(SocketAddr, u32)>,
 }
 
@@ -168,11 +175,21 @@ impl Prepared {
     /// balancers now in use (those of backends the snapshot dropped are gone).
     pub(crate) fn commit(self) -> (Runtime, Balancers) {
         for u in self.updates {
-            u.state.endpoints.set_policy(u.policy, u.options);
-            u.state
-                .outlier
-                .set_endpoints(u.endpoints.iter().map(|(addr, _)| *addr));
-            u.state.endpoints.update(u.endpoints);
+            if let Some(old) = u.retired {
+                old.retire();
+            }
+            let BackendState {
+                endpoints,
+                health,
+                breaker,
+            } = &u.state;
+            health.activate();
+            breaker.set_limits(u.limits);
+            endpoints.set_policy(u.policy, u.options);
+            let addresses: Vec<SocketAddr> = u.endpoints.iter().map(|(addr, _)| *addr).collect();
+            health.set_endpoints(&addresses);
+            endpoints.update(u.endpoints);
+            health.start_probes();
         }
         (self.runtime, self.balancers)
     }
@@ -273,13 +290,19 @@ impl Cluster {
         let policy = lb_policy(lb.policy);
         let options = BuildOptions::new().with_panic_threshold(lb.panic_threshold_percent);
         // A new backend's set starts empty; `commit` fills it before anyone can see it.
-        let state = current
-            .cloned()
-            .unwrap_or_else(|| BackendState::new(policy.clone(), options.clone()));
+        let (state, retired) = match current {
+            Some(current) => current.reuse(&backend.health),
+            None => (
+                BackendState::new(policy.clone(), options.clone(), &backend.health),
+                None,
+            ),
+        };
         let update = BalancerUpdate {
             state: state.clone(),
+            retired,
             policy,
             options,
+            limits: limits(&backend.health.circuit_breakers),
             endpoints: backend
                 .endpoints
                 .iter()
@@ -294,7 +317,8 @@ impl Cluster {
                 UpstreamProtocol::H2c => Wire::H2c,
             },
             endpoints: state.endpoints,
-            outlier: state.outlier,
+            health: state.health,
+            breaker: state.breaker,
             hash: lb.hash_on.as_ref().map(|h| match h {
                 HashOn::Header(name) => HashPolicy::Header(name.clone()),
                 HashOn::Cookie(name) => HashPolicy::Cookie(name.clone()),

@@ -7,6 +7,14 @@
 //!   endpoints removed by a reload drain: in-flight requests finish, then nothing reuses them.
 //! - HTTP/2 (h2c, gRPC): one multiplexed connection per endpoint, redialled when it closes.
 //!
+//! Circuit breaking: a request that needs a new connection is *pending* until the connection is
+//! up, and holds a `max_pending_requests` permit meanwhile; the connection holds a
+//! `max_connections` permit of the backend that opened it for as long as it is open, idle in
+//! the pool included. Either limit reached fails the request at once
+//! ([`UpstreamError::Overloaded`]); nothing waits for a connection to free up. Pools are per
+//! endpoint address, so a connection opened for one backend may serve another backend with the
+//! same endpoint; it counts against the backend that opened it.
+//!
 //! A pooled connection can be closed by the upstream just as a request is handed to it. hyper
 //! gives such a request back unsent (`try_send_request`), and it is retried once on a fresh
 //! connection: the request never reached the upstream, so this is safe for any method.
@@ -21,6 +29,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+
+use novaedge_health::{CircuitBreaker, Overflow, Permit};
 
 use crate::config::EngineConfig;
 
@@ -37,6 +47,9 @@ pub(crate) enum UpstreamError {
     Handshake(#[source] hyper::Error),
     #[error("request: {0}")]
     Request(#[source] hyper::Error),
+    /// The backend's circuit breaker refused a new connection or a pending request.
+    #[error(transparent)]
+    Overloaded(#[from] Overflow),
 }
 
 impl UpstreamError {
@@ -127,10 +140,11 @@ impl Upstreams {
         addr: SocketAddr,
         wire: Wire,
         req: Request<UpstreamBody>,
+        breaker: &CircuitBreaker,
     ) -> Result<Response<Incoming>, SendError> {
         match wire {
-            Wire::Http1 => self.send_h1(addr, req).await,
-            Wire::H2c => self.send_h2(addr, req).await,
+            Wire::Http1 => self.send_h1(addr, req, breaker).await,
+            Wire::H2c => self.send_h2(addr, req, breaker).await,
         }
     }
 
@@ -138,6 +152,7 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         req: Request<UpstreamBody>,
+        breaker: &CircuitBreaker,
     ) -> Result<Response<Incoming>, SendError> {
         let req = match self.inner.checkout_h1(addr) {
             Some(mut pooled) => match pooled.try_send_request(req).await {
@@ -146,7 +161,11 @@ impl Upstreams {
             },
             None => req,
         };
-        let mut sender = match self.inner.connect_h1(addr).await {
+        let permits = match new_connection_permits(breaker) {
+            Ok(permits) => permits,
+            Err(overflow) => return Err(SendError::unsent(overflow.into(), req)),
+        };
+        let mut sender = match self.inner.connect_h1(addr, permits).await {
             Ok(sender) => sender,
             Err(error) => return Err(SendError::unsent(error, req)),
         };
@@ -183,6 +202,7 @@ impl Upstreams {
         &self,
         addr: SocketAddr,
         req: Request<UpstreamBody>,
+        breaker: &CircuitBreaker,
     ) -> Result<Response<Incoming>, SendError> {
         let pooled = self.inner.h2.lock().expect("pool lock").get(&addr).cloned();
         let req = match pooled {
@@ -192,7 +212,11 @@ impl Upstreams {
             },
             _ => req,
         };
-        let mut sender = match self.inner.connect_h2(addr).await {
+        let permits = match new_connection_permits(breaker) {
+            Ok(permits) => permits,
+            Err(overflow) => return Err(SendError::unsent(overflow.into(), req)),
+        };
+        let mut sender = match self.inner.connect_h2(addr, permits).await {
             Ok(sender) => sender,
             Err(error) => return Err(SendError::unsent(error, req)),
         };
@@ -201,6 +225,23 @@ impl Upstreams {
             .await
             .map_err(UpstreamError::Request)?)
     }
+}
+
+/// What opening a connection takes from the breaker: a pending-request permit until the
+/// connection is up, and a connection permit for as long as it is open.
+#[derive(Debug)]
+struct ConnectPermits {
+    pending: Permit,
+    connection: Permit,
+}
+
+fn new_connection_permits(breaker: &CircuitBreaker) -> Result<ConnectPermits, Overflow> {
+    let pending = breaker.try_acquire_pending()?;
+    let connection = breaker.try_acquire_connection()?;
+    Ok(ConnectPermits {
+        pending,
+        connection,
+    })
 }
 
 /// A request that hyper handed back unsent may go out again; anything else is final.
@@ -251,13 +292,20 @@ impl Pools {
     async fn connect_h1(
         &self,
         addr: SocketAddr,
+        permits: ConnectPermits,
     ) -> Result<http1::SendRequest<UpstreamBody>, UpstreamError> {
         let io = self.dial(addr).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
+        let ConnectPermits {
+            pending,
+            connection,
+        } = permits;
+        drop(pending);
         tokio::spawn(async move {
+            let _connection = connection;
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended");
             }
@@ -268,6 +316,7 @@ impl Pools {
     async fn connect_h2(
         &self,
         addr: SocketAddr,
+        permits: ConnectPermits,
     ) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
         let io = self.dial(addr).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -277,7 +326,13 @@ impl Pools {
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
+        let ConnectPermits {
+            pending,
+            connection,
+        } = permits;
+        drop(pending);
         tokio::spawn(async move {
+            let _connection = connection;
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
             }

@@ -76,6 +76,8 @@ struct Control<K, S> {
     /// In insertion order, so that tables (and seeded picks) are reproducible.
     entries: Vec<Entry<K, S>>,
     index: HashMap<K, usize>,
+    /// The health endpoints start with.
+    new_healthy: bool,
 }
 
 struct Entry<K, S> {
@@ -153,6 +155,7 @@ where
             group: Arc::default(),
             entries: Vec::new(),
             index: HashMap::new(),
+            new_healthy: true,
         };
         let snapshot = control.build();
         Self {
@@ -284,7 +287,7 @@ where
         for (key, value, weight) in listed {
             let state = match old.remove(&key) {
                 Some(entry) => entry.state,
-                None => Arc::new(EndpointState::new(control.group.clone())),
+                None => control.new_state(),
             };
             control.push(Entry {
                 key,
@@ -305,6 +308,14 @@ where
         control.policy = policy;
         control.options = options;
         self.publish(&control);
+    }
+
+    /// Whether endpoints added from now on start healthy (the default) or unhealthy. A proxy
+    /// with active health checks starts new endpoints unhealthy, so that none gets traffic
+    /// before its first probe passes (Envoy's behaviour); the panic threshold still lets a
+    /// backend whose endpoints are all new serve.
+    pub fn set_new_endpoints_healthy(&self, healthy: bool) {
+        self.lock().new_healthy = healthy;
     }
 
     /// The policy the current table was built with.
@@ -387,13 +398,21 @@ where
             entry.weight = weight;
             return;
         }
-        let state = Arc::new(EndpointState::new(self.group.clone()));
+        let state = self.new_state();
         self.push(Entry {
             key,
             value,
             weight,
             state,
         });
+    }
+
+    fn new_state(&self) -> Arc<EndpointState> {
+        let state = EndpointState::new(self.group.clone());
+        if !self.new_healthy {
+            state.set_healthy(false);
+        }
+        Arc::new(state)
     }
 
     fn push(&mut self, entry: Entry<K, S>) {
@@ -539,5 +558,23 @@ mod tests {
         assert!(set.remove(&"b"));
         assert_eq!(set.load().pick(), None, "only c left, with weight 0");
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn endpoints_can_start_unhealthy() {
+        let set = EndpointSet::with_options(
+            LbPolicy::RoundRobin,
+            BuildOptions::new().with_panic_threshold(0),
+        );
+        set.update([("a", 1)]);
+        set.set_new_endpoints_healthy(false);
+        set.update([("a", 1), ("b", 1)]);
+        set.insert("c", (), 1);
+        // Only the endpoint that was there before is picked; the new ones wait for a verdict.
+        assert_eq!(picks(&set, 30), HashMap::from([("a", 30)]));
+        set.set_healthy(&"b", true);
+        let counts = picks(&set, 30);
+        assert_eq!(counts.keys().count(), 2, "{counts:?}");
+        assert!(counts["a"] > 0 && counts["b"] > 0, "{counts:?}");
     }
 }
