@@ -81,13 +81,7 @@ impl Engine {
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout);
         http.http2().timer(TokioTimer::new());
-        let (empty, _) = Runtime::prepare(
-            &ConfigSnapshot::default(),
-            config.default_bind,
-            &Balancers::new(),
-        )
-        .expect("the empty snapshot compiles")
-        .commit();
+        let empty = Runtime::empty(config.default_bind);
         Self {
             shared: Arc::new(Shared {
                 runtime: ArcSwap::from_pointee(empty),
@@ -205,6 +199,17 @@ impl Engine {
             self.shared.cut.cancel();
             self.shared.tasks.wait().await;
         }
+        // Nothing serves any more: drop the backends, which stops their health probes.
+        // The version stays: it is what was last applied.
+        let mut empty = Runtime::empty(self.shared.config.default_bind);
+        empty.version = self.shared.runtime.load().version;
+        self.shared.runtime.store(Arc::new(empty));
+        self.shared
+            .control
+            .lock()
+            .expect("control lock")
+            .balancers
+            .clear();
         ShutdownReport { drained }
     }
 }

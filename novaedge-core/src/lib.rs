@@ -17,6 +17,27 @@
 //! Clients speak HTTP/1.1 or HTTP/2 with prior knowledge on the same port (told apart by the
 //! connection preface). Upstreams speak HTTP/1.1 or h2c per backend; gRPC is HTTP/2 end to end
 //! with trailers; HTTP/1.1 upgrades (WebSocket) are spliced byte for byte after the 101.
+//!
+//! # Endpoint health
+//!
+//! Each backend's [`HealthPolicy`](novaedge_snapshot::HealthPolicy) becomes `novaedge-health`
+//! detectors whose verdicts mark endpoints in the backend's balancer, which skips unhealthy ones
+//! down to its panic threshold:
+//!
+//! - passive outlier detection on every request outcome, on by default: three connect failures
+//!   or resets in a row eject an endpoint (never more than half of a backend);
+//! - a request that could not connect was never sent and goes to another endpoint (up to three),
+//!   so a dead endpoint costs a client nothing while a live one exists;
+//! - optional active probes (TCP, HTTP, gRPC health) on connections of their own; with them, an
+//!   endpoint gets traffic only once its first probe passes;
+//! - circuit breakers: `max_requests` (held until the response body ends),
+//!   `max_pending_requests` (while a new upstream connection is made) and `max_connections`
+//!   (for each upstream connection's life). Overflow is answered at once with 503 and
+//!   [`OVERLOADED_HEADER`] naming the limit. `max_retries` is carried for the retry policy;
+//!   re-dispatching a request that never left is not a retry.
+//!
+//! Health state, load and breaker counts survive reloads; detectors are rebuilt only when
+//! their own settings change.
 
 #![forbid(unsafe_code)]
 

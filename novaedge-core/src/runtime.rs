@@ -200,6 +200,14 @@ impl Prepared {
 }
 
 impl Runtime {
+    /// A runtime that serves nothing.
+    pub(crate) fn empty(default_bind: IpAddr) -> Self {
+        let (empty, _) = Self::prepare(&ConfigSnapshot::default(), default_bind, &Balancers::new())
+            .expect("the empty snapshot compiles")
+            .commit();
+        empty
+    }
+
     /// Compiles a validated snapshot, reusing the balancers of backends that stay.
     pub(crate) fn prepare(
         snapshot: &ConfigSnapshot,
