@@ -16,17 +16,26 @@
 //! `backendRefs` to Services in the route's namespace), core `Service` (ports, `appProtocol`) and
 //! `discovery.k8s.io/v1` `EndpointSlice` (IPv4/IPv6 addresses, ports by name, the ready
 //! condition). A Service chooses its balancing with annotations until the `ProxyBackend` CRD
-//! exists: [`LOAD_BALANCER_ANNOTATION`], [`HASH_ON_ANNOTATION`], [`PANIC_THRESHOLD_ANNOTATION`]. Anything a route asks for that is not implemented yet is an error, never
-//! silently dropped, because dropping a match condition would widen what a route accepts.
+//! exists: [`LOAD_BALANCER_ANNOTATION`], [`HASH_ON_ANNOTATION`], [`PANIC_THRESHOLD_ANNOTATION`];
+//! and its health policy with three more, each a small YAML or JSON object (see [`health`]):
+//! [`HEALTH_CHECK_ANNOTATION`] (active HTTP, TCP or gRPC probes),
+//! [`OUTLIER_DETECTION_ANNOTATION`] (passive ejection) and [`CIRCUIT_BREAKER_ANNOTATION`]
+//! (per-backend limits). Anything a route asks for that is not implemented yet is an error,
+//! never silently dropped, because dropping a match condition would widen what a route accepts;
+//! a Service annotation that does not parse or is out of range is an error naming its field.
 
 #![forbid(unsafe_code)]
 
 mod diagnostics;
 pub mod file_source;
+pub mod health;
 pub mod objects;
 mod translate;
 
 pub use diagnostics::{Diagnostic, Severity};
+pub use health::{
+    CIRCUIT_BREAKER_ANNOTATION, HEALTH_CHECK_ANNOTATION, OUTLIER_DETECTION_ANNOTATION,
+};
 pub use translate::{
     GATEWAY_CONTROLLER_NAME, HASH_ON_ANNOTATION, LOAD_BALANCER_ANNOTATION,
     PANIC_THRESHOLD_ANNOTATION, TranslateOptions, Translation, translate,

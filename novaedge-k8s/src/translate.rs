@@ -677,6 +677,15 @@ impl<'a> Translator<'a> {
         };
         let endpoints = self.endpoints(service, port.name.as_deref().unwrap_or(""));
         let load_balancing = self.load_balancing(service);
+        let annotations = self
+            .services
+            .get(service)
+            .and_then(|&(s, _)| s.metadata.annotations.as_ref());
+        let (health, errors) = crate::health::from_annotations(annotations);
+        for e in errors {
+            let object = format!("Service {}/{}", service.0, service.1);
+            self.error(file, object, e.field, e.message);
+        }
         self.backends.insert(
             name.clone(),
             Backend {
@@ -684,7 +693,7 @@ impl<'a> Translator<'a> {
                 protocol,
                 endpoints,
                 load_balancing,
-                health: Default::default(),
+                health,
             },
         );
         name
