@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Failover under load: three echo backends behind NovaEdge, wrk driving traffic, one backend
-# killed (SIGKILL, by PID) part way through. Runs once per health configuration and prints, for
-# each, the requests that failed, throughput and latency, so that the configurations can be
-# compared within one run:
+# killed (SIGKILL, by PID) part way through: its connections are reset, new ones refused.
+# Runs once per health configuration and prints the requests that failed (non-2xx responses and
+# wrk socket errors), how many requests were re-dispatched after a refused connect to the dead
+# endpoint (from the proxy's debug log), throughput and latency, so that the configurations can
+# be compared within one run:
 #
 #   none     outlier detection disabled (connect failures are still re-dispatched)
 #   passive  the defaults: passive outlier detection only
@@ -90,7 +92,7 @@ addressType: IPv4
 ports: [{name: http, port: $port}]
 endpoints: [{addresses: [127.0.0.1]}, {addresses: [127.0.0.2]}, {addresses: [127.0.0.3]}]
 YAML
-  RUST_LOG=warn "$bin" run --bind 127.0.0.1 "$work/$mode.yaml" 2>"$work/proxy-$mode.log" &
+  RUST_LOG=warn,novaedge_core::proxy=debug "$bin" run --bind 127.0.0.1 "$work/$mode.yaml" 2>"$work/proxy-$mode.log" &
   local proxy_pid=$!
   pids+=($proxy_pid)
   for _ in $(seq 100); do
@@ -109,20 +111,22 @@ YAML
   local total non2xx sockerr rps p50 p99
   total=$(echo "$out" | awk '/requests in/ {print $1}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  sockerr=$(echo "$out" | awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}')
+  sockerr=$(echo "$out" | awk -F'[ ,]+' '/Socket errors/ {print $5+$7+$9+$11}')
   rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   local failed=$(( ${non2xx:-0} + ${sockerr:-0} ))
-  printf '%-8s %10s %8s %10s %10s %8s %8s\n' "$mode" "$total" "$failed" \
-    "$(python3 -c "print(f'{100*$failed/$total:.4f}%')")" "$rps" "$p50" "$p99"
+  local redispatched
+  redispatched=$(grep -c 'trying another endpoint' "$work/proxy-$mode.log" || true)
+  printf '%-8s %10s %8s %10s %12s %10s %8s %8s\n' "$mode" "$total" "$failed" \
+    "$(python3 -c "print(f'{100*$failed/$total:.4f}%')")" "$redispatched" "$rps" "$p50" "$p99"
 
   for pid in "$proxy_pid" "${echo_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait "$proxy_pid" "${echo_pids[@]}" 2>/dev/null || true
 }
 
 echo "three backends, one SIGKILLed after ${kill_after}s of ${duration}s; wrk -c$conns"
-printf '%-8s %10s %8s %10s %10s %8s %8s\n' mode requests failed "failed %" "req/s" p50 p99
+printf '%-8s %10s %8s %10s %12s %10s %8s %8s\n' mode requests failed "failed %" redispatched "req/s" p50 p99
 for mode in none passive active; do
-  run "$mode"
+  run "$mode" 2>/dev/null
 done
