@@ -446,3 +446,53 @@ async fn max_connections_overflow_is_an_immediate_503_and_pooled_connections_are
         assert_eq!(client.get("app", "/").await.status(), StatusCode::OK);
     }
 }
+
+/// Health verdicts survive a reload that keeps the health settings; a reload that changes them
+/// starts over with new detectors, and what the old ones decided no longer counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_verdicts_unless_the_health_settings_change() {
+    let (a, b) = (Backend1::start("a").await, Backend1::start("b").await);
+    let checked = HealthPolicy {
+        active: Some(http_check()),
+        ..HealthPolicy::default()
+    };
+    let mut app = backend_of(&[&a, &b], checked.clone());
+    app.load_balancing.panic_threshold_percent = 0;
+    let (engine, addr) = serve_backend(app.clone());
+    let apply = |version: u64, app: Backend| {
+        engine
+            .apply(&snapshot(
+                version,
+                vec![listener("web")],
+                vec![route("default/r", "web", &[], vec![to("app")])],
+                vec![app],
+            ))
+            .expect("snapshot applies");
+    };
+    drive(addr, Duration::from_secs(10), || b.served() > 5).await;
+    b.set_health(503);
+    tokio::time::sleep(INTERVAL * (UNHEALTHY_THRESHOLD + 1)).await;
+    let out = b.served();
+
+    // Same settings, new version: b stays out.
+    apply(2, app.clone());
+    drive(addr, Duration::from_secs(5), || a.served() > 200).await;
+    assert_eq!(
+        b.served(),
+        out,
+        "a reload with the same settings forgot b's verdict"
+    );
+
+    // Active checks removed: their verdict goes with them, and b is back.
+    app.health = HealthPolicy::default();
+    apply(3, app.clone());
+    drive(addr, Duration::from_secs(10), || b.served() > out + 5).await;
+
+    // Checks back: b keeps serving until its first probe says otherwise, then it is out again.
+    app.health = checked;
+    apply(4, app);
+    tokio::time::sleep(INTERVAL * (UNHEALTHY_THRESHOLD + 1)).await;
+    let out = b.served();
+    drive(addr, Duration::from_secs(5), || a.served() > 600).await;
+    assert_eq!(b.served(), out);
+}
