@@ -36,7 +36,8 @@
 //! # Client address
 //!
 //! Filters that need the client's address (IP filter, rate limit keyed by IP) read the
-//! [`ClientAddr`] request extension, which the server inserts for every request.
+//! [`ClientAddr`] request extension, which the server inserts for every request, as it does
+//! [`LocalListener`] (redirects) and [`rewrite::MatchedPrefix`] (prefix rewrites and redirects).
 
 #![forbid(unsafe_code)]
 
@@ -52,6 +53,15 @@ pub mod redirect;
 pub mod retry;
 pub mod rewrite;
 pub mod timeout;
+
+/// The listener a request arrived on, as a request extension: the port it listens on and the
+/// scheme its clients use. The redirect filter derives default ports and schemes from it, as
+/// Gateway API asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalListener {
+    pub port: u16,
+    pub scheme: http::uri::Scheme,
+}
 
 /// The address of the peer a request came from, as a request extension (like axum's
 /// `ConnectInfo`). Servers insert it; filters read it with
