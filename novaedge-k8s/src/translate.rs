@@ -451,7 +451,11 @@ impl<'a> Translator<'a> {
                 }
             }
             match self.backend_refs(rule, namespace, &field, object, file) {
-                Some(backends) => out.push(RouteRule { matches, backends }),
+                Some(backends) => out.push(RouteRule {
+                    matches,
+                    backends,
+                    filters: Default::default(),
+                }),
                 None => ok = false,
             }
         }

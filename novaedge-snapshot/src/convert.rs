@@ -141,6 +141,12 @@ fn route(i: usize, r: proto::Route, errors: &mut Vec<FieldError>) -> Route {
                     weight: b.weight,
                 })
                 .collect(),
+            filters: crate::filters::from_wire(
+                &object,
+                &format!("rules[{k}].filters"),
+                rule.filters,
+                errors,
+            ),
         })
         .collect();
     Route {
@@ -520,6 +526,7 @@ fn route_to_wire(r: &Route) -> proto::Route {
                         weight: b.weight,
                     })
                     .collect(),
+                filters: crate::filters::to_wire(&rule.filters),
             })
             .collect(),
     }
@@ -563,6 +570,13 @@ mod tests {
                         backend: "default/web:80".into(),
                         weight: 3,
                     }],
+                    filters: crate::RouteFilters {
+                        request_headers: Some(crate::HeaderModifier {
+                            set: vec![("x-a".into(), "1".into())],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
                 }],
             }],
             backends: vec![Backend {

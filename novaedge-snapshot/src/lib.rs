@@ -17,6 +17,7 @@
 
 mod convert;
 mod error;
+mod filters;
 mod health;
 mod model;
 mod validate;
@@ -24,6 +25,7 @@ mod validate;
 pub use validate::check_hostname;
 
 pub use error::{FieldError, ValidationErrors};
+pub use filters::{HeaderModifier, PathModifier, RequestRedirect, RouteFilters, UrlRewrite};
 pub use health::{
     ActiveHealthCheck, CircuitBreakers, DEFAULT_EXPECTED_STATUSES, FailurePercentageEjection,
     HealthPolicy, HealthProbe, OutlierDetection, SuccessRateEjection,

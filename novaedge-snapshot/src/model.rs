@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
+use crate::filters::RouteFilters;
 use crate::health::HealthPolicy;
 
 /// Everything one data plane runs, as one versioned value.
@@ -55,6 +56,7 @@ pub struct RouteRule {
     /// Any of these; empty means every request.
     pub matches: Vec<RouteMatch>,
     pub backends: Vec<BackendRef>,
+    pub filters: RouteFilters,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

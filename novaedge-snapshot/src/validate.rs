@@ -221,6 +221,17 @@ fn validate_route(r: &Route, object: &str, backends: &HashSet<&str>, errors: &mu
                 }
             }
         }
+        let prefix_matches = rule
+            .matches
+            .iter()
+            .all(|m| matches!(m.path, PathMatch::Prefix(_)));
+        crate::filters::validate(
+            &rule.filters,
+            object,
+            &format!("rules[{i}]"),
+            prefix_matches,
+            errors,
+        );
         for (j, b) in rule.backends.iter().enumerate() {
             if !backends.contains(b.backend.as_str()) {
                 errors.push(FieldError::new(
@@ -348,6 +359,7 @@ mod tests {
                         backend: "ns/missing:80".into(),
                         weight: 1,
                     }],
+                    filters: Default::default(),
                 }],
                 creation_timestamp: 0,
             }],
@@ -424,6 +436,7 @@ mod tests {
                 rules: vec![RouteRule {
                     matches: vec![m],
                     backends: vec![],
+                    filters: Default::default(),
                 }],
                 creation_timestamp: 0,
             }],

@@ -156,6 +156,7 @@ pub(crate) fn rule(matches: Vec<RouteMatch>, backends: &[(&str, u32)]) -> RouteR
                 weight: *weight,
             })
             .collect(),
+        filters: Default::default(),
     }
 }
 
