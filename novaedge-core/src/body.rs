@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use novaedge_health::Permit;
 use novaedge_lb::InFlight;
@@ -59,5 +60,65 @@ impl Body for InFlightBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Every response body the proxy sends: the upstream's, streamed, or a short one the proxy
+    /// (or a filter, which builds it with `Default`) wrote itself.
+    #[project = ProxyBodyProj]
+    #[derive(Debug)]
+    pub(crate) enum ProxyBody {
+        Upstream { #[pin] body: InFlightBody },
+        Local { #[pin] body: Full<Bytes> },
+    }
+}
+
+impl ProxyBody {
+    pub(crate) fn upstream(body: InFlightBody) -> Self {
+        ProxyBody::Upstream { body }
+    }
+
+    pub(crate) fn local(bytes: Bytes) -> Self {
+        ProxyBody::Local {
+            body: Full::new(bytes),
+        }
+    }
+}
+
+impl Default for ProxyBody {
+    fn default() -> Self {
+        Self::local(Bytes::new())
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
+            ProxyBodyProj::Local { body } => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body } => body.is_end_stream(),
+            ProxyBody::Local { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body } => body.size_hint(),
+            ProxyBody::Local { body } => body.size_hint(),
+        }
     }
 }

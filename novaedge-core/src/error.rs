@@ -2,9 +2,8 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{Either, Full};
 
-use crate::proxy::ProxyBody;
+use crate::body::ProxyBody;
 
 /// Set on a response the proxy failed because a circuit breaker limit was reached; the value
 /// names the limit (`max_requests`, `max_pending_requests`, `max_connections`).
@@ -73,9 +72,7 @@ impl ProxyError {
         } else {
             tracing::debug!(%status, error = %self, "request not routed");
         }
-        let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-            reason.as_bytes(),
-        ))));
+        let mut response = Response::new(ProxyBody::local(Bytes::from_static(reason.as_bytes())));
         *response.status_mut() = status;
         response.headers_mut().insert(
             header::CONTENT_TYPE,

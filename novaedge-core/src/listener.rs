@@ -118,6 +118,7 @@ async fn accept_loop(
             shared: shared.clone(),
             key: key.clone(),
             peer,
+            local,
         };
         let conn_stop = stop.clone();
         let builder = shared.http.clone();

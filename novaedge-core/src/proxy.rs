@@ -8,27 +8,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Held, InFlightBody};
+use crate::body::{Held, InFlightBody, ProxyBody};
 use crate::engine::Shared;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::runtime::Cluster;
 use crate::runtime::{RuleTarget, SocketKey};
 use crate::upstream::{SendError, UpstreamError, Wire};
+use novaedge_filters::{ClientAddr, LocalListener};
 use novaedge_health::Outcome;
 use novaedge_lb::{EndpointState, InFlight};
 use novaedge_lb::{PickContext, Selector};
-
-/// Response bodies: the upstream's, streamed, or a short one the proxy wrote itself.
-pub(crate) type ProxyBody = Either<InFlightBody, Full<Bytes>>;
 
 /// The hyper service of one client connection.
 #[derive(Debug, Clone)]
@@ -36,6 +32,8 @@ pub(crate) struct ProxyService {
     pub(crate) shared: Arc<Shared>,
     pub(crate) key: Arc<SocketKey>,
     pub(crate) peer: SocketAddr,
+    /// The listening socket's address.
+    pub(crate) local: SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
@@ -66,17 +64,39 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         };
         let shared = self.shared.clone();
         let peer = self.peer;
+        let local = self.local;
         Box::pin(async move {
-            let result = match routed {
-                Ok((target, normalized)) => {
-                    if let Some(path) = normalized {
-                        set_path(&mut req, &path);
-                    }
-                    forward(&shared, &target, peer, req).await
-                }
-                Err(e) => Err(e),
+            let (target, normalized) = match routed {
+                Ok(routed) => routed,
+                Err(e) => return Ok(e.into_response()),
             };
-            Ok(result.unwrap_or_else(ProxyError::into_response))
+            if let Some(path) = normalized {
+                set_path(&mut req, &path);
+            }
+            let rule = &target.rule;
+            let client = ClientInfo {
+                peer,
+                host: request_host(&req),
+            };
+            let forwarded = |req| async {
+                forward(&shared, rule, &client, req)
+                    .await
+                    .unwrap_or_else(ProxyError::into_response)
+            };
+            let Some(filters) = &rule.filters else {
+                return Ok(forwarded(req).await);
+            };
+            // What filters may need to know about the request besides the request itself.
+            let extensions = req.extensions_mut();
+            extensions.insert(ClientAddr(peer));
+            extensions.insert(LocalListener {
+                port: local.port(),
+                scheme: Scheme::HTTP,
+            });
+            if let Some(prefix) = &target.prefix {
+                extensions.insert(prefix.clone());
+            }
+            Ok(filters.serve(req, forwarded).await)
         })
     }
 }
@@ -122,12 +142,30 @@ fn set_path<B>(req: &mut Request<B>, path: &str) {
     }
 }
 
+/// Who sent a request and which host they asked for, as it was before any filter ran: what the
+/// `X-Forwarded-*` headers tell the upstream.
+#[derive(Debug)]
+struct ClientInfo {
+    peer: SocketAddr,
+    host: Option<HeaderValue>,
+}
+
+/// The authority a request asks for: HTTP/2's :authority or an absolute-form URI win over the
+/// Host header (RFC 9112 section 3.2.2).
+fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    }
+}
+
 async fn forward(
     shared: &Arc<Shared>,
     target: &RuleTarget,
-    peer: SocketAddr,
+    client: &ClientInfo,
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let peer = client.peer;
     let cluster = target.pick_backend().ok_or(ProxyError::NoBackend)?;
     // Held until the response body ends (or the upgraded tunnel closes).
     let request_permit =
@@ -168,7 +206,7 @@ async fn forward(
             });
         };
         if !prepared {
-            prepare_upstream_request(&mut req, cluster.wire, endpoint, peer, upgrade);
+            prepare_upstream_request(&mut req, cluster.wire, endpoint, client, upgrade);
             prepared = true;
         }
         tracing::trace!(route = %target.route, backend = %cluster.name, %endpoint, "forwarding");
@@ -252,7 +290,7 @@ async fn forward(
             }));
     }
     headers::remove_hop_by_hop(response.headers_mut(), switching);
-    Ok(response.map(|body| Either::Left(InFlightBody::new(body, held))))
+    Ok(response.map(|body| ProxyBody::upstream(InFlightBody::new(body, held))))
 }
 
 /// Rewrites a client request into the request the upstream gets: the target URI in the form the
@@ -262,15 +300,11 @@ fn prepare_upstream_request(
     req: &mut Request<Incoming>,
     wire: Wire,
     endpoint: SocketAddr,
-    peer: SocketAddr,
+    client: &ClientInfo,
     upgrade: bool,
 ) {
-    // The authority the client asked for: HTTP/2's :authority or an absolute-form URI win over
-    // the Host header (RFC 9112 section 3.2.2).
-    let host: Option<HeaderValue> = match req.uri().authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => req.headers().get(header::HOST).cloned(),
-    };
+    // The host the upstream gets: the request's, after any rewrite.
+    let host = request_host(req);
     let path = req
         .uri()
         .path_and_query()
@@ -279,7 +313,7 @@ fn prepare_upstream_request(
 
     let headers = req.headers_mut();
     headers::remove_hop_by_hop(headers, upgrade);
-    headers::add_forwarded(headers, peer.ip(), "http", host.as_ref());
+    headers::add_forwarded(headers, client.peer.ip(), "http", client.host.as_ref());
 
     match wire {
         Wire::Http1 => {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use novaedge_filters::rewrite::MatchedPrefix;
 use novaedge_health::{CircuitBreaker, Limits};
 use novaedge_lb::{
     BuildOptions, EndpointSet, HashPolicy, LbPolicy, MaglevSize, Selector, WeightedRoundRobin,
@@ -14,6 +15,7 @@ use novaedge_lb::{
 use novaedge_router::{self as router, Router};
 use novaedge_snapshot::{self as snapshot, ConfigSnapshot, HashOn, HealthPolicy, UpstreamProtocol};
 
+use crate::filters::{FilterError, RuleFilters};
 use crate::health::BackendHealth;
 use crate::upstream::Wire;
 
@@ -50,7 +52,7 @@ impl SocketKey {
 #[derive(Debug)]
 pub(crate) struct Runtime {
     pub(crate) version: u64,
-    routers: HashMap<SocketKey, Router<Arc<RuleTarget>>>,
+    routers: HashMap<SocketKey, Router<Arc<MatchTarget>>>,
 }
 
 /// One balancer, health state and circuit breaker per backend name, kept across runtimes so
@@ -100,11 +102,21 @@ fn limits(c: &snapshot::CircuitBreakers) -> Limits {
     }
 }
 
-/// What one route rule sends its requests to.
+/// What one match of a route rule resolves to: the rule, and the path prefix the match is
+/// (for prefix rewrites and redirects).
+#[derive(Debug)]
+pub(crate) struct MatchTarget {
+    pub(crate) rule: Arc<RuleTarget>,
+    pub(crate) prefix: Option<MatchedPrefix>,
+}
+
+/// What one route rule does with its requests.
 #[derive(Debug)]
 pub(crate) struct RuleTarget {
     /// `namespace/name` of the route, for logs.
     pub(crate) route: Arc<str>,
+    /// `None`: no filters, the request is forwarded as it is.
+    pub(crate) filters: Option<RuleFilters>,
     backends: BackendChoice,
 }
 
@@ -142,11 +154,20 @@ pub(crate) struct Cluster {
 
 /// Why a validated snapshot could still not be compiled.
 #[derive(Debug, thiserror::Error)]
-#[error("listener {listener:?}: {source}")]
-pub struct CompileError {
-    listener: String,
-    #[source]
-    source: router::RouterError,
+pub enum CompileError {
+    #[error("listener {listener:?}: {source}")]
+    Router {
+        listener: String,
+        #[source]
+        source: router::RouterError,
+    },
+    #[error("route {route:?}: rules[{rule}].{source}")]
+    Filter {
+        route: String,
+        rule: usize,
+        #[source]
+        source: FilterError,
+    },
 }
 
 /// A runtime compiled but not yet visible: [`commit`](Prepared::commit) updates the shared
@@ -232,7 +253,7 @@ impl Runtime {
         let mut order: Vec<&snapshot::Route> = snapshot.routes.iter().collect();
         order.sort_by(|a, b| (a.creation_timestamp, &a.name).cmp(&(b.creation_timestamp, &b.name)));
 
-        let mut per_listener: HashMap<&str, Vec<router::Route<Arc<RuleTarget>>>> = snapshot
+        let mut per_listener: HashMap<&str, Vec<router::Route<Arc<MatchTarget>>>> = snapshot
             .listeners
             .iter()
             .map(|l| (l.name.as_str(), Vec::new()))
@@ -241,8 +262,15 @@ impl Runtime {
             let name: Arc<str> = Arc::from(route.name.as_str());
             let entries = per_listener.entry(route.listener.as_str()).or_default();
             for (rule_index, rule) in route.rules.iter().enumerate() {
+                let filters =
+                    RuleFilters::compile(&rule.filters).map_err(|source| CompileError::Filter {
+                        route: route.name.clone(),
+                        rule: rule_index,
+                        source,
+                    })?;
                 let target = Arc::new(RuleTarget {
                     route: name.clone(),
+                    filters,
                     backends: BackendChoice::build(rule, &clusters),
                 });
                 let rank = ((route_index as u64) << 24) | rule_index as u64;
@@ -252,11 +280,20 @@ impl Runtime {
                     rule.matches.clone()
                 };
                 for m in matches {
+                    let prefix = match &m.path {
+                        snapshot::PathMatch::Prefix(p) => {
+                            Some(MatchedPrefix(Arc::from(p.as_str())))
+                        }
+                        _ => None,
+                    };
                     entries.push(router::Route {
                         hostnames: route.hostnames.clone(),
                         route_match: router_match(m),
                         rank,
-                        target: target.clone(),
+                        target: Arc::new(MatchTarget {
+                            rule: target.clone(),
+                            prefix,
+                        }),
                         dialect: router::Dialect::GatewayApi,
                     });
                 }
@@ -268,7 +305,7 @@ impl Runtime {
             let entries = per_listener
                 .remove(listener.name.as_str())
                 .unwrap_or_default();
-            let router = Router::new(entries).map_err(|source| CompileError {
+            let router = Router::new(entries).map_err(|source| CompileError::Router {
                 listener: listener.name.clone(),
                 source,
             })?;
@@ -284,7 +321,7 @@ impl Runtime {
         })
     }
 
-    pub(crate) fn router(&self, key: &SocketKey) -> Option<&Router<Arc<RuleTarget>>> {
+    pub(crate) fn router(&self, key: &SocketKey) -> Option<&Router<Arc<MatchTarget>>> {
         self.routers.get(key)
     }
 }
