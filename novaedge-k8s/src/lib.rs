@@ -12,7 +12,8 @@
 //! What is translated today: Gateway API `GatewayClass`, `Gateway` (HTTP listeners: port,
 //! hostname, allowed route namespaces), `HTTPRoute` (hostnames, parentRefs with sectionName and
 //! port, Exact, PathPrefix and RegularExpression path matches, exact and regular-expression header
-//! and query parameter matches, method matches, weighted
+//! and query parameter matches, method matches, the rule filters `RequestHeaderModifier`,
+//! `ResponseHeaderModifier`, `URLRewrite` and `RequestRedirect`, weighted
 //! `backendRefs` to Services in the route's namespace), core `Service` (ports, `appProtocol`) and
 //! `discovery.k8s.io/v1` `EndpointSlice` (IPv4/IPv6 addresses, ports by name, the ready
 //! condition). A Service chooses its balancing with annotations until the `ProxyBackend` CRD
@@ -28,6 +29,7 @@
 
 mod diagnostics;
 pub mod file_source;
+mod filters;
 pub mod health;
 pub mod objects;
 mod translate;

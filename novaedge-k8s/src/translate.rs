@@ -434,15 +434,9 @@ impl<'a> Translator<'a> {
         let mut ok = true;
         for (k, rule) in route.spec.rules.iter().flatten().enumerate() {
             let field = format!("spec.rules[{k}]");
-            if rule.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-                self.error(
-                    file,
-                    object.into(),
-                    format!("{field}.filters"),
-                    "filters are not supported yet".into(),
-                );
-                ok = false;
-            }
+            let filters =
+                crate::filters::rule_filters(rule, &field, object, file, &mut self.diagnostics);
+            ok &= filters.is_some();
             let mut matches = Vec::new();
             for (j, m) in rule.matches.iter().flatten().enumerate() {
                 match self.route_match(m, &format!("{field}.matches[{j}]"), object, file) {
@@ -454,7 +448,7 @@ impl<'a> Translator<'a> {
                 Some(backends) => out.push(RouteRule {
                     matches,
                     backends,
-                    filters: Default::default(),
+                    filters: filters.unwrap_or_default(),
                 }),
                 None => ok = false,
             }

@@ -1,0 +1,580 @@
+//! HTTPRoute rule filters, through the public path a user's manifests take: YAML text parsed into
+//! objects, translated into a snapshot, and diagnostics as printed.
+
+use novaedge_k8s::objects::parse_yaml;
+use novaedge_k8s::{Diagnostic, TranslateOptions, Translation, translate};
+use novaedge_snapshot::{
+    HeaderModifier, PathModifier, RequestRedirect, RouteFilters, RouteRule, UrlRewrite,
+};
+
+const BASE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: shop}
+spec:
+  gatewayClassName: novaedge
+  listeners: [{name: http, protocol: HTTP, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 9001}]
+endpoints: [{addresses: [10.0.0.1]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+"#;
+
+/// The manifests with `rules` (YAML list items, indented by four spaces) as the route's rules.
+fn manifests(rules: &str) -> String {
+    let mut text = BASE.to_owned();
+    for line in rules.trim_matches('\n').lines() {
+        text.push_str("    ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+/// Translates the route with `rules`; the manifests must parse.
+fn translate_rules(rules: &str) -> Translation {
+    let (objects, diagnostics) = parse_yaml(&manifests(rules), None);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    translate(&objects, &TranslateOptions::default())
+}
+
+/// The route's rules; the translation must be clean.
+fn rules(rules: &str) -> Vec<RouteRule> {
+    let t = translate_rules(rules);
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    assert_eq!(t.snapshot.routes.len(), 1);
+    t.snapshot.routes[0].rules.clone()
+}
+
+/// The filters of the route's only rule; the translation must be clean.
+fn filters(rule: &str) -> RouteFilters {
+    let rules = rules(rule);
+    assert_eq!(rules.len(), 1);
+    rules[0].filters.clone()
+}
+
+/// Every error as `field: message`; the route must not be served.
+fn errors(rules: &str) -> Vec<String> {
+    let t = translate_rules(rules);
+    assert!(t.has_errors(), "{:?}", t.diagnostics);
+    assert!(t.snapshot.routes.is_empty(), "{:?}", t.snapshot.routes);
+    field_messages(t.diagnostics.iter().filter(|d| d.is_error()))
+}
+
+fn field_messages<'a>(diagnostics: impl Iterator<Item = &'a Diagnostic>) -> Vec<String> {
+    diagnostics
+        .map(|d| format!("{}: {}", d.field, d.message))
+        .collect()
+}
+
+/// The error fields alone.
+fn error_fields(rules: &str) -> Vec<String> {
+    errors(rules)
+        .into_iter()
+        .map(|e| e.split_once(": ").unwrap().0.to_owned())
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn header_modifiers_for_requests_and_responses() {
+    // As in the Gateway API guide to HTTP header modifiers, both directions in one rule.
+    let f = filters(
+        r#"
+- filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Env, value: prod}]
+        add: [{name: my-header, value: "bar,baz"}]
+        remove: [x-debug]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        add: [{name: X-Header-Add-1, value: header-add-1}]
+        remove: [server]
+  backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    assert_eq!(
+        f,
+        RouteFilters {
+            request_headers: Some(HeaderModifier {
+                set: pairs(&[("X-Env", "prod")]),
+                add: pairs(&[("my-header", "bar,baz")]),
+                remove: vec!["x-debug".into()],
+            }),
+            response_headers: Some(HeaderModifier {
+                set: vec![],
+                add: pairs(&[("X-Header-Add-1", "header-add-1")]),
+                remove: vec!["server".into()],
+            }),
+            url_rewrite: None,
+            redirect: None,
+        }
+    );
+}
+
+#[test]
+fn url_rewrite_of_hostname_and_full_path() {
+    let f = filters(
+        r#"
+- matches: [{path: {type: Exact, value: /old}}]
+  filters:
+    - type: URLRewrite
+      urlRewrite:
+        hostname: elsewhere.example.org
+        path: {type: ReplaceFullPath, replaceFullPath: /new}
+  backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    assert_eq!(
+        f.url_rewrite,
+        Some(UrlRewrite {
+            hostname: Some("elsewhere.example.org".into()),
+            path: Some(PathModifier::ReplaceFullPath("/new".into())),
+        })
+    );
+    assert_eq!(f.redirect, None);
+}
+
+#[test]
+fn prefix_rewrite_from_the_gateway_api_example() {
+    // Gateway API's path rewrite example: `/prefix/one/three` reaches the backend as `/one/three`.
+    let f = filters(
+        r#"
+- matches: [{path: {type: PathPrefix, value: /prefix/one}}]
+  filters:
+    - type: URLRewrite
+      urlRewrite:
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}
+  backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    assert_eq!(
+        f.url_rewrite,
+        Some(UrlRewrite {
+            hostname: None,
+            path: Some(PathModifier::ReplacePrefixMatch("/one".into())),
+        })
+    );
+}
+
+#[test]
+fn prefix_replacement_needs_only_prefix_matches() {
+    // No matches means the prefix `/`; a match without a path, or a path without a type, too.
+    for matches in [
+        "",
+        "  matches: [{headers: [{name: x-v, value: '2'}]}]\n",
+        "  matches: [{path: {value: /a}}, {path: {type: PathPrefix, value: /b}}]\n",
+    ] {
+        let rule = format!(
+            "- filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, \
+             replacePrefixMatch: /v2}}}}}}]\n{matches}  backendRefs: [{{name: web, port: 80}}]\n"
+        );
+        assert_eq!(
+            filters(&rule).url_rewrite.unwrap().path,
+            Some(PathModifier::ReplacePrefixMatch("/v2".into())),
+            "{matches}"
+        );
+    }
+    // The spec's table gives an empty replacement the results of `/`.
+    let f = filters(
+        r#"
+- matches: [{path: {type: PathPrefix, value: /strip}}]
+  filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: ""}}}]
+  backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    assert_eq!(
+        f.url_rewrite.unwrap().path,
+        Some(PathModifier::ReplacePrefixMatch("/".into()))
+    );
+
+    assert_eq!(
+        errors(
+            r#"
+- matches: [{path: {type: PathPrefix, value: /a}}, {path: {type: Exact, value: /b}}]
+  filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /c}}}]
+  backendRefs: [{name: web, port: 80}]
+- matches: [{path: {type: RegularExpression, value: "/d/.*"}}]
+  filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /e}}}]
+"#
+        ),
+        [
+            "spec.rules[0].filters[0].urlRewrite.path.replacePrefixMatch: needs every match of the \
+             rule to be a PathPrefix match, but matches[1] is Exact",
+            "spec.rules[1].filters[0].requestRedirect.path.replacePrefixMatch: needs every match \
+             of the rule to be a PathPrefix match, but matches[0] is RegularExpression",
+        ]
+    );
+}
+
+#[test]
+fn http_to_https_redirect_from_the_gateway_api_example_needs_no_backend() {
+    // Gateway API's HTTP-to-HTTPS redirect: a rule with the filter and no backendRefs.
+    let rules = rules(
+        r#"
+- filters:
+    - type: RequestRedirect
+      requestRedirect:
+        scheme: https
+        statusCode: 301
+"#,
+    );
+    assert_eq!(rules.len(), 1);
+    assert!(rules[0].backends.is_empty());
+    assert_eq!(
+        rules[0].filters,
+        RouteFilters {
+            redirect: Some(RequestRedirect {
+                scheme: Some("https".into()),
+                hostname: None,
+                port: None,
+                path: None,
+                status_code: 301,
+            }),
+            ..RouteFilters::default()
+        }
+    );
+}
+
+#[test]
+fn redirect_fields_and_the_default_status_code() {
+    let f = filters(
+        r#"
+- matches: [{path: {type: PathPrefix, value: /old}}]
+  filters:
+    - type: RequestRedirect
+      requestRedirect:
+        scheme: http
+        hostname: www.example.com
+        port: 8443
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}
+"#,
+    );
+    assert_eq!(
+        f.redirect,
+        Some(RequestRedirect {
+            scheme: Some("http".into()),
+            hostname: Some("www.example.com".into()),
+            port: Some(8443),
+            path: Some(PathModifier::ReplacePrefixMatch("/new".into())),
+            // Gateway API's default.
+            status_code: 302,
+        })
+    );
+    let f = filters(
+        "- filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, \
+         replaceFullPath: /moved}, statusCode: 308}}]\n",
+    );
+    let redirect = f.redirect.unwrap();
+    assert_eq!(
+        redirect.path,
+        Some(PathModifier::ReplaceFullPath("/moved".into()))
+    );
+    assert_eq!(redirect.status_code, 308);
+}
+
+#[test]
+fn a_redirect_rule_with_backends_is_served_with_a_warning() {
+    // The redirect answers first, so the backends are never used; Gateway API's CRD refuses the
+    // combination, NovaEdge serves it and says so.
+    let t = translate_rules(
+        r#"
+- filters: [{type: RequestRedirect, requestRedirect: {hostname: new.example.com}}]
+  backendRefs: [{name: web, port: 80}]
+- matches: [{path: {value: /api}}]
+  backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    assert!(!t.has_errors(), "{:?}", t.diagnostics);
+    assert_eq!(
+        field_messages(t.diagnostics.iter()),
+        [
+            "spec.rules[0].backendRefs: never used: the RequestRedirect filter answers every \
+             request of this rule (Gateway API's CRD rejects backendRefs beside a redirect)"
+        ]
+    );
+    let rules = &t.snapshot.routes[0].rules;
+    assert_eq!(rules[0].backends[0].backend, "shop/web:80");
+    assert_eq!(
+        rules[0]
+            .filters
+            .redirect
+            .as_ref()
+            .unwrap()
+            .hostname
+            .as_deref(),
+        Some("new.example.com")
+    );
+    assert!(rules[1].filters.is_empty());
+}
+
+#[test]
+fn each_filter_type_once_per_rule_and_never_redirect_with_rewrite() {
+    assert_eq!(
+        errors(
+            r#"
+- filters:
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: a, value: "1"}]}}
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: b, value: "2"}]}}
+  backendRefs: [{name: web, port: 80}]
+- filters:
+    - {type: RequestRedirect, requestRedirect: {scheme: https}}
+    - {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [server]}}
+    - {type: URLRewrite, urlRewrite: {hostname: internal.example}}
+"#
+        ),
+        [
+            "spec.rules[0].filters[1].type: RequestHeaderModifier is already given in filters[0]; \
+             a rule may have it only once",
+            "spec.rules[1].filters[2].type: a rule cannot both redirect and rewrite \
+             (RequestRedirect in filters[0], URLRewrite in filters[2])",
+        ]
+    );
+}
+
+#[test]
+fn header_names_values_and_one_action_per_header() {
+    assert_eq!(
+        errors(
+            r#"
+- filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: "bad name", value: v}, {name: X-A, value: "1"}, {name: x-b, value: ""}]
+        add: [{name: x-a, value: "bad\nvalue"}]
+        remove: ["", X-B]
+  backendRefs: [{name: web, port: 80}]
+"#
+        ),
+        [
+            r#"spec.rules[0].filters[0].requestHeaderModifier.set[0].name: "bad name" is not a valid header name"#,
+            "spec.rules[0].filters[0].requestHeaderModifier.set[2].value: must not be empty",
+            r#"spec.rules[0].filters[0].requestHeaderModifier.add[0].name: header "x-a" is already in set[1]; a header may have only one action"#,
+            r#"spec.rules[0].filters[0].requestHeaderModifier.add[0].value: "bad\nvalue" is not a valid header value (printable ASCII, spaces and tabs)"#,
+            r#"spec.rules[0].filters[0].requestHeaderModifier.remove[0]: "" is not a valid header name"#,
+            r#"spec.rules[0].filters[0].requestHeaderModifier.remove[1]: header "X-B" is already in set[2]; a header may have only one action"#,
+        ]
+    );
+    // The same checks for responses, with the response field names.
+    assert_eq!(
+        error_fields(
+            r#"
+- filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {add: [{name: "x:y", value: v}], remove: [a, A]}
+  backendRefs: [{name: web, port: 80}]
+"#
+        ),
+        [
+            "spec.rules[0].filters[0].responseHeaderModifier.add[0].name",
+            "spec.rules[0].filters[0].responseHeaderModifier.remove[1]",
+        ]
+    );
+}
+
+#[test]
+fn redirect_status_code_port_and_paths() {
+    let t = translate_rules(
+        r#"
+- matches: [{path: {type: Exact, value: /x}}]
+  filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {remove: [server]}
+    - type: RequestRedirect
+      requestRedirect:
+        hostname: "*.example.com"
+        port: 70000
+        path: {type: ReplaceFullPath, replaceFullPath: "no-slash?q=1"}
+        statusCode: 200
+"#,
+    );
+    let printed: Vec<String> = t.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        printed,
+        [
+            "error: HTTPRoute shop/web: spec.rules[0].filters[1].requestRedirect.port: 70000 is \
+             not a TCP port (1-65535)",
+            "error: HTTPRoute shop/web: spec.rules[0].filters[1].requestRedirect.statusCode: 200 \
+             is not 301, 302, 303, 307 or 308",
+            "error: HTTPRoute shop/web: spec.rules[0].filters[1].requestRedirect.hostname: \
+             \"*.example.com\": a wildcard is not a host to send requests to",
+            "error: HTTPRoute shop/web: spec.rules[0].filters[1].requestRedirect.path.\
+             replaceFullPath: \"no-slash?q=1\" is not an absolute path (it must start with / and \
+             hold no query)",
+        ]
+    );
+    assert!(t.snapshot.routes.is_empty());
+    assert_eq!(
+        error_fields(
+            r#"
+- filters: [{type: RequestRedirect, requestRedirect: {port: 0}}]
+- filters: [{type: URLRewrite, urlRewrite: {hostname: "Not_A_Host", path: {type: ReplaceFullPath, replaceFullPath: "/a b"}}}]
+  backendRefs: [{name: web, port: 80}]
+"#
+        ),
+        [
+            "spec.rules[0].filters[0].requestRedirect.port",
+            "spec.rules[1].filters[0].urlRewrite.hostname",
+            "spec.rules[1].filters[0].urlRewrite.path.replaceFullPath",
+        ]
+    );
+}
+
+#[test]
+fn the_type_must_name_the_object_given() {
+    assert_eq!(
+        errors(
+            r#"
+- filters:
+    - type: RequestRedirect
+      urlRewrite: {hostname: a.example}
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {remove: [a]}
+      responseHeaderModifier: {remove: [b]}
+    - type: URLRewrite
+      urlRewrite:
+        path: {type: ReplaceFullPath, replacePrefixMatch: /p}
+  backendRefs: [{name: web, port: 80}]
+"#
+        ),
+        [
+            "spec.rules[0].filters[0].requestRedirect: required when type is RequestRedirect",
+            "spec.rules[0].filters[0].urlRewrite: given, but type is RequestRedirect: a filter \
+             holds only the object its type names (type URLRewrite for this one)",
+            "spec.rules[0].filters[1].responseHeaderModifier: given, but type is \
+             RequestHeaderModifier: a filter holds only the object its type names (type \
+             ResponseHeaderModifier for this one)",
+            "spec.rules[0].filters[2].urlRewrite.path.replacePrefixMatch: must not be set when \
+             type is ReplaceFullPath",
+            "spec.rules[0].filters[2].urlRewrite.path.replaceFullPath: required when type is \
+             ReplaceFullPath",
+        ]
+    );
+}
+
+#[test]
+fn unknown_values_and_a_missing_type_fail_when_parsing() {
+    // The Gateway API types refuse these; the parse diagnostic names the field all the same.
+    for (rule, field, says) in [
+        (
+            "- filters: [{type: RequestRedirect, requestRedirect: {scheme: ftp}}]",
+            "spec.rules[0].filters[0].requestRedirect.scheme",
+            "ftp",
+        ),
+        (
+            "- filters: [{requestRedirect: {scheme: https}}]",
+            "spec.rules[0].filters[0]",
+            "type",
+        ),
+        (
+            "- filters: [{type: Rewrite}]",
+            "spec.rules[0].filters[0].type",
+            "Rewrite",
+        ),
+    ] {
+        let (objects, diagnostics) = parse_yaml(&manifests(rule), None);
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        let d = &diagnostics[0];
+        assert!(d.is_error());
+        assert_eq!(
+            (d.object.as_str(), d.field.as_str()),
+            ("HTTPRoute shop/web", field)
+        );
+        assert!(d.message.contains(says), "{}", d.message);
+        // Without the route, nothing is served for it.
+        let t = translate(&objects, &TranslateOptions::default());
+        assert!(t.snapshot.routes.is_empty());
+    }
+}
+
+#[test]
+fn mirror_cors_extension_and_backend_filters_are_not_supported_yet() {
+    assert_eq!(
+        errors(
+            r#"
+- filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: web, port: 80}}
+    - type: CORS
+      cors: {allowOrigins: ["https://example.com"]}
+    - type: ExtensionRef
+      extensionRef: {group: example.net, kind: Filter, name: f}
+  backendRefs: [{name: web, port: 80}]
+- backendRefs:
+    - name: web
+      port: 80
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {remove: [a]}}]
+"#
+        ),
+        [
+            "spec.rules[0].filters[0].type: RequestMirror filters are not supported yet (they \
+             come with the mirror filter)",
+            "spec.rules[0].filters[1].type: CORS filters are not supported yet",
+            "spec.rules[0].filters[2].type: ExtensionRef filters are not supported yet",
+            "spec.rules[1].backendRefs[0].filters: per-backend filters are not supported yet; put \
+             the filters on the rule",
+        ]
+    );
+}
+
+#[test]
+fn one_bad_rule_keeps_the_whole_route_out_and_good_routes_in() {
+    // A route with a bad filter is not served at all (serving its other rules would route their
+    // requests differently than the user wrote); other routes are unaffected.
+    let text = manifests(
+        r#"
+- matches: [{path: {value: /ok}}]
+  backendRefs: [{name: web, port: 80}]
+- filters: [{type: RequestRedirect, requestRedirect: {statusCode: 304}}]
+"#,
+    ) + r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: other, namespace: shop}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-from, value: other}]}}]
+      backendRefs: [{name: web, port: 80}]
+"#;
+    let (objects, diagnostics) = parse_yaml(&text, None);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    let t = translate(&objects, &TranslateOptions::default());
+    assert_eq!(
+        field_messages(t.diagnostics.iter()),
+        [
+            "spec.rules[1].filters[0].requestRedirect.statusCode: 304 is not 301, 302, 303, 307 or 308"
+        ]
+    );
+    let names: Vec<&str> = t.snapshot.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["shop/other"]);
+    assert_eq!(
+        t.snapshot.routes[0].rules[0].filters.request_headers,
+        Some(HeaderModifier {
+            set: pairs(&[("x-from", "other")]),
+            ..HeaderModifier::default()
+        })
+    );
+}
