@@ -105,27 +105,49 @@ fn free_port() -> u16 {
 
 /// One HTTP/1.1 GET on a fresh connection: (status, body).
 async fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let (status, _, body) = get_with_headers(addr, host, path, &[]).await?;
+    Ok((status, body))
+}
+
+/// One HTTP/1.1 GET with extra request headers on a fresh connection: (status, response
+/// headers, body).
+async fn get_with_headers(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, http::HeaderMap, String)> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    let req = http::Request::get(path)
+    let mut req = http::Request::get(path)
         .header("host", host)
         .body(Empty::<Bytes>::new())
         .unwrap();
+    for (name, value) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
     let response = sender
         .send_request(req)
         .await
         .map_err(std::io::Error::other)?;
     let status = response.status().as_u16();
-    let body = response
-        .into_body()
+    let (parts, body) = response.into_parts();
+    let body = body
         .collect()
         .await
         .map_err(std::io::Error::other)?
         .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((
+        status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }
 
 fn backend_name(body: &str) -> String {
@@ -387,6 +409,119 @@ async fn quick_start_serves_the_readme_examples() {
     assert_eq!(backend_name(&body), "demo/api:80#0");
     let (status, _) = get(addr, "nowhere.example.com", "/").await.unwrap();
     assert_eq!(status, 404);
+    proxy.terminate();
+    assert!(proxy.wait_exit().success());
+}
+
+/// Gateway API's filter examples through `novaedge run`, as the echo backend sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_filters_behave_as_the_spec_examples() {
+    let app = EchoServer::start("127.0.0.1:0".parse().unwrap(), "app")
+        .await
+        .unwrap();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let routes = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: t}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [app.test]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /prefix}}]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier:
+            set: [{name: my-header, value: bar}]
+            add: [{name: my-added, value: \"bar,baz\"}]
+            remove: [x-remove]
+        - type: URLRewrite
+          urlRewrite:
+            hostname: rewritten.test
+            path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}
+        - type: ResponseHeaderModifier
+          responseHeaderModifier:
+            set: [{name: x-header-set, value: set-overwrites-values}]
+            add: [{name: x-header-add, value: add-appends-values}]
+            remove: [x-echo-name]
+      backendRefs: [{name: app, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /full}}]
+      filters:
+        - type: URLRewrite
+          urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /one}}
+      backendRefs: [{name: app, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /secure}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: {scheme: https, statusCode: 301}
+    - matches: [{path: {type: PathPrefix, value: /moved}}]
+      filters:
+        - type: RequestRedirect
+          requestRedirect:
+            hostname: example.org
+            path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}
+";
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        format!(
+            "{}---\n{}---\n{routes}",
+            gateway(port),
+            service("app", app.local_addr().port())
+        ),
+    )
+    .unwrap();
+    let mut proxy = Proxy::start(&["run", "--bind", "127.0.0.1", dir.path().to_str().unwrap()]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_serving(addr, "app.test").await;
+
+    // Request headers and the prefix rewrite: /prefix/two becomes /one/two on rewritten.test.
+    let (status, headers, body) = get_with_headers(
+        addr,
+        "app.test",
+        "/prefix/two?q=1",
+        &[("my-header", "foo"), ("my-added", "foo"), ("x-remove", "1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let seen: novaedge_echo::RequestInfo = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen.path, "/one/two");
+    assert_eq!(seen.query.as_deref(), Some("q=1"));
+    assert_eq!(seen.host.as_deref(), Some("rewritten.test"));
+    assert_eq!(seen.header("my-header"), Some("bar"));
+    assert_eq!(seen.header("my-added"), Some("foo,bar,baz"));
+    assert_eq!(seen.header("x-remove"), None);
+    // The response headers.
+    assert_eq!(headers["x-header-set"], "set-overwrites-values");
+    assert_eq!(headers["x-header-add"], "add-appends-values");
+    assert!(headers.get("x-echo-name").is_none());
+
+    let (_, _, body) = get_with_headers(addr, "app.test", "/full/anything", &[])
+        .await
+        .unwrap();
+    let seen: novaedge_echo::RequestInfo = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen.path, "/one");
+
+    // Redirects: to https on its own port, and to another host on the listener's port.
+    let (status, headers, _) = get_with_headers(addr, "app.test", "/secure/login", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 301);
+    assert_eq!(headers["location"], "https://app.test/secure/login");
+    let (status, headers, _) = get_with_headers(addr, "app.test", "/moved/page?x=1", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 302);
+    assert_eq!(
+        headers["location"],
+        format!("http://example.org:{port}/new/page?x=1")
+    );
+    assert_eq!(
+        app.requests(),
+        2,
+        "only the two rewritten requests reach the backend"
+    );
+
     proxy.terminate();
     assert!(proxy.wait_exit().success());
 }
