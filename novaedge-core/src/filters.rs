@@ -62,6 +62,20 @@ impl RuleFilters {
         if filters.is_empty() {
             return Ok(None);
         }
+        // Never ignore a policy silently: one this engine cannot enforce fails the snapshot.
+        for (present, filter) in [
+            (!filters.mirrors.is_empty(), "request_mirror"),
+            (filters.cors.is_some(), "cors"),
+            (filters.ip_filter.is_some(), "ip_filter"),
+            (filters.jwt.is_some(), "jwt"),
+            (filters.rate_limit.is_some(), "rate_limit"),
+            (filters.timeouts != snapshot::Timeouts::default(), "timeouts"),
+            (filters.retry.is_some(), "retry"),
+        ] {
+            if present {
+                return Err(error(filter)("not supported by this data plane yet".into()));
+            }
+        }
         let request_headers = filters
             .request_headers
             .as_ref()

@@ -44,6 +44,7 @@ async fn header_modifiers_and_rewrites_reach_the_backend_on_both_protocols() {
                     path: Some(PathModifier::ReplacePrefixMatch("/v2".into())),
                 }),
                 redirect: None,
+                ..RouteFilters::default()
             },
         ),
         with_filters(

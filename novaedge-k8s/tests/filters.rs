@@ -130,6 +130,7 @@ fn header_modifiers_for_requests_and_responses() {
             }),
             url_rewrite: None,
             redirect: None,
+            ..RouteFilters::default()
         }
     );
 }

@@ -141,12 +141,20 @@ fn route(i: usize, r: proto::Route, errors: &mut Vec<FieldError>) -> Route {
                     weight: b.weight,
                 })
                 .collect(),
-            filters: crate::filters::from_wire(
-                &object,
-                &format!("rules[{k}].filters"),
-                rule.filters,
-                errors,
-            ),
+            filters: {
+                let mut filters = crate::filters::from_wire(
+                    &object,
+                    &format!("rules[{k}].filters"),
+                    rule.filters,
+                    errors,
+                );
+                crate::filters::timeouts_and_retry_from_wire(
+                    &mut filters,
+                    rule.timeouts,
+                    rule.retry,
+                );
+                filters
+            },
         })
         .collect();
     Route {
@@ -527,6 +535,8 @@ fn route_to_wire(r: &Route) -> proto::Route {
                     })
                     .collect(),
                 filters: crate::filters::to_wire(&rule.filters),
+                timeouts: crate::filters::timeouts_to_wire(&rule.filters),
+                retry: crate::filters::retry_to_wire(&rule.filters),
             })
             .collect(),
     }

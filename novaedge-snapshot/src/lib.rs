@@ -25,7 +25,11 @@ mod validate;
 pub use validate::check_hostname;
 
 pub use error::{FieldError, ValidationErrors};
-pub use filters::{HeaderModifier, PathModifier, RequestRedirect, RouteFilters, UrlRewrite};
+pub use filters::{
+    Cors, HeaderModifier, IpFilter, JWT_ALGORITHMS, JwtAuthentication, JwtKeys, PathModifier,
+    RateLimit, RateLimitKey, RequestMirror, RequestRedirect, RetryPolicy, RouteFilters, Timeouts,
+    TokenLocation, UrlRewrite, check_cidr,
+};
 pub use health::{
     ActiveHealthCheck, CircuitBreakers, DEFAULT_EXPECTED_STATUSES, FailurePercentageEjection,
     HealthPolicy, HealthProbe, OutlierDetection, SuccessRateEjection,

@@ -230,6 +230,7 @@ fn validate_route(r: &Route, object: &str, backends: &HashSet<&str>, errors: &mu
             object,
             &format!("rules[{i}]"),
             prefix_matches,
+            backends,
             errors,
         );
         for (j, b) in rule.backends.iter().enumerate() {
