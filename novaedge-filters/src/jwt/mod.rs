@@ -106,7 +106,7 @@ pub use jwks::JwksError;
 pub use store::{KeyFetchError, RefreshPolicy};
 
 use jwks::{Key, KeySet};
-use store::{Dynamic, KeyStore, Origin, Snapshot};
+use store::{Dynamic, KeyStore, Origin, Snapshot, Trigger};
 use verify::{ClaimRules, Rejection};
 
 /// Where the verification keys come from.
@@ -517,7 +517,7 @@ impl Shared {
         let this = Arc::clone(self);
         Step::Wait(Box::pin(async move {
             let loaded = store
-                .reload(seen)
+                .reload(seen, Trigger::Demand)
                 .await
                 .filter(|loaded| store.usable(loaded))
                 .ok_or(Rejection::KeysUnavailable)?;

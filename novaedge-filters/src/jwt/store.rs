@@ -6,9 +6,10 @@
 //! failing, the last good set stays in use for `max_stale` more, then requests are refused until
 //! a load succeeds (Envoy's `jwks_cache_duration`, with a bounded grace period). A token naming a
 //! `kid` the set does not hold makes the request wait for a reload, so a rotated key is picked up
-//! at once. Loads of any kind, failed or not, start at most once per `min_refetch_interval` and
-//! one at a time, so neither a flood of unknown `kid`s nor a dead server turns into a flood of
-//! fetches.
+//! at once. One load runs at a time, and apart from the scheduled refresh, loads (for an unknown
+//! `kid`, for a request that has no usable keys, retries of a failed refresh) start at most once
+//! per `min_refetch_interval`, so neither a flood of unknown `kid`s nor a dead server turns into
+//! a flood of fetches.
 //!
 //! There is no background task: refreshes are started by requests. A filter that gets no
 //! traffic fetches nothing, and dropping the layer leaves nothing running.
@@ -38,8 +39,9 @@ pub struct RefreshPolicy {
     /// How long a loaded key set is used before it is loaded again. Default 10 minutes (Envoy's
     /// default cache duration).
     pub interval: Duration,
-    /// The least time between two loads (a refresh, a retry after a failure, or a reload for an
-    /// unknown `kid`). Default 10 seconds.
+    /// The least time between the start of a load and that of a load on demand (for a token
+    /// with an unknown `kid`, or when no usable keys are left) or of a retry of a failed
+    /// refresh. The scheduled refresh itself is not held back by it. Default 10 seconds.
     pub min_refetch_interval: Duration,
     /// How long after `interval` the last good key set is still used while refreshing fails.
     /// After that, requests are refused until a load succeeds. Default 1 hour.
@@ -147,6 +149,15 @@ pub(crate) struct Dynamic {
     refreshing: AtomicBool,
 }
 
+/// What a load is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// The key set is older than `interval`.
+    Refresh,
+    /// A request needs keys: there are none usable, or its `kid` is unknown.
+    Demand,
+}
+
 /// The keys a request may use right now.
 #[derive(Debug)]
 pub(crate) enum Snapshot {
@@ -178,19 +189,20 @@ impl Dynamic {
             return Snapshot::NeedLoad(loaded.generation);
         }
         if age >= self.policy.interval {
-            self.refresh_in_background(loaded.generation);
+            self.refresh_in_background(&loaded);
         }
         Snapshot::Usable(loaded)
     }
 
-    fn refresh_in_background(self: &Arc<Self>, generation: u64) {
-        // A failed refresh is retried no sooner than `min_refetch_interval`: checked here, so
-        // that requests during that time do not each spawn a task that would do nothing.
+    fn refresh_in_background(self: &Arc<Self>, loaded: &Loaded) {
+        // Checked here too, so that requests while a failed refresh waits for its retry do not
+        // each spawn a task that would do nothing.
         if let Ok(last) = self.loading.try_lock()
-            && last.is_some_and(|t| t.elapsed() < self.policy.min_refetch_interval)
+            && !self.may_load(*last, Some(loaded), Trigger::Refresh)
         {
             return;
         }
+        let generation = loaded.generation;
         if self.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -200,22 +212,40 @@ impl Dynamic {
         };
         let this = Arc::clone(self);
         runtime.spawn(async move {
-            this.reload(generation).await;
+            this.reload(generation, Trigger::Refresh).await;
             this.refreshing.store(false, Ordering::Release);
         });
     }
 
+    /// Whether a load may start now, given the start of the last attempt.
+    fn may_load(
+        &self,
+        last_attempt: Option<Instant>,
+        current: Option<&Loaded>,
+        why: Trigger,
+    ) -> bool {
+        let Some(last) = last_attempt else {
+            return true;
+        };
+        if last.elapsed() >= self.policy.min_refetch_interval {
+            return true;
+        }
+        // The scheduled refresh is not held back by a load that came before it was due (a
+        // refetch for an unknown kid, say); its retries after a failure are.
+        why == Trigger::Refresh
+            && current.is_some_and(|c| last < c.loaded_at + self.policy.interval)
+    }
+
     /// Loads the key set again, unless another load happened since `seen` (the generation the
-    /// caller saw) or the last attempt was less than `min_refetch_interval` ago. Returns what is
-    /// current afterwards.
-    pub(crate) async fn reload(&self, seen: u64) -> Option<Arc<Loaded>> {
+    /// caller saw) or the rate limit says no. Returns what is current afterwards.
+    pub(crate) async fn reload(&self, seen: u64, why: Trigger) -> Option<Arc<Loaded>> {
         let mut last_attempt = self.loading.lock().await;
         let current = self.current.load_full();
         let generation = current.as_ref().map_or(0, |l| l.generation);
         if generation != seen {
             return current;
         }
-        if last_attempt.is_some_and(|t| t.elapsed() < self.policy.min_refetch_interval) {
+        if !self.may_load(*last_attempt, current.as_deref(), why) {
             return current;
         }
         *last_attempt = Some(Instant::now());

@@ -371,7 +371,8 @@ fn configuration_errors_name_the_field() {
         change(&mut config);
         JwtLayer::new(config).unwrap_err().to_string()
     };
-    let cases: Vec<(Box<dyn Fn(&mut JwtConfig)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut JwtConfig)>;
+    let cases: Vec<(Change, &str)> = vec![
         (
             Box::new(|c| c.keys = KeySource::url("https://idp/jwks".parse().unwrap())),
             "keys.url: https://idp/jwks: https is not supported",
