@@ -174,10 +174,16 @@ fn remove_query(uri: &mut Uri, name: &str) {
     } else {
         format!("{}?{}", uri.path(), kept.join("&"))
     };
-    let mut parts = std::mem::take(uri).into_parts();
-    // The new value is the old path with part of the old query: it stays valid.
-    parts.path_and_query = path_and_query.parse().ok();
-    *uri = Uri::from_parts(parts).unwrap_or_default();
+    // The old path with part of the old query stays valid; should it somehow not, the URI is
+    // left as it was rather than replaced by something else.
+    let Ok(path_and_query) = path_and_query.parse() else {
+        return;
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    if let Ok(new) = Uri::from_parts(parts) {
+        *uri = new;
+    }
 }
 
 #[cfg(test)]

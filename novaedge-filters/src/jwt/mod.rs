@@ -9,8 +9,10 @@
 //!    [`JwtConfig::algorithms`] and unknown `crit` extensions are refused;
 //! 3. chooses the keys: by `kid` when the token names one, else the keys whose type (and `alg`
 //!    and curve, if the JWK gives them) fit the algorithm, at most
-//!    [`JwtConfig::max_keys_without_kid`] of them. A key is only ever used for its own family,
-//!    so an RSA or EC public key is never taken as an HMAC secret (algorithm confusion);
+//!    [`JwtConfig::max_keys_without_kid`] of them (keys without a `kid` are also tried for a
+//!    token that names one, as Envoy does). A key is only ever used for its own family, so an
+//!    RSA or EC public key is never taken as an HMAC secret (algorithm confusion). Keys that a
+//!    token carries or points to (`jwk`, `jku`, `x5u`, `x5c`) are never used;
 //! 4. verifies the signature (jsonwebtoken, aws-lc-rs backend): RS256/384/512,
 //!    PS256/384/512, ES256, ES384, EdDSA (Ed25519), HS256/384/512;
 //! 5. checks `exp` and `nbf` with [`JwtConfig::clock_skew`] (default 60 s), `iss` against
@@ -468,6 +470,9 @@ fn key_store(source: KeySource) -> Result<KeyStore, JwtConfigError> {
             }
             if url.host().is_none_or(str::is_empty) {
                 return Err(invalid(field, format!("{url}: no host")));
+            }
+            if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+                return Err(invalid(field, "credentials in the URL are not supported"));
             }
             check_refresh("url", &refresh)?;
             KeyStore::Dynamic(Dynamic::new(Origin::Url(url), refresh))

@@ -378,6 +378,10 @@ fn configuration_errors_name_the_field() {
             "keys.url: https://idp/jwks: https is not supported",
         ),
         (
+            Box::new(|c| c.keys = KeySource::url("http://u:p@idp/jwks".parse().unwrap())),
+            "keys.url: credentials in the URL are not supported",
+        ),
+        (
             Box::new(|c| c.keys = KeySource::url("/jwks".parse().unwrap())),
             "keys.url: /jwks: must be an http:// URL",
         ),
