@@ -11,8 +11,9 @@
 //! per `min_refetch_interval`, so neither a flood of unknown `kid`s nor a dead server turns into
 //! a flood of fetches.
 //!
-//! There is no background task: refreshes are started by requests. A filter that gets no
-//! traffic fetches nothing, and dropping the layer leaves nothing running.
+//! There is no long-lived background task: a refresh is a short task that a request spawns and
+//! that ends with its load (bounded by `fetch_timeout`). A filter that gets no traffic fetches
+//! nothing, and a dropped layer (after a configuration reload, say) leaves no timer behind.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
