@@ -1,13 +1,15 @@
 //! A route rule's filters: the `novaedge-filters` layers its snapshot configuration asks for,
 //! composed in the crate's documented order around the forwarding of one request.
 
-use std::convert::Infallible;
-use std::future::Future;
-
 use http::{Request, Response};
 use hyper::body::Incoming;
+use novaedge_filters::cors::{CorsConfig, CorsLayer};
 use novaedge_filters::headers::{
     HeaderModifier, RequestHeaderModifierLayer, ResponseHeaderModifierLayer,
+};
+use novaedge_filters::ip::{ClientIpSource, IpFilterConfig, IpFilterLayer, parse_cidrs};
+use novaedge_filters::jwt::{
+    Algorithm, ClaimToHeader, JwtConfig, JwtLayer, KeySource, RefreshPolicy, TokenLocation,
 };
 use novaedge_filters::redirect::{RedirectLayer, RequestRedirect};
 use novaedge_filters::rewrite::{PathModifier, UrlRewrite, UrlRewriteLayer};
@@ -15,10 +17,14 @@ use novaedge_snapshot as snapshot;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::body::ProxyBody;
+use crate::proxy::Forward;
 
 /// The compiled filters of one rule; built once per snapshot, shared by its requests.
 #[derive(Debug, Clone)]
 pub(crate) struct RuleFilters {
+    ip_filter: Option<IpFilterLayer>,
+    cors: Option<CorsLayer>,
+    jwt: Option<JwtLayer>,
     redirect: Option<RedirectLayer>,
     request_headers: Option<RequestHeaderModifierLayer>,
     rewrite: Option<UrlRewriteLayer>,
@@ -55,6 +61,93 @@ fn path(p: &snapshot::PathModifier) -> PathModifier {
     }
 }
 
+fn ip_filter(f: &snapshot::IpFilter) -> Result<IpFilterLayer, String> {
+    let client_ip = match f.xff_trusted_hops {
+        0 => ClientIpSource::Peer,
+        hops => ClientIpSource::XForwardedFor {
+            trusted_hops: hops as usize,
+        },
+    };
+    IpFilterLayer::new(IpFilterConfig {
+        allow: parse_cidrs("allow", &f.allow).map_err(|e| e.to_string())?,
+        deny: parse_cidrs("deny", &f.deny).map_err(|e| e.to_string())?,
+        client_ip,
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn jwt(j: &snapshot::JwtAuthentication) -> Result<JwtLayer, String> {
+    let refresh = RefreshPolicy {
+        interval: j.refresh,
+        max_stale: j.max_stale,
+        ..RefreshPolicy::default()
+    };
+    let keys = match &j.keys {
+        snapshot::JwtKeys::Inline(json) => KeySource::Jwks(json.clone()),
+        snapshot::JwtKeys::File(path) => KeySource::File {
+            path: path.into(),
+            refresh,
+        },
+        snapshot::JwtKeys::Url(url) => KeySource::Url {
+            url: url
+                .parse()
+                .map_err(|_| format!("jwks_url: {url:?} is not a URL"))?,
+            refresh,
+        },
+    };
+    let mut config = JwtConfig::new(keys);
+    config.issuers = j.issuers.clone();
+    config.audiences = j.audiences.clone();
+    if !j.algorithms.is_empty() {
+        config.algorithms = j
+            .algorithms
+            .iter()
+            .map(|a| {
+                a.parse::<Algorithm>()
+                    .map_err(|_| format!("algorithms: {a:?} is not an algorithm"))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    config.clock_skew = j.clock_skew;
+    config.required_claims = j.required_claims.clone();
+    if !j.locations.is_empty() {
+        config.locations = j
+            .locations
+            .iter()
+            .map(|l| {
+                Ok(match l {
+                    snapshot::TokenLocation::AuthorizationBearer => {
+                        TokenLocation::AuthorizationBearer
+                    }
+                    snapshot::TokenLocation::Header { name, prefix } => TokenLocation::Header {
+                        name: name
+                            .parse()
+                            .map_err(|_| format!("locations: {name:?} is not a header name"))?,
+                        prefix: prefix.clone(),
+                    },
+                    snapshot::TokenLocation::Cookie(c) => TokenLocation::Cookie(c.clone()),
+                    snapshot::TokenLocation::QueryParam(q) => TokenLocation::Query(q.clone()),
+                })
+            })
+            .collect::<Result<_, String>>()?;
+    }
+    config.forward_claims = j
+        .forward_claims
+        .iter()
+        .map(|(claim, header)| {
+            Ok(ClaimToHeader::new(
+                claim.clone(),
+                header
+                    .parse()
+                    .map_err(|_| format!("forward_claims: {header:?} is not a header name"))?,
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    config.remove_token = j.remove_token;
+    config.allow_missing = j.allow_missing;
+    JwtLayer::new(config).map_err(|e| e.to_string())
+}
+
 impl RuleFilters {
     /// The layers `filters` asks for; `None` when it asks for none, so that a rule without
     /// filters costs nothing per request.
@@ -65,11 +158,11 @@ impl RuleFilters {
         // Never ignore a policy silently: one this engine cannot enforce fails the snapshot.
         for (present, filter) in [
             (!filters.mirrors.is_empty(), "request_mirror"),
-            (filters.cors.is_some(), "cors"),
-            (filters.ip_filter.is_some(), "ip_filter"),
-            (filters.jwt.is_some(), "jwt"),
             (filters.rate_limit.is_some(), "rate_limit"),
-            (filters.timeouts != snapshot::Timeouts::default(), "timeouts"),
+            (
+                filters.timeouts != snapshot::Timeouts::default(),
+                "timeouts",
+            ),
             (filters.retry.is_some(), "retry"),
         ] {
             if present {
@@ -117,7 +210,38 @@ impl RuleFilters {
             .transpose()
             .map_err(|e| error("request_redirect")(e.to_string()))?
             .map(RedirectLayer::new);
+        let ip_filter = filters
+            .ip_filter
+            .as_ref()
+            .map(ip_filter)
+            .transpose()
+            .map_err(error("ip_filter"))?;
+        let cors = filters
+            .cors
+            .as_ref()
+            .map(|c| {
+                CorsLayer::new(CorsConfig {
+                    allow_origins: c.allow_origins.clone(),
+                    allow_methods: c.allow_methods.clone(),
+                    allow_headers: c.allow_headers.clone(),
+                    expose_headers: c.expose_headers.clone(),
+                    allow_credentials: c.allow_credentials,
+                    max_age_secs: Some(u32::try_from(c.max_age.as_secs()).unwrap_or(u32::MAX)),
+                })
+                .map_err(|e| e.to_string())
+            })
+            .transpose()
+            .map_err(error("cors"))?;
+        let jwt = filters
+            .jwt
+            .as_ref()
+            .map(jwt)
+            .transpose()
+            .map_err(error("jwt"))?;
         Ok(Some(Self {
+            ip_filter,
+            cors,
+            jwt,
             redirect,
             request_headers,
             rewrite,
@@ -126,28 +250,21 @@ impl RuleFilters {
     }
 
     /// Runs `req` through the filters, with `forward` innermost.
-    pub(crate) async fn serve<F, Fut>(
+    pub(crate) async fn serve(
         &self,
         req: Request<Incoming>,
-        forward: F,
-    ) -> Response<ProxyBody>
-    where
-        F: FnOnce(Request<Incoming>) -> Fut,
-        Fut: Future<Output = Response<ProxyBody>>,
-    {
-        let mut forward = Some(forward);
-        let inner = tower::service_fn(move |req: Request<Incoming>| {
-            // `oneshot` calls the innermost service at most once.
-            let forward = forward.take().expect("called once");
-            async move { Ok::<_, Infallible>(forward(req).await) }
-        });
+        forward: Forward,
+    ) -> Response<ProxyBody> {
         // The order of novaedge-filters (see its crate docs), outermost first.
         let service = ServiceBuilder::new()
+            .option_layer(self.ip_filter.clone())
+            .option_layer(self.cors.clone())
+            .option_layer(self.jwt.clone())
             .option_layer(self.redirect.clone())
             .option_layer(self.request_headers.clone())
             .option_layer(self.rewrite.clone())
             .option_layer(self.response_headers.clone())
-            .service(inner);
+            .service(forward);
         match service.oneshot(req).await {
             Ok(response) => response,
             Err(never) => match never {},

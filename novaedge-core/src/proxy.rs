@@ -78,13 +78,10 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                 peer,
                 host: request_host(&req),
             };
-            let forwarded = |req| async {
-                forward(&shared, rule, &client, req)
-                    .await
-                    .unwrap_or_else(ProxyError::into_response)
-            };
             let Some(filters) = &rule.filters else {
-                return Ok(forwarded(req).await);
+                return Ok(forward(&shared, rule, &client, req)
+                    .await
+                    .unwrap_or_else(ProxyError::into_response));
             };
             // What filters may need to know about the request besides the request itself.
             let extensions = req.extensions_mut();
@@ -96,7 +93,43 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             if let Some(prefix) = &target.prefix {
                 extensions.insert(prefix.clone());
             }
-            Ok(filters.serve(req, forwarded).await)
+            let forward = Forward {
+                shared,
+                rule: rule.clone(),
+                client: Arc::new(client),
+            };
+            Ok(filters.serve(req, forward).await)
+        })
+    }
+}
+
+/// Forwarding as a tower service: what a rule's filters wrap. It owns what it needs, since a
+/// filter may hold on to it (and clone it) across awaits of its own.
+#[derive(Debug, Clone)]
+pub(crate) struct Forward {
+    shared: Arc<Shared>,
+    rule: Arc<RuleTarget>,
+    client: Arc<ClientInfo>,
+}
+
+impl tower::Service<Request<Incoming>> for Forward {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            Ok(forward(&this.shared, &this.rule, &this.client, req)
+                .await
+                .unwrap_or_else(ProxyError::into_response))
         })
     }
 }

@@ -6,8 +6,8 @@ use common::*;
 use http::{Method, StatusCode};
 use http_body_util::Full;
 use novaedge_snapshot::{
-    HeaderModifier, PathModifier, RequestRedirect, RouteFilters, RouteRule, UpstreamProtocol,
-    UrlRewrite,
+    Cors, HeaderModifier, IpFilter, JwtAuthentication, JwtKeys, PathModifier, RequestRedirect,
+    RouteFilters, RouteRule, UpstreamProtocol, UrlRewrite,
 };
 
 fn with_filters(mut rule: RouteRule, filters: RouteFilters) -> RouteRule {
@@ -175,4 +175,154 @@ async fn redirects_answer_without_a_backend_and_follow_the_port_rules() {
         );
     }
     assert_eq!(app.requests(), 0, "a redirect reached the backend");
+}
+
+const HMAC_SECRET: &[u8] = b"a test secret of thirty-two bytes!";
+
+fn token(claims: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k1".into());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(HMAC_SECRET),
+    )
+    .unwrap()
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// JWT, CORS and IP filters through the engine, with the order the filters crate documents:
+/// IP first, then CORS (a preflight needs no token), then JWT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_policies_guard_their_routes() {
+    let app = echo("app").await;
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "oct", "kid": "k1", "alg": "HS256", "k": base64url(HMAC_SECRET),
+    }]})
+    .to_string();
+    let engine = engine();
+    let rules = vec![
+        with_filters(
+            rule(vec![prefix("/api")], &[("app", 1)]),
+            RouteFilters {
+                cors: Some(Cors {
+                    allow_origins: vec!["https://*.example.com".into()],
+                    allow_methods: vec!["PUT".into()],
+                    allow_headers: vec!["authorization".into()],
+                    expose_headers: vec![],
+                    allow_credentials: true,
+                    max_age: std::time::Duration::from_secs(60),
+                }),
+                jwt: Some(JwtAuthentication {
+                    keys: JwtKeys::Inline(jwks),
+                    refresh: std::time::Duration::from_secs(600),
+                    max_stale: std::time::Duration::from_secs(3600),
+                    issuers: vec!["https://issuer.test".into()],
+                    audiences: vec!["api".into()],
+                    algorithms: vec![],
+                    clock_skew: std::time::Duration::from_secs(60),
+                    required_claims: vec!["exp".into()],
+                    locations: vec![],
+                    forward_claims: vec![("sub".into(), "x-user".into())],
+                    remove_token: true,
+                    allow_missing: false,
+                }),
+                ..RouteFilters::default()
+            },
+        ),
+        with_filters(
+            rule(vec![prefix("/internal")], &[("app", 1)]),
+            RouteFilters {
+                ip_filter: Some(IpFilter {
+                    deny: vec!["127.0.0.0/8".into()],
+                    ..IpFilter::default()
+                }),
+                ..RouteFilters::default()
+            },
+        ),
+    ];
+    engine
+        .apply(&snapshot(
+            1,
+            vec![listener("web")],
+            vec![route("default/r", "web", &[], rules)],
+            vec![backend("app", UpstreamProtocol::Http1, &[&app])],
+        ))
+        .unwrap();
+    let addr = engine.local_addr("web").unwrap();
+    let good = token(serde_json::json!({
+        "iss": "https://issuer.test", "aud": "api", "sub": "alice", "exp": 4_102_444_800u64,
+    }));
+    let expired = token(serde_json::json!({
+        "iss": "https://issuer.test", "aud": "api", "sub": "alice", "exp": 1_000_000_000u64,
+    }));
+
+    for proto in BOTH {
+        let mut client = Client::connect(proto, addr).await;
+        // No token: 401 with a challenge, and the backend never sees it.
+        let response = client.get("app.test", "/api/items").await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{proto:?}");
+        assert!(
+            response.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+
+        let send = |token: &str, client: &Client| {
+            client
+                .request(Method::GET, "app.test", "/api/items")
+                .header("authorization", format!("Bearer {token}"))
+                .header("x-user", "mallory")
+                .body(Full::default())
+                .unwrap()
+        };
+        let response = client.send(send(&expired, &client)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{proto:?}");
+
+        // A good token: the claim is forwarded (the client's spoofed copy replaced), the token
+        // removed.
+        let response = client.send(send(&good, &client)).await.unwrap();
+        let seen = info(&response);
+        assert_eq!(seen.header("x-user"), Some("alice"), "{proto:?}");
+        assert_eq!(seen.header("authorization"), None, "{proto:?}");
+
+        // A CORS preflight is answered before authentication.
+        let preflight = client
+            .request(Method::OPTIONS, "app.test", "/api/items")
+            .header("origin", "https://shop.example.com")
+            .header("access-control-request-method", "PUT")
+            .body(Full::default())
+            .unwrap();
+        let response = client.send(preflight).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{proto:?}");
+        assert_eq!(
+            response.headers()["access-control-allow-origin"],
+            "https://shop.example.com"
+        );
+        assert_eq!(
+            response.headers()["access-control-allow-credentials"],
+            "true"
+        );
+
+        // The IP filter refuses loopback clients on /internal.
+        let response = client.get("app.test", "/internal/metrics").await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{proto:?}");
+    }
+    assert_eq!(
+        app.requests(),
+        2,
+        "only the two authenticated requests got through"
+    );
 }
