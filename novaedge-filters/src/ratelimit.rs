@@ -15,17 +15,18 @@
 //!
 //! The key comes from a [`KeySource`]: the client IP (from the [`ClientAddr`] extension, IPv6
 //! addresses grouped by `/64` by default), a request header, a [`RateLimitKey`] extension that
-//! an earlier filter sets (the JWT filter sets it from a verified claim; see its docs), or
-//! nothing ([`KeySource::Global`]: one lock-free bucket for the route). A request without its
+//! an earlier filter sets (to key on a JWT claim, the JWT filter inserts the verified claim's
+//! value as a `RateLimitKey`; this module knows nothing of tokens), or nothing ([`KeySource::Global`]: one lock-free bucket for the route). A request without its
 //! key goes to one shared bucket or is not limited, as [`MissingKey`] says.
 //!
 //! # Responses
 //!
 //! A refused request is answered here, without calling the inner service: `429` with an empty
 //! body, `Retry-After` (delta-seconds, rounded up, at least 1) and the `RateLimit-*` fields.
-//! The fields follow [draft-ietf-httpapi-ratelimit-headers-06], the last draft with separate
-//! fields (from -07 on they are combined into `RateLimit` / `RateLimit-Policy`; the separate
-//! form is the one clients and gateways implement today):
+//! The fields follow [draft-ietf-httpapi-ratelimit-headers-06] (December 2022), the last draft
+//! with separate fields; from -07 on they are combined into structured `RateLimit` /
+//! `RateLimit-Policy` fields. The separate form was chosen because each field is a plain
+//! integer that any client can read without a structured-field parser:
 //!
 //! | field | value |
 //! |---|---|
@@ -54,9 +55,14 @@
 //! identities) can exceed its per-key limit. Per-key limits cannot stop such a client anyway;
 //! put a [`KeySource::Global`] limit beside the per-key one for that. Header keys that a client
 //! can choose freely give no per-client bound at all, capped store or not; prefer verified
-//! identities ([`RateLimitKey`] from the JWT filter). The stored state is about 100 bytes per
-//! key (a 24-byte key, whatever its length, since text keys are stored as a 128-bit keyed
-//! hash), so the default cap costs at most about 10 MB per route.
+//! identities ([`RateLimitKey`] from the JWT filter).
+//!
+//! A stored key takes about 80 bytes of tables (the key is 24 bytes whatever its length, since
+//! text keys are stored as a 128-bit keyed hash), and about 140 bytes of peak resident memory
+//! once allocator slack and table growth are counted: `examples/ratelimit_memory.rs` pushes a
+//! million distinct keys through the default cap and sees the peak RSS grow by 14 MB, then
+//! stay there. So the default cap costs at most about 14 MB per route, reached only when that
+//! many clients are active; the store does not give memory back when traffic falls.
 //! [`RateLimitLayer::stats`] counts keys dropped each way.
 //!
 //! # Sharing
@@ -119,6 +125,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use governor::clock::Clock;
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -138,23 +145,62 @@ use clock::TokioClock;
 use key::{Key, KeyExtractor};
 use store::{BoundedStore, SharedStore};
 
-/// The default [`RateLimitConfig::max_keys`]: 100,000 keys, about 10 MB of state.
+/// The default [`RateLimitConfig::max_keys`]: 100,000 keys, at most about 14 MB of memory.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// The longest a bucket may take to refill (`burst × period / requests`): 100 years, which
 /// keeps every GCRA timestamp well inside governor's 64-bit nanoseconds.
 const MAX_REFILL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-fn ratelimit_limit() -> HeaderName {
-    HeaderName::from_static("ratelimit-limit")
-}
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-fn ratelimit_remaining() -> HeaderName {
-    HeaderName::from_static("ratelimit-remaining")
-}
+/// How many small integers [`int_value`] serves from [`DIGITS`].
+const SMALL_INTS: usize = 1000;
 
-fn ratelimit_reset() -> HeaderName {
-    HeaderName::from_static("ratelimit-reset")
+/// The decimal digits of 0..1000, each in a 3-byte slot.
+static DIGITS: [u8; SMALL_INTS * 3] = {
+    let mut table = [0u8; SMALL_INTS * 3];
+    let mut n = 0;
+    while n < SMALL_INTS {
+        let digits = [(n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8];
+        let skip = if n >= 100 {
+            0
+        } else if n >= 10 {
+            1
+        } else {
+            2
+        };
+        let mut d = skip;
+        while d < 3 {
+            table[n * 3 + d - skip] = b'0' + digits[d];
+            d += 1;
+        }
+        n += 1;
+    }
+    table
+};
+
+/// `n` as a header value. Below 1000, which covers nearly every value these fields take, the
+/// value points into a static table: no allocation and no reference count on the hot path
+/// (`HeaderValue::from(u64)` allocates).
+fn int_value(n: u64) -> HeaderValue {
+    if n < SMALL_INTS as u64 {
+        let start = n as usize * 3;
+        let len = if n >= 100 {
+            3
+        } else if n >= 10 {
+            2
+        } else {
+            1
+        };
+        let digits = Bytes::from_static(&DIGITS[start..start + len]);
+        if let Ok(value) = HeaderValue::from_maybe_shared(digits) {
+            return value;
+        }
+    }
+    HeaderValue::from(n)
 }
 
 // === Config ===
@@ -470,7 +516,7 @@ where
                 let mut response = ready!(future.poll(cx))?;
                 if let Some(status) = status.take() {
                     // The upstream's own limits, if it sends them, are left as they are.
-                    if !response.headers().contains_key(ratelimit_limit()) {
+                    if !response.headers().contains_key(RATELIMIT_LIMIT) {
                         status.write(response.headers_mut());
                     }
                 }
@@ -611,9 +657,9 @@ impl fmt::Debug for Shared {
 
 impl Status {
     fn write(&self, headers: &mut HeaderMap) {
-        headers.insert(ratelimit_limit(), HeaderValue::from(self.limit));
-        headers.insert(ratelimit_remaining(), HeaderValue::from(self.remaining));
-        headers.insert(ratelimit_reset(), HeaderValue::from(ceil_secs(self.reset)));
+        headers.insert(RATELIMIT_LIMIT, int_value(self.limit.into()));
+        headers.insert(RATELIMIT_REMAINING, int_value(self.remaining.into()));
+        headers.insert(RATELIMIT_RESET, int_value(ceil_secs(self.reset)));
     }
 
     fn too_many_requests<B: Default>(&self) -> Response<B> {
@@ -622,7 +668,7 @@ impl Status {
         let retry_after = self.retry_after.map_or(1, |wait| ceil_secs(wait).max(1));
         response
             .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+            .insert(RETRY_AFTER, int_value(retry_after));
         self.write(response.headers_mut());
         response
     }
@@ -901,6 +947,13 @@ mod tests {
         assert_eq!(retry_after().await, "2", "1.999 s");
         tokio::time::advance(Duration::from_millis(1998)).await;
         assert_eq!(retry_after().await, "1", "1 ms, never 0");
+    }
+
+    #[test]
+    fn int_values_match_their_decimal_form() {
+        for n in (0..2000).chain([u64::from(u32::MAX), u64::MAX]) {
+            assert_eq!(int_value(n), n.to_string(), "{n}");
+        }
     }
 
     #[test]

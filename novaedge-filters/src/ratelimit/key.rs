@@ -345,6 +345,12 @@ mod tests {
     }
 
     #[test]
+    fn stored_keys_are_small_whatever_the_input() {
+        // The module documentation's memory figures count on this.
+        assert_eq!(std::mem::size_of::<Key>(), 24);
+    }
+
+    #[test]
     fn global_is_one_key() {
         let x = KeyExtractor::new(KeySource::Global);
         assert_eq!(x.extract(&from("192.0.2.1:1")), Some(Key::Missing));
