@@ -11,6 +11,9 @@ use novaedge_filters::ip::{ClientIpSource, IpFilterConfig, IpFilterLayer, parse_
 use novaedge_filters::jwt::{
     Algorithm, ClaimToHeader, JwtConfig, JwtLayer, KeySource, RefreshPolicy, TokenLocation,
 };
+use novaedge_filters::ratelimit::{
+    KeySource as RateLimitKeySource, RateLimitConfig, RateLimitLayer,
+};
 use novaedge_filters::redirect::{RedirectLayer, RequestRedirect};
 use novaedge_filters::rewrite::{PathModifier, UrlRewrite, UrlRewriteLayer};
 use novaedge_snapshot as snapshot;
@@ -25,6 +28,7 @@ pub(crate) struct RuleFilters {
     ip_filter: Option<IpFilterLayer>,
     cors: Option<CorsLayer>,
     jwt: Option<JwtLayer>,
+    rate_limit: Option<RateLimitLayer>,
     redirect: Option<RedirectLayer>,
     request_headers: Option<RequestHeaderModifierLayer>,
     rewrite: Option<UrlRewriteLayer>,
@@ -148,6 +152,25 @@ fn jwt(j: &snapshot::JwtAuthentication) -> Result<JwtLayer, String> {
     JwtLayer::new(config).map_err(|e| e.to_string())
 }
 
+fn rate_limit(r: &snapshot::RateLimit) -> Result<RateLimitLayer, String> {
+    let key = match &r.key {
+        snapshot::RateLimitKey::ClientIp { ipv6_prefix } => RateLimitKeySource::ClientIp {
+            ipv4_prefix: 32,
+            ipv6_prefix: *ipv6_prefix,
+        },
+        snapshot::RateLimitKey::Header(h) => RateLimitKeySource::Header(
+            h.parse()
+                .map_err(|_| format!("header: {h:?} is not a header name"))?,
+        ),
+        snapshot::RateLimitKey::JwtClaim(c) => RateLimitKeySource::JwtClaim(c.clone()),
+        snapshot::RateLimitKey::Global => RateLimitKeySource::Global,
+    };
+    let config = RateLimitConfig::new(r.requests, r.period)
+        .with_burst(r.burst)
+        .with_key(key);
+    RateLimitLayer::new(config).map_err(|e| e.to_string())
+}
+
 impl RuleFilters {
     /// The layers `filters` asks for; `None` when it asks for none, so that a rule without
     /// filters costs nothing per request.
@@ -158,7 +181,6 @@ impl RuleFilters {
         // Never ignore a policy silently: one this engine cannot enforce fails the snapshot.
         for (present, filter) in [
             (!filters.mirrors.is_empty(), "request_mirror"),
-            (filters.rate_limit.is_some(), "rate_limit"),
             (
                 filters.timeouts != snapshot::Timeouts::default(),
                 "timeouts",
@@ -238,10 +260,17 @@ impl RuleFilters {
             .map(jwt)
             .transpose()
             .map_err(error("jwt"))?;
+        let rate_limit = filters
+            .rate_limit
+            .as_ref()
+            .map(rate_limit)
+            .transpose()
+            .map_err(error("rate_limit"))?;
         Ok(Some(Self {
             ip_filter,
             cors,
             jwt,
+            rate_limit,
             redirect,
             request_headers,
             rewrite,
@@ -260,6 +289,7 @@ impl RuleFilters {
             .option_layer(self.ip_filter.clone())
             .option_layer(self.cors.clone())
             .option_layer(self.jwt.clone())
+            .option_layer(self.rate_limit.clone())
             .option_layer(self.redirect.clone())
             .option_layer(self.request_headers.clone())
             .option_layer(self.rewrite.clone())

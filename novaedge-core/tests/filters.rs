@@ -6,8 +6,8 @@ use common::*;
 use http::{Method, StatusCode};
 use http_body_util::Full;
 use novaedge_snapshot::{
-    Cors, HeaderModifier, IpFilter, JwtAuthentication, JwtKeys, PathModifier, RequestRedirect,
-    RouteFilters, RouteRule, UpstreamProtocol, UrlRewrite,
+    Cors, HeaderModifier, IpFilter, JwtAuthentication, JwtKeys, PathModifier, RateLimit,
+    RateLimitKey, RequestRedirect, RouteFilters, RouteRule, UpstreamProtocol, UrlRewrite,
 };
 
 fn with_filters(mut rule: RouteRule, filters: RouteFilters) -> RouteRule {
@@ -325,4 +325,41 @@ async fn access_policies_guard_their_routes() {
         2,
         "only the two authenticated requests got through"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_past_the_burst() {
+    let app = echo("app").await;
+    let limited = with_filters(
+        to("app"),
+        RouteFilters {
+            rate_limit: Some(RateLimit {
+                requests: 2,
+                period: std::time::Duration::from_secs(60),
+                burst: 2,
+                key: RateLimitKey::ClientIp { ipv6_prefix: 64 },
+            }),
+            ..RouteFilters::default()
+        },
+    );
+    let engine = engine();
+    engine
+        .apply(&snapshot(
+            1,
+            vec![listener("web")],
+            vec![route("default/r", "web", &[], vec![limited])],
+            vec![backend("app", UpstreamProtocol::Http1, &[&app])],
+        ))
+        .unwrap();
+    let addr = engine.local_addr("web").unwrap();
+    let mut client = Client::connect(Proto::H2c, addr).await;
+    for _ in 0..2 {
+        let response = client.get("app.test", "/").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["ratelimit-limit"], "2");
+    }
+    let response = client.get("app.test", "/").await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "30");
+    assert_eq!(app.requests(), 2);
 }

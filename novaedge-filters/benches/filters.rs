@@ -86,7 +86,9 @@ where
         .unwrap();
     let token = token();
     // Warm the key store and the limiter's bucket once.
-    let warm = rt.block_on(service.clone().oneshot(request(&token))).unwrap();
+    let warm = rt
+        .block_on(service.clone().oneshot(request(&token)))
+        .unwrap();
     assert_eq!(warm.status(), 200, "{name}: the bench request must pass");
     c.bench_function(name, |b| {
         b.iter(|| {

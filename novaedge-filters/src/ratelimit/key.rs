@@ -16,11 +16,14 @@ use crate::ClientAddr;
 /// Where the rate limiter takes a request's key from: each key has its own bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeySource {
-    /// The client's IP address, from the [`ClientAddr`] request extension, with addresses
+    /// The client's IP address, with addresses
     /// grouped by prefix: IPv6 clients usually hold a whole `/64` (and can pick any address in
     /// it), so a per-address key would give each of them 2^64 buckets.
     ///
-    /// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) count as the IPv4 address.
+    /// The address is the [`ClientIp`](crate::ip::ClientIp) request extension when an IP filter
+    /// earlier in the stack resolved one (from `X-Forwarded-For` behind trusted proxies, say),
+    /// else the socket peer from the [`ClientAddr`] extension. IPv4-mapped IPv6 addresses
+    /// (`::ffff:192.0.2.1`) count as the IPv4 address.
     ClientIp {
         /// Prefix length IPv4 addresses are grouped by (0..=32); 32 keys each address alone.
         ipv4_prefix: u8,
@@ -30,9 +33,13 @@ pub enum KeySource {
     /// The value of a request header (the first one, if the header is repeated), byte for
     /// byte: `Bearer a` and `bearer a` are two keys.
     Header(HeaderName),
-    /// The [`RateLimitKey`] request extension set by an earlier filter, for instance the JWT
-    /// filter from a verified claim.
+    /// The [`RateLimitKey`] request extension set by an earlier filter.
     Extension,
+    /// A claim of the token the JWT filter verified (its
+    /// [`VerifiedClaims`](crate::jwt::VerifiedClaims) extension); a dotted name walks into
+    /// nested objects. A string claim is the key as it is, any other value its JSON text. No
+    /// verified token, or no such claim: the request has no key (see [`MissingKey`]).
+    JwtClaim(String),
     /// One bucket shared by every request of the route.
     Global,
 }
@@ -148,8 +155,11 @@ impl KeyExtractor {
                 ipv4_prefix,
                 ipv6_prefix,
             } => {
-                let ClientAddr(addr) = req.extensions().get::<ClientAddr>()?;
-                Some(Key::Ip(ip_prefix(addr.ip(), *ipv4_prefix, *ipv6_prefix)))
+                let ip = match req.extensions().get::<crate::ip::ClientIp>() {
+                    Some(crate::ip::ClientIp(ip)) => *ip,
+                    None => req.extensions().get::<ClientAddr>()?.0.ip(),
+                };
+                Some(Key::Ip(ip_prefix(ip, *ipv4_prefix, *ipv6_prefix)))
             }
             KeySource::Header(name) => {
                 let value = req.headers().get(name)?;
@@ -158,6 +168,14 @@ impl KeyExtractor {
             KeySource::Extension => {
                 let key = req.extensions().get::<RateLimitKey>()?;
                 Some(Key::Text(self.hash_text(key.0.as_bytes())))
+            }
+            KeySource::JwtClaim(claim) => {
+                let claims = req.extensions().get::<crate::jwt::VerifiedClaims>()?;
+                let text = match claims.get(claim)? {
+                    serde_json::Value::String(s) => self.hash_text(s.as_bytes()),
+                    other => self.hash_text(other.to_string().as_bytes()),
+                };
+                Some(Key::Text(text))
             }
             KeySource::Global => Some(Key::Missing),
         }
@@ -355,5 +373,40 @@ mod tests {
         let x = KeyExtractor::new(KeySource::Global);
         assert_eq!(x.extract(&from("192.0.2.1:1")), Some(Key::Missing));
         assert_eq!(x.extract(&Request::new(())), Some(Key::Missing));
+    }
+
+    #[test]
+    fn the_ip_filter_s_client_ip_wins_over_the_peer() {
+        let extractor = KeyExtractor::new(KeySource::client_ip());
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(ClientAddr("10.0.0.1:5000".parse::<SocketAddr>().unwrap()));
+        let peer = extractor.extract(&req);
+        req.extensions_mut()
+            .insert(crate::ip::ClientIp("192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            extractor.extract(&req),
+            Some(Key::Ip("192.0.2.7".parse().unwrap()))
+        );
+        assert_ne!(extractor.extract(&req), peer);
+    }
+
+    #[test]
+    fn jwt_claims_key_by_value() {
+        let extractor = KeyExtractor::new(KeySource::JwtClaim("org.id".into()));
+        let claims = |value: serde_json::Value| {
+            let mut req = Request::new(());
+            let map = serde_json::json!({ "org": { "id": value } });
+            req.extensions_mut()
+                .insert(crate::jwt::VerifiedClaims(map.as_object().unwrap().clone()));
+            req
+        };
+        let a = extractor.extract(&claims(serde_json::json!("acme")));
+        assert!(a.is_some());
+        assert_eq!(extractor.extract(&claims(serde_json::json!("acme"))), a);
+        assert_ne!(extractor.extract(&claims(serde_json::json!("other"))), a);
+        assert!(extractor.extract(&claims(serde_json::json!(42))).is_some());
+        // No verified token: no key.
+        assert_eq!(extractor.extract(&Request::new(())), None);
     }
 }
