@@ -26,6 +26,9 @@
 //! Once the response head has been sent the status cannot change, which is why a late body is
 //! cut rather than turned into a `504`.
 //!
+//! The response body type becomes [`TimeoutBody<ResB>`](TimeoutBody), whose error is a
+//! [`BoxError`]; `ResB` needs `Default` for the `504`.
+//!
 //! # Example
 //!
 //! ```

@@ -1,18 +1,4 @@
-//! A retry budget, after Finagle's `RetryBudget` and linkerd's `retryBudget`: retries are
-//! allowed as a ratio of the recent requests, plus a small reserve per second so that a
-//! quiet route can still retry.
-//!
-//! Over a sliding window of `ttl` (kept as ten slots, so it slides in tenths of `ttl`), the
-//! budget counts the requests that came in and the retries that were made. A retry is allowed
-//! while
-//!
-//! ```text
-//! retries_in_window + 1 <= min_retries_per_sec * ttl_secs + retry_ratio * requests_in_window
-//! ```
-//!
-//! so with the defaults (ratio 0.2, 10 per second, 10 s) retries add at most 20 % to the
-//! upstream's load once past a reserve of 100 retries per 10 s. This is what stops a retry
-//! storm from multiplying the load on an upstream that is already failing.
+//! The retry budget: see [`RetryBudget`].
 
 use std::{
     fmt,
@@ -48,9 +34,24 @@ impl Default for RetryBudgetConfig {
     }
 }
 
-/// A retry budget shared by every clone of a [`Retry`](super::Retry) service (and, through
+/// A retry budget, after Finagle's `RetryBudget` and linkerd's `retryBudget`: retries are
+/// allowed as a ratio of the recent requests, plus a small reserve per second so that a
+/// quiet route can still retry.
+///
+/// Over a sliding window of `ttl` (kept as ten slots, so it slides in tenths of `ttl`), the
+/// budget counts the requests that came in and the retries that were made. A retry is allowed
+/// while
+///
+/// ```text
+/// retries_in_window + 1 <= min_retries_per_sec * ttl_secs + retry_ratio * requests_in_window
+/// ```
+///
+/// so with the defaults (ratio 0.2, 10 per second, 10 s) retries add at most 20 % to the
+/// upstream's load once past a reserve of 100 retries per 10 s. This is what stops a retry
+/// storm from multiplying the load on an upstream that is already failing.
+///
+/// A budget is shared by every clone of a [`Retry`](super::Retry) service (and, through
 /// [`RetryLayer::with_budget`](super::RetryLayer::with_budget), by several routes if wanted).
-/// See the [module docs](self).
 pub struct RetryBudget {
     window: Mutex<Window>,
     reserve: f64,

@@ -67,7 +67,10 @@
 //! # Requirements
 //!
 //! The inner service must be `Clone` (each request takes a clone, as tower's `Retry` does)
-//! and `Send + 'static` with a `Send` future; the response future is boxed.
+//! and `Send + 'static` with a `Send` future; the response future is boxed. The response body
+//! needs `Default` (for the `504` of a per-try timeout): hyper's `Incoming` has none, so an
+//! upstream client boxes it (`http_body_util::combinators::UnsyncBoxBody`), as
+//! `tests/retry.rs` does.
 //!
 //! # Example
 //!

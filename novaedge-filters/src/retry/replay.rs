@@ -1,23 +1,4 @@
 //! [`ReplayBody`]: a request body that can be sent again.
-//!
-//! The body is buffered *as it is read*, not before the first try: the first try streams the
-//! client's body to the upstream while each chunk is also kept (a `Bytes` clone, no copy) in a
-//! buffer shared by every try of the request. A retry gets a new reader that replays the
-//! buffered chunks and then, if the first try had not read the whole body (the upstream
-//! answered or failed early), goes on reading the client's body where the previous try left
-//! off. Nothing waits for the whole body before the first try starts, so streaming requests
-//! (a gRPC bidirectional stream, a client that waits for the response before sending more)
-//! are not held back.
-//!
-//! Buffering is bounded. A body whose size hint already exceeds the limit is not buffered at
-//! all. A body that grows past the limit while streaming stops being buffered (what was
-//! buffered is freed) and the try that is reading it carries on unharmed; the request can then
-//! no longer be retried. The same holds after the client's body failed.
-//!
-//! Only the newest reader may read: when a retry starts, the previous try's body (which an
-//! HTTP client may still be polling in its connection task) fails with
-//! [`ReplayError::Superseded`] on its next poll. Failing (rather than ending the stream) makes
-//! sure an upstream never mistakes a cut-off upload for a whole one.
 
 use std::{
     error::Error as StdError,
@@ -34,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 /// A boxed error, the error type of [`ReplayBody`].
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Why a [`ReplayBody`] cannot be read. See the [module docs](self).
+/// Why a [`ReplayBody`] cannot be read. See [`ReplayBody`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplayError {
@@ -54,6 +35,25 @@ pub enum ReplayError {
 ///
 /// Its data are [`Bytes`]; its error is a [`BoxError`] (the client body's error, or a
 /// [`ReplayError`]).
+///
+/// The body is buffered *as it is read*, not before the first try: the first try streams the
+/// client's body to the upstream while each chunk is also kept (a `Bytes` clone, no copy) in a
+/// buffer shared by every try of the request. A retry gets a new reader that replays the
+/// buffered chunks and then, if the first try had not read the whole body (the upstream
+/// answered or failed early), goes on reading the client's body where the previous try left
+/// off. Nothing waits for the whole body before the first try starts, so streaming requests
+/// (a gRPC bidirectional stream, a client that waits for the response before sending more)
+/// are not held back.
+///
+/// Buffering is bounded. A body whose size hint already exceeds the limit is not buffered at
+/// all. A body that grows past the limit while streaming stops being buffered (what was
+/// buffered is freed) and the try that is reading it carries on unharmed; the request can then
+/// no longer be retried. The same holds after the client's body failed.
+///
+/// Only the newest reader may read: when a retry starts, the previous try's body (which an
+/// HTTP client may still be polling in its connection task) fails with
+/// [`ReplayError::Superseded`] on its next poll. Failing (rather than ending the stream) makes
+/// sure an upstream never mistakes a cut-off upload for a whole one.
 pub struct ReplayBody<B> {
     kind: Kind<B>,
 }
