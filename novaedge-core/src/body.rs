@@ -6,7 +6,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+use novaedge_filters::retry::ReplayBody;
 use novaedge_health::Permit;
 use novaedge_lb::InFlight;
 
@@ -71,6 +73,8 @@ pin_project_lite::pin_project! {
     pub(crate) enum ProxyBody {
         Upstream { #[pin] body: InFlightBody },
         Local { #[pin] body: Full<Bytes> },
+        /// A body some filter wrapped (a timeout's deadline, say).
+        Boxed { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
     }
 }
 
@@ -84,6 +88,17 @@ impl ProxyBody {
             body: Full::new(bytes),
         }
     }
+
+    pub(crate) fn boxed<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        ProxyBody::Boxed {
+            body: body.map_err(Into::into).boxed_unsync(),
+        }
+    }
 }
 
 impl Default for ProxyBody {
@@ -94,17 +109,20 @@ impl Default for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
+            ProxyBodyProj::Upstream { body } => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
             ProxyBodyProj::Local { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map_err(|never| match never {}))),
+            ProxyBodyProj::Boxed { body } => body.poll_frame(cx),
         }
     }
 
@@ -112,6 +130,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { body } => body.is_end_stream(),
             ProxyBody::Local { body } => body.is_end_stream(),
+            ProxyBody::Boxed { body } => body.is_end_stream(),
         }
     }
 
@@ -119,6 +138,64 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { body } => body.size_hint(),
             ProxyBody::Local { body } => body.size_hint(),
+            ProxyBody::Boxed { body } => body.size_hint(),
+        }
+    }
+}
+
+/// The error of bodies that may come from several sources.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
+    /// A request body on its way upstream: the client's, streamed, or the client's behind a
+    /// retry filter's replay buffer.
+    #[project = RequestBodyProj]
+    #[derive(Debug)]
+    pub(crate) enum RequestBody {
+        Client { #[pin] body: Incoming },
+        Replay { #[pin] body: ReplayBody<Incoming> },
+    }
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        RequestBody::Client { body }
+    }
+}
+
+impl From<ReplayBody<Incoming>> for RequestBody {
+    fn from(body: ReplayBody<Incoming>) -> Self {
+        RequestBody::Replay { body }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            RequestBodyProj::Client { body } => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
+            RequestBodyProj::Replay { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client { body } => body.is_end_stream(),
+            RequestBody::Replay { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client { body } => body.size_hint(),
+            RequestBody::Replay { body } => body.size_hint(),
         }
     }
 }

@@ -15,11 +15,16 @@ use novaedge_filters::ratelimit::{
     KeySource as RateLimitKeySource, RateLimitConfig, RateLimitLayer,
 };
 use novaedge_filters::redirect::{RedirectLayer, RequestRedirect};
+use novaedge_filters::retry::{RetryBudgetConfig, RetryConfig, RetryLayer, RetryOn};
 use novaedge_filters::rewrite::{PathModifier, UrlRewrite, UrlRewriteLayer};
+use novaedge_filters::timeout::{TimeoutBody, TimeoutConfig, TimeoutLayer};
 use novaedge_snapshot as snapshot;
+use tower::layer::util::Stack;
+use tower::util::MapResponseLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::body::ProxyBody;
+use crate::error::ProxyError;
 use crate::proxy::Forward;
 
 /// The compiled filters of one rule; built once per snapshot, shared by its requests.
@@ -29,6 +34,8 @@ pub(crate) struct RuleFilters {
     cors: Option<CorsLayer>,
     jwt: Option<JwtLayer>,
     rate_limit: Option<RateLimitLayer>,
+    timeout: Option<TimeoutStack>,
+    retry: Option<RetryLayer<Classify>>,
     redirect: Option<RedirectLayer>,
     request_headers: Option<RequestHeaderModifierLayer>,
     rewrite: Option<UrlRewriteLayer>,
@@ -171,6 +178,90 @@ fn rate_limit(r: &snapshot::RateLimit) -> Result<RateLimitLayer, String> {
     RateLimitLayer::new(config).map_err(|e| e.to_string())
 }
 
+/// A timeout, and its response body made a [`ProxyBody`] again.
+type Unify = fn(Response<TimeoutBody<ProxyBody>>) -> Response<ProxyBody>;
+type TimeoutStack = Stack<TimeoutLayer, MapResponseLayer<Unify>>;
+
+fn unify(response: Response<TimeoutBody<ProxyBody>>) -> Response<ProxyBody> {
+    response.map(ProxyBody::boxed)
+}
+
+/// What a retry filter may retry: a connection that could not be made (after the endpoints the
+/// forwarder already tried), or one that failed once the request was sent.
+type Classify = fn(&ProxyError) -> Option<RetryOn>;
+
+fn classify(error: &ProxyError) -> Option<RetryOn> {
+    match error {
+        ProxyError::Upstream { source, .. } if source.is_connect() => Some(RetryOn::ConnectFailure),
+        ProxyError::Upstream { .. } => Some(RetryOn::Reset),
+        _ => None,
+    }
+}
+
+/// The retry filter for a retry policy and a per-try timeout; with a per-try timeout alone, a
+/// filter that never retries but bounds the one try.
+fn retry(
+    policy: Option<&snapshot::RetryPolicy>,
+    per_try: Option<std::time::Duration>,
+) -> Result<Option<RetryLayer<Classify>>, String> {
+    let config = match policy {
+        None => match per_try {
+            None => return Ok(None),
+            Some(_) => RetryConfig {
+                max_retries: 0,
+                per_try_timeout: per_try,
+                ..RetryConfig::default()
+            },
+        },
+        Some(p) => {
+            let mut retry_on = Vec::new();
+            if p.on_connect_failure {
+                retry_on.push(RetryOn::ConnectFailure);
+            }
+            if p.on_reset {
+                retry_on.extend([RetryOn::Reset, RetryOn::RefusedStream]);
+            }
+            if p.on_5xx {
+                retry_on.push(RetryOn::ServerError);
+            }
+            if per_try.is_some() {
+                retry_on.push(RetryOn::PerTryTimeout);
+            }
+            let defaults = RetryConfig::default();
+            let mut methods = defaults.methods.clone();
+            for m in &p.extra_methods {
+                methods.push(
+                    m.parse()
+                        .map_err(|_| format!("extra_methods: {m:?} is not a method"))?,
+                );
+            }
+            RetryConfig {
+                max_retries: p.attempts.saturating_sub(1),
+                retry_on,
+                retriable_status_codes: p
+                    .statuses
+                    .iter()
+                    .map(|&s| http::StatusCode::from_u16(s).map_err(|_| format!("statuses: {s}")))
+                    .collect::<Result<_, _>>()?,
+                retriable_grpc_codes: p.grpc_codes.clone(),
+                per_try_timeout: per_try,
+                backoff_base: p.backoff_base,
+                backoff_max: p.backoff_max,
+                budget: Some(RetryBudgetConfig {
+                    retry_ratio: f64::from(p.budget_percent) / 100.0,
+                    min_retries_per_sec: p.budget_min_per_second,
+                    ..RetryBudgetConfig::default()
+                }),
+                methods,
+                max_buffered_body: usize::try_from(p.max_buffered_body_bytes).unwrap_or(usize::MAX),
+                ..defaults
+            }
+        }
+    };
+    let layer = RetryLayer::new(config).map_err(|e| e.to_string())?;
+    Ok(Some(layer.with_classifier(classify as Classify)))
+}
+
 impl RuleFilters {
     /// The layers `filters` asks for; `None` when it asks for none, so that a rule without
     /// filters costs nothing per request.
@@ -179,17 +270,10 @@ impl RuleFilters {
             return Ok(None);
         }
         // Never ignore a policy silently: one this engine cannot enforce fails the snapshot.
-        for (present, filter) in [
-            (!filters.mirrors.is_empty(), "request_mirror"),
-            (
-                filters.timeouts != snapshot::Timeouts::default(),
-                "timeouts",
-            ),
-            (filters.retry.is_some(), "retry"),
-        ] {
-            if present {
-                return Err(error(filter)("not supported by this data plane yet".into()));
-            }
+        if !filters.mirrors.is_empty() {
+            return Err(error("request_mirror")(
+                "not supported by this data plane yet".into(),
+            ));
         }
         let request_headers = filters
             .request_headers
@@ -266,11 +350,25 @@ impl RuleFilters {
             .map(rate_limit)
             .transpose()
             .map_err(error("rate_limit"))?;
+        let timeout = filters
+            .timeouts
+            .request
+            .map(|d| {
+                TimeoutLayer::new(TimeoutConfig::new(d))
+                    .map(|t| Stack::new(t, MapResponseLayer::new(unify as Unify)))
+                    .map_err(|e| e.to_string())
+            })
+            .transpose()
+            .map_err(error("timeouts"))?;
+        let retry = retry(filters.retry.as_ref(), filters.timeouts.backend_request)
+            .map_err(error("retry"))?;
         Ok(Some(Self {
             ip_filter,
             cors,
             jwt,
             rate_limit,
+            timeout,
+            retry,
             redirect,
             request_headers,
             rewrite,
@@ -294,10 +392,12 @@ impl RuleFilters {
             .option_layer(self.request_headers.clone())
             .option_layer(self.rewrite.clone())
             .option_layer(self.response_headers.clone())
+            .option_layer(self.timeout.clone())
+            .option_layer(self.retry.clone())
             .service(forward);
-        match service.oneshot(req).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
+        service
+            .oneshot(req)
+            .await
+            .unwrap_or_else(ProxyError::into_response)
     }
 }

@@ -14,13 +14,14 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Held, InFlightBody, ProxyBody};
+use crate::body::{Held, InFlightBody, ProxyBody, RequestBody};
 use crate::engine::Shared;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::runtime::Cluster;
 use crate::runtime::{RuleTarget, SocketKey};
 use crate::upstream::{SendError, UpstreamError, Wire};
+use novaedge_filters::retry::ATTEMPT_HEADER;
 use novaedge_filters::{ClientAddr, LocalListener};
 use novaedge_health::Outcome;
 use novaedge_lb::{EndpointState, InFlight};
@@ -79,7 +80,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                 host: request_host(&req),
             };
             let Some(filters) = &rule.filters else {
-                return Ok(forward(&shared, rule, &client, req)
+                return Ok(forward(&shared, rule, &client, req.map(RequestBody::from))
                     .await
                     .unwrap_or_else(ProxyError::into_response));
             };
@@ -112,25 +113,24 @@ pub(crate) struct Forward {
     client: Arc<ClientInfo>,
 }
 
-impl tower::Service<Request<Incoming>> for Forward {
+/// Errors stay errors here, so that a retry filter can tell a failed connection or a reset
+/// from a response; whatever is left of them becomes a response outside the filters.
+impl<B: Into<RequestBody>> tower::Service<Request<B>> for Forward {
     type Response = Response<ProxyBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
 
     fn poll_ready(
         &mut self,
         _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
+    ) -> std::task::Poll<Result<(), ProxyError>> {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move {
-            Ok(forward(&this.shared, &this.rule, &this.client, req)
-                .await
-                .unwrap_or_else(ProxyError::into_response))
-        })
+        let req = req.map(Into::into);
+        Box::pin(async move { forward(&this.shared, &this.rule, &this.client, req).await })
     }
 }
 
@@ -196,10 +196,19 @@ async fn forward(
     shared: &Arc<Shared>,
     target: &RuleTarget,
     client: &ClientInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let peer = client.peer;
     let cluster = target.pick_backend().ok_or(ProxyError::NoBackend)?;
+    let overloaded = |overflow| ProxyError::Overloaded {
+        backend: cluster.name.clone(),
+        overflow,
+    };
+    // A retry filter's retry counts against the backend's `max_retries` until its answer comes.
+    let _retry_permit = match req.headers().contains_key(ATTEMPT_HEADER) {
+        true => Some(cluster.breaker.try_acquire_retry().map_err(overloaded)?),
+        false => None,
+    };
     // Held until the response body ends (or the upgraded tunnel closes).
     let request_permit =
         cluster
@@ -330,7 +339,7 @@ async fn forward(
 /// upstream protocol wants, the original host kept, hop-by-hop headers removed, forwarding
 /// headers added.
 fn prepare_upstream_request(
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     wire: Wire,
     endpoint: SocketAddr,
     client: &ClientInfo,

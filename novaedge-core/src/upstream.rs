@@ -34,8 +34,9 @@ use novaedge_health::{CircuitBreaker, Overflow, Permit};
 
 use crate::config::EngineConfig;
 
-/// The body sent upstream: the client's own request body, streamed.
-pub(crate) type UpstreamBody = Incoming;
+/// The body sent upstream: the client's own request body, streamed (possibly through a retry
+/// filter's replay buffer).
+pub(crate) type UpstreamBody = crate::body::RequestBody;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UpstreamError {

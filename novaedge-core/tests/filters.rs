@@ -2,12 +2,19 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use novaedge_snapshot::{
     Cors, HeaderModifier, IpFilter, JwtAuthentication, JwtKeys, PathModifier, RateLimit,
-    RateLimitKey, RequestRedirect, RouteFilters, RouteRule, UpstreamProtocol, UrlRewrite,
+    RateLimitKey, RequestRedirect, RetryPolicy, RouteFilters, RouteRule, Timeouts,
+    UpstreamProtocol, UrlRewrite,
 };
 
 fn with_filters(mut rule: RouteRule, filters: RouteFilters) -> RouteRule {
@@ -362,4 +369,136 @@ async fn rate_limits_answer_429_past_the_burst() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()["retry-after"], "30");
     assert_eq!(app.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_timeout_answers_504_and_fast_requests_pass() {
+    let app = echo("app").await;
+    let timed = with_filters(
+        to("app"),
+        RouteFilters {
+            timeouts: Timeouts {
+                request: Some(std::time::Duration::from_millis(300)),
+                backend_request: None,
+            },
+            ..RouteFilters::default()
+        },
+    );
+    let (engine, addr) = serve_rules(&app, vec![timed]);
+    for proto in BOTH {
+        let mut client = Client::connect(proto, addr).await;
+        assert_eq!(
+            client.get("app.test", "/?delay_ms=10").await.status(),
+            StatusCode::OK
+        );
+        let started = std::time::Instant::now();
+        let response = client.get("app.test", "/?delay_ms=5000").await;
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT, "{proto:?}");
+        // Answered at the deadline, long before the backend would have.
+        assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    }
+    drop(engine);
+}
+
+/// An upstream that answers 503 to every other request, and 200 with the attempt header it saw
+/// otherwise.
+async fn flaky_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let attempt = req
+                        .headers()
+                        .get("x-novaedge-retry-attempt")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default();
+                    async move {
+                        let status = if n.is_multiple_of(2) { 503 } else { 200 };
+                        Ok::<_, hyper::Error>(
+                            http::Response::builder()
+                                .status(status)
+                                .header("x-attempt", attempt)
+                                .body(Full::new(Bytes::from_static(b"x")))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_turn_a_503_into_the_next_try_s_answer() {
+    let (upstream, seen) = flaky_backend().await;
+    let retried = with_filters(
+        to("app"),
+        RouteFilters {
+            retry: Some(RetryPolicy::new(3)),
+            ..RouteFilters::default()
+        },
+    );
+    let engine = engine();
+    engine
+        .apply(&snapshot(
+            1,
+            vec![listener("web")],
+            vec![route("default/r", "web", &[], vec![retried])],
+            vec![backend_at(
+                "app",
+                UpstreamProtocol::Http1,
+                vec![endpoint(upstream)],
+            )],
+        ))
+        .unwrap();
+    let addr = engine.local_addr("web").unwrap();
+    for proto in BOTH {
+        let mut client = Client::connect(proto, addr).await;
+        let before = seen.load(Ordering::SeqCst);
+        let response = client.get("app.test", "/").await;
+        assert_eq!(response.status(), StatusCode::OK, "{proto:?}");
+        assert_eq!(response.headers()["x-attempt"], "1", "{proto:?}");
+        assert_eq!(seen.load(Ordering::SeqCst) - before, 2);
+        // A POST is not idempotent: its 503 comes back as it is.
+        let post = client
+            .request(Method::POST, "app.test", "/")
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .unwrap();
+        let response = client.send(post).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{proto:?}"
+        );
+        // Realign the flaky backend (a 200 turn) for the next protocol.
+        assert_eq!(client.get("app.test", "/").await.status(), StatusCode::OK);
+    }
+}
+
+fn serve_rules(
+    app: &novaedge_echo::EchoServer,
+    rules: Vec<RouteRule>,
+) -> (novaedge_core::Engine, SocketAddr) {
+    let engine = engine();
+    engine
+        .apply(&snapshot(
+            1,
+            vec![listener("web")],
+            vec![route("default/r", "web", &[], rules)],
+            vec![backend("app", UpstreamProtocol::Http1, &[app])],
+        ))
+        .unwrap();
+    let addr = engine.local_addr("web").unwrap();
+    (engine, addr)
 }
