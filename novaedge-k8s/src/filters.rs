@@ -1,20 +1,27 @@
-//! HTTPRoute rule filters to the snapshot's [`RouteFilters`].
+//! HTTPRoute rule filters and timeouts to the snapshot's [`RouteFilters`].
 //!
-//! Translated: `RequestHeaderModifier`, `ResponseHeaderModifier`, `URLRewrite` and
-//! `RequestRedirect`. The data plane runs them in the fixed order of `novaedge-filters`, whatever
-//! order the rule lists them in; that is safe because Gateway API lets each of them appear once
-//! per rule and forbids the one combination whose order would matter (redirect with rewrite).
+//! Translated: `RequestHeaderModifier`, `ResponseHeaderModifier`, `URLRewrite`,
+//! `RequestRedirect`, `RequestMirror` and the rule's `timeouts`. The data plane runs the filters
+//! in the fixed order of `novaedge-filters`, whatever order the rule lists them in; that is safe
+//! because Gateway API lets each of them but `RequestMirror` appear once per rule, forbids the
+//! one combination whose order would matter (redirect with rewrite), and mirrors copy the request
+//! as it is sent to the backend.
+//!
+//! A mirror's `backendRef` is returned unresolved ([`MirrorRef`]): the translator resolves it
+//! with the same rules and the same backend registration as the rule's `backendRefs`.
 //!
 //! The Gateway API rules an API server enforces through the CRD's validations are checked here
 //! too, because the file source (`novaedge run`) sees manifests no API server has checked: a
 //! filter type given twice, redirect with rewrite, `ReplacePrefixMatch` outside `PathPrefix`
-//! matches, header names and values, one action per header, status codes, ports, and the `type`
-//! field agreeing with the one sub-object it names. A scheme other than `http`/`https`, a filter
-//! without `type` and an unknown `type` already fail when the object is parsed (see
-//! [`crate::objects`]), with the same kind of field path.
+//! matches, header names and values, one action per header, status codes, ports, mirror
+//! fractions, `backendRequest` not above `request`, and the `type` field agreeing with the one
+//! sub-object it names. A scheme other than `http`/`https`, a filter without `type` and an
+//! unknown `type` already fail when the object is parsed (see [`crate::objects`]), with the same
+//! kind of field path.
 //!
 //! Not supported yet, and reported as errors rather than dropped (a dropped filter changes what a
-//! route does): `RequestMirror`, `CORS`, `ExtensionRef`, and filters on `backendRefs`.
+//! route does): `CORS` (a `ProxyPolicy` can set CORS, see [`crate::policy`]), `ExtensionRef`, and
+//! filters on `backendRefs`.
 //!
 //! One deliberate difference from the CRD: it rejects a `requestRedirect` in a rule that also has
 //! `backendRefs`; here that is a warning, since the redirect answers every request first and the
@@ -24,27 +31,54 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use gateway_api::httproutes::{
-    HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestRedirect,
+    HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestMirror,
+    HttpRouteRulesFiltersRequestMirrorBackendRef, HttpRouteRulesFiltersRequestRedirect,
     HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
     HttpRouteRulesFiltersType as Type, HttpRouteRulesFiltersUrlRewrite,
-    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatchesPathType,
+    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatchesPathType, HttpRouteRulesTimeouts,
 };
 use http::{HeaderName, HeaderValue};
 use novaedge_snapshot::{
-    HeaderModifier, PathModifier, RequestRedirect, RouteFilters, UrlRewrite, check_hostname,
+    HeaderModifier, PathModifier, RequestRedirect, RouteFilters, Timeouts, UrlRewrite,
+    check_hostname,
 };
 
 use crate::diagnostics::Diagnostic;
+use crate::health::GatewayDuration;
 
-/// The filters of one rule. `field` is the rule's path (`spec.rules[2]`); problems are added to
-/// `diagnostics`. `None` when any of them is an error: the rule cannot be served as written.
-pub(crate) fn rule_filters(
-    rule: &HttpRouteRules,
+/// The longest timeout the snapshot accepts.
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// A rule's filters as far as they translate without the Services: `filters.mirrors` is empty,
+/// and `mirrors` holds the mirror filters for the caller to resolve.
+#[derive(Debug)]
+pub(crate) struct RuleFilters<'r> {
+    pub(crate) filters: RouteFilters,
+    pub(crate) mirrors: Vec<MirrorRef<'r>>,
+    /// False when any problem is an error: the rule cannot be served as written.
+    pub(crate) ok: bool,
+}
+
+/// A `RequestMirror` filter whose `backendRef` is still to be resolved.
+#[derive(Debug)]
+pub(crate) struct MirrorRef<'r> {
+    /// The reference's field path (`spec.rules[0].filters[1].requestMirror.backendRef`).
+    pub(crate) field: String,
+    pub(crate) backend_ref: &'r HttpRouteRulesFiltersRequestMirrorBackendRef,
+    /// Share of requests mirrored, in millionths; 0 when the filter mirrors nothing (already
+    /// reported as a warning): the reference is still checked, but no mirror is added.
+    pub(crate) fraction_ppm: u32,
+}
+
+/// The filters and timeouts of one rule. `field` is the rule's path (`spec.rules[2]`); problems
+/// are added to `diagnostics`.
+pub(crate) fn rule_filters<'r>(
+    rule: &'r HttpRouteRules,
     field: &str,
     object: &str,
     file: Option<&PathBuf>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<RouteFilters> {
+) -> RuleFilters<'r> {
     let mut r = Report {
         object,
         file,
@@ -52,6 +86,7 @@ pub(crate) fn rule_filters(
         failed: false,
     };
     let mut out = RouteFilters::default();
+    let mut mirrors = Vec::new();
     // The index of the first filter of each kind that may appear once.
     let mut first: HashMap<&'static str, usize> = HashMap::new();
     let mut redirect_at = None;
@@ -63,15 +98,29 @@ pub(crate) fn rule_filters(
             continue;
         }
         let unsupported = match f.r#type {
-            Type::RequestMirror => Some(
-                "RequestMirror filters are not supported yet (they come with the mirror filter)",
+            Type::Cors => Some(
+                "CORS filters are not supported yet; a ProxyPolicy with a cors section can set \
+                 CORS for the route",
             ),
-            Type::Cors => Some("CORS filters are not supported yet"),
             Type::ExtensionRef => Some("ExtensionRef filters are not supported yet"),
             _ => None,
         };
         if let Some(message) = unsupported {
             r.error(format!("{field}.type"), message);
+            continue;
+        }
+        if f.r#type == Type::RequestMirror {
+            // The one filter Gateway API lets a rule have several of.
+            if let Some(m) = &f.request_mirror {
+                let field = format!("{field}.requestMirror");
+                if let Some(fraction_ppm) = mirror_fraction(m, &field, &mut r) {
+                    mirrors.push(MirrorRef {
+                        field: format!("{field}.backendRef"),
+                        backend_ref: &m.backend_ref,
+                        fraction_ppm,
+                    });
+                }
+            }
             continue;
         }
         if let Some(j) = first.get(kind) {
@@ -119,7 +168,7 @@ pub(crate) fn rule_filters(
                     .as_ref()
                     .map(|u| redirect(u, rule, &field, &mut r));
             }
-            // Reported as unsupported above.
+            // Handled above.
             Type::RequestMirror | Type::Cors | Type::ExtensionRef => {}
         }
     }
@@ -149,7 +198,126 @@ pub(crate) fn rule_filters(
             );
         }
     }
-    (!r.failed).then_some(out)
+    if let Some(t) = &rule.timeouts {
+        out.timeouts = timeouts(t, &format!("{field}.timeouts"), &mut r);
+    }
+    RuleFilters {
+        filters: out,
+        mirrors,
+        ok: !r.failed,
+    }
+}
+
+/// Gateway API `HTTPRouteTimeouts`: `0s` turns a timeout off; `backendRequest` (each try) may
+/// not be longer than `request` (the whole request, retries included).
+fn timeouts(t: &HttpRouteRulesTimeouts, field: &str, r: &mut Report<'_>) -> Timeouts {
+    let mut parse = |name: &str, value: Option<&String>| {
+        let value = value?;
+        let at = format!("{field}.{name}");
+        match value.parse::<GatewayDuration>() {
+            Err(e) => {
+                r.error(at, e.to_string());
+                None
+            }
+            Ok(GatewayDuration(d)) if d > MAX_TIMEOUT => {
+                r.error(
+                    at,
+                    format!(
+                        "must be at most 24h (or 0s for no timeout), got {}",
+                        GatewayDuration(d)
+                    ),
+                );
+                None
+            }
+            Ok(GatewayDuration(d)) => (!d.is_zero()).then_some(d),
+        }
+    };
+    let request = parse("request", t.request.as_ref());
+    let backend_request = parse("backendRequest", t.backend_request.as_ref());
+    if let (Some(request), Some(backend)) = (request, backend_request)
+        && backend > request
+    {
+        r.error(
+            format!("{field}.backendRequest"),
+            format!(
+                "{} is longer than request ({}): one try cannot outlast the whole request",
+                GatewayDuration(backend),
+                GatewayDuration(request)
+            ),
+        );
+    }
+    Timeouts {
+        request,
+        backend_request,
+    }
+}
+
+/// The share of requests a mirror filter copies, in millionths: `percent` or `fraction`, all of
+/// them when neither is given. `None` on an error.
+fn mirror_fraction(
+    m: &HttpRouteRulesFiltersRequestMirror,
+    field: &str,
+    r: &mut Report<'_>,
+) -> Option<u32> {
+    let ppm = match (m.percent, &m.fraction) {
+        (None, None) => 1_000_000,
+        (Some(_), Some(_)) => {
+            r.error(
+                format!("{field}.fraction"),
+                "give percent or fraction, not both",
+            );
+            return None;
+        }
+        (Some(p), None) => match u32::try_from(p) {
+            Ok(p @ 0..=100) => p * 10_000,
+            _ => {
+                r.error(
+                    format!("{field}.percent"),
+                    format!("must be from 0 to 100, got {p}"),
+                );
+                return None;
+            }
+        },
+        (None, Some(f)) => {
+            let denominator = f.denominator.unwrap_or(100);
+            let mut ok = true;
+            if denominator <= 0 {
+                r.error(
+                    format!("{field}.fraction.denominator"),
+                    format!("must be at least 1, got {denominator}"),
+                );
+                ok = false;
+            }
+            if f.numerator < 0 || (denominator > 0 && f.numerator > denominator) {
+                r.error(
+                    format!("{field}.fraction.numerator"),
+                    format!(
+                        "must be from 0 to the denominator ({denominator}), got {}",
+                        f.numerator
+                    ),
+                );
+                ok = false;
+            }
+            if !ok {
+                return None;
+            }
+            let (n, d) = (
+                u64::try_from(f.numerator).ok()?,
+                u64::try_from(denominator).ok()?,
+            );
+            // Rounded to the nearest millionth; a fraction too small for that still mirrors
+            // something, since the user asked for some.
+            let ppm = (n * 1_000_000 + d / 2) / d;
+            u32::try_from(ppm).ok()?.max(u32::from(n > 0))
+        }
+    };
+    if ppm == 0 {
+        r.warning(
+            field.to_owned(),
+            "mirrors no request (a share of 0); the filter does nothing",
+        );
+    }
+    Some(ppm)
 }
 
 /// Where problems go: diagnostics about one object in one file.

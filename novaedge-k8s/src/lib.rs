@@ -32,12 +32,14 @@ pub mod file_source;
 mod filters;
 pub mod health;
 pub mod objects;
+pub mod policy;
 mod translate;
 
 pub use diagnostics::{Diagnostic, Severity};
 pub use health::{
     CIRCUIT_BREAKER_ANNOTATION, HEALTH_CHECK_ANNOTATION, OUTLIER_DETECTION_ANNOTATION,
 };
+pub use policy::{PROXY_POLICY_API_VERSION, ProxyPolicy, ProxyPolicySpec};
 pub use translate::{
     GATEWAY_CONTROLLER_NAME, HASH_ON_ANNOTATION, LOAD_BALANCER_ANNOTATION,
     PANIC_THRESHOLD_ANNOTATION, TranslateOptions, Translation, translate,

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::diagnostics::Diagnostic;
+use crate::policy::{PROXY_POLICY_API_VERSION, ProxyPolicy};
 
 /// A Kubernetes object of a kind NovaEdge understands.
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub enum Object {
     HttpRoute(HttpRoute),
     Service(Service),
     EndpointSlice(EndpointSlice),
+    /// NovaEdge's own policy kind (see [`crate::policy`]); boxed, being the largest.
+    ProxyPolicy(Box<ProxyPolicy>),
 }
 
 /// An object and the file it was read from.
@@ -38,6 +41,7 @@ impl Object {
             Object::HttpRoute(_) => "HTTPRoute",
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
+            Object::ProxyPolicy(_) => "ProxyPolicy",
         }
     }
 
@@ -48,6 +52,7 @@ impl Object {
             Object::HttpRoute(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
+            Object::ProxyPolicy(o) => &o.metadata,
         }
     }
 
@@ -259,6 +264,9 @@ fn parse_value(
         }
         ("v1", "Service") => typed(value).map(Object::Service),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value).map(Object::EndpointSlice),
+        (PROXY_POLICY_API_VERSION, "ProxyPolicy") => {
+            typed(value).map(Box::new).map(Object::ProxyPolicy)
+        }
         _ => {
             diagnostics.push(Diagnostic::warning(
                 object,

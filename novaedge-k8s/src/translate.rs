@@ -14,12 +14,14 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use novaedge_snapshot::{
     self as snapshot, Backend, BackendRef, ConfigSnapshot, Endpoint, HashOn, HeaderMatch, LbPolicy,
-    Listener, ListenerProtocol, LoadBalancing, MatchType, PathMatch, QueryParamMatch, RouteMatch,
-    RouteRule, UpstreamProtocol, check_hostname, check_regex,
+    Listener, ListenerProtocol, LoadBalancing, MatchType, PathMatch, QueryParamMatch,
+    RequestMirror, RouteMatch, RouteRule, UpstreamProtocol, check_hostname, check_regex,
 };
 
 use crate::diagnostics::Diagnostic;
+use crate::filters::RuleFilters;
 use crate::objects::{Object, Sourced, namespace_of};
+use crate::policy::{Placement, ProxyPolicy, Target};
 
 /// The `controllerName` of GatewayClasses that NovaEdge serves.
 pub const GATEWAY_CONTROLLER_NAME: &str = "novaedge.io/gateway-controller";
@@ -104,7 +106,26 @@ struct Translator<'a> {
     routes: BTreeMap<Key, (&'a HttpRoute, Option<&'a PathBuf>)>,
     services: HashMap<Key, (&'a Service, Option<&'a PathBuf>)>,
     slices: HashMap<Key, Vec<(&'a EndpointSlice, Option<&'a PathBuf>)>>,
+    policies: Vec<(&'a ProxyPolicy, Option<&'a PathBuf>)>,
     backends: BTreeMap<String, Backend>,
+}
+
+/// What a route attaches to on one port.
+#[derive(Default)]
+struct Attachment {
+    /// The hostnames it serves there; `None`: any host.
+    hosts: Option<Vec<String>>,
+    /// The Gateways it is attached through.
+    gateways: Vec<Key>,
+}
+
+/// A reference to a Service port, as `backendRefs` and mirror filters write it.
+struct ServiceRef<'r> {
+    group: Option<&'r str>,
+    kind: Option<&'r str>,
+    name: &'r str,
+    namespace: Option<&'r str>,
+    port: Option<i32>,
 }
 
 /// A Gateway listener NovaEdge serves.
@@ -157,6 +178,7 @@ impl<'a> Translator<'a> {
                 Object::Service(s) => {
                     self.services.insert(key, (s, file));
                 }
+                Object::ProxyPolicy(p) => self.policies.push((p.as_ref(), file)),
                 Object::EndpointSlice(s) => {
                     match s
                         .metadata
@@ -285,6 +307,7 @@ impl<'a> Translator<'a> {
             .map(|l| (l.port, format!("http-{}", l.port)))
             .collect();
         let mut routes = Vec::new();
+        let mut placements = Vec::new();
         let all: Vec<_> = self.routes.iter().map(|(k, v)| (k.clone(), *v)).collect();
         for ((namespace, name), (route, file)) in all {
             let object = format!("HTTPRoute {namespace}/{name}");
@@ -311,16 +334,32 @@ impl<'a> Translator<'a> {
                 .creation_timestamp
                 .as_ref()
                 .map_or(0, |t| t.0.as_second());
-            for (port, hosts) in attachments {
+            for (port, attachment) in attachments {
                 routes.push(snapshot::Route {
                     name: format!("{namespace}/{name}"),
                     listener: ports[&port].clone(),
-                    hostnames: hosts.unwrap_or_default(),
+                    hostnames: attachment.hosts.unwrap_or_default(),
                     rules: rules.clone(),
                     creation_timestamp: created,
                 });
+                placements.push(Placement {
+                    route: (namespace.clone(), name.clone()),
+                    gateways: attachment.gateways,
+                });
             }
         }
+        let (gateways, http_routes) = (&self.gateways, &self.routes);
+        let exists = |target: &Target| match target {
+            Target::Gateway(key) => gateways.contains_key(key),
+            Target::Route(key) => http_routes.contains_key(key),
+        };
+        crate::policy::apply(
+            &self.policies,
+            exists,
+            &mut routes,
+            &placements,
+            &mut self.diagnostics,
+        );
         ConfigSnapshot {
             version,
             listeners: ports
@@ -337,7 +376,8 @@ impl<'a> Translator<'a> {
         }
     }
 
-    /// The ports a route attaches to, with the hostnames it serves on each (`None`: any host).
+    /// The ports a route attaches to, with the hostnames it serves and the Gateways it is
+    /// attached through on each.
     fn attach(
         &mut self,
         route: &HttpRoute,
@@ -346,8 +386,8 @@ impl<'a> Translator<'a> {
         listeners: &[GatewayListener<'a>],
         object: &str,
         file: Option<&PathBuf>,
-    ) -> BTreeMap<u16, Option<Vec<String>>> {
-        let mut out: BTreeMap<u16, Option<Vec<String>>> = BTreeMap::new();
+    ) -> BTreeMap<u16, Attachment> {
+        let mut out: BTreeMap<u16, Attachment> = BTreeMap::new();
         for (p, parent) in route.spec.parent_refs.iter().flatten().enumerate() {
             let field = format!("spec.parentRefs[{p}]");
             let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
@@ -394,7 +434,14 @@ impl<'a> Translator<'a> {
                     continue;
                 };
                 attached = true;
-                let entry = out.entry(l.port).or_insert_with(|| Some(Vec::new()));
+                let entry = out.entry(l.port).or_insert_with(|| Attachment {
+                    hosts: Some(Vec::new()),
+                    gateways: Vec::new(),
+                });
+                if !entry.gateways.contains(&gateway) {
+                    entry.gateways.push(gateway.clone());
+                }
+                let entry = &mut entry.hosts;
                 match (entry.as_mut(), hosts) {
                     (Some(all), Some(hosts)) => {
                         for h in hosts {
@@ -434,9 +481,31 @@ impl<'a> Translator<'a> {
         let mut ok = true;
         for (k, rule) in route.spec.rules.iter().flatten().enumerate() {
             let field = format!("spec.rules[{k}]");
-            let filters =
-                crate::filters::rule_filters(rule, &field, object, file, &mut self.diagnostics);
-            ok &= filters.is_some();
+            let RuleFilters {
+                mut filters,
+                mirrors,
+                ok: filters_ok,
+            } = crate::filters::rule_filters(rule, &field, object, file, &mut self.diagnostics);
+            ok &= filters_ok;
+            for m in mirrors {
+                let r = m.backend_ref;
+                let target = ServiceRef {
+                    group: r.group.as_deref(),
+                    kind: r.kind.as_deref(),
+                    name: &r.name,
+                    namespace: r.namespace.as_deref(),
+                    port: r.port,
+                };
+                match self.service_port(&target, namespace, &m.field, object, file) {
+                    // A mirror of nothing (already warned about) adds no backend.
+                    Some(_) if m.fraction_ppm == 0 => {}
+                    Some((key, port)) => filters.mirrors.push(RequestMirror {
+                        backend: self.backend(&key, port),
+                        fraction_ppm: m.fraction_ppm,
+                    }),
+                    None => ok = false,
+                }
+            }
             let mut matches = Vec::new();
             for (j, m) in rule.matches.iter().flatten().enumerate() {
                 match self.route_match(m, &format!("{field}.matches[{j}]"), object, file) {
@@ -448,7 +517,7 @@ impl<'a> Translator<'a> {
                 Some(backends) => out.push(RouteRule {
                     matches,
                     backends,
-                    filters: filters.unwrap_or_default(),
+                    filters,
                 }),
                 None => ok = false,
             }
@@ -588,64 +657,88 @@ impl<'a> Translator<'a> {
         let mut ok = true;
         for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
             let field = format!("{field}.backendRefs[{j}]");
-            let mut fail = |t: &mut Self, sub: &str, message: String| {
-                t.error(file, object.into(), format!("{field}.{sub}"), message);
-                ok = false;
+            let target = ServiceRef {
+                group: b.group.as_deref(),
+                kind: b.kind.as_deref(),
+                name: &b.name,
+                namespace: b.namespace.as_deref(),
+                port: b.port,
             };
-            if b.group.as_deref().is_some_and(|g| !g.is_empty())
-                || b.kind.as_deref().is_some_and(|k| k != "Service")
-            {
-                fail(
-                    self,
-                    "kind",
-                    "only core Service backends are supported".into(),
-                );
+            let Some((key, service_port)) =
+                self.service_port(&target, namespace, &field, object, file)
+            else {
+                ok = false;
                 continue;
-            }
-            if b.namespace.as_deref().is_some_and(|ns| ns != namespace) {
-                fail(
-                    self,
-                    "namespace",
-                    "cross-namespace backends need a ReferenceGrant, which is not supported yet"
-                        .into(),
-                );
-                continue;
-            }
+            };
             let weight = b.weight.unwrap_or(1);
             let Ok(weight) = u32::try_from(weight) else {
-                fail(self, "weight", format!("{weight} is negative"));
-                continue;
-            };
-            let Some(port) = b.port else {
-                fail(self, "port", "required when referring to a Service".into());
-                continue;
-            };
-            let key: Key = (namespace.into(), b.name.clone());
-            let Some((service, _)) = self.services.get(&key).copied() else {
-                fail(
-                    self,
-                    "name",
-                    format!("Service {namespace}/{} not found", b.name),
+                self.error(
+                    file,
+                    object.into(),
+                    format!("{field}.weight"),
+                    format!("{weight} is negative"),
                 );
-                continue;
-            };
-            let service_port = service
-                .spec
-                .as_ref()
-                .and_then(|s| s.ports.as_ref())
-                .and_then(|ports| ports.iter().find(|p| p.port == port));
-            let Some(service_port) = service_port else {
-                fail(
-                    self,
-                    "port",
-                    format!("Service {namespace}/{} has no port {port}", b.name),
-                );
+                ok = false;
                 continue;
             };
             let backend = self.backend(&key, service_port);
             out.push(BackendRef { backend, weight });
         }
         ok.then_some(out)
+    }
+
+    /// The Service port a reference names, in the route's `namespace`; `None` after reporting
+    /// (under `field`) why it names none.
+    fn service_port(
+        &mut self,
+        r: &ServiceRef<'_>,
+        namespace: &str,
+        field: &str,
+        object: &str,
+        file: Option<&PathBuf>,
+    ) -> Option<(Key, &'a ServicePort)> {
+        let fail = |t: &mut Self, sub: &str, message: String| {
+            t.error(file, object.into(), format!("{field}.{sub}"), message);
+            None
+        };
+        if r.group.is_some_and(|g| !g.is_empty()) || r.kind.is_some_and(|k| k != "Service") {
+            return fail(
+                self,
+                "kind",
+                "only core Service backends are supported".into(),
+            );
+        }
+        if r.namespace.is_some_and(|ns| ns != namespace) {
+            return fail(
+                self,
+                "namespace",
+                "cross-namespace backends need a ReferenceGrant, which is not supported yet".into(),
+            );
+        }
+        let Some(port) = r.port else {
+            return fail(self, "port", "required when referring to a Service".into());
+        };
+        let key: Key = (namespace.into(), r.name.to_owned());
+        let Some((service, _)) = self.services.get(&key).copied() else {
+            return fail(
+                self,
+                "name",
+                format!("Service {namespace}/{} not found", r.name),
+            );
+        };
+        let service_port = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| p.port == port));
+        let Some(service_port) = service_port else {
+            return fail(
+                self,
+                "port",
+                format!("Service {namespace}/{} has no port {port}", r.name),
+            );
+        };
+        Some((key, service_port))
     }
 
     /// The backend for one Service port, built on first use; returns its name.

@@ -511,13 +511,11 @@ fn unknown_values_and_a_missing_type_fail_when_parsing() {
 }
 
 #[test]
-fn mirror_cors_extension_and_backend_filters_are_not_supported_yet() {
+fn cors_extension_and_backend_filters_are_not_supported_yet() {
     assert_eq!(
         errors(
             r#"
 - filters:
-    - type: RequestMirror
-      requestMirror: {backendRef: {name: web, port: 80}}
     - type: CORS
       cors: {allowOrigins: ["https://example.com"]}
     - type: ExtensionRef
@@ -530,10 +528,9 @@ fn mirror_cors_extension_and_backend_filters_are_not_supported_yet() {
 "#
         ),
         [
-            "spec.rules[0].filters[0].type: RequestMirror filters are not supported yet (they \
-             come with the mirror filter)",
-            "spec.rules[0].filters[1].type: CORS filters are not supported yet",
-            "spec.rules[0].filters[2].type: ExtensionRef filters are not supported yet",
+            "spec.rules[0].filters[0].type: CORS filters are not supported yet; a ProxyPolicy \
+             with a cors section can set CORS for the route",
+            "spec.rules[0].filters[1].type: ExtensionRef filters are not supported yet",
             "spec.rules[1].backendRefs[0].filters: per-backend filters are not supported yet; put \
              the filters on the rule",
         ]
