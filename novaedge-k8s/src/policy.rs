@@ -618,7 +618,7 @@ impl RateLimitSpec {
             errors.push("requests", "must be at least 1");
         }
         if self.burst == Some(0) {
-            errors.push("burst", "must be at least 1 (leave it out for `requests`)");
+            errors.push("burst", "must be at least 1 (left out, it is requests)");
         }
         let key = match &self.key {
             None => RateLimitKey::ClientIp { ipv6_prefix: 64 },
@@ -1205,13 +1205,12 @@ fn conflicts(
                         &v.object,
                         format!("spec.{}", s.name()),
                         format!(
-                            "conflicts with {}, which also sets {} for {} and is older (or, \
-                             created at the same time, first by name); {} applies, this \
-                             section does not",
+                            "conflicts with {}, which also sets {section} for {}: the older \
+                             policy (then the first by namespace/name) wins, so this policy's \
+                             {section} is ignored",
                             valid[w].object,
-                            s.name(),
                             v.target.describe(),
-                            valid[w].object,
+                            section = s.name(),
                         ),
                     )
                     .in_file(v.file.cloned()),

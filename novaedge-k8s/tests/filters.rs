@@ -1,10 +1,12 @@
 //! HTTPRoute rule filters, through the public path a user's manifests take: YAML text parsed into
 //! objects, translated into a snapshot, and diagnostics as printed.
 
+use std::time::Duration;
+
 use novaedge_k8s::objects::parse_yaml;
 use novaedge_k8s::{Diagnostic, TranslateOptions, Translation, translate};
 use novaedge_snapshot::{
-    HeaderModifier, PathModifier, RequestRedirect, RouteFilters, RouteRule, UrlRewrite,
+    HeaderModifier, PathModifier, RequestRedirect, RouteFilters, RouteRule, Timeouts, UrlRewrite,
 };
 
 const BASE: &str = r#"
@@ -574,5 +576,230 @@ spec:
             set: pairs(&[("x-from", "other")]),
             ..HeaderModifier::default()
         })
+    );
+}
+
+/// A second Service (`shop/shadow`, port 80 with one endpoint) to mirror to.
+const SHADOW: &str = r#"---
+apiVersion: v1
+kind: Service
+metadata: {name: shadow, namespace: shop}
+spec:
+  ports: [{name: http, port: 80}, {name: admin, port: 9000}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: shadow-1, namespace: shop, labels: {kubernetes.io/service-name: shadow}}
+addressType: IPv4
+ports: [{name: http, port: 9101}]
+endpoints: [{addresses: [10.0.1.1]}]
+"#;
+
+/// Translates the route with `rules`, with the shadow Service present.
+fn translate_with_shadow(rules: &str) -> Translation {
+    let (objects, diagnostics) = parse_yaml(&(manifests(rules) + SHADOW), None);
+    assert!(diagnostics.is_empty(), "{diagnostics:?}");
+    translate(&objects, &TranslateOptions::default())
+}
+
+#[test]
+fn request_mirrors_become_snapshot_backends_with_their_fraction() {
+    // Gateway API's mirroring example, with a percentage, a fraction and one of each kind of
+    // default; several mirror filters in one rule are allowed.
+    let t = translate_with_shadow(
+        r#"
+- filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow, port: 80}, percent: 25}
+    - type: RequestMirror
+      requestMirror: {backendRef: {kind: Service, name: shadow, port: 9000}, fraction: {numerator: 1, denominator: 3}}
+    - type: RequestMirror
+      requestMirror: {backendRef: {group: "", name: web, namespace: shop, port: 80}}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow, port: 80}, fraction: {numerator: 5}}
+  backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let mirrors: Vec<(&str, u32)> = t.snapshot.routes[0].rules[0]
+        .filters
+        .mirrors
+        .iter()
+        .map(|m| (m.backend.as_str(), m.fraction_ppm))
+        .collect();
+    assert_eq!(
+        mirrors,
+        [
+            ("shop/shadow:80", 250_000),
+            ("shop/shadow:9000", 333_333),
+            ("shop/web:80", 1_000_000),
+            // The denominator defaults to 100.
+            ("shop/shadow:80", 50_000),
+        ]
+    );
+    // The mirrored Service ports are backends like any other, with their endpoints.
+    let backends: Vec<&str> = t
+        .snapshot
+        .backends
+        .iter()
+        .map(|b| b.name.as_str())
+        .collect();
+    assert_eq!(
+        backends,
+        ["shop/shadow:80", "shop/shadow:9000", "shop/web:80"]
+    );
+    let shadow = &t.snapshot.backends[0];
+    assert_eq!(shadow.endpoints[0].address.to_string(), "10.0.1.1:9101");
+    assert!(t.snapshot.validate().is_ok());
+}
+
+#[test]
+fn a_mirror_of_nothing_is_a_warning_and_adds_no_backend() {
+    let t = translate_with_shadow(
+        r#"
+- filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow, port: 80}, percent: 0}
+  backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    assert!(!t.has_errors(), "{:?}", t.diagnostics);
+    assert_eq!(
+        field_messages(t.diagnostics.iter()),
+        [
+            "spec.rules[0].filters[0].requestMirror: mirrors no request (a share of 0); the filter \
+             does nothing"
+        ]
+    );
+    assert!(t.snapshot.routes[0].rules[0].filters.mirrors.is_empty());
+    assert_eq!(t.snapshot.backends.len(), 1);
+    // A tiny share is still a share: rounded up to one in a million, not to nothing.
+    let t = translate_with_shadow(
+        r#"
+- filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: shadow, port: 80}, fraction: {numerator: 1, denominator: 100000000}}
+  backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    assert_eq!(
+        t.snapshot.routes[0].rules[0].filters.mirrors[0].fraction_ppm,
+        1
+    );
+}
+
+#[test]
+fn bad_mirror_references_and_fractions_name_their_field() {
+    let t = translate_with_shadow(
+        r#"
+- filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}, percent: 101}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}, percent: 5, fraction: {numerator: 1}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}, fraction: {numerator: 1, denominator: 0}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}, fraction: {numerator: 3, denominator: 2}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 80}, fraction: {numerator: -1}}}
+  backendRefs: [{name: web, port: 80}]
+- filters:
+    - {type: RequestMirror, requestMirror: {backendRef: {group: example.com, kind: Bucket, name: b}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, namespace: other, port: 80}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: nope, port: 80}}}
+    - {type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 81}}}
+  backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    assert!(t.snapshot.routes.is_empty());
+    let f = |i: usize| format!("spec.rules[0].filters[{i}].requestMirror");
+    let g = |i: usize| format!("spec.rules[1].filters[{i}].requestMirror.backendRef");
+    assert_eq!(
+        field_messages(t.diagnostics.iter()),
+        [
+            format!("{}.percent: must be from 0 to 100, got 101", f(0)),
+            format!("{}.fraction: give percent or fraction, not both", f(1)),
+            format!("{}.fraction.denominator: must be at least 1, got 0", f(2)),
+            format!(
+                "{}.fraction.numerator: must be from 0 to the denominator (2), got 3",
+                f(3)
+            ),
+            format!(
+                "{}.fraction.numerator: must be from 0 to the denominator (100), got -1",
+                f(4)
+            ),
+            format!("{}.kind: only core Service backends are supported", g(0)),
+            format!(
+                "{}.namespace: cross-namespace backends need a ReferenceGrant, which is not \
+                 supported yet",
+                g(1)
+            ),
+            format!("{}.port: required when referring to a Service", g(2)),
+            format!("{}.name: Service shop/nope not found", g(3)),
+            format!("{}.port: Service shop/shadow has no port 81", g(4)),
+        ]
+    );
+    assert!(t.diagnostics.iter().all(Diagnostic::is_error));
+}
+
+#[test]
+fn rule_timeouts_with_zero_meaning_none() {
+    // Gateway API's timeouts example: the whole request and each try to the backend.
+    let rules = rules(
+        r#"
+- matches: [{path: {value: /a}}]
+  timeouts: {request: 10s, backendRequest: 2s}
+  backendRefs: [{name: web, port: 80}]
+- matches: [{path: {value: /b}}]
+  timeouts: {request: 0s, backendRequest: 1m30s}
+  backendRefs: [{name: web, port: 80}]
+- matches: [{path: {value: /c}}]
+  timeouts: {request: 500ms}
+  backendRefs: [{name: web, port: 80}]
+- backendRefs: [{name: web, port: 80}]
+"#,
+    );
+    let timeouts: Vec<Timeouts> = rules.iter().map(|r| r.filters.timeouts).collect();
+    let s = Duration::from_secs;
+    assert_eq!(
+        timeouts,
+        [
+            Timeouts {
+                request: Some(s(10)),
+                backend_request: Some(s(2)),
+            },
+            // 0s is no timeout; then backendRequest has nothing to be compared with.
+            Timeouts {
+                request: None,
+                backend_request: Some(s(90)),
+            },
+            Timeouts {
+                request: Some(Duration::from_millis(500)),
+                backend_request: None,
+            },
+            Timeouts::default(),
+        ]
+    );
+}
+
+#[test]
+fn bad_timeouts_name_their_field() {
+    assert_eq!(
+        errors(
+            r#"
+- timeouts: {request: 10s, backendRequest: 11s}
+  backendRefs: [{name: web, port: 80}]
+- timeouts: {request: "5 s", backendRequest: 25h}
+  backendRefs: [{name: web, port: 80}]
+- timeouts: {request: "10"}
+  backendRefs: [{name: web, port: 80}]
+"#
+        ),
+        [
+            "spec.rules[0].timeouts.backendRequest: 11s is longer than request (10s): one try \
+             cannot outlast the whole request",
+            r#"spec.rules[1].timeouts.request: "5 s" is not a duration (use e.g. 5s, 500ms, 1m30s)"#,
+            "spec.rules[1].timeouts.backendRequest: must be at most 24h (or 0s for no timeout), \
+             got 25h",
+            r#"spec.rules[2].timeouts.request: "10" is not a duration (use e.g. 5s, 500ms, 1m30s)"#,
+        ]
     );
 }
