@@ -8,7 +8,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
-use novaedge_filters::retry::ReplayBody;
 use novaedge_health::Permit;
 use novaedge_lb::InFlight;
 
@@ -147,25 +146,32 @@ impl Body for ProxyBody {
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project_lite::pin_project! {
-    /// A request body on its way upstream: the client's, streamed, or the client's behind a
-    /// retry filter's replay buffer.
+    /// A request body on its way upstream: the client's, streamed as it is, or whatever the
+    /// route's filters made of it (a retry's replay buffer, a mirror's tee, a mirrored copy).
     #[project = RequestBodyProj]
     #[derive(Debug)]
     pub(crate) enum RequestBody {
         Client { #[pin] body: Incoming },
-        Replay { #[pin] body: ReplayBody<Incoming> },
+        Filtered { #[pin] body: UnsyncBoxBody<Bytes, BoxError> },
+    }
+}
+
+impl RequestBody {
+    pub(crate) fn filtered<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        RequestBody::Filtered {
+            body: body.map_err(Into::into).boxed_unsync(),
+        }
     }
 }
 
 impl From<Incoming> for RequestBody {
     fn from(body: Incoming) -> Self {
         RequestBody::Client { body }
-    }
-}
-
-impl From<ReplayBody<Incoming>> for RequestBody {
-    fn from(body: ReplayBody<Incoming>) -> Self {
-        RequestBody::Replay { body }
     }
 }
 
@@ -181,21 +187,21 @@ impl Body for RequestBody {
             RequestBodyProj::Client { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
-            RequestBodyProj::Replay { body } => body.poll_frame(cx),
+            RequestBodyProj::Filtered { body } => body.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Client { body } => body.is_end_stream(),
-            RequestBody::Replay { body } => body.is_end_stream(),
+            RequestBody::Filtered { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Client { body } => body.size_hint(),
-            RequestBody::Replay { body } => body.size_hint(),
+            RequestBody::Filtered { body } => body.size_hint(),
         }
     }
 }

@@ -105,7 +105,12 @@ impl Engine {
         if control.shut_down {
             return Err(ApplyError::ShutDown);
         }
-        let prepared = Runtime::prepare(snapshot, default_bind, &control.balancers)?;
+        let prepared = Runtime::prepare(
+            snapshot,
+            default_bind,
+            &control.balancers,
+            &Arc::downgrade(&self.shared),
+        )?;
 
         // Bind everything new before touching anything, so a failure leaves no trace.
         let mut wanted: HashMap<SocketKey, &str> = HashMap::new();

@@ -18,6 +18,8 @@ pub(crate) enum ProxyError {
     NoRoute,
     #[error("the route has no backend to send to")]
     NoBackend,
+    #[error("the engine is shutting down")]
+    ShuttingDown,
     #[error("backend {backend} has no ready endpoint")]
     NoEndpoint { backend: String },
     #[error("upgrade requested to HTTP/2 backend {backend}")]
@@ -44,6 +46,7 @@ impl ProxyError {
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no route\n"),
             // Gateway API: a rule whose backends are all invalid or weighted 0 answers 500.
             ProxyError::NoBackend => (StatusCode::INTERNAL_SERVER_ERROR, "no backend\n"),
+            ProxyError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
             ProxyError::NoEndpoint { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n")
             }

@@ -2,7 +2,6 @@
 //! composed in the crate's documented order around the forwarding of one request.
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use novaedge_filters::cors::{CorsConfig, CorsLayer};
 use novaedge_filters::headers::{
     HeaderModifier, RequestHeaderModifierLayer, ResponseHeaderModifierLayer,
@@ -11,36 +10,24 @@ use novaedge_filters::ip::{ClientIpSource, IpFilterConfig, IpFilterLayer, parse_
 use novaedge_filters::jwt::{
     Algorithm, ClaimToHeader, JwtConfig, JwtLayer, KeySource, RefreshPolicy, TokenLocation,
 };
+use novaedge_filters::mirror::{MirrorBody, MirrorConfig, MirrorFraction, MirrorLayer};
 use novaedge_filters::ratelimit::{
     KeySource as RateLimitKeySource, RateLimitConfig, RateLimitLayer,
 };
 use novaedge_filters::redirect::{RedirectLayer, RequestRedirect};
-use novaedge_filters::retry::{RetryBudgetConfig, RetryConfig, RetryLayer, RetryOn};
+use novaedge_filters::retry::{ReplayBody, RetryBudgetConfig, RetryConfig, RetryLayer, RetryOn};
 use novaedge_filters::rewrite::{PathModifier, UrlRewrite, UrlRewriteLayer};
 use novaedge_filters::timeout::{TimeoutBody, TimeoutConfig, TimeoutLayer};
 use novaedge_snapshot as snapshot;
 use tower::layer::util::Stack;
 use tower::util::MapResponseLayer;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::util::{BoxCloneSyncService, MapRequest};
+use tower::{Layer, Service, ServiceExt};
 
 use crate::body::ProxyBody;
+use crate::body::RequestBody;
 use crate::error::ProxyError;
-use crate::proxy::Forward;
-
-/// The compiled filters of one rule; built once per snapshot, shared by its requests.
-#[derive(Debug, Clone)]
-pub(crate) struct RuleFilters {
-    ip_filter: Option<IpFilterLayer>,
-    cors: Option<CorsLayer>,
-    jwt: Option<JwtLayer>,
-    rate_limit: Option<RateLimitLayer>,
-    timeout: Option<TimeoutStack>,
-    retry: Option<RetryLayer<Classify>>,
-    redirect: Option<RedirectLayer>,
-    request_headers: Option<RequestHeaderModifierLayer>,
-    rewrite: Option<UrlRewriteLayer>,
-    response_headers: Option<ResponseHeaderModifierLayer>,
-}
+use crate::proxy::{Forward, MirrorTarget};
 
 /// A filter configuration the filters crate refused (validation lets few through).
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +167,6 @@ fn rate_limit(r: &snapshot::RateLimit) -> Result<RateLimitLayer, String> {
 
 /// A timeout, and its response body made a [`ProxyBody`] again.
 type Unify = fn(Response<TimeoutBody<ProxyBody>>) -> Response<ProxyBody>;
-type TimeoutStack = Stack<TimeoutLayer, MapResponseLayer<Unify>>;
 
 fn unify(response: Response<TimeoutBody<ProxyBody>>) -> Response<ProxyBody> {
     response.map(ProxyBody::boxed)
@@ -262,142 +248,193 @@ fn retry(
     Ok(Some(layer.with_classifier(classify as Classify)))
 }
 
-impl RuleFilters {
-    /// The layers `filters` asks for; `None` when it asks for none, so that a rule without
-    /// filters costs nothing per request.
-    pub(crate) fn compile(filters: &snapshot::RouteFilters) -> Result<Option<Self>, FilterError> {
-        if filters.is_empty() {
-            return Ok(None);
-        }
-        // Never ignore a policy silently: one this engine cannot enforce fails the snapshot.
-        if !filters.mirrors.is_empty() {
-            return Err(error("request_mirror")(
-                "not supported by this data plane yet".into(),
-            ));
-        }
-        let request_headers = filters
-            .request_headers
-            .as_ref()
-            .map(|m| header_modifier(m).map(RequestHeaderModifierLayer::new))
-            .transpose()
-            .map_err(error("request_header_modifier"))?;
-        let response_headers = filters
-            .response_headers
-            .as_ref()
-            .map(|m| header_modifier(m).map(ResponseHeaderModifierLayer::new))
-            .transpose()
-            .map_err(error("response_header_modifier"))?;
-        let rewrite = filters
-            .url_rewrite
-            .as_ref()
-            .map(|r| UrlRewrite::new(r.hostname.clone(), r.path.as_ref().map(path)))
-            .transpose()
-            .map_err(|e| error("url_rewrite")(e.to_string()))?
-            .map(UrlRewriteLayer::new);
-        let redirect = filters
-            .redirect
-            .as_ref()
-            .map(|r| {
-                let mut builder = RequestRedirect::builder().status(r.status_code);
-                if let Some(s) = &r.scheme {
-                    builder = builder.scheme(s.clone());
-                }
-                if let Some(h) = &r.hostname {
-                    builder = builder.hostname(h.clone());
-                }
-                if let Some(p) = r.port {
-                    builder = builder.port(p);
-                }
-                if let Some(p) = &r.path {
-                    builder = builder.path(path(p));
-                }
-                builder.build()
-            })
-            .transpose()
-            .map_err(|e| error("request_redirect")(e.to_string()))?
-            .map(RedirectLayer::new);
-        let ip_filter = filters
-            .ip_filter
-            .as_ref()
-            .map(ip_filter)
-            .transpose()
-            .map_err(error("ip_filter"))?;
-        let cors = filters
-            .cors
-            .as_ref()
-            .map(|c| {
-                CorsLayer::new(CorsConfig {
-                    allow_origins: c.allow_origins.clone(),
-                    allow_methods: c.allow_methods.clone(),
-                    allow_headers: c.allow_headers.clone(),
-                    expose_headers: c.expose_headers.clone(),
-                    allow_credentials: c.allow_credentials,
-                    max_age_secs: Some(u32::try_from(c.max_age.as_secs()).unwrap_or(u32::MAX)),
-                })
-                .map_err(|e| e.to_string())
-            })
-            .transpose()
-            .map_err(error("cors"))?;
-        let jwt = filters
-            .jwt
-            .as_ref()
-            .map(jwt)
-            .transpose()
-            .map_err(error("jwt"))?;
-        let rate_limit = filters
-            .rate_limit
-            .as_ref()
-            .map(rate_limit)
-            .transpose()
-            .map_err(error("rate_limit"))?;
-        let timeout = filters
-            .timeouts
-            .request
-            .map(|d| {
-                TimeoutLayer::new(TimeoutConfig::new(d))
-                    .map(|t| Stack::new(t, MapResponseLayer::new(unify as Unify)))
-                    .map_err(|e| e.to_string())
-            })
-            .transpose()
-            .map_err(error("timeouts"))?;
-        let retry = retry(filters.retry.as_ref(), filters.timeouts.backend_request)
-            .map_err(error("retry"))?;
-        Ok(Some(Self {
-            ip_filter,
-            cors,
-            jwt,
-            rate_limit,
-            timeout,
-            retry,
-            redirect,
-            request_headers,
-            rewrite,
-            response_headers,
-        }))
-    }
+/// A rule's filters around forwarding, built once per snapshot: each filter the rule asks for
+/// wraps the ones inside it and is then boxed, so the stack's type stays one small type however
+/// many filters there are, and a rule pays only for the filters it has.
+pub(crate) type FilterStack =
+    BoxCloneSyncService<Request<RequestBody>, Response<ProxyBody>, ProxyError>;
 
-    /// Runs `req` through the filters, with `forward` innermost.
-    pub(crate) async fn serve(
-        &self,
-        req: Request<Incoming>,
-        forward: Forward,
-    ) -> Response<ProxyBody> {
-        // The order of novaedge-filters (see its crate docs), outermost first.
-        let service = ServiceBuilder::new()
-            .option_layer(self.ip_filter.clone())
-            .option_layer(self.cors.clone())
-            .option_layer(self.jwt.clone())
-            .option_layer(self.rate_limit.clone())
-            .option_layer(self.redirect.clone())
-            .option_layer(self.request_headers.clone())
-            .option_layer(self.rewrite.clone())
-            .option_layer(self.response_headers.clone())
-            .option_layer(self.timeout.clone())
-            .option_layer(self.retry.clone())
-            .service(forward);
-        service
-            .oneshot(req)
-            .await
-            .unwrap_or_else(ProxyError::into_response)
+fn boxed<S>(service: S) -> FilterStack
+where
+    S: Service<Request<RequestBody>, Response = Response<ProxyBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(service)
+}
+
+/// The filters `filters` asks for around `forward`; `None` when it asks for none, so that a
+/// rule without filters costs nothing per request. `mirror_target` finds a mirror's backend.
+pub(crate) fn compile(
+    filters: &snapshot::RouteFilters,
+    forward: Forward,
+    mirror_target: impl Fn(&str) -> Option<MirrorTarget>,
+) -> Result<Option<FilterStack>, FilterError> {
+    if filters.is_empty() {
+        return Ok(None);
     }
+    if filters.mirrors.len() > 1 {
+        return Err(error("request_mirror")(
+            "only one mirror per rule is supported so far".into(),
+        ));
+    }
+    let mirror = filters
+        .mirrors
+        .first()
+        .map(|m| {
+            let target = mirror_target(&m.backend)
+                .ok_or_else(|| format!("no backend named {:?}", m.backend))?;
+            let config = MirrorConfig {
+                fraction: MirrorFraction {
+                    numerator: m.fraction_ppm,
+                    denominator: 1_000_000,
+                },
+                ..MirrorConfig::default()
+            };
+            MirrorLayer::new(config, target).map_err(|e| e.to_string())
+        })
+        .transpose()
+        .map_err(error("request_mirror"))?;
+    let request_headers = filters
+        .request_headers
+        .as_ref()
+        .map(|m| header_modifier(m).map(RequestHeaderModifierLayer::new))
+        .transpose()
+        .map_err(error("request_header_modifier"))?;
+    let response_headers = filters
+        .response_headers
+        .as_ref()
+        .map(|m| header_modifier(m).map(ResponseHeaderModifierLayer::new))
+        .transpose()
+        .map_err(error("response_header_modifier"))?;
+    let rewrite = filters
+        .url_rewrite
+        .as_ref()
+        .map(|r| UrlRewrite::new(r.hostname.clone(), r.path.as_ref().map(path)))
+        .transpose()
+        .map_err(|e| error("url_rewrite")(e.to_string()))?
+        .map(UrlRewriteLayer::new);
+    let redirect = filters
+        .redirect
+        .as_ref()
+        .map(|r| {
+            let mut builder = RequestRedirect::builder().status(r.status_code);
+            if let Some(s) = &r.scheme {
+                builder = builder.scheme(s.clone());
+            }
+            if let Some(h) = &r.hostname {
+                builder = builder.hostname(h.clone());
+            }
+            if let Some(p) = r.port {
+                builder = builder.port(p);
+            }
+            if let Some(p) = &r.path {
+                builder = builder.path(path(p));
+            }
+            builder.build()
+        })
+        .transpose()
+        .map_err(|e| error("request_redirect")(e.to_string()))?
+        .map(RedirectLayer::new);
+    let ip_filter = filters
+        .ip_filter
+        .as_ref()
+        .map(ip_filter)
+        .transpose()
+        .map_err(error("ip_filter"))?;
+    let cors = filters
+        .cors
+        .as_ref()
+        .map(|c| {
+            CorsLayer::new(CorsConfig {
+                allow_origins: c.allow_origins.clone(),
+                allow_methods: c.allow_methods.clone(),
+                allow_headers: c.allow_headers.clone(),
+                expose_headers: c.expose_headers.clone(),
+                allow_credentials: c.allow_credentials,
+                max_age_secs: Some(u32::try_from(c.max_age.as_secs()).unwrap_or(u32::MAX)),
+            })
+            .map_err(|e| e.to_string())
+        })
+        .transpose()
+        .map_err(error("cors"))?;
+    let jwt = filters
+        .jwt
+        .as_ref()
+        .map(jwt)
+        .transpose()
+        .map_err(error("jwt"))?;
+    let rate_limit = filters
+        .rate_limit
+        .as_ref()
+        .map(rate_limit)
+        .transpose()
+        .map_err(error("rate_limit"))?;
+    let timeout = filters
+        .timeouts
+        .request
+        .map(|d| {
+            TimeoutLayer::new(TimeoutConfig::new(d))
+                .map(|t| Stack::new(t, MapResponseLayer::new(unify as Unify)))
+                .map_err(|e| e.to_string())
+        })
+        .transpose()
+        .map_err(error("timeouts"))?;
+    let retry =
+        retry(filters.retry.as_ref(), filters.timeouts.backend_request).map_err(error("retry"))?;
+
+    // Innermost first: the reverse of the order in novaedge-filters' crate docs.
+    let mut stack: FilterStack = boxed(forward);
+    if let Some(retry) = retry {
+        let inner = MapRequest::new(stack, |req: Request<ReplayBody<RequestBody>>| {
+            req.map(RequestBody::filtered)
+        });
+        stack = boxed(retry.layer(inner));
+    }
+    if let Some(timeout) = timeout {
+        stack = boxed(timeout.layer(stack));
+    }
+    if let Some(layer) = response_headers {
+        stack = boxed(layer.layer(stack));
+    }
+    if let Some(mirror) = mirror {
+        let inner = MapRequest::new(stack, |req: Request<MirrorBody<RequestBody>>| {
+            req.map(RequestBody::filtered)
+        });
+        stack = boxed(mirror.layer(inner));
+    }
+    if let Some(layer) = rewrite {
+        stack = boxed(layer.layer(stack));
+    }
+    if let Some(layer) = request_headers {
+        stack = boxed(layer.layer(stack));
+    }
+    if let Some(layer) = redirect {
+        stack = boxed(layer.layer(stack));
+    }
+    if let Some(layer) = rate_limit {
+        stack = boxed(layer.layer(stack));
+    }
+    if let Some(layer) = jwt {
+        stack = boxed(layer.layer(stack));
+    }
+    if let Some(layer) = cors {
+        stack = boxed(layer.layer(stack));
+    }
+    if let Some(layer) = ip_filter {
+        stack = boxed(layer.layer(stack));
+    }
+    Ok(Some(stack))
+}
+
+/// Runs `req` through a rule's filters.
+pub(crate) async fn serve(stack: &FilterStack, req: Request<RequestBody>) -> Response<ProxyBody> {
+    stack
+        .clone()
+        .oneshot(req)
+        .await
+        .unwrap_or_else(ProxyError::into_response)
 }

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -19,8 +19,9 @@ use crate::engine::Shared;
 use crate::error::ProxyError;
 use crate::headers;
 use crate::runtime::Cluster;
-use crate::runtime::{RuleTarget, SocketKey};
+use crate::runtime::{BackendChoice, SocketKey};
 use crate::upstream::{SendError, UpstreamError, Wire};
+use novaedge_filters::mirror::MirrorRequestBody;
 use novaedge_filters::retry::ATTEMPT_HEADER;
 use novaedge_filters::{ClientAddr, LocalListener};
 use novaedge_health::Outcome;
@@ -80,9 +81,20 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                 host: request_host(&req),
             };
             let Some(filters) = &rule.filters else {
-                return Ok(forward(&shared, rule, &client, req.map(RequestBody::from))
-                    .await
-                    .unwrap_or_else(ProxyError::into_response));
+                let forwarded = match rule.backends.pick() {
+                    Some(cluster) => {
+                        forward(
+                            &shared,
+                            &rule.route,
+                            cluster,
+                            &client,
+                            req.map(RequestBody::from),
+                        )
+                        .await
+                    }
+                    None => Err(ProxyError::NoBackend),
+                };
+                return Ok(forwarded.unwrap_or_else(ProxyError::into_response));
             };
             // What filters may need to know about the request besides the request itself.
             let extensions = req.extensions_mut();
@@ -94,28 +106,35 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             if let Some(prefix) = &target.prefix {
                 extensions.insert(prefix.clone());
             }
-            let forward = Forward {
-                shared,
-                rule: rule.clone(),
-                client: Arc::new(client),
-            };
-            Ok(filters.serve(req, forward).await)
+            extensions.insert(client);
+            Ok(crate::filters::serve(filters, req.map(RequestBody::from)).await)
         })
     }
 }
 
-/// Forwarding as a tower service: what a rule's filters wrap. It owns what it needs, since a
-/// filter may hold on to it (and clone it) across awaits of its own.
+/// Forwarding as a tower service: the innermost service of a rule's filters, built once per
+/// snapshot. Per-request facts come with the request ([`ClientInfo`] extension); the engine is
+/// held weakly, since the engine holds the runtime that holds this.
 #[derive(Debug, Clone)]
 pub(crate) struct Forward {
-    shared: Arc<Shared>,
-    rule: Arc<RuleTarget>,
-    client: Arc<ClientInfo>,
+    shared: Weak<Shared>,
+    route: Arc<str>,
+    backends: Arc<BackendChoice>,
+}
+
+impl Forward {
+    pub(crate) fn new(shared: Weak<Shared>, route: Arc<str>, backends: Arc<BackendChoice>) -> Self {
+        Self {
+            shared,
+            route,
+            backends,
+        }
+    }
 }
 
 /// Errors stay errors here, so that a retry filter can tell a failed connection or a reset
 /// from a response; whatever is left of them becomes a response outside the filters.
-impl<B: Into<RequestBody>> tower::Service<Request<B>> for Forward {
+impl tower::Service<Request<RequestBody>> for Forward {
     type Response = Response<ProxyBody>;
     type Error = ProxyError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
@@ -127,10 +146,56 @@ impl<B: Into<RequestBody>> tower::Service<Request<B>> for Forward {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
         let this = self.clone();
-        let req = req.map(Into::into);
-        Box::pin(async move { forward(&this.shared, &this.rule, &this.client, req).await })
+        Box::pin(async move {
+            let shared = this.shared.upgrade().ok_or(ProxyError::ShuttingDown)?;
+            let cluster = this.backends.pick().ok_or(ProxyError::NoBackend)?;
+            let client = ClientInfo::of(&req);
+            forward(&shared, &this.route, cluster, &client, req).await
+        })
+    }
+}
+
+/// Where a rule's mirror filter sends its copies: one backend, forwarded like any request, the
+/// answer dropped by the filter.
+#[derive(Debug, Clone)]
+pub(crate) struct MirrorTarget {
+    shared: Weak<Shared>,
+    route: Arc<str>,
+    cluster: Arc<Cluster>,
+}
+
+impl MirrorTarget {
+    pub(crate) fn new(shared: Weak<Shared>, route: Arc<str>, cluster: Arc<Cluster>) -> Self {
+        Self {
+            shared,
+            route,
+            cluster,
+        }
+    }
+}
+
+impl tower::Service<Request<MirrorRequestBody>> for MirrorTarget {
+    type Response = Response<ProxyBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ProxyError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<MirrorRequestBody>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let shared = this.shared.upgrade().ok_or(ProxyError::ShuttingDown)?;
+            let client = ClientInfo::of(&req);
+            let req = req.map(RequestBody::filtered);
+            forward(&shared, &this.route, &this.cluster, &client, req).await
+        })
     }
 }
 
@@ -177,10 +242,23 @@ fn set_path<B>(req: &mut Request<B>, path: &str) {
 
 /// Who sent a request and which host they asked for, as it was before any filter ran: what the
 /// `X-Forwarded-*` headers tell the upstream.
-#[derive(Debug)]
-struct ClientInfo {
+#[derive(Debug, Clone)]
+pub(crate) struct ClientInfo {
     peer: SocketAddr,
     host: Option<HeaderValue>,
+}
+
+impl ClientInfo {
+    /// The request's [`ClientInfo`] extension (filters carry it along, mirrors copy it).
+    fn of<B>(req: &Request<B>) -> Self {
+        req.extensions()
+            .get::<ClientInfo>()
+            .cloned()
+            .unwrap_or(ClientInfo {
+                peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+                host: request_host(req),
+            })
+    }
 }
 
 /// The authority a request asks for: HTTP/2's :authority or an absolute-form URI win over the
@@ -194,12 +272,12 @@ fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 async fn forward(
     shared: &Arc<Shared>,
-    target: &RuleTarget,
+    route: &str,
+    cluster: &Cluster,
     client: &ClientInfo,
     mut req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let peer = client.peer;
-    let cluster = target.pick_backend().ok_or(ProxyError::NoBackend)?;
     let overloaded = |overflow| ProxyError::Overloaded {
         backend: cluster.name.clone(),
         overflow,
@@ -251,7 +329,7 @@ async fn forward(
             prepare_upstream_request(&mut req, cluster.wire, endpoint, client, upgrade);
             prepared = true;
         }
-        tracing::trace!(route = %target.route, backend = %cluster.name, %endpoint, "forwarding");
+        tracing::trace!(route = %route, backend = %cluster.name, %endpoint, "forwarding");
         let started = Instant::now();
         match shared
             .upstreams

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use novaedge_filters::rewrite::MatchedPrefix;
 use novaedge_health::{CircuitBreaker, Limits};
@@ -15,8 +15,10 @@ use novaedge_lb::{
 use novaedge_router::{self as router, Router};
 use novaedge_snapshot::{self as snapshot, ConfigSnapshot, HashOn, HealthPolicy, UpstreamProtocol};
 
-use crate::filters::{FilterError, RuleFilters};
+use crate::engine::Shared;
+use crate::filters::{FilterError, FilterStack};
 use crate::health::BackendHealth;
+use crate::proxy::{Forward, MirrorTarget};
 use crate::upstream::Wire;
 
 /// Identifies a listening socket across snapshots: a reload that keeps the key keeps the socket.
@@ -116,21 +118,22 @@ pub(crate) struct RuleTarget {
     /// `namespace/name` of the route, for logs.
     pub(crate) route: Arc<str>,
     /// `None`: no filters, the request is forwarded as it is.
-    pub(crate) filters: Option<RuleFilters>,
-    backends: BackendChoice,
+    pub(crate) filters: Option<FilterStack>,
+    pub(crate) backends: Arc<BackendChoice>,
 }
 
+/// Where a rule's requests go.
 #[derive(Debug)]
-enum BackendChoice {
+pub(crate) enum BackendChoice {
     /// No backend with a weight above 0: Gateway API says such a rule answers 500.
     None,
     One(Arc<Cluster>),
     Weighted(WeightedRoundRobin<Arc<Cluster>>),
 }
 
-impl RuleTarget {
-    pub(crate) fn pick_backend(&self) -> Option<&Arc<Cluster>> {
-        match &self.backends {
+impl BackendChoice {
+    pub(crate) fn pick(&self) -> Option<&Arc<Cluster>> {
+        match self {
             BackendChoice::None => None,
             BackendChoice::One(cluster) => Some(cluster),
             BackendChoice::Weighted(wrr) => wrr.pick(),
@@ -223,9 +226,14 @@ impl Prepared {
 impl Runtime {
     /// A runtime that serves nothing.
     pub(crate) fn empty(default_bind: IpAddr) -> Self {
-        let (empty, _) = Self::prepare(&ConfigSnapshot::default(), default_bind, &Balancers::new())
-            .expect("the empty snapshot compiles")
-            .commit();
+        let (empty, _) = Self::prepare(
+            &ConfigSnapshot::default(),
+            default_bind,
+            &Balancers::new(),
+            &Weak::new(),
+        )
+        .expect("the empty snapshot compiles")
+        .commit();
         empty
     }
 
@@ -234,6 +242,7 @@ impl Runtime {
         snapshot: &ConfigSnapshot,
         default_bind: IpAddr,
         current: &Balancers,
+        shared: &Weak<Shared>,
     ) -> Result<Prepared, CompileError> {
         let mut balancers = Balancers::with_capacity(snapshot.backends.len());
         let mut updates = Vec::with_capacity(snapshot.backends.len());
@@ -262,16 +271,21 @@ impl Runtime {
             let name: Arc<str> = Arc::from(route.name.as_str());
             let entries = per_listener.entry(route.listener.as_str()).or_default();
             for (rule_index, rule) in route.rules.iter().enumerate() {
-                let filters =
-                    RuleFilters::compile(&rule.filters).map_err(|source| CompileError::Filter {
-                        route: route.name.clone(),
-                        rule: rule_index,
-                        source,
-                    })?;
+                let backends = Arc::new(BackendChoice::build(rule, &clusters));
+                let forward = Forward::new(shared.clone(), name.clone(), backends.clone());
+                let filters = crate::filters::compile(&rule.filters, forward, |backend| {
+                    let cluster = clusters.get(backend)?.clone();
+                    Some(MirrorTarget::new(shared.clone(), name.clone(), cluster))
+                })
+                .map_err(|source| CompileError::Filter {
+                    route: route.name.clone(),
+                    rule: rule_index,
+                    source,
+                })?;
                 let target = Arc::new(RuleTarget {
                     route: name.clone(),
                     filters,
-                    backends: BackendChoice::build(rule, &clusters),
+                    backends,
                 });
                 let rank = ((route_index as u64) << 24) | rule_index as u64;
                 let matches = if rule.matches.is_empty() {

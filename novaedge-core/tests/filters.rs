@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use novaedge_snapshot::{
     Cors, HeaderModifier, IpFilter, JwtAuthentication, JwtKeys, PathModifier, RateLimit,
-    RateLimitKey, RequestRedirect, RetryPolicy, RouteFilters, RouteRule, Timeouts,
+    RateLimitKey, RequestMirror, RequestRedirect, RetryPolicy, RouteFilters, RouteRule, Timeouts,
     UpstreamProtocol, UrlRewrite,
 };
 
@@ -501,4 +501,56 @@ fn serve_rules(
         .unwrap();
     let addr = engine.local_addr("web").unwrap();
     (engine, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrored_requests_reach_the_shadow_backend_and_never_the_client() {
+    let (app, shadow) = (echo("app").await, echo("shadow").await);
+    let mirrored = with_filters(
+        to("app"),
+        RouteFilters {
+            request_headers: Some(HeaderModifier {
+                set: pairs(&[("x-env", "prod")]),
+                ..HeaderModifier::default()
+            }),
+            mirrors: vec![RequestMirror {
+                backend: "shadow".into(),
+                fraction_ppm: 1_000_000,
+            }],
+            ..RouteFilters::default()
+        },
+    );
+    let engine = engine();
+    engine
+        .apply(&snapshot(
+            1,
+            vec![listener("web")],
+            vec![route("default/r", "web", &[], vec![mirrored])],
+            vec![
+                backend("app", UpstreamProtocol::Http1, &[&app]),
+                backend("shadow", UpstreamProtocol::Http1, &[&shadow]),
+            ],
+        ))
+        .unwrap();
+    let addr = engine.local_addr("web").unwrap();
+    let mut client = Client::connect(Proto::Http1, addr).await;
+    for i in 0..5 {
+        let post = client
+            .request(Method::POST, "app.test", &format!("/items/{i}"))
+            .body(Full::new(Bytes::from_static(b"{\"n\":1}")))
+            .unwrap();
+        let response = client.send(post).await.unwrap();
+        assert_eq!(echo_name(&response), "app");
+        assert_eq!(info(&response).body_len, 7);
+    }
+    // Copies are sent after the primary, fire and forget: wait for them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while shadow.requests() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mirrors never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!((app.requests(), shadow.requests()), (5, 5));
 }
