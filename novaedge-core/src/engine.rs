@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::EngineConfig;
+use crate::filters::FilterState;
 use crate::listener::{self, ListenerHandle};
 use crate::runtime::{Balancers, CompileError, Runtime, SocketKey};
 use crate::upstream::Upstreams;
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
 struct Control {
     listeners: HashMap<SocketKey, ListenerHandle>,
     balancers: Balancers,
+    /// Stateful filters (JWT key caches, rate limiter buckets) kept across reloads.
+    filters: FilterState,
     applied: bool,
     shut_down: bool,
 }
@@ -110,6 +113,7 @@ impl Engine {
             default_bind,
             &control.balancers,
             &Arc::downgrade(&self.shared),
+            &control.filters,
         )?;
 
         // Bind everything new before touching anything, so a failure leaves no trace.
@@ -133,8 +137,9 @@ impl Engine {
         }
 
         let version = prepared.version();
-        let (runtime, balancers) = prepared.commit();
+        let (runtime, balancers, filters) = prepared.commit();
         control.balancers = balancers;
+        control.filters = filters;
         self.shared.runtime.store(Arc::new(runtime));
         control.applied = true;
 
@@ -209,12 +214,10 @@ impl Engine {
         let mut empty = Runtime::empty(self.shared.config.default_bind);
         empty.version = self.shared.runtime.load().version;
         self.shared.runtime.store(Arc::new(empty));
-        self.shared
-            .control
-            .lock()
-            .expect("control lock")
-            .balancers
-            .clear();
+        let mut control = self.shared.control.lock().expect("control lock");
+        control.balancers.clear();
+        control.filters = FilterState::default();
+        drop(control);
         ShutdownReport { drained }
     }
 }

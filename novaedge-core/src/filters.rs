@@ -24,6 +24,8 @@ use tower::util::MapResponseLayer;
 use tower::util::{BoxCloneSyncService, MapRequest};
 use tower::{Layer, Service, ServiceExt};
 
+use std::sync::Arc;
+
 use crate::body::ProxyBody;
 use crate::body::RequestBody;
 use crate::error::ProxyError;
@@ -266,12 +268,72 @@ where
     BoxCloneSyncService::new(service)
 }
 
+/// Filter state worth keeping across reloads: JWT layers (their key caches) and rate limiters
+/// (their buckets), reused while their configuration stays the same, so that a reload neither
+/// refetches every JWKS nor hands every client a fresh burst.
+#[derive(Debug, Default)]
+pub(crate) struct FilterState {
+    jwt: Vec<(snapshot::JwtAuthentication, JwtLayer)>,
+    /// Keyed by route and rule as well: two rules with equal limits have a limit each.
+    rate_limits: Vec<(RuleKey, snapshot::RateLimit, RateLimitLayer)>,
+}
+
+/// A rule: its route's name and its index in the route.
+pub(crate) type RuleKey = (Arc<str>, usize);
+
+impl FilterState {
+    fn jwt(
+        &mut self,
+        previous: &FilterState,
+        config: &snapshot::JwtAuthentication,
+    ) -> Result<JwtLayer, String> {
+        let found = self
+            .jwt
+            .iter()
+            .chain(&previous.jwt)
+            .find(|(c, _)| c == config)
+            .map(|(_, layer)| layer.clone());
+        let layer = match found {
+            Some(layer) => layer,
+            None => jwt(config)?,
+        };
+        if !self.jwt.iter().any(|(c, _)| c == config) {
+            self.jwt.push((config.clone(), layer.clone()));
+        }
+        Ok(layer)
+    }
+
+    fn rate_limit(
+        &mut self,
+        previous: &FilterState,
+        rule: &RuleKey,
+        config: &snapshot::RateLimit,
+    ) -> Result<RateLimitLayer, String> {
+        let found = previous
+            .rate_limits
+            .iter()
+            .find(|(k, c, _)| k == rule && c == config)
+            .map(|(_, _, layer)| layer.clone());
+        let layer = match found {
+            Some(layer) => layer,
+            None => rate_limit(config)?,
+        };
+        self.rate_limits
+            .push((rule.clone(), config.clone(), layer.clone()));
+        Ok(layer)
+    }
+}
+
 /// The filters `filters` asks for around `forward`; `None` when it asks for none, so that a
-/// rule without filters costs nothing per request. `mirror_target` finds a mirror's backend.
+/// rule without filters costs nothing per request. `mirror_target` finds a mirror's backend;
+/// stateful filters are taken from `previous` when unchanged, and recorded in `next`.
 pub(crate) fn compile(
     filters: &snapshot::RouteFilters,
     forward: Forward,
     mirror_target: impl Fn(&str) -> Option<MirrorTarget>,
+    rule: &RuleKey,
+    previous: &FilterState,
+    next: &mut FilterState,
 ) -> Result<Option<FilterStack>, FilterError> {
     if filters.is_empty() {
         return Ok(None);
@@ -364,13 +426,13 @@ pub(crate) fn compile(
     let jwt = filters
         .jwt
         .as_ref()
-        .map(jwt)
+        .map(|j| next.jwt(previous, j))
         .transpose()
         .map_err(error("jwt"))?;
     let rate_limit = filters
         .rate_limit
         .as_ref()
-        .map(rate_limit)
+        .map(|r| next.rate_limit(previous, rule, r))
         .transpose()
         .map_err(error("rate_limit"))?;
     let timeout = filters

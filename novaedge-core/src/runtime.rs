@@ -16,7 +16,7 @@ use novaedge_router::{self as router, Router};
 use novaedge_snapshot::{self as snapshot, ConfigSnapshot, HashOn, HealthPolicy, UpstreamProtocol};
 
 use crate::engine::Shared;
-use crate::filters::{FilterError, FilterStack};
+use crate::filters::{FilterError, FilterStack, FilterState};
 use crate::health::BackendHealth;
 use crate::proxy::{Forward, MirrorTarget};
 use crate::upstream::Wire;
@@ -181,6 +181,7 @@ pub(crate) struct Prepared {
     runtime: Runtime,
     balancers: Balancers,
     updates: Vec<BalancerUpdate>,
+    filter_state: FilterState,
 }
 
 #[derive(Debug)]
@@ -197,7 +198,7 @@ struct BalancerUpdate {
 impl Prepared {
     /// Rebuilds the balancers whose endpoints or policy changed and returns the runtime and the
     /// balancers now in use (those of backends the snapshot dropped are gone).
-    pub(crate) fn commit(self) -> (Runtime, Balancers) {
+    pub(crate) fn commit(self) -> (Runtime, Balancers, FilterState) {
         for u in self.updates {
             if let Some(old) = u.retired {
                 old.retire();
@@ -215,7 +216,7 @@ impl Prepared {
             endpoints.update(u.endpoints);
             health.start_probes();
         }
-        (self.runtime, self.balancers)
+        (self.runtime, self.balancers, self.filter_state)
     }
 
     pub(crate) fn version(&self) -> u64 {
@@ -226,11 +227,12 @@ impl Prepared {
 impl Runtime {
     /// A runtime that serves nothing.
     pub(crate) fn empty(default_bind: IpAddr) -> Self {
-        let (empty, _) = Self::prepare(
+        let (empty, _, _) = Self::prepare(
             &ConfigSnapshot::default(),
             default_bind,
             &Balancers::new(),
             &Weak::new(),
+            &FilterState::default(),
         )
         .expect("the empty snapshot compiles")
         .commit();
@@ -243,7 +245,9 @@ impl Runtime {
         default_bind: IpAddr,
         current: &Balancers,
         shared: &Weak<Shared>,
+        filter_state: &FilterState,
     ) -> Result<Prepared, CompileError> {
+        let mut next_filter_state = FilterState::default();
         let mut balancers = Balancers::with_capacity(snapshot.backends.len());
         let mut updates = Vec::with_capacity(snapshot.backends.len());
         let clusters: HashMap<&str, Arc<Cluster>> = snapshot
@@ -273,10 +277,17 @@ impl Runtime {
             for (rule_index, rule) in route.rules.iter().enumerate() {
                 let backends = Arc::new(BackendChoice::build(rule, &clusters));
                 let forward = Forward::new(shared.clone(), name.clone(), backends.clone());
-                let filters = crate::filters::compile(&rule.filters, forward, |backend| {
-                    let cluster = clusters.get(backend)?.clone();
-                    Some(MirrorTarget::new(shared.clone(), name.clone(), cluster))
-                })
+                let filters = crate::filters::compile(
+                    &rule.filters,
+                    forward,
+                    |backend| {
+                        let cluster = clusters.get(backend)?.clone();
+                        Some(MirrorTarget::new(shared.clone(), name.clone(), cluster))
+                    },
+                    &(name.clone(), rule_index),
+                    filter_state,
+                    &mut next_filter_state,
+                )
                 .map_err(|source| CompileError::Filter {
                     route: route.name.clone(),
                     rule: rule_index,
@@ -332,6 +343,7 @@ impl Runtime {
             },
             balancers,
             updates,
+            filter_state: next_filter_state,
         })
     }
 

@@ -338,7 +338,7 @@ async fn access_policies_guard_their_routes() {
 async fn rate_limits_answer_429_past_the_burst() {
     let app = echo("app").await;
     let limited = with_filters(
-        to("app"),
+        rule(vec![prefix("/")], &[("app", 1)]),
         RouteFilters {
             rate_limit: Some(RateLimit {
                 requests: 2,
@@ -354,7 +354,7 @@ async fn rate_limits_answer_429_past_the_burst() {
         .apply(&snapshot(
             1,
             vec![listener("web")],
-            vec![route("default/r", "web", &[], vec![limited])],
+            vec![route("default/r", "web", &[], vec![limited.clone()])],
             vec![backend("app", UpstreamProtocol::Http1, &[&app])],
         ))
         .unwrap();
@@ -369,6 +369,32 @@ async fn rate_limits_answer_429_past_the_burst() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()["retry-after"], "30");
     assert_eq!(app.requests(), 2);
+
+    // A reload that keeps the limit keeps its buckets: no fresh burst.
+    let mut rules = vec![
+        limited.clone(),
+        with_filters(
+            rule(vec![prefix("/other")], &[("app", 1)]),
+            RouteFilters::default(),
+        ),
+    ];
+    let reload = |version, rules: Vec<RouteRule>| {
+        snapshot(
+            version,
+            vec![listener("web")],
+            vec![route("default/r", "web", &[], rules)],
+            vec![backend("app", UpstreamProtocol::Http1, &[&app])],
+        )
+    };
+    engine.apply(&reload(2, rules.clone())).unwrap();
+    assert_eq!(
+        client.get("app.test", "/").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A changed limit starts over.
+    rules[0].filters.rate_limit.as_mut().unwrap().burst = 3;
+    engine.apply(&reload(3, rules)).unwrap();
+    assert_eq!(client.get("app.test", "/").await.status(), StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
