@@ -338,14 +338,10 @@ pub(crate) fn compile(
     if filters.is_empty() {
         return Ok(None);
     }
-    if filters.mirrors.len() > 1 {
-        return Err(error("request_mirror")(
-            "only one mirror per rule is supported so far".into(),
-        ));
-    }
-    let mirror = filters
+    // Gateway API allows several mirrors per rule; each samples on its own.
+    let mirrors = filters
         .mirrors
-        .first()
+        .iter()
         .map(|m| {
             let target = mirror_target(&m.backend)
                 .ok_or_else(|| format!("no backend named {:?}", m.backend))?;
@@ -358,7 +354,7 @@ pub(crate) fn compile(
             };
             MirrorLayer::new(config, target).map_err(|e| e.to_string())
         })
-        .transpose()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(error("request_mirror"))?;
     let request_headers = filters
         .request_headers
@@ -462,7 +458,7 @@ pub(crate) fn compile(
     if let Some(layer) = response_headers {
         stack = boxed(layer.layer(stack));
     }
-    if let Some(mirror) = mirror {
+    for mirror in mirrors {
         let inner = MapRequest::new(stack, |req: Request<MirrorBody<RequestBody>>| {
             req.map(RequestBody::filtered)
         });

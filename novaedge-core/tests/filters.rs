@@ -531,7 +531,7 @@ fn serve_rules(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrored_requests_reach_the_shadow_backend_and_never_the_client() {
-    let (app, shadow) = (echo("app").await, echo("shadow").await);
+    let (app, shadow, half) = (echo("app").await, echo("shadow").await, echo("half").await);
     let mirrored = with_filters(
         to("app"),
         RouteFilters {
@@ -539,10 +539,17 @@ async fn mirrored_requests_reach_the_shadow_backend_and_never_the_client() {
                 set: pairs(&[("x-env", "prod")]),
                 ..HeaderModifier::default()
             }),
-            mirrors: vec![RequestMirror {
-                backend: "shadow".into(),
-                fraction_ppm: 1_000_000,
-            }],
+            mirrors: vec![
+                RequestMirror {
+                    backend: "shadow".into(),
+                    fraction_ppm: 1_000_000,
+                },
+                // A second mirror gets its own copies.
+                RequestMirror {
+                    backend: "half".into(),
+                    fraction_ppm: 1_000_000,
+                },
+            ],
             ..RouteFilters::default()
         },
     );
@@ -555,6 +562,7 @@ async fn mirrored_requests_reach_the_shadow_backend_and_never_the_client() {
             vec![
                 backend("app", UpstreamProtocol::Http1, &[&app]),
                 backend("shadow", UpstreamProtocol::Http1, &[&shadow]),
+                backend("half", UpstreamProtocol::Http1, &[&half]),
             ],
         ))
         .unwrap();
@@ -571,7 +579,7 @@ async fn mirrored_requests_reach_the_shadow_backend_and_never_the_client() {
     }
     // Copies are sent after the primary, fire and forget: wait for them.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while shadow.requests() < 5 {
+    while shadow.requests() < 5 || half.requests() < 5 {
         assert!(
             std::time::Instant::now() < deadline,
             "mirrors never arrived"
@@ -579,4 +587,9 @@ async fn mirrored_requests_reach_the_shadow_backend_and_never_the_client() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!((app.requests(), shadow.requests()), (5, 5));
+    assert!(
+        half.requests() <= 1,
+        "a 1 ppm mirror copied {} of 5",
+        half.requests()
+    );
 }
