@@ -22,7 +22,9 @@
 //! - Two policies that target the same object and set the same section conflict. As Gateway API
 //!   says, the oldest (`metadata.creationTimestamp`, then `namespace/name` in alphabetical order)
 //!   wins; the other gets a warning that names both. Objects read from files usually have no
-//!   timestamp, so there the name decides.
+//!   timestamp, so there the name decides (a policy without one counts as older than any with
+//!   one). A route attached through several Gateways that share a port gets, per section, the
+//!   oldest of their policies, with a warning for the others.
 //! - A policy with an error applies nowhere: the translation reports the error (which stops the
 //!   snapshot from being served) and leaves the policy out, so that the other diagnostics are
 //!   about what the user wrote rather than a consequence of the error.

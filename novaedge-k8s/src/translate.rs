@@ -111,7 +111,6 @@ struct Translator<'a> {
 }
 
 /// What a route attaches to on one port.
-#[derive(Default)]
 struct Attachment {
     /// The hostnames it serves there; `None`: any host.
     hosts: Option<Vec<String>>,
