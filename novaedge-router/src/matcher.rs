@@ -452,7 +452,8 @@ fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
 
 /// A string that every value the whole-value `pattern` matches starts with:
 /// the literal characters before the first metacharacter, less the last one
-/// if a quantifier follows it. Empty when unsure (any alternation).
+/// if any quantifier follows it (even `+`: `/+{0,1}` matches the empty
+/// string). Empty when unsure (any alternation).
 pub(crate) fn literal_prefix(pattern: &str) -> &str {
     if pattern.contains('|') {
         return "";
@@ -463,7 +464,7 @@ pub(crate) fn literal_prefix(pattern: &str) -> &str {
         .find(|c| r"\.+*?()|[]{}^$".contains(c))
         .unwrap_or(pattern.len());
     let literal = &pattern[..end];
-    if pattern[end..].starts_with(['?', '*', '{']) {
+    if pattern[end..].starts_with(['?', '*', '+', '{']) {
         match literal.char_indices().next_back() {
             Some((last, _)) => &literal[..last],
             None => literal,
@@ -590,7 +591,9 @@ mod tests {
             ("^/api/.*", "/api/"),
             ("/abc?", "/ab"),
             ("/abc*", "/ab"),
-            ("/abc+", "/abc"),
+            ("/abc+", "/ab"),
+            ("/+{0,1}", ""),
+            ("/a+?", "/"),
             ("/abc{0,2}", "/ab"),
             ("/a|/b", ""),
             ("(?i)/api", ""),
