@@ -93,6 +93,13 @@ fn jwt(j: &snapshot::JwtAuthentication) -> Result<JwtLayer, String> {
                 .parse()
                 .map_err(|_| format!("jwks_url: {url:?} is not a URL"))?,
             refresh,
+            tls: match j.jwks_ca_pem.as_str() {
+                "" => None,
+                pem => Some(
+                    novaedge_filters::jwt::tls_client_config(pem.as_bytes())
+                        .map_err(|e| format!("jwks_ca_pem: {e}"))?,
+                ),
+            },
         },
     };
     let mut config = JwtConfig::new(keys);

@@ -233,6 +233,7 @@ async fn access_policies_guard_their_routes() {
                 }),
                 jwt: Some(JwtAuthentication {
                     keys: JwtKeys::Inline(jwks),
+                    jwks_ca_pem: String::new(),
                     refresh: std::time::Duration::from_secs(600),
                     max_stale: std::time::Duration::from_secs(3600),
                     issuers: vec!["https://issuer.test".into()],

@@ -539,10 +539,55 @@ struct JwksServer {
     answer: Arc<Mutex<(StatusCode, String)>>,
     hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    /// With TLS: the CA that signed the server's certificate, in PEM.
+    ca_pem: Option<Vec<u8>>,
+}
+
+/// A CA and a server certificate for `names` signed by it.
+fn tls_server(alpn: &[&[u8]], names: &[&str]) -> (Vec<u8>, Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    (ca.pem().into_bytes(), Arc::new(config))
 }
 
 impl JwksServer {
     async fn start(jwks: &str) -> Self {
+        Self::start_with(jwks, None).await
+    }
+
+    /// Over TLS, offering `alpn`, with a certificate for `localhost` and 127.0.0.1.
+    async fn start_tls(jwks: &str, alpn: &[&[u8]]) -> Self {
+        Self::start_tls_for(jwks, alpn, &["localhost", "127.0.0.1"]).await
+    }
+
+    async fn start_tls_for(jwks: &str, alpn: &[&[u8]], names: &[&str]) -> Self {
+        let (ca_pem, config) = tls_server(alpn, names);
+        let mut server = Self::start_with(jwks, Some(config)).await;
+        server.ca_pem = Some(ca_pem);
+        server
+    }
+
+    async fn start_with(jwks: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let answer = Arc::new(Mutex::new((StatusCode::OK, jwks.to_owned())));
@@ -554,6 +599,7 @@ impl JwksServer {
                     return;
                 };
                 let (a, h) = (Arc::clone(&a), Arc::clone(&h));
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<_>| {
                         let (a, h) = (Arc::clone(&a), Arc::clone(&h));
@@ -566,9 +612,15 @@ impl JwksServer {
                             Ok::<_, Infallible>(response)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http1 = hyper::server::conn::http1::Builder::new();
+                    let _ = match acceptor {
+                        None => http1.serve_connection(TokioIo::new(stream), service).await,
+                        // A failed handshake is the client's refusal: nothing is served.
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => http1.serve_connection(TokioIo::new(tls), service).await,
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
@@ -577,6 +629,7 @@ impl JwksServer {
             answer,
             hits,
             task,
+            ca_pem: None,
         }
     }
 
@@ -588,12 +641,26 @@ impl JwksServer {
         self.hits.load(Ordering::SeqCst)
     }
 
+    fn url(&self) -> http::Uri {
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/.well-known/jwks.json", self.addr)
+            .parse()
+            .unwrap()
+    }
+
+    /// The key source for this server, trusting its CA when it has one.
     fn source(&self, refresh: RefreshPolicy) -> KeySource {
         KeySource::Url {
-            url: format!("http://{}/.well-known/jwks.json", self.addr)
-                .parse()
-                .unwrap(),
+            url: self.url(),
             refresh,
+            tls: self
+                .ca_pem
+                .as_ref()
+                .map(|pem| novaedge_filters::jwt::tls_client_config(pem).unwrap()),
         }
     }
 }
@@ -754,6 +821,7 @@ async fn nothing_listening_refuses_requests_without_hammering() {
     let layer = JwtLayer::new(config(KeySource::Url {
         url,
         refresh: policy(600_000, 3_600_000, 600_000),
+        tls: None,
     }))
     .unwrap();
     for _ in 0..3 {
@@ -784,5 +852,68 @@ async fn a_bad_status_or_document_is_a_failed_load() {
     assert_accepted(
         &send(&layer, &tok("valid_rs256")).await,
         "after a good load",
+    );
+}
+
+#[tokio::test]
+async fn jwks_over_https_with_the_issuers_ca() {
+    // The server prefers h2 when offered: the fetch must still speak HTTP/1.1.
+    let server = JwksServer::start_tls(JWKS, &[b"h2", b"http/1.1"]).await;
+    let layer = JwtLayer::new(config(server.source(policy(600_000, 0, 0)))).unwrap();
+    assert_accepted(&send(&layer, &tok("valid_rs256")).await, "https JWKS");
+    assert_eq!(server.hits(), 1);
+
+    // A rotation over https is picked up like over http.
+    server.serve(StatusCode::OK, JWKS_ROTATED);
+    assert_accepted(&send(&layer, &tok("rotated_rs256")).await, "rotated");
+    assert_eq!(server.hits(), 2);
+}
+
+#[tokio::test]
+async fn jwks_over_https_refuses_a_server_it_cannot_verify() {
+    let server = JwksServer::start_tls(JWKS, &[b"http/1.1"]).await;
+    // The public roots do not know the test CA.
+    let web_pki = JwtLayer::new(config(KeySource::Url {
+        url: server.url(),
+        refresh: policy(600_000, 0, 0),
+        tls: None,
+    }))
+    .unwrap();
+    let err = web_pki.refresh_keys().await.unwrap_err().to_string();
+    assert!(
+        err.contains("TLS handshake") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert_refused(
+        &send(&web_pki, &tok("valid_rs256")).await,
+        "verification keys unavailable",
+        "unverified server",
+    );
+
+    // Another CA is no better.
+    let (other_ca, _) = tls_server(&[], &["127.0.0.1"]);
+    let other = JwtLayer::new(config(KeySource::Url {
+        url: server.url(),
+        refresh: policy(600_000, 0, 0),
+        tls: Some(novaedge_filters::jwt::tls_client_config(&other_ca).unwrap()),
+    }))
+    .unwrap();
+    let err = other.refresh_keys().await.unwrap_err().to_string();
+    // Both CAs have rcgen's default name: the signature is what gives the impostor away.
+    assert!(
+        err.contains("invalid peer certificate: BadSignature"),
+        "{err}"
+    );
+
+    // The right CA, but a certificate for another name than the URL's.
+    let misnamed = JwksServer::start_tls_for(JWKS, &[b"http/1.1"], &["jwks.example"]).await;
+    let layer = JwtLayer::new(config(misnamed.source(policy(600_000, 0, 0)))).unwrap();
+    let err = layer.refresh_keys().await.unwrap_err().to_string();
+    assert!(err.contains("certificate not valid for name"), "{err}");
+    assert_eq!(misnamed.hits(), 0);
+    assert_eq!(
+        server.hits(),
+        0,
+        "no fetch got through without verification"
     );
 }

@@ -148,8 +148,11 @@ pub struct JwksSpec {
     pub inline: Option<String>,
     /// A file holding the JWKS, read again every `refresh`.
     pub file: Option<String>,
-    /// An `http://` URL serving the JWKS, fetched again every `refresh`.
+    /// An `http://` or `https://` URL serving the JWKS, fetched again every `refresh`.
     pub url: Option<String>,
+    /// For an `https://` url: the CA certificates (PEM) that verify the server, e.g. a
+    /// cluster's own identity provider. Without it, the public web PKI roots.
+    pub ca_bundle: Option<String>,
 }
 
 /// One place a token may be: exactly one of the four.
@@ -469,6 +472,7 @@ impl JwtSpec {
     pub fn to_jwt(&self) -> Result<JwtAuthentication, Vec<SpecError>> {
         let mut errors = Errors::default();
         let keys = self.jwks.to_keys(&mut errors);
+        let jwks_ca_pem = self.jwks.ca_bundle(&mut errors);
         let algorithms = self.algorithms.clone().unwrap_or_default();
         for (i, a) in algorithms.iter().enumerate() {
             if !JWT_ALGORITHMS.contains(&a.as_str()) {
@@ -500,6 +504,7 @@ impl JwtSpec {
         }
         let jwt = JwtAuthentication {
             keys,
+            jwks_ca_pem,
             refresh: errors.duration(
                 "refresh",
                 self.refresh,
@@ -533,6 +538,22 @@ impl JwtSpec {
 }
 
 impl JwksSpec {
+    /// The CA bundle, checked: only for an `https://` url, and holding a certificate.
+    fn ca_bundle(&self, errors: &mut Errors) -> String {
+        let Some(pem) = &self.ca_bundle else {
+            return String::new();
+        };
+        if !self.url.as_ref().is_some_and(|u| u.starts_with("https://")) {
+            errors.push("jwks.caBundle", "is only used with an https:// url");
+        } else if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            errors.push(
+                "jwks.caBundle",
+                "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            );
+        }
+        pem.clone()
+    }
+
     fn to_keys(&self, errors: &mut Errors) -> JwtKeys {
         errors.exactly_one(
             "jwks",
@@ -562,10 +583,11 @@ impl JwksSpec {
             }
             JwtKeys::File(path.clone())
         } else if let Some(url) = &self.url {
-            if !url.starts_with("http://") || url.parse::<http::Uri>().is_err() {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.parse::<http::Uri>().is_err() {
                 errors.push(
                     "jwks.url",
-                    format!("{url:?}: only http:// URLs are supported so far"),
+                    format!("{url:?}: not an http:// or https:// URL"),
                 );
             }
             JwtKeys::Url(url.clone())

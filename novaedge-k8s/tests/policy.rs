@@ -193,6 +193,7 @@ fn full_filters() -> RouteFilters {
     RouteFilters {
         jwt: Some(JwtAuthentication {
             keys: JwtKeys::Inline(r#"{"keys": []}"#.into()),
+            jwks_ca_pem: String::new(),
             refresh: s(300),
             max_stale: s(7200),
             issuers: vec!["https://auth.example.com".into()],
@@ -291,6 +292,7 @@ retry: {attempts: 2}
         f.jwt,
         Some(JwtAuthentication {
             keys: JwtKeys::Url("http://auth.shop.svc:8080/jwks.json".into()),
+            jwks_ca_pem: String::new(),
             refresh: s(600),
             max_stale: s(3600),
             issuers: vec![],
@@ -739,7 +741,7 @@ fn jwt_errors_name_their_field() {
         policy_errors(
             r#"
 jwt:
-  jwks: {url: "https://auth.example/jwks"}
+  jwks: {url: "ftp://auth.example/jwks", caBundle: "x"}
   refresh: 500ms
   maxStale: 200h
   clockSkew: 2h
@@ -757,7 +759,8 @@ jwt:
 "#
         ),
         [
-            r#"spec.jwt.jwks.url: "https://auth.example/jwks": only http:// URLs are supported so far"#,
+            r#"spec.jwt.jwks.url: "ftp://auth.example/jwks": not an http:// or https:// URL"#,
+            "spec.jwt.jwks.caBundle: is only used with an https:// url",
             r#"spec.jwt.algorithms[1]: "none" is not one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512"#,
             "spec.jwt.issuers[0]: must not be empty",
             "spec.jwt.audiences[0]: must not be empty",
@@ -1005,5 +1008,23 @@ fn parse_errors_name_the_field_and_unknown_fields_are_refused() {
             "warning ProxyPolicy shop/q | : kind ProxyPolicy (novaedge.io/v1) is not read by \
              NovaEdge; ignored",
         ]
+    );
+}
+
+#[test]
+fn an_https_jwks_url_with_the_providers_ca() {
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let spec =
+        format!("jwt:\n  jwks:\n    url: https://idp.auth.svc/keys\n    caBundle: {pem:?}\n");
+    let t = translate_with(&[policy("p", "HTTPRoute", "shop", &spec)]);
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let jwt = route_filters(&t, "shop/shop").jwt.unwrap();
+    assert_eq!(jwt.keys, JwtKeys::Url("https://idp.auth.svc/keys".into()));
+    assert_eq!(jwt.jwks_ca_pem, pem);
+
+    // A bundle without a certificate is refused.
+    assert_eq!(
+        policy_errors("jwt: {jwks: {url: \"https://idp/keys\", caBundle: \"not pem\"}}\n"),
+        ["spec.jwt.jwks.caBundle: holds no PEM certificate (-----BEGIN CERTIFICATE-----)"]
     );
 }

@@ -60,6 +60,9 @@ pub struct IpFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtAuthentication {
     pub keys: JwtKeys,
+    /// For an `https://` URL: the CA certificates (PEM) that verify the server. Empty: the
+    /// public web PKI roots.
+    pub jwks_ca_pem: String,
     pub refresh: Duration,
     pub max_stale: Duration,
     pub issuers: Vec<String>,
@@ -511,6 +514,7 @@ fn jwt_from_wire(
     };
     JwtAuthentication {
         keys,
+        jwks_ca_pem: j.jwks_ca_pem,
         refresh: ms(j.jwks_refresh_ms).unwrap_or(Duration::from_secs(600)),
         max_stale: ms(j.jwks_max_stale_ms).unwrap_or(Duration::from_secs(3600)),
         issuers: j.issuers,
@@ -554,6 +558,7 @@ fn jwt_to_wire(j: &JwtAuthentication) -> proto::JwtAuthentication {
         }),
         jwks_refresh_ms: millis(j.refresh),
         jwks_max_stale_ms: millis(j.max_stale),
+        jwks_ca_pem: j.jwks_ca_pem.clone(),
         issuers: j.issuers.clone(),
         audiences: j.audiences.clone(),
         algorithms: j.algorithms.clone(),
@@ -928,13 +933,30 @@ fn validate_policies(
             JwtKeys::Inline(s) | JwtKeys::File(s) if s.is_empty() => {
                 error("filters.jwt.keys".into(), "must not be empty".into())
             }
-            JwtKeys::Url(u) if !u.starts_with("http://") || u.parse::<http::Uri>().is_err() => {
+            JwtKeys::Url(u)
+                if !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.parse::<http::Uri>().is_err() =>
+            {
                 error(
                     "filters.jwt.keys.jwks_url".into(),
-                    format!("{u:?}: only http:// URLs are supported so far"),
+                    format!("{u:?}: not an http:// or https:// URL"),
                 )
             }
             _ => {}
+        }
+        if !j.jwks_ca_pem.is_empty() {
+            let https = matches!(&j.keys, JwtKeys::Url(u) if u.starts_with("https://"));
+            if !https {
+                error(
+                    "filters.jwt.jwks_ca_pem".into(),
+                    "is only used with an https:// jwks_url".into(),
+                );
+            } else if !j.jwks_ca_pem.contains("-----BEGIN CERTIFICATE-----") {
+                error(
+                    "filters.jwt.jwks_ca_pem".into(),
+                    "holds no PEM CERTIFICATE block".into(),
+                );
+            }
         }
         for (i, a) in j.algorithms.iter().enumerate() {
             if !JWT_ALGORITHMS.contains(&a.as_str()) {
@@ -1232,7 +1254,9 @@ mod tests {
                 xff_trusted_hops: 1,
             }),
             jwt: Some(JwtAuthentication {
-                keys: JwtKeys::Url("http://127.0.0.1:9000/jwks.json".into()),
+                keys: JwtKeys::Url("https://127.0.0.1:9000/jwks.json".into()),
+                jwks_ca_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+                    .into(),
                 refresh: Duration::from_secs(300),
                 max_stale: Duration::from_secs(3600),
                 issuers: vec!["https://issuer.example".into()],
@@ -1306,7 +1330,7 @@ mod tests {
             .deny
             .push("10.0.0.0/33".into());
         let jwt = filters.jwt.as_mut().unwrap();
-        jwt.keys = JwtKeys::Url("https://issuer.example/jwks".into());
+        jwt.keys = JwtKeys::Url("ftp://issuer.example/jwks".into());
         jwt.algorithms.push("none".into());
         filters.rate_limit.as_mut().unwrap().requests = 0;
         filters.timeouts.backend_request = Some(Duration::from_secs(20));
@@ -1318,6 +1342,7 @@ mod tests {
                 "rules[0].filters.cors.allow_origins[2]",
                 "rules[0].filters.ip_filter.deny[1]",
                 "rules[0].filters.jwt.keys.jwks_url",
+                "rules[0].filters.jwt.jwks_ca_pem",
                 "rules[0].filters.jwt.algorithms[2]",
                 "rules[0].filters.rate_limit.requests",
                 "rules[0].timeouts.backend_request",

@@ -30,10 +30,12 @@
 //! token is still refused: Envoy's `allow_missing`). Nothing taken from a token is logged.
 //!
 //! Keys come from a [`KeySource`]: an inline JWKS, an HMAC secret, or a JWKS file or
-//! `http://` URL that is cached, refreshed every [`RefreshPolicy::interval`], loaded again at
-//! once (rate-limited) when a token names an unknown `kid`, and kept for at most
-//! [`RefreshPolicy::max_stale`] when refreshing fails; see [`RefreshPolicy`]. `https://` URLs are
-//! refused when the layer is built: this crate has no TLS client.
+//! `http://`/`https://` URL that is cached, refreshed every [`RefreshPolicy::interval`], loaded
+//! again at once (rate-limited) when a token names an unknown `kid`, and kept for at most
+//! [`RefreshPolicy::max_stale`] when refreshing fails; see [`RefreshPolicy`]. An `https://` URL
+//! is fetched with rustls (TLS 1.2 and 1.3, aws-lc-rs), verifying the server against the public
+//! web PKI roots compiled in (webpki-roots: no system store, no download) or against the CAs of
+//! [`tls_client_config`], e.g. a cluster's own issuer.
 //!
 //! # Example
 //!
@@ -125,12 +127,17 @@ pub enum KeySource {
         /// How it is kept up to date.
         refresh: RefreshPolicy,
     },
-    /// A JWKS served over `http://` (HTTP/1.1), fetched on the first request and cached.
+    /// A JWKS served over `http://` or `https://` (HTTP/1.1), fetched on the first request
+    /// and cached.
     Url {
-        /// The URL; `https://` is not supported.
+        /// The URL.
         url: Uri,
         /// How it is kept up to date.
         refresh: RefreshPolicy,
+        /// For an `https://` URL, the TLS client configuration (see [`tls_client_config`]);
+        /// `None` verifies the server against the public web PKI roots. Its ALPN list is
+        /// replaced by `http/1.1`. Must be `None` for an `http://` URL.
+        tls: Option<Arc<rustls::ClientConfig>>,
     },
 }
 
@@ -143,13 +150,58 @@ impl KeySource {
         }
     }
 
-    /// A JWKS URL with the default [`RefreshPolicy`].
+    /// A JWKS URL with the default [`RefreshPolicy`] and, for `https://`, the public web PKI
+    /// roots.
     pub fn url(url: Uri) -> Self {
         KeySource::Url {
             url,
             refresh: RefreshPolicy::default(),
+            tls: None,
         }
     }
+}
+
+/// A TLS client configuration for [`KeySource::Url`] that trusts exactly the CA certificates
+/// in `ca_pem` (one or more PEM `CERTIFICATE` blocks; other blocks are ignored): TLS 1.2 and
+/// 1.3 with the aws-lc-rs provider, no client certificate.
+pub fn tls_client_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, JwtConfigError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let field = "keys.url.ca";
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| invalid(field, format!("bad PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| invalid(field, format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid(field, "no CERTIFICATE block in the PEM"));
+    }
+    client_config(roots).map_err(|e| invalid(field, e.to_string()))
+}
+
+/// The configuration for `https://` URLs without one of their own: the Mozilla roots.
+fn web_pki_client_config() -> Result<Arc<rustls::ClientConfig>, JwtConfigError> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(Arc::clone(config));
+    }
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = client_config(roots).map_err(|e| invalid("keys.url", e.to_string()))?;
+    Ok(Arc::clone(CONFIG.get_or_init(|| config)))
+}
+
+fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 impl fmt::Debug for KeySource {
@@ -166,10 +218,21 @@ impl fmt::Debug for KeySource {
                 .field("path", path)
                 .field("refresh", refresh)
                 .finish(),
-            KeySource::Url { url, refresh } => f
+            KeySource::Url { url, refresh, tls } => f
                 .debug_struct("Url")
                 .field("url", url)
                 .field("refresh", refresh)
+                .field(
+                    "tls",
+                    &format_args!(
+                        "{}",
+                        if tls.is_some() {
+                            "custom"
+                        } else {
+                            "web PKI roots"
+                        }
+                    ),
+                )
                 .finish(),
         }
     }
@@ -453,21 +516,30 @@ fn key_store(source: KeySource) -> Result<KeyStore, JwtConfigError> {
             check_refresh("file", &refresh)?;
             KeyStore::Dynamic(Dynamic::new(Origin::File(path), refresh))
         }
-        KeySource::Url { url, refresh } => {
+        KeySource::Url { url, refresh, tls } => {
             let field = "keys.url";
-            match url.scheme_str() {
-                Some("http") => {}
-                Some("https") => {
+            let tls = match (url.scheme_str(), tls) {
+                (Some("http"), None) => None,
+                (Some("http"), Some(_)) => {
                     return Err(invalid(
                         field,
-                        format!(
-                            "{url}: https is not supported (novaedge-filters has no TLS client); \
-                             use an http:// URL or a JWKS file"
-                        ),
+                        format!("{url}: a TLS configuration is given for an http:// URL"),
                     ));
                 }
-                _ => return Err(invalid(field, format!("{url}: must be an http:// URL"))),
-            }
+                (Some("https"), Some(config)) if config.alpn_protocols != [b"http/1.1"] => {
+                    let mut config = rustls::ClientConfig::clone(&config);
+                    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    Some(Arc::new(config))
+                }
+                (Some("https"), Some(config)) => Some(config),
+                (Some("https"), None) => Some(web_pki_client_config()?),
+                _ => {
+                    return Err(invalid(
+                        field,
+                        format!("{url}: must be an http:// or https:// URL"),
+                    ));
+                }
+            };
             if url.host().is_none_or(str::is_empty) {
                 return Err(invalid(field, format!("{url}: no host")));
             }
@@ -475,7 +547,7 @@ fn key_store(source: KeySource) -> Result<KeyStore, JwtConfigError> {
                 return Err(invalid(field, "credentials in the URL are not supported"));
             }
             check_refresh("url", &refresh)?;
-            KeyStore::Dynamic(Dynamic::new(Origin::Url(url), refresh))
+            KeyStore::Dynamic(Dynamic::new(Origin::Url(url, tls), refresh))
         }
     })
 }

@@ -1,5 +1,5 @@
 //! Where the keys live: fixed (inline JWKS, HMAC secret) or loaded from a file or an `http://`
-//! URL, cached and refreshed.
+//! or `https://` URL, cached and refreshed.
 //!
 //! A loaded key set is *fresh* for `interval` after it was loaded. After that, the next request
 //! starts a refresh in the background and goes on with the keys it has. If refreshing keeps
@@ -120,7 +120,8 @@ pub enum KeyFetchError {
 #[derive(Debug, Clone)]
 pub(crate) enum Origin {
     File(PathBuf),
-    Url(Uri),
+    /// With the TLS client configuration for an `https://` URL.
+    Url(Uri, Option<Arc<rustls::ClientConfig>>),
 }
 
 /// A key set and when it was loaded.
@@ -270,9 +271,9 @@ impl Dynamic {
     async fn load_locked(&self, generation: u64) -> Result<Arc<Loaded>, KeyFetchError> {
         let (from, bytes) = match &self.origin {
             Origin::File(path) => (path.display().to_string(), read_file(path).await?),
-            Origin::Url(url) => (
+            Origin::Url(url, tls) => (
                 url.to_string(),
-                fetch_url(url, self.policy.fetch_timeout).await?,
+                fetch_url(url, tls.as_ref(), self.policy.fetch_timeout).await?,
             ),
         };
         let keys =
@@ -324,9 +325,13 @@ async fn read_file(path: &Path) -> Result<Vec<u8>, KeyFetchError> {
     Ok(bytes)
 }
 
-/// One `GET` over HTTP/1.1 on a connection of its own. Only `http://` (checked when the
-/// layer is built): there is no TLS client in this crate.
-async fn fetch_url(url: &Uri, timeout: Duration) -> Result<Vec<u8>, KeyFetchError> {
+/// One `GET` over HTTP/1.1 on a connection of its own, through TLS when `tls` is given (the
+/// layer gives it for every `https://` URL and for no other).
+async fn fetch_url(
+    url: &Uri,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<Vec<u8>, KeyFetchError> {
     let http_err = |source: Box<dyn std::error::Error + Send + Sync>| KeyFetchError::Http {
         url: url.clone(),
         source,
@@ -338,17 +343,12 @@ async fn fetch_url(url: &Uri, timeout: Duration) -> Result<Vec<u8>, KeyFetchErro
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority
+            .port_u16()
+            .unwrap_or(if tls.is_some() { 443 } else { 80 });
         let stream = tokio::net::TcpStream::connect((host, port))
             .await
             .map_err(|e| http_err(e.into()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| http_err(e.into()))?;
-        tokio::spawn(async move {
-            // Ends when the exchange is done and `sender` is dropped.
-            let _ = conn.await;
-        });
         let path = url.path_and_query().map_or("/", |p| p.as_str());
         let request = Request::get(path)
             .header(HOST, authority.as_str())
@@ -356,10 +356,20 @@ async fn fetch_url(url: &Uri, timeout: Duration) -> Result<Vec<u8>, KeyFetchErro
             .header(USER_AGENT, "novaedge-jwt")
             .body(Empty::<Bytes>::new())
             .map_err(|e| http_err(e.into()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| http_err(e.into()))?;
+        let response = match tls {
+            None => get(TokioIo::new(stream), request).await,
+            Some(config) => {
+                // An IP address in the URL is checked against the certificate's IP SANs.
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| http_err(e.into()))?;
+                let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| http_err(format!("TLS handshake: {e}").into()))?;
+                get(TokioIo::new(stream), request).await
+            }
+        }
+        .map_err(http_err)?;
         if response.status() != StatusCode::OK {
             return Err(KeyFetchError::Status {
                 url: url.clone(),
@@ -386,4 +396,21 @@ async fn fetch_url(url: &Uri, timeout: Duration) -> Result<Vec<u8>, KeyFetchErro
             url: url.clone(),
             timeout,
         })?
+}
+
+/// Sends `request` on a new HTTP/1.1 connection over `io` and returns the response head; the
+/// connection ends once the body is read and the response dropped.
+async fn get<I>(
+    io: I,
+    request: Request<Empty<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, Box<dyn std::error::Error + Send + Sync>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        // Ends when the exchange is done and `sender` is dropped.
+        let _ = conn.await;
+    });
+    Ok(sender.send_request(request).await?)
 }

@@ -364,6 +364,34 @@ async fn the_inner_error_passes_through_unchanged() {
     assert_eq!(err, "upstream down");
 }
 
+/// A self-signed CA certificate in PEM, made by rcgen.
+fn test_ca() -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).unwrap().pem().into_bytes()
+}
+
+#[test]
+fn tls_roots_come_from_pem() {
+    assert!(
+        super::tls_client_config(b"").unwrap_err().to_string()
+            == "keys.url.ca: no CERTIFICATE block in the PEM"
+    );
+    let err = super::tls_client_config(
+        b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("keys.url.ca: "), "{err}");
+    let mut two = test_ca();
+    two.extend(test_ca());
+    assert_eq!(
+        super::tls_client_config(&two).unwrap().alpn_protocols,
+        [b"http/1.1"]
+    );
+}
+
 #[test]
 fn configuration_errors_name_the_field() {
     let error = |change: &dyn Fn(&mut JwtConfig)| {
@@ -374,8 +402,18 @@ fn configuration_errors_name_the_field() {
     type Change = Box<dyn Fn(&mut JwtConfig)>;
     let cases: Vec<(Change, &str)> = vec![
         (
-            Box::new(|c| c.keys = KeySource::url("https://idp/jwks".parse().unwrap())),
-            "keys.url: https://idp/jwks: https is not supported",
+            Box::new(|c| {
+                c.keys = KeySource::Url {
+                    url: "http://idp/jwks".parse().unwrap(),
+                    refresh: RefreshPolicy::default(),
+                    tls: Some(super::tls_client_config(&test_ca()).unwrap()),
+                }
+            }),
+            "keys.url: http://idp/jwks: a TLS configuration is given for an http:// URL",
+        ),
+        (
+            Box::new(|c| c.keys = KeySource::url("ftp://idp/jwks".parse().unwrap())),
+            "keys.url: ftp://idp/jwks: must be an http:// or https:// URL",
         ),
         (
             Box::new(|c| c.keys = KeySource::url("http://u:p@idp/jwks".parse().unwrap())),
@@ -383,7 +421,7 @@ fn configuration_errors_name_the_field() {
         ),
         (
             Box::new(|c| c.keys = KeySource::url("/jwks".parse().unwrap())),
-            "keys.url: /jwks: must be an http:// URL",
+            "keys.url: /jwks: must be an http:// or https:// URL",
         ),
         (
             Box::new(|c| {
@@ -393,6 +431,7 @@ fn configuration_errors_name_the_field() {
                         interval: Duration::ZERO,
                         ..RefreshPolicy::default()
                     },
+                    tls: None,
                 }
             }),
             "keys.url.refresh.interval: must be greater than zero",
