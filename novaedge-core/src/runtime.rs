@@ -164,6 +164,8 @@ pub enum CompileError {
         #[source]
         source: router::RouterError,
     },
+    #[error("{object}: {what} not supported by this data plane yet")]
+    Unsupported { object: String, what: &'static str },
     #[error("route {route:?}: rules[{rule}].{source}")]
     Filter {
         route: String,
@@ -250,6 +252,12 @@ impl Runtime {
         let mut next_filter_state = FilterState::default();
         let mut balancers = Balancers::with_capacity(snapshot.backends.len());
         let mut updates = Vec::with_capacity(snapshot.backends.len());
+        if let Some(b) = snapshot.backends.iter().find(|b| b.tls.is_some()) {
+            return Err(CompileError::Unsupported {
+                object: format!("backend {:?}", b.name),
+                what: "upstream TLS",
+            });
+        }
         let clusters: HashMap<&str, Arc<Cluster>> = snapshot
             .backends
             .iter()
@@ -327,6 +335,12 @@ impl Runtime {
 
         let mut routers = HashMap::with_capacity(snapshot.listeners.len());
         for listener in &snapshot.listeners {
+            if listener.tls.is_some() || listener.https_redirect_port.is_some() {
+                return Err(CompileError::Unsupported {
+                    object: format!("listener {:?}", listener.name),
+                    what: "TLS (HTTPS listeners and redirects)",
+                });
+            }
             let entries = per_listener
                 .remove(listener.name.as_str())
                 .unwrap_or_default();

@@ -368,6 +368,8 @@ impl<'a> Translator<'a> {
                     bind: None,
                     port,
                     protocol: ListenerProtocol::Http,
+                    tls: None,
+                    https_redirect_port: None,
                 })
                 .collect(),
             routes,
@@ -784,6 +786,7 @@ impl<'a> Translator<'a> {
                 endpoints,
                 load_balancing,
                 health,
+                tls: None,
             },
         );
         name

@@ -103,6 +103,7 @@ fn listener(i: usize, l: proto::Listener, errors: &mut Vec<FieldError>) -> Optio
     });
     let protocol = match proto::ListenerProtocol::try_from(l.protocol) {
         Ok(proto::ListenerProtocol::Http) => ListenerProtocol::Http,
+        Ok(proto::ListenerProtocol::Https) => ListenerProtocol::Https,
         _ => {
             errors.push(FieldError::new(
                 &object,
@@ -112,11 +113,24 @@ fn listener(i: usize, l: proto::Listener, errors: &mut Vec<FieldError>) -> Optio
             ListenerProtocol::Http
         }
     };
+    let https_redirect_port = l.https_redirect_port.and_then(|p| {
+        u16::try_from(p)
+            .map_err(|_| {
+                errors.push(FieldError::new(
+                    &object,
+                    "https_redirect_port",
+                    format!("{p} is not a TCP port"),
+                ))
+            })
+            .ok()
+    });
     (errors.len() == before).then_some(Listener {
         name: l.name,
         bind,
         port,
         protocol,
+        tls: l.tls.map(crate::tls::listener_tls_from_wire),
+        https_redirect_port,
     })
 }
 
@@ -326,6 +340,7 @@ fn backend(i: usize, b: proto::Backend, errors: &mut Vec<FieldError>) -> Backend
         endpoints,
         load_balancing,
         health,
+        tls: b.tls.map(crate::tls::upstream_tls_from_wire),
     }
 }
 
@@ -446,7 +461,10 @@ impl From<&ConfigSnapshot> for proto::ConfigSnapshot {
                     port: l.port.into(),
                     protocol: match l.protocol {
                         ListenerProtocol::Http => proto::ListenerProtocol::Http,
+                        ListenerProtocol::Https => proto::ListenerProtocol::Https,
                     } as i32,
+                    tls: l.tls.as_ref().map(crate::tls::listener_tls_to_wire),
+                    https_redirect_port: l.https_redirect_port.map(u32::from),
                 })
                 .collect(),
             routes: s.routes.iter().map(route_to_wire).collect(),
@@ -471,6 +489,7 @@ impl From<&ConfigSnapshot> for proto::ConfigSnapshot {
                         .collect(),
                     load_balancing: Some(load_balancing_to_wire(&b.load_balancing)),
                     health: Some(crate::health::to_wire(&b.health)),
+                    tls: b.tls.as_ref().map(crate::tls::upstream_tls_to_wire),
                 })
                 .collect(),
         }
@@ -555,6 +574,8 @@ mod tests {
                 bind: Some("127.0.0.1".parse().unwrap()),
                 port: 8080,
                 protocol: ListenerProtocol::Http,
+                tls: None,
+                https_redirect_port: None,
             }],
             routes: vec![Route {
                 name: "default/web".into(),
@@ -590,6 +611,7 @@ mod tests {
                 }],
             }],
             backends: vec![Backend {
+                tls: None,
                 name: "default/web:80".into(),
                 protocol: UpstreamProtocol::H2c,
                 endpoints: vec![

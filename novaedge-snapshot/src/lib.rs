@@ -20,6 +20,7 @@ mod error;
 mod filters;
 mod health;
 mod model;
+mod tls;
 mod validate;
 
 pub use validate::check_hostname;
@@ -39,6 +40,7 @@ pub use model::{
     HeaderMatch, LbPolicy, Listener, ListenerProtocol, LoadBalancing, MatchType, PathMatch,
     QueryParamMatch, Route, RouteMatch, RouteRule, UpstreamProtocol,
 };
+pub use tls::{ClientAuth, ListenerTls, TlsCertificate, UpstreamTls};
 pub use validate::{REGEX_SIZE_LIMIT, check_regex};
 
 /// Types generated from `snapshot.proto`.

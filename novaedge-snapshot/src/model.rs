@@ -8,6 +8,7 @@ use http::{HeaderName, Method};
 
 use crate::filters::RouteFilters;
 use crate::health::HealthPolicy;
+use crate::tls::{ListenerTls, UpstreamTls};
 
 /// Everything one data plane runs, as one versioned value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,12 +30,19 @@ pub struct Listener {
     /// 0 asks the OS for a free port.
     pub port: u16,
     pub protocol: ListenerProtocol,
+    /// Certificates and client verification; set exactly for HTTPS listeners.
+    pub tls: Option<ListenerTls>,
+    /// HTTP listeners only: answer every request with a `301` to the same URL over `https`
+    /// on this port (omitted from the URL when 443).
+    pub https_redirect_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListenerProtocol {
     /// Cleartext HTTP/1.1 and HTTP/2 with prior knowledge, told apart by the preface.
     Http,
+    /// TLS, then HTTP/2 or HTTP/1.1 as ALPN decides (HTTP/1.1 without ALPN).
+    Https,
 }
 
 /// A set of rules attached to one listener.
@@ -140,6 +148,8 @@ pub struct Backend {
     pub endpoints: Vec<Endpoint>,
     pub load_balancing: LoadBalancing,
     pub health: HealthPolicy,
+    /// TLS to the endpoints; `None`: cleartext.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// How a backend spreads requests over its endpoints.
@@ -207,8 +217,9 @@ pub enum HashOn {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpstreamProtocol {
+    /// HTTP/1.1; over TLS, HTTP/2 when the server picks it by ALPN.
     Http1,
-    /// HTTP/2 over cleartext with prior knowledge; also what gRPC backends speak.
+    /// HTTP/2 with prior knowledge (`h2` by ALPN over TLS); also what gRPC backends speak.
     H2c,
 }
 

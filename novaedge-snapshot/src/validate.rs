@@ -28,6 +28,7 @@ impl ConfigSnapshot {
             } else if !listeners.insert(l.name.as_str()) {
                 errors.push(FieldError::new(&object, "name", "duplicate listener name"));
             }
+            crate::tls::validate_listener(l, &object, &mut errors);
             if l.port != 0
                 && let Some(other) = sockets.insert((l.bind, l.port), l.name.as_str())
             {
@@ -80,6 +81,9 @@ impl ConfigSnapshot {
             }
             validate_load_balancing(&b.load_balancing, &object, &mut errors);
             crate::health::validate(&b.health, &object, &mut errors);
+            if let Some(tls) = &b.tls {
+                crate::tls::validate_upstream(tls, &object, &mut errors);
+            }
             let mut addresses = HashSet::new();
             for (j, e) in b.endpoints.iter().enumerate() {
                 let field = format!("endpoints[{j}]");
@@ -327,6 +331,8 @@ mod tests {
             bind: None,
             port,
             protocol: ListenerProtocol::Http,
+            tls: None,
+            https_redirect_port: None,
         }
     }
 
@@ -365,6 +371,7 @@ mod tests {
                 creation_timestamp: 0,
             }],
             backends: vec![Backend {
+                tls: None,
                 name: "ns/b:80".into(),
                 protocol: UpstreamProtocol::Http1,
                 load_balancing: LoadBalancing {

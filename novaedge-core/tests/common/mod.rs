@@ -95,6 +95,8 @@ pub(crate) fn listener_on(name: &str, port: u16) -> Listener {
         bind: Some(LOCALHOST),
         port,
         protocol: ListenerProtocol::Http,
+        tls: None,
+        https_redirect_port: None,
     }
 }
 
@@ -118,6 +120,7 @@ pub(crate) fn backend_at(
         endpoints,
         load_balancing: Default::default(),
         health: Default::default(),
+        tls: None,
     }
 }
 
