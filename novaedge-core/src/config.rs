@@ -18,6 +18,8 @@ pub struct EngineConfig {
     pub header_read_timeout: Duration,
     /// Pending-connection queue length of listening sockets.
     pub listen_backlog: i32,
+    /// How long a client has to complete a TLS handshake on an HTTPS listener.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -29,6 +31,7 @@ impl Default for EngineConfig {
             max_idle_per_endpoint: 256,
             header_read_timeout: Duration::from_secs(30),
             listen_backlog: 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::config::EngineConfig;
 use crate::filters::FilterState;
 use crate::listener::{self, ListenerHandle};
 use crate::runtime::{Balancers, CompileError, Runtime, SocketKey};
+use crate::tls::TlsState;
 use crate::upstream::Upstreams;
 
 /// Why a snapshot was not applied. In every case nothing changed: the previous runtime, if
@@ -61,7 +62,7 @@ pub(crate) struct Shared {
     /// Cancelled when the shutdown deadline passes: every task in `tasks` then drops its
     /// connections.
     pub(crate) cut: CancellationToken,
-    config: EngineConfig,
+    pub(crate) config: EngineConfig,
     /// Serialises `apply` and `shutdown`; never taken on the request path.
     control: Mutex<Control>,
 }
@@ -72,6 +73,8 @@ struct Control {
     balancers: Balancers,
     /// Stateful filters (JWT key caches, rate limiter buckets) kept across reloads.
     filters: FilterState,
+    /// Listener TLS configurations (session caches, ticket keys) kept across reloads.
+    tls: TlsState,
     applied: bool,
     shut_down: bool,
 }
@@ -114,6 +117,7 @@ impl Engine {
             &control.balancers,
             &Arc::downgrade(&self.shared),
             &control.filters,
+            &control.tls,
         )?;
 
         // Bind everything new before touching anything, so a failure leaves no trace.
@@ -137,10 +141,11 @@ impl Engine {
         }
 
         let version = prepared.version();
-        let (runtime, balancers, filters) = prepared.commit();
-        control.balancers = balancers;
-        control.filters = filters;
-        self.shared.runtime.store(Arc::new(runtime));
+        let committed = prepared.commit();
+        control.balancers = committed.balancers;
+        control.filters = committed.filters;
+        control.tls = committed.tls;
+        self.shared.runtime.store(Arc::new(committed.runtime));
         control.applied = true;
 
         for (key, name, socket) in fresh {
@@ -217,6 +222,7 @@ impl Engine {
         let mut control = self.shared.control.lock().expect("control lock");
         control.balancers.clear();
         control.filters = FilterState::default();
+        control.tls = TlsState::default();
         drop(control);
         ShutdownReport { drained }
     }

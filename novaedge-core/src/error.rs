@@ -16,6 +16,8 @@ pub(crate) enum ProxyError {
     BadPath(#[source] novaedge_router::PathError),
     #[error("no route matches the request")]
     NoRoute,
+    #[error("the request names no host to redirect to")]
+    NoHost,
     #[error("the route has no backend to send to")]
     NoBackend,
     #[error("the engine is shutting down")]
@@ -44,6 +46,7 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad request path\n"),
             ProxyError::NoRoute => (StatusCode::NOT_FOUND, "no route\n"),
+            ProxyError::NoHost => (StatusCode::BAD_REQUEST, "no host\n"),
             // Gateway API: a rule whose backends are all invalid or weighted 0 answers 500.
             ProxyError::NoBackend => (StatusCode::INTERNAL_SERVER_ERROR, "no backend\n"),
             ProxyError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),

@@ -110,6 +110,50 @@ pub(crate) fn add_forwarded(
     };
 }
 
+/// Envoy's `x-forwarded-client-cert`: what the listener verified about the client's
+/// certificate. Whatever a client sent under that name is removed first, so an upstream can
+/// trust the header (Envoy's `SANITIZE_SET`).
+pub(crate) const X_FORWARDED_CLIENT_CERT: HeaderName =
+    HeaderName::from_static("x-forwarded-client-cert");
+
+/// Replaces `x-forwarded-client-cert` with the verified certificate's subject and names
+/// (`Subject="CN=a";URI=spiffe://x/y;DNS=a.example`), or removes it without one.
+pub(crate) fn set_client_cert(
+    headers: &mut HeaderMap,
+    cert: Option<&novaedge_filters::ClientCertificate>,
+) {
+    headers.remove(X_FORWARDED_CLIENT_CERT);
+    let Some(cert) = cert else {
+        return;
+    };
+    let id = &cert.0;
+    let quoted = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    let plain_or_quoted = |v: &str| {
+        if v.contains([',', ';', '=', '"']) {
+            quoted(v)
+        } else {
+            v.to_owned()
+        }
+    };
+    let mut parts = vec![format!("Subject={}", quoted(&id.subject))];
+    parts.extend(
+        id.uris
+            .iter()
+            .map(|u| format!("URI={}", plain_or_quoted(u))),
+    );
+    parts.extend(
+        id.dns_names
+            .iter()
+            .map(|d| format!("DNS={}", plain_or_quoted(d))),
+    );
+    match HeaderValue::from_str(&parts.join(";")) {
+        Ok(value) => {
+            headers.insert(X_FORWARDED_CLIENT_CERT, value);
+        }
+        Err(_) => tracing::debug!("client certificate names are not a valid header value"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +244,29 @@ mod tests {
         add_forwarded(&mut h, "::ffff:10.1.2.3".parse().unwrap(), "http", None);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert!(h.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn client_cert_header_is_replaced_and_quoted() {
+        use novaedge_filters::{CertificateIdentity, ClientCertificate};
+        let mut h = map(&[("x-forwarded-client-cert", "Subject=\"CN=forged\"")]);
+        set_client_cert(&mut h, None);
+        assert!(h.get("x-forwarded-client-cert").is_none());
+        let cert = ClientCertificate(std::sync::Arc::new(CertificateIdentity {
+            subject: "CN=alice \"a\",O=Example".into(),
+            dns_names: vec!["alice.test".into()],
+            uris: vec!["spiffe://example.test/ns/shop/sa/web".into()],
+            ..CertificateIdentity::default()
+        }));
+        let mut h = map(&[("x-forwarded-client-cert", "forged")]);
+        set_client_cert(&mut h, Some(&cert));
+        assert_eq!(
+            h.get_all("x-forwarded-client-cert")
+                .iter()
+                .collect::<Vec<_>>(),
+            [
+                r#"Subject="CN=alice \"a\",O=Example";URI=spiffe://example.test/ns/shop/sa/web;DNS=alice.test"#
+            ]
+        );
     }
 }

@@ -51,6 +51,7 @@ mod health;
 mod listener;
 mod proxy;
 mod runtime;
+mod tls;
 mod upstream;
 
 pub use config::EngineConfig;
@@ -58,3 +59,4 @@ pub use engine::{ApplyError, Engine, ShutdownReport};
 pub use error::OVERLOADED_HEADER;
 pub use filters::FilterError;
 pub use runtime::CompileError;
+pub use tls::TlsError;

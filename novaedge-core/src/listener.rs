@@ -5,15 +5,19 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
 
 use crate::engine::Shared;
 use crate::proxy::ProxyService;
 use crate::runtime::SocketKey;
+use crate::tls::Session;
 
 /// Binds a listening socket the way a proxy wants it: `SO_REUSEADDR` so a restart does not wait
 /// for TIME_WAIT, non-blocking, and a deep accept queue.
@@ -114,17 +118,39 @@ async fn accept_loop(
                 }
             },
         };
+        // The TLS configuration of the runtime the connection is accepted under: a rotated
+        // certificate serves from the next connection on.
+        let tls = shared
+            .runtime
+            .load()
+            .listener(&key)
+            .and_then(|l| l.tls.clone());
         let service = ProxyService {
             shared: shared.clone(),
             key: key.clone(),
             peer,
             local,
+            session: None,
         };
         let conn_stop = stop.clone();
-        let builder = shared.http.clone();
         let cut = shared.cut.clone();
+        let handshake_timeout = shared.config.tls_handshake_timeout;
+        let http = shared.http.clone();
         shared.tasks.spawn(async move {
-            let serve = serve_connection(builder, stream, service, conn_stop);
+            let _ = stream.set_nodelay(true);
+            let serve = async move {
+                match tls {
+                    None => serve_connection(http, stream, service, conn_stop).await,
+                    Some(config) => {
+                        let Some((stream, service, http)) =
+                            handshake(config, stream, service, http, handshake_timeout).await
+                        else {
+                            return;
+                        };
+                        serve_connection(http, stream, service, conn_stop).await;
+                    }
+                }
+            };
             if cut.run_until_cancelled(serve).await.is_none() {
                 tracing::debug!(%peer, "client connection cut at the shutdown deadline");
             }
@@ -133,13 +159,49 @@ async fn accept_loop(
     tracing::info!(%local, "listener stopped accepting");
 }
 
-async fn serve_connection(
-    builder: auto::Builder<hyper_util::rt::TokioExecutor>,
+/// The server side of a TLS handshake, bounded in time. On success, the HTTP version is the
+/// one ALPN agreed on (HTTP/1.1 without ALPN), and the service knows the session.
+async fn handshake(
+    config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
+    mut service: ProxyService,
+    http: auto::Builder<TokioExecutor>,
+    timeout: Duration,
+) -> Option<(
+    TlsStream<TcpStream>,
+    ProxyService,
+    auto::Builder<TokioExecutor>,
+)> {
+    let peer = service.peer;
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    let stream = match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let (_, conn) = stream.get_ref();
+    let http = match conn.alpn_protocol() {
+        Some(b"h2") => http.http2_only(),
+        _ => http.http1_only(),
+    };
+    service.session = Some(Arc::new(Session::of(conn)));
+    Some((stream, service, http))
+}
+
+async fn serve_connection<I>(
+    builder: auto::Builder<TokioExecutor>,
+    stream: I,
     service: ProxyService,
     mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let peer = service.peer;
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);

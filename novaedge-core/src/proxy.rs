@@ -20,10 +20,11 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::runtime::Cluster;
 use crate::runtime::{BackendChoice, SocketKey};
+use crate::tls::Session;
 use crate::upstream::{SendError, UpstreamError, Wire};
 use novaedge_filters::mirror::MirrorRequestBody;
 use novaedge_filters::retry::ATTEMPT_HEADER;
-use novaedge_filters::{ClientAddr, LocalListener};
+use novaedge_filters::{ClientAddr, ClientCertificate, LocalListener};
 use novaedge_health::Outcome;
 use novaedge_lb::{EndpointState, InFlight};
 use novaedge_lb::{PickContext, Selector};
@@ -36,6 +37,8 @@ pub(crate) struct ProxyService {
     pub(crate) peer: SocketAddr,
     /// The listening socket's address.
     pub(crate) local: SocketAddr,
+    /// The TLS session, on an HTTPS listener.
+    pub(crate) session: Option<Arc<Session>>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
@@ -48,9 +51,14 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         // request then finishes on what it started with, whatever reloads happen meanwhile.
         let routed = {
             let runtime = self.shared.runtime.load();
-            match runtime.router(&self.key) {
+            match runtime.listener(&self.key) {
                 None => Err(ProxyError::NoRoute),
-                Some(router) => match router.resolve(&req) {
+                Some(listener) if listener.https_redirect_port.is_some() => {
+                    let port = listener.https_redirect_port.unwrap_or(443);
+                    let response = https_redirect(&req, port);
+                    return Box::pin(async move { Ok(response) });
+                }
+                Some(listener) => match listener.router.resolve(&req) {
                     Err(e) => Err(ProxyError::BadPath(e)),
                     Ok(resolved) => {
                         // The upstream gets the path that was routed, not the raw one.
@@ -67,6 +75,8 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let shared = self.shared.clone();
         let peer = self.peer;
         let local = self.local;
+        let client_cert = self.session.as_ref().and_then(|s| s.client.clone());
+        let https = self.session.is_some();
         Box::pin(async move {
             let (target, normalized) = match routed {
                 Ok(routed) => routed,
@@ -79,6 +89,8 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             let client = ClientInfo {
                 peer,
                 host: request_host(&req),
+                https,
+                client_cert: client_cert.clone(),
             };
             let Some(filters) = &rule.filters else {
                 let forwarded = match rule.backends.pick() {
@@ -101,8 +113,11 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             extensions.insert(ClientAddr(peer));
             extensions.insert(LocalListener {
                 port: local.port(),
-                scheme: Scheme::HTTP,
+                scheme: if https { Scheme::HTTPS } else { Scheme::HTTP },
             });
+            if let Some(cert) = client_cert {
+                extensions.insert(cert);
+            }
             if let Some(prefix) = &target.prefix {
                 extensions.insert(prefix.clone());
             }
@@ -246,6 +261,10 @@ fn set_path<B>(req: &mut Request<B>, path: &str) {
 pub(crate) struct ClientInfo {
     peer: SocketAddr,
     host: Option<HeaderValue>,
+    /// Whether the client connection is TLS.
+    https: bool,
+    /// The client's verified certificate.
+    client_cert: Option<ClientCertificate>,
 }
 
 impl ClientInfo {
@@ -257,7 +276,35 @@ impl ClientInfo {
             .unwrap_or(ClientInfo {
                 peer: SocketAddr::from(([0, 0, 0, 0], 0)),
                 host: request_host(req),
+                https: false,
+                client_cert: None,
             })
+    }
+}
+
+/// The answer of a listener that redirects to HTTPS: `301` to the same host (its port
+/// replaced), path and query. A request without a usable host gets `400`.
+fn https_redirect<B>(req: &Request<B>, port: u16) -> Response<ProxyBody> {
+    let host = request_host(req)
+        .and_then(|h| h.to_str().ok().and_then(|h| h.parse::<Authority>().ok()))
+        .map(|a| a.host().to_owned());
+    let Some(host) = host.filter(|h| !h.is_empty()) else {
+        return ProxyError::NoHost.into_response();
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut response = Response::new(ProxyBody::default());
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    match HeaderValue::from_str(&location) {
+        Ok(location) => {
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+        }
+        Err(_) => ProxyError::NoHost.into_response(),
     }
 }
 
@@ -433,7 +480,9 @@ fn prepare_upstream_request(
 
     let headers = req.headers_mut();
     headers::remove_hop_by_hop(headers, upgrade);
-    headers::add_forwarded(headers, client.peer.ip(), "http", client.host.as_ref());
+    let proto = if client.https { "https" } else { "http" };
+    headers::add_forwarded(headers, client.peer.ip(), proto, client.host.as_ref());
+    headers::set_client_cert(headers, client.client_cert.as_ref());
 
     match wire {
         Wire::Http1 => {

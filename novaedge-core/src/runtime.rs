@@ -19,6 +19,7 @@ use crate::engine::Shared;
 use crate::filters::{FilterError, FilterStack, FilterState};
 use crate::health::BackendHealth;
 use crate::proxy::{Forward, MirrorTarget};
+use crate::tls::{TlsError, TlsState};
 use crate::upstream::Wire;
 
 /// Identifies a listening socket across snapshots: a reload that keeps the key keeps the socket.
@@ -54,7 +55,17 @@ impl SocketKey {
 #[derive(Debug)]
 pub(crate) struct Runtime {
     pub(crate) version: u64,
-    routers: HashMap<SocketKey, Router<Arc<MatchTarget>>>,
+    listeners: HashMap<SocketKey, ListenerRuntime>,
+}
+
+/// What a listening socket serves under one runtime.
+#[derive(Debug)]
+pub(crate) struct ListenerRuntime {
+    pub(crate) router: Router<Arc<MatchTarget>>,
+    /// HTTPS: the configuration new connections handshake with.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Every request is redirected to `https` on this port.
+    pub(crate) https_redirect_port: Option<u16>,
 }
 
 /// One balancer, health state and circuit breaker per backend name, kept across runtimes so
@@ -166,6 +177,12 @@ pub enum CompileError {
     },
     #[error("{object}: {what} not supported by this data plane yet")]
     Unsupported { object: String, what: &'static str },
+    #[error("listener {listener:?}: {source}")]
+    Tls {
+        listener: String,
+        #[source]
+        source: TlsError,
+    },
     #[error("route {route:?}: rules[{rule}].{source}")]
     Filter {
         route: String,
@@ -184,6 +201,7 @@ pub(crate) struct Prepared {
     balancers: Balancers,
     updates: Vec<BalancerUpdate>,
     filter_state: FilterState,
+    tls_state: TlsState,
 }
 
 #[derive(Debug)]
@@ -197,10 +215,19 @@ struct BalancerUpdate {
     endpoints: Vec<(SocketAddr, u32)>,
 }
 
+/// A committed runtime and the state the engine keeps for the next snapshot.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    pub(crate) runtime: Runtime,
+    pub(crate) balancers: Balancers,
+    pub(crate) filters: FilterState,
+    pub(crate) tls: TlsState,
+}
+
 impl Prepared {
     /// Rebuilds the balancers whose endpoints or policy changed and returns the runtime and the
     /// balancers now in use (those of backends the snapshot dropped are gone).
-    pub(crate) fn commit(self) -> (Runtime, Balancers, FilterState) {
+    pub(crate) fn commit(self) -> Committed {
         for u in self.updates {
             if let Some(old) = u.retired {
                 old.retire();
@@ -218,7 +245,12 @@ impl Prepared {
             endpoints.update(u.endpoints);
             health.start_probes();
         }
-        (self.runtime, self.balancers, self.filter_state)
+        Committed {
+            runtime: self.runtime,
+            balancers: self.balancers,
+            filters: self.filter_state,
+            tls: self.tls_state,
+        }
     }
 
     pub(crate) fn version(&self) -> u64 {
@@ -229,16 +261,17 @@ impl Prepared {
 impl Runtime {
     /// A runtime that serves nothing.
     pub(crate) fn empty(default_bind: IpAddr) -> Self {
-        let (empty, _, _) = Self::prepare(
+        Self::prepare(
             &ConfigSnapshot::default(),
             default_bind,
             &Balancers::new(),
             &Weak::new(),
             &FilterState::default(),
+            &TlsState::default(),
         )
         .expect("the empty snapshot compiles")
-        .commit();
-        empty
+        .commit()
+        .runtime
     }
 
     /// Compiles a validated snapshot, reusing the balancers of backends that stay.
@@ -248,7 +281,9 @@ impl Runtime {
         current: &Balancers,
         shared: &Weak<Shared>,
         filter_state: &FilterState,
+        tls_state: &TlsState,
     ) -> Result<Prepared, CompileError> {
+        let mut next_tls_state = TlsState::default();
         let mut next_filter_state = FilterState::default();
         let mut balancers = Balancers::with_capacity(snapshot.backends.len());
         let mut updates = Vec::with_capacity(snapshot.backends.len());
@@ -333,14 +368,17 @@ impl Runtime {
             }
         }
 
-        let mut routers = HashMap::with_capacity(snapshot.listeners.len());
+        let mut listeners = HashMap::with_capacity(snapshot.listeners.len());
         for listener in &snapshot.listeners {
-            if listener.tls.is_some() || listener.https_redirect_port.is_some() {
-                return Err(CompileError::Unsupported {
-                    object: format!("listener {:?}", listener.name),
-                    what: "TLS (HTTPS listeners and redirects)",
-                });
-            }
+            let tls = listener
+                .tls
+                .as_ref()
+                .map(|tls| next_tls_state.config(tls_state, tls))
+                .transpose()
+                .map_err(|source| CompileError::Tls {
+                    listener: listener.name.clone(),
+                    source,
+                })?;
             let entries = per_listener
                 .remove(listener.name.as_str())
                 .unwrap_or_default();
@@ -348,21 +386,29 @@ impl Runtime {
                 listener: listener.name.clone(),
                 source,
             })?;
-            routers.insert(SocketKey::of(listener, default_bind), router);
+            listeners.insert(
+                SocketKey::of(listener, default_bind),
+                ListenerRuntime {
+                    router,
+                    tls,
+                    https_redirect_port: listener.https_redirect_port,
+                },
+            );
         }
         Ok(Prepared {
             runtime: Runtime {
                 version: snapshot.version,
-                routers,
+                listeners,
             },
             balancers,
             updates,
             filter_state: next_filter_state,
+            tls_state: next_tls_state,
         })
     }
 
-    pub(crate) fn router(&self, key: &SocketKey) -> Option<&Router<Arc<MatchTarget>>> {
-        self.routers.get(key)
+    pub(crate) fn listener(&self, key: &SocketKey) -> Option<&ListenerRuntime> {
+        self.listeners.get(key)
     }
 }
 

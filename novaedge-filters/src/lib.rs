@@ -63,6 +63,27 @@ pub struct LocalListener {
     pub scheme: http::uri::Scheme,
 }
 
+/// The certificate a client presented on a TLS connection, verified by the listener against
+/// its client CA, as a request extension: who the client is, for filters and services after
+/// the listener. Absent when the connection is cleartext or the client sent no certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertificate(pub std::sync::Arc<CertificateIdentity>);
+
+/// What a verified client certificate says about its holder.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertificateIdentity {
+    /// The subject distinguished name, RFC 4514 style (`CN=alice,O=Example`).
+    pub subject: String,
+    /// DNS names of the subject alternative name extension.
+    pub dns_names: Vec<String>,
+    /// URIs of the subject alternative name extension (SPIFFE IDs, for one).
+    pub uris: Vec<String>,
+    /// E-mail addresses of the subject alternative name extension.
+    pub emails: Vec<String>,
+    /// The leaf certificate, DER.
+    pub der: bytes::Bytes,
+}
+
 /// The address of the peer a request came from, as a request extension (like axum's
 /// `ConnectInfo`). Servers insert it; filters read it with
 /// `req.extensions().get::<ClientAddr>()`.
