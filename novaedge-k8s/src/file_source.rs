@@ -1,7 +1,14 @@
 //! The standalone source: Kubernetes YAML from files and directories, translated with the same
 //! code the controller uses, and watched for changes.
+//!
+//! Files that Secrets refer to (`novaedge.io/cert-file` and friends, see [`crate::tls`]) are
+//! watched too, through their directories: replacing a certificate's PEM files reloads, which
+//! rotates the certificate. The set of such files is learnt on every load, so a Secret that
+//! starts referring to a new directory is watched from then on.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
@@ -9,7 +16,7 @@ use novaedge_snapshot::ConfigSnapshot;
 use tokio::sync::mpsc;
 
 use crate::diagnostics::Diagnostic;
-use crate::objects::load_paths;
+use crate::objects::{Object, Sourced, load_paths};
 use crate::translate::{TranslateOptions, translate};
 
 /// A snapshot built from files, with the warnings met on the way.
@@ -24,11 +31,72 @@ pub struct Loaded {
 pub struct FileSource {
     paths: Vec<PathBuf>,
     version: u64,
+    /// Files read because a Secret names them, as of the last load.
+    referenced: BTreeSet<PathBuf>,
+    /// The watcher of the live [`Changes`], if any, to add directories to.
+    watching: Weak<Mutex<Watching>>,
+}
+
+/// A watcher and the directories it watches (`true`: recursively).
+#[derive(Debug)]
+struct Watching {
+    watcher: notify::RecommendedWatcher,
+    dirs: Vec<(PathBuf, bool)>,
+}
+
+impl Watching {
+    /// Watches `dir` unless a watched directory already covers it.
+    fn add(&mut self, dir: &Path, recursive: bool) -> notify::Result<()> {
+        let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+        let covered = self.dirs.iter().any(|(have, have_recursive)| {
+            *have == canonical || (*have_recursive && canonical.starts_with(have))
+        });
+        if covered {
+            return Ok(());
+        }
+        let mode = if recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        self.watcher.watch(dir, mode)?;
+        self.dirs.push((canonical, recursive));
+        Ok(())
+    }
+}
+
+/// The directory a file is watched through.
+fn parent_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// The files Secrets among `objects` were read from.
+fn referenced_files(objects: &[Sourced]) -> BTreeSet<PathBuf> {
+    objects
+        .iter()
+        .filter_map(|o| match &o.object {
+            Object::Secret(s) => Some(s.files.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 impl FileSource {
     pub fn new(paths: Vec<PathBuf>) -> Self {
-        Self { paths, version: 0 }
+        Self {
+            paths,
+            version: 0,
+            referenced: BTreeSet::new(),
+            watching: Weak::new(),
+        }
+    }
+
+    /// The files Secrets referred to in the last load (certificates, keys, CA bundles).
+    pub fn referenced_files(&self) -> &BTreeSet<PathBuf> {
+        &self.referenced
     }
 
     pub fn paths(&self) -> &[PathBuf] {
@@ -47,6 +115,15 @@ impl FileSource {
     /// the caller keeps serving what it has.
     pub fn load(&mut self) -> Result<Loaded, Vec<Diagnostic>> {
         let (objects, mut diagnostics) = load_paths(&self.paths);
+        self.referenced = referenced_files(&objects);
+        if let Some(watching) = self.watching.upgrade() {
+            let mut watching = watching.lock().unwrap_or_else(|e| e.into_inner());
+            for file in &self.referenced {
+                if let Err(e) = watching.add(&parent_dir(file), false) {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot watch");
+                }
+            }
+        }
         self.version += 1;
         let translation = translate(
             &objects,
@@ -65,33 +142,42 @@ impl FileSource {
         })
     }
 
-    /// Starts watching the paths. Directories are watched recursively; a file is watched
-    /// through its directory, so that editors that replace the file (write + rename) are seen.
-    pub fn watch(&self) -> notify::Result<Changes> {
+    /// Starts watching the paths and the files Secrets referred to in the last load.
+    /// Directories are watched recursively; a file is watched through its directory, so that
+    /// editors that replace the file (write + rename) are seen. Later loads add the
+    /// directories of newly referenced files.
+    pub fn watch(&mut self) -> notify::Result<Changes> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let relevant = match &event {
-                    Ok(e) => !matches!(e.kind, notify::EventKind::Access(_)),
-                    Err(_) => true,
-                };
-                if relevant {
-                    let _ = tx.send(());
-                }
-            })?;
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let relevant = match &event {
+                Ok(e) => !matches!(e.kind, notify::EventKind::Access(_)),
+                Err(_) => true,
+            };
+            if relevant {
+                let _ = tx.send(());
+            }
+        })?;
+        let mut watching = Watching {
+            watcher,
+            dirs: Vec::new(),
+        };
         for path in &self.paths {
             if path.is_dir() {
-                watcher.watch(path, RecursiveMode::Recursive)?;
+                watching.add(path, true)?;
             } else {
-                let dir = path
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .map_or_else(|| PathBuf::from("."), PathBuf::from);
-                watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+                watching.add(&parent_dir(path), false)?;
             }
         }
+        for file in &self.referenced {
+            // A missing directory is not fatal: the Secret's error already says what is wrong.
+            if let Err(e) = watching.add(&parent_dir(file), false) {
+                tracing::warn!(file = %file.display(), error = %e, "cannot watch");
+            }
+        }
+        let watching = Arc::new(Mutex::new(watching));
+        self.watching = Arc::downgrade(&watching);
         Ok(Changes {
-            _watcher: watcher,
+            _watching: watching,
             rx,
         })
     }
@@ -100,7 +186,7 @@ impl FileSource {
 /// File-system changes under watched paths, debounced.
 #[derive(Debug)]
 pub struct Changes {
-    _watcher: notify::RecommendedWatcher,
+    _watching: Arc<Mutex<Watching>>,
     rx: mpsc::UnboundedReceiver<()>,
 }
 

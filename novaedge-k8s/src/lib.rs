@@ -33,6 +33,7 @@ mod filters;
 pub mod health;
 pub mod objects;
 pub mod policy;
+pub mod tls;
 mod translate;
 
 pub use diagnostics::{Diagnostic, Severity};
@@ -40,6 +41,10 @@ pub use health::{
     CIRCUIT_BREAKER_ANNOTATION, HEALTH_CHECK_ANNOTATION, OUTLIER_DETECTION_ANNOTATION,
 };
 pub use policy::{PROXY_POLICY_API_VERSION, ProxyPolicy, ProxyPolicySpec};
+pub use tls::{
+    CA_FILE_ANNOTATION, CERT_FILE_ANNOTATION, HTTPS_REDIRECT_ANNOTATION, KEY_FILE_ANNOTATION,
+    UPSTREAM_TLS_ANNOTATION, UpstreamTlsSpec,
+};
 pub use translate::{
     GATEWAY_CONTROLLER_NAME, HASH_ON_ANNOTATION, LOAD_BALANCER_ANNOTATION,
     PANIC_THRESHOLD_ANNOTATION, TranslateOptions, Translation, translate,

@@ -2,10 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
-use k8s_openapi::api::core::v1::Service;
+use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
@@ -13,6 +15,7 @@ use serde_json::Value;
 
 use crate::diagnostics::Diagnostic;
 use crate::policy::{PROXY_POLICY_API_VERSION, ProxyPolicy};
+use crate::tls::{Secret, parse_secret};
 
 /// A Kubernetes object of a kind NovaEdge understands.
 #[derive(Debug, Clone)]
@@ -24,6 +27,12 @@ pub enum Object {
     EndpointSlice(EndpointSlice),
     /// NovaEdge's own policy kind (see [`crate::policy`]); boxed, being the largest.
     ProxyPolicy(Box<ProxyPolicy>),
+    /// Certificates and keys; its `Debug` never shows them (see [`crate::tls`]).
+    Secret(Box<Secret>),
+    /// CA bundles (`ca.crt`).
+    ConfigMap(ConfigMap),
+    BackendTlsPolicy(BackendTlsPolicy),
+    ReferenceGrant(ReferenceGrant),
 }
 
 /// An object and the file it was read from.
@@ -42,6 +51,10 @@ impl Object {
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
             Object::ProxyPolicy(_) => "ProxyPolicy",
+            Object::Secret(_) => "Secret",
+            Object::ConfigMap(_) => "ConfigMap",
+            Object::BackendTlsPolicy(_) => "BackendTLSPolicy",
+            Object::ReferenceGrant(_) => "ReferenceGrant",
         }
     }
 
@@ -53,6 +66,10 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::ProxyPolicy(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::BackendTlsPolicy(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
         }
     }
 
@@ -154,6 +171,12 @@ pub fn parse_yaml(text: &str, file: Option<&Path>) -> (Vec<Sourced>, Vec<Diagnos
     let mut objects = Vec::new();
     let mut diagnostics = Vec::new();
     let file_buf = file.map(Path::to_owned);
+    // File annotations of Secrets are relative to the YAML file's directory.
+    let base = file.map(|f| {
+        f.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    });
     for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let value = match Value::deserialize(document) {
             Ok(value) => value,
@@ -169,6 +192,7 @@ pub fn parse_yaml(text: &str, file: Option<&Path>) -> (Vec<Sourced>, Vec<Diagnos
         parse_value(
             value,
             &format!("document {}", index + 1),
+            base,
             &mut objects,
             &mut diagnostics,
         );
@@ -185,6 +209,7 @@ pub fn parse_yaml(text: &str, file: Option<&Path>) -> (Vec<Sourced>, Vec<Diagnos
 fn parse_value(
     value: Value,
     where_: &str,
+    base: Option<&Path>,
     objects: &mut Vec<Sourced>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
@@ -238,6 +263,7 @@ fn parse_value(
                     parse_value(
                         item.clone(),
                         &format!("{where_} items[{i}]"),
+                        base,
                         objects,
                         diagnostics,
                     );
@@ -267,6 +293,19 @@ fn parse_value(
         (PROXY_POLICY_API_VERSION, "ProxyPolicy") => {
             typed(value).map(Box::new).map(Object::ProxyPolicy)
         }
+        // Parsed by hand: serde's messages may quote a value, and a value may be a key.
+        ("v1", "Secret") => match parse_secret(value, &object, base, diagnostics) {
+            Some(secret) => Ok(Object::Secret(Box::new(secret))),
+            None => return,
+        },
+        ("v1", "ConfigMap") => typed(value).map(Object::ConfigMap),
+        ("gateway.networking.k8s.io/v1", "BackendTLSPolicy") => {
+            typed(value).map(Object::BackendTlsPolicy)
+        }
+        (
+            "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1",
+            "ReferenceGrant",
+        ) => typed(value).map(Object::ReferenceGrant),
         _ => {
             diagnostics.push(Diagnostic::warning(
                 object,

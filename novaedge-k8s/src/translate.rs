@@ -1,27 +1,33 @@
 //! Objects to snapshot: one pure function, shared by the controller and the file source.
 
+mod tls;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::gateways::{Gateway, GatewayListenersAllowedRoutesNamespacesFrom as From};
 use gateway_api::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
     HttpRouteRulesMatchesQueryParamsType,
 };
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use novaedge_snapshot::{
-    self as snapshot, Backend, BackendRef, ConfigSnapshot, Endpoint, HashOn, HeaderMatch, LbPolicy,
-    Listener, ListenerProtocol, LoadBalancing, MatchType, PathMatch, QueryParamMatch,
-    RequestMirror, RouteMatch, RouteRule, UpstreamProtocol, check_hostname, check_regex,
+    self as snapshot, Backend, BackendRef, ClientAuth, ConfigSnapshot, Endpoint, HashOn,
+    HeaderMatch, LbPolicy, Listener, ListenerProtocol, LoadBalancing, MatchType, PathMatch,
+    QueryParamMatch, RequestMirror, RouteMatch, RouteRule, TlsCertificate, UpstreamProtocol,
+    check_hostname, check_regex,
 };
 
 use crate::diagnostics::Diagnostic;
 use crate::filters::RuleFilters;
 use crate::objects::{Object, Sourced, namespace_of};
 use crate::policy::{Placement, ProxyPolicy, Target};
+use crate::tls::Secret;
 
 /// The `controllerName` of GatewayClasses that NovaEdge serves.
 pub const GATEWAY_CONTROLLER_NAME: &str = "novaedge.io/gateway-controller";
@@ -72,8 +78,10 @@ fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> 
 pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation {
     let mut t = Translator::default();
     t.index(objects);
-    let listeners = t.gateways();
-    let snapshot = t.routes(&listeners, options.version);
+    t.backend_tls_policies();
+    let mut listeners = t.gateways();
+    let ports = t.ports(&mut listeners);
+    let snapshot = t.routes(&listeners, ports, options.version);
     if let Err(errors) = snapshot.validate() {
         // The translator should never produce an invalid snapshot; if it does, say so plainly
         // rather than serve it.
@@ -107,6 +115,12 @@ struct Translator<'a> {
     services: HashMap<Key, (&'a Service, Option<&'a PathBuf>)>,
     slices: HashMap<Key, Vec<(&'a EndpointSlice, Option<&'a PathBuf>)>>,
     policies: Vec<(&'a ProxyPolicy, Option<&'a PathBuf>)>,
+    secrets: HashMap<Key, &'a Secret>,
+    config_maps: HashMap<Key, &'a ConfigMap>,
+    tls_policies: Vec<(&'a BackendTlsPolicy, Option<&'a PathBuf>)>,
+    grants: Vec<&'a ReferenceGrant>,
+    /// BackendTLSPolicies by target Service, checked, oldest first.
+    backend_tls: HashMap<Key, Vec<tls::PolicyTls>>,
     backends: BTreeMap<String, Backend>,
 }
 
@@ -130,11 +144,21 @@ struct ServiceRef<'r> {
 /// A Gateway listener NovaEdge serves.
 struct GatewayListener<'a> {
     gateway: Key,
+    file: Option<&'a PathBuf>,
+    /// Its index in `spec.listeners`, for field paths.
+    index: usize,
     name: &'a str,
     port: u16,
     hostname: Option<&'a str>,
     namespaces: From,
     allows_http_route: bool,
+    protocol: ListenerProtocol,
+    /// HTTPS: its certificates, `server_names` already set from the hostname.
+    certificates: Vec<TlsCertificate>,
+    /// HTTPS: the Gateway's client certificate validation for this port.
+    client_auth: Option<ClientAuth>,
+    /// HTTP: the HTTPS port every request is redirected to.
+    redirect_to: Option<u16>,
 }
 
 impl<'a> Translator<'a> {
@@ -178,6 +202,14 @@ impl<'a> Translator<'a> {
                     self.services.insert(key, (s, file));
                 }
                 Object::ProxyPolicy(p) => self.policies.push((p.as_ref(), file)),
+                Object::Secret(s) => {
+                    self.secrets.insert(key, s.as_ref());
+                }
+                Object::ConfigMap(c) => {
+                    self.config_maps.insert(key, c);
+                }
+                Object::BackendTlsPolicy(p) => self.tls_policies.push((p, file)),
+                Object::ReferenceGrant(g) => self.grants.push(g),
                 Object::EndpointSlice(s) => {
                     match s
                         .metadata
@@ -222,6 +254,8 @@ impl<'a> Translator<'a> {
                 );
                 continue;
             }
+            let frontend = self.frontend_validation(gateway, &key, &object, file);
+            let mut mine = Vec::new();
             let mut names = HashSet::new();
             for (i, l) in gateway.spec.listeners.iter().enumerate() {
                 let field = format!("spec.listeners[{i}]");
@@ -234,18 +268,19 @@ impl<'a> Translator<'a> {
                     );
                     continue;
                 }
-                if l.protocol != "HTTP" {
-                    self.warning(
-                        file,
-                        object.clone(),
-                        format!("{field}.protocol"),
-                        format!(
-                            "{} listeners are not supported yet; listener skipped",
-                            l.protocol
-                        ),
-                    );
-                    continue;
-                }
+                let protocol = match l.protocol.as_str() {
+                    "HTTP" => ListenerProtocol::Http,
+                    "HTTPS" => ListenerProtocol::Https,
+                    other => {
+                        self.warning(
+                            file,
+                            object.clone(),
+                            format!("{field}.protocol"),
+                            format!("{other} listeners are not supported yet; listener skipped"),
+                        );
+                        continue;
+                    }
+                };
                 let Some(port) = u16::try_from(l.port).ok().filter(|p| *p != 0) else {
                     self.error(
                         file,
@@ -287,23 +322,47 @@ impl<'a> Translator<'a> {
                     }),
                     _ => true,
                 };
-                out.push(GatewayListener {
+                let (certificates, client_auth) = match protocol {
+                    ListenerProtocol::Http => (Vec::new(), None),
+                    ListenerProtocol::Https => {
+                        let Some(certificates) =
+                            self.listener_certificates(l, &key.0, &field, &object, file)
+                        else {
+                            continue;
+                        };
+                        (certificates, frontend.for_port(port))
+                    }
+                };
+                mine.push(GatewayListener {
                     gateway: key.clone(),
+                    file,
+                    index: i,
                     name: l.name.as_str(),
                     port,
                     hostname: l.hostname.as_deref(),
                     namespaces,
                     allows_http_route,
+                    protocol,
+                    certificates,
+                    client_auth,
+                    redirect_to: None,
                 });
             }
+            self.https_redirect(gateway, &mut mine, &object, file);
+            out.extend(mine);
         }
         out
     }
 
-    fn routes(&mut self, listeners: &[GatewayListener<'a>], version: u64) -> ConfigSnapshot {
-        let ports: BTreeMap<u16, String> = listeners
+    fn routes(
+        &mut self,
+        listeners: &[GatewayListener<'a>],
+        snapshot_listeners: BTreeMap<u16, Listener>,
+        version: u64,
+    ) -> ConfigSnapshot {
+        let ports: BTreeMap<u16, String> = snapshot_listeners
             .iter()
-            .map(|l| (l.port, format!("http-{}", l.port)))
+            .map(|(port, l)| (*port, l.name.clone()))
             .collect();
         let mut routes = Vec::new();
         let mut placements = Vec::new();
@@ -361,17 +420,7 @@ impl<'a> Translator<'a> {
         );
         ConfigSnapshot {
             version,
-            listeners: ports
-                .into_iter()
-                .map(|(port, name)| Listener {
-                    name,
-                    bind: None,
-                    port,
-                    protocol: ListenerProtocol::Http,
-                    tls: None,
-                    https_redirect_port: None,
-                })
-                .collect(),
+            listeners: snapshot_listeners.into_values().collect(),
             routes,
             backends: std::mem::take(&mut self.backends).into_values().collect(),
         }
@@ -778,6 +827,7 @@ impl<'a> Translator<'a> {
             let object = format!("Service {}/{}", service.0, service.1);
             self.error(file, object, e.field, e.message);
         }
+        let tls = self.upstream_tls(service, port, file);
         self.backends.insert(
             name.clone(),
             Backend {
@@ -786,7 +836,7 @@ impl<'a> Translator<'a> {
                 endpoints,
                 load_balancing,
                 health,
-                tls: None,
+                tls,
             },
         );
         name
