@@ -308,7 +308,12 @@ async fn alpn_h2_and_http11_with_tls12_and_tls13() {
     let (_engine, addr, _backend) = serve(tls(vec![ca.server(&["shop.test"], &[])], None)).await;
     let ca_pem = ca.pem();
     // (client ALPN, TLS 1.2 only, agreed protocol, HTTP version)
-    type Case = (&'static [&'static [u8]], bool, Option<&'static [u8]>, Version);
+    type Case = (
+        &'static [&'static [u8]],
+        bool,
+        Option<&'static [u8]>,
+        Version,
+    );
     let cases: [Case; 5] = [
         (&[b"h2", b"http/1.1"], false, Some(b"h2"), Version::HTTP_2),
         (&[b"http/1.1"], false, Some(b"http/1.1"), Version::HTTP_11),
@@ -471,7 +476,10 @@ impl Conn {
 /// is replaced, then a broken replacement is refused. No request may fail; every handshake
 /// that starts after a rotation returns gets the new certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::print_stderr, reason = "the figures of the run, for the record")]
+#[allow(
+    clippy::print_stderr,
+    reason = "the figures of the run, for the record"
+)]
 async fn rotation_under_load_loses_nothing_and_a_bad_certificate_keeps_the_old() {
     let ca = Ca::new("test CA");
     let old = ca.server(&["shop.test"], &[]);
