@@ -362,7 +362,10 @@ impl Runtime {
                             rule: target.clone(),
                             prefix,
                         }),
-                        dialect: router::Dialect::GatewayApi,
+                        dialect: match route.dialect {
+                            snapshot::RouteDialect::GatewayApi => router::Dialect::GatewayApi,
+                            snapshot::RouteDialect::Ingress => router::Dialect::Ingress,
+                        },
                     });
                 }
             }

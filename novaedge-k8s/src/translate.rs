@@ -399,6 +399,7 @@ impl<'a> Translator<'a> {
                     hostnames: attachment.hosts.unwrap_or_default(),
                     rules: rules.clone(),
                     creation_timestamp: created,
+                    dialect: Default::default(),
                 });
                 placements.push(Placement {
                     route: (namespace.clone(), name.clone()),

@@ -177,6 +177,18 @@ fn route(i: usize, r: proto::Route, errors: &mut Vec<FieldError>) -> Route {
         hostnames: r.hostnames,
         rules,
         creation_timestamp: r.creation_timestamp,
+        dialect: match proto::RouteDialect::try_from(r.dialect) {
+            Ok(proto::RouteDialect::Ingress) => RouteDialect::Ingress,
+            Ok(proto::RouteDialect::GatewayApi) => RouteDialect::GatewayApi,
+            Err(_) => {
+                errors.push(FieldError::new(
+                    &object,
+                    "dialect",
+                    format!("unknown route dialect {}", r.dialect),
+                ));
+                RouteDialect::GatewayApi
+            }
+        },
     }
 }
 
@@ -502,6 +514,10 @@ fn route_to_wire(r: &Route) -> proto::Route {
         listener: r.listener.clone(),
         hostnames: r.hostnames.clone(),
         creation_timestamp: r.creation_timestamp,
+        dialect: match r.dialect {
+            RouteDialect::GatewayApi => proto::RouteDialect::GatewayApi,
+            RouteDialect::Ingress => proto::RouteDialect::Ingress,
+        } as i32,
         rules: r
             .rules
             .iter()
@@ -582,6 +598,7 @@ mod tests {
                 listener: "http".into(),
                 hostnames: vec!["example.com".into(), "*.example.org".into()],
                 creation_timestamp: 1_700_000_000,
+                dialect: RouteDialect::Ingress,
                 rules: vec![RouteRule {
                     matches: vec![RouteMatch {
                         path: PathMatch::Exact("/a".into()),

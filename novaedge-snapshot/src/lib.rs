@@ -38,7 +38,7 @@ pub use health::{
 pub use model::{
     Backend, BackendRef, ConfigSnapshot, DEFAULT_PANIC_THRESHOLD_PERCENT, Endpoint, HashOn,
     HeaderMatch, LbPolicy, Listener, ListenerProtocol, LoadBalancing, MatchType, PathMatch,
-    QueryParamMatch, Route, RouteMatch, RouteRule, UpstreamProtocol,
+    QueryParamMatch, Route, RouteDialect, RouteMatch, RouteRule, UpstreamProtocol,
 };
 pub use tls::{ClientAuth, ListenerTls, TlsCertificate, UpstreamTls};
 pub use validate::{REGEX_SIZE_LIMIT, check_regex};

@@ -57,6 +57,19 @@ pub struct Route {
     pub rules: Vec<RouteRule>,
     /// Unix seconds the source object was created: precedence ties go to the oldest route.
     pub creation_timestamp: i64,
+    /// Whose matching rules the route follows where they differ.
+    pub dialect: RouteDialect,
+}
+
+/// Whose matching rules a route follows: Gateway API or Ingress (see `novaedge-router`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum RouteDialect {
+    /// HTTPRoute and GRPCRoute.
+    #[default]
+    GatewayApi,
+    /// `networking.k8s.io/v1` Ingress: a wildcard host covers exactly one label, and the
+    /// most specific host wins before the path is looked at.
+    Ingress,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

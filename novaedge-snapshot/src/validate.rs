@@ -369,6 +369,7 @@ mod tests {
                     filters: Default::default(),
                 }],
                 creation_timestamp: 0,
+                dialect: Default::default(),
             }],
             backends: vec![Backend {
                 tls: None,
@@ -447,6 +448,7 @@ mod tests {
                     filters: Default::default(),
                 }],
                 creation_timestamp: 0,
+                dialect: Default::default(),
             }],
             backends: vec![],
         };

@@ -144,6 +144,7 @@ pub(crate) fn route(
         hostnames: hostnames.iter().map(|h| (*h).to_owned()).collect(),
         rules,
         creation_timestamp: 0,
+        dialect: Default::default(),
     }
 }
 
