@@ -956,3 +956,36 @@ async fn replacing_a_referenced_pem_file_wakes_the_watcher() {
     assert_eq!(woke, Ok(true), "the watcher saw the PEM files change");
     assert_eq!(served(&mut source), second.cert);
 }
+
+#[test]
+fn the_tls_example_translates_to_a_redirect_and_two_certificates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tls");
+    let mut source = FileSource::new(vec![dir]);
+    let loaded = source.load().unwrap_or_else(|d| panic!("{d:#?}"));
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let listeners: Vec<(&str, Option<u16>)> = loaded
+        .snapshot
+        .listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.https_redirect_port))
+        .collect();
+    assert_eq!(listeners, [("http-8080", Some(8443)), ("https-8443", None)]);
+    let tls = loaded.snapshot.listeners[1].tls.as_ref().unwrap();
+    let names: Vec<(&str, &[String])> = tls
+        .certificates
+        .iter()
+        .map(|c| (c.source.as_str(), c.server_names.as_slice()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (
+                "Secret demo/shop-tls",
+                &["shop.example.test".to_owned()][..]
+            ),
+            ("Secret demo/api-tls", &["api.example.test".to_owned()][..]),
+        ]
+    );
+    assert_eq!(tls.default_certificate, None);
+    assert_eq!(source.referenced_files().len(), 4);
+}
