@@ -989,3 +989,41 @@ fn the_tls_example_translates_to_a_redirect_and_two_certificates() {
     assert_eq!(tls.default_certificate, None);
     assert_eq!(source.referenced_files().len(), 4);
 }
+
+async fn next(
+    changes: &mut novaedge_k8s::file_source::Changes,
+) -> Result<bool, tokio::time::error::Elapsed> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        changes.next(Duration::from_millis(100)),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_referenced_after_watching_began_is_watched_from_the_next_load() {
+    let manifests = tempfile::tempdir().unwrap();
+    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let yaml = manifests.path().join("gateway.yaml");
+    let refer_to = |dir: &Path| {
+        let (cert, key) = (dir.join("web.crt"), dir.join("web.key"));
+        file_manifests(&cert.display().to_string(), &key.display().to_string())
+    };
+    let (first, second) = (pair("shop.example.test"), pair("shop.example.test"));
+    write_pair(old.path(), &first);
+    write_pair(new.path(), &first);
+    std::fs::write(&yaml, refer_to(old.path())).unwrap();
+    let mut source = FileSource::new(vec![yaml.clone()]);
+    assert_eq!(served(&mut source), first.cert);
+    let mut changes = source.watch().unwrap();
+    std::fs::write(&yaml, refer_to(new.path())).unwrap();
+    assert_eq!(next(&mut changes).await, Ok(true), "the manifest changed");
+    assert_eq!(served(&mut source), first.cert);
+    write_pair(new.path(), &second);
+    assert_eq!(
+        next(&mut changes).await,
+        Ok(true),
+        "the new directory is watched"
+    );
+    assert_eq!(served(&mut source), second.cert);
+}
