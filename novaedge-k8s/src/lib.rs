@@ -24,6 +24,13 @@
 //! (per-backend limits). Anything a route asks for that is not implemented yet is an error,
 //! never silently dropped, because dropping a match condition would widen what a route accepts;
 //! a Service annotation that does not parse or is out of range is an error naming its field.
+//!
+//! TLS (see [`tls`]): HTTPS Gateway listeners with `certificateRefs` to `kubernetes.io/tls`
+//! Secrets (checked when translated; standalone, a Secret may name PEM files, which the file
+//! source watches), cross-namespace references through `ReferenceGrant`, client certificate
+//! validation from the Gateway's `spec.tls.frontend` (CA bundles in ConfigMaps), HTTP to HTTPS
+//! redirects ([`HTTPS_REDIRECT_ANNOTATION`]), and TLS to backends from `BackendTLSPolicy` and
+//! the Service annotation [`UPSTREAM_TLS_ANNOTATION`].
 
 #![forbid(unsafe_code)]
 
