@@ -266,6 +266,19 @@ impl Runtime {
             .backends
             .iter()
             .map(|b| {
+                if b.tls.is_some()
+                    && let Some(active) = &b.health.active
+                    && active.port.is_none()
+                    && !matches!(active.probe, snapshot::HealthProbe::Tcp)
+                {
+                    // Probes speak cleartext: on the TLS port they would fail every time and
+                    // take every endpoint out. A cleartext health port, or TCP probes, work.
+                    return Err(CompileError::Unsupported {
+                        object: format!("backend {:?}", b.name),
+                        what: "HTTP and gRPC health probes over TLS (set health.active.port \
+                               to a cleartext port, or probe TCP)",
+                    });
+                }
                 let current = current.get(&b.name);
                 let tls = UpstreamTlsConfig::build(b, current.and_then(|c| c.tls.as_ref()))?;
                 let (cluster, update) = Cluster::build(b, current, tls);

@@ -830,3 +830,42 @@ async fn a_websocket_to_a_tls_backend_goes_over_http1_even_when_requests_use_h2(
         "one h2 connection for requests, one HTTP/1.1 connection for the WebSocket"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_probes_on_the_tls_port_are_refused_tcp_probes_work() {
+    use novaedge_snapshot::{ActiveHealthCheck, HealthProbe};
+    let ca = Ca::new("test CA");
+    let cert = ca.leaf(&["api.test"]);
+    let server = TlsServer::start(ServerSetup::new(&cert, &[])).await;
+    let mut app = tls_backend("app", Http1, &[&server], verify("api.test", &ca));
+    app.health.active = Some(ActiveHealthCheck::new(HealthProbe::Http {
+        path: "/healthz".into(),
+        host: None,
+        expected_statuses: vec![200..=299],
+    }));
+    let engine = engine();
+    match engine.apply(&hosts_snapshot(1, vec![app.clone()])) {
+        Err(ApplyError::Compile(CompileError::Unsupported { object, what })) => {
+            assert_eq!(object, "backend \"app\"");
+            assert!(what.contains("health probes over TLS"), "{what}");
+        }
+        other => panic!("expected the snapshot to be refused, got {other:?}"),
+    }
+    // A TCP probe only connects: fine on a TLS port.
+    app.health.active = Some(ActiveHealthCheck {
+        interval: std::time::Duration::from_millis(50),
+        ..ActiveHealthCheck::new(HealthProbe::Tcp)
+    });
+    engine.apply(&hosts_snapshot(2, vec![app])).unwrap();
+    let addr = engine.local_addr("web").unwrap();
+    let mut client = Client::connect(Proto::Http1, addr).await;
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        status = client.get("app", "/").await.status();
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, StatusCode::OK);
+}
