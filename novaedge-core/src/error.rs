@@ -9,6 +9,12 @@ use crate::body::ProxyBody;
 /// names the limit (`max_requests`, `max_pending_requests`, `max_connections`).
 pub const OVERLOADED_HEADER: &str = "x-novaedge-overloaded";
 
+/// Set on a `502` whose upstream failed at the TLS layer; the value says why, as rustls puts it:
+/// `invalid peer certificate: UnknownIssuer` (the server's certificate did not verify),
+/// `received fatal alert: CertificateRequired` (the server wanted a client certificate),
+/// `no ALPN h2` (a gRPC backend's server would not speak HTTP/2), ...
+pub const UPSTREAM_TLS_HEADER: &str = "x-novaedge-upstream-tls";
+
 /// Every way the proxy itself (not the upstream) can fail a request.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProxyError {
@@ -60,6 +66,9 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY,
                 "upgrade not supported by upstream\n",
             ),
+            ProxyError::Upstream { source, .. } if source.tls_reason().is_some() => {
+                (StatusCode::BAD_GATEWAY, "upstream TLS error\n")
+            }
             ProxyError::Upstream { source, .. } if source.is_connect() => {
                 (StatusCode::BAD_GATEWAY, "upstream connect error\n")
             }
@@ -73,7 +82,13 @@ impl ProxyError {
             ProxyError::Overloaded { overflow, .. } => Some(overflow.limit),
             _ => None,
         };
-        if status.is_server_error() {
+        let tls_reason = match &self {
+            ProxyError::Upstream { source, .. } => source.tls_reason(),
+            _ => None,
+        };
+        if let Some(tls) = &tls_reason {
+            tracing::warn!(%status, error = %self, %tls, "request failed");
+        } else if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         } else {
             tracing::debug!(%status, error = %self, "request not routed");
@@ -89,6 +104,9 @@ impl ProxyError {
             if let Ok(value) = HeaderValue::try_from(limit.to_string()) {
                 response.headers_mut().insert(OVERLOADED_HEADER, value);
             }
+        }
+        if let Some(value) = tls_reason.and_then(|r| HeaderValue::try_from(r).ok()) {
+            response.headers_mut().insert(UPSTREAM_TLS_HEADER, value);
         }
         response
     }

@@ -18,6 +18,12 @@
 //! connection preface). Upstreams speak HTTP/1.1 or h2c per backend; gRPC is HTTP/2 end to end
 //! with trailers; HTTP/1.1 upgrades (WebSocket) are spliced byte for byte after the 101.
 //!
+//! Backends may be reached over TLS (and mTLS): the server is verified against the backend's CA
+//! bundle or the web PKI roots, by SNI name or endpoint IP; HTTP/1.1 backends speak HTTP/2 when
+//! the server picks `h2` by ALPN. A failed TLS handshake is a failed connect, answered `502`
+//! with [`UPSTREAM_TLS_HEADER`] saying why; TLS material that cannot be used refuses the
+//! snapshot ([`UpstreamTlsError`]).
+//!
 //! # Endpoint health
 //!
 //! Each backend's [`HealthPolicy`](novaedge_snapshot::HealthPolicy) becomes `novaedge-health`
@@ -53,10 +59,12 @@ mod proxy;
 mod runtime;
 mod tls;
 mod upstream;
+mod upstream_tls;
 
 pub use config::EngineConfig;
 pub use engine::{ApplyError, Engine, ShutdownReport};
-pub use error::OVERLOADED_HEADER;
+pub use error::{OVERLOADED_HEADER, UPSTREAM_TLS_HEADER};
 pub use filters::FilterError;
 pub use runtime::CompileError;
 pub use tls::TlsError;
+pub use upstream_tls::{TlsProblem, UpstreamTlsError};

@@ -380,7 +380,13 @@ async fn forward(
         let started = Instant::now();
         match shared
             .upstreams
-            .send(endpoint, cluster.wire, req, &cluster.breaker)
+            .send(
+                endpoint,
+                cluster.wire,
+                cluster.tls.as_ref().map(|tls| tls.dial(upgrade)),
+                req,
+                &cluster.breaker,
+            )
             .await
         {
             Ok(response) => {

@@ -21,6 +21,7 @@ use crate::health::BackendHealth;
 use crate::proxy::{Forward, MirrorTarget};
 use crate::tls::{TlsError, TlsState};
 use crate::upstream::Wire;
+use crate::upstream_tls::{UpstreamTlsConfig, UpstreamTlsError};
 
 /// Identifies a listening socket across snapshots: a reload that keeps the key keeps the socket.
 /// Fixed ports are keyed by address; ephemeral ones (port 0, for tests) by listener name, since
@@ -78,6 +79,8 @@ pub(crate) struct BackendState {
     endpoints: EndpointSet<SocketAddr>,
     health: Arc<BackendHealth>,
     breaker: CircuitBreaker,
+    /// Kept while the backend's TLS settings stay the same (TLS session resumption).
+    tls: Option<Arc<UpstreamTlsConfig>>,
 }
 
 impl BackendState {
@@ -88,6 +91,7 @@ impl BackendState {
             health: Arc::new(BackendHealth::new(health, &endpoints)),
             breaker: CircuitBreaker::new(limits(&health.circuit_breakers)),
             endpoints,
+            tls: None,
         }
     }
 
@@ -101,6 +105,7 @@ impl BackendState {
             endpoints: self.endpoints.clone(),
             health: Arc::new(BackendHealth::new(health, &self.endpoints)),
             breaker: self.breaker.clone(),
+            tls: self.tls.clone(),
         };
         (state, Some(self.health.clone()))
     }
@@ -164,6 +169,8 @@ pub(crate) struct Cluster {
     pub(crate) breaker: CircuitBreaker,
     /// What requests are hashed on, for hashing policies.
     pub(crate) hash: Option<HashPolicy>,
+    /// TLS to the endpoints; `None`: cleartext.
+    pub(crate) tls: Option<Arc<UpstreamTlsConfig>>,
 }
 
 /// Why a validated snapshot could still not be compiled.
@@ -190,6 +197,8 @@ pub enum CompileError {
         #[source]
         source: FilterError,
     },
+    #[error(transparent)]
+    UpstreamTls(#[from] Box<UpstreamTlsError>),
 }
 
 /// A runtime compiled but not yet visible: [`commit`](Prepared::commit) updates the shared
@@ -236,6 +245,7 @@ impl Prepared {
                 endpoints,
                 health,
                 breaker,
+                ..
             } = &u.state;
             health.activate();
             breaker.set_limits(u.limits);
@@ -287,22 +297,31 @@ impl Runtime {
         let mut next_filter_state = FilterState::default();
         let mut balancers = Balancers::with_capacity(snapshot.backends.len());
         let mut updates = Vec::with_capacity(snapshot.backends.len());
-        if let Some(b) = snapshot.backends.iter().find(|b| b.tls.is_some()) {
-            return Err(CompileError::Unsupported {
-                object: format!("backend {:?}", b.name),
-                what: "upstream TLS",
-            });
-        }
         let clusters: HashMap<&str, Arc<Cluster>> = snapshot
             .backends
             .iter()
             .map(|b| {
-                let (cluster, update) = Cluster::build(b, current.get(&b.name));
+                if b.tls.is_some()
+                    && let Some(active) = &b.health.active
+                    && active.port.is_none()
+                    && !matches!(active.probe, snapshot::HealthProbe::Tcp)
+                {
+                    // Probes speak cleartext: on the TLS port they would fail every time and
+                    // take every endpoint out. A cleartext health port, or TCP probes, work.
+                    return Err(CompileError::Unsupported {
+                        object: format!("backend {:?}", b.name),
+                        what: "HTTP and gRPC health probes over TLS (set health.active.port \
+                               to a cleartext port, or probe TCP)",
+                    });
+                }
+                let current = current.get(&b.name);
+                let tls = UpstreamTlsConfig::build(b, current.and_then(|c| c.tls.as_ref()))?;
+                let (cluster, update) = Cluster::build(b, current, tls);
                 balancers.insert(b.name.clone(), update.state.clone());
                 updates.push(update);
-                (b.name.as_str(), Arc::new(cluster))
+                Ok((b.name.as_str(), Arc::new(cluster)))
             })
-            .collect();
+            .collect::<Result<_, CompileError>>()?;
 
         // Gateway API: among equally specific matches the oldest route wins, then the first by
         // namespace/name, then the first rule in the route. `rank` encodes exactly that order.
@@ -419,18 +438,20 @@ impl Cluster {
     fn build(
         backend: &snapshot::Backend,
         current: Option<&BackendState>,
+        tls: Option<Arc<UpstreamTlsConfig>>,
     ) -> (Self, BalancerUpdate) {
         let lb = &backend.load_balancing;
         let policy = lb_policy(lb.policy);
         let options = BuildOptions::new().with_panic_threshold(lb.panic_threshold_percent);
         // A new backend's set starts empty; `commit` fills it before anyone can see it.
-        let (state, retired) = match current {
+        let (mut state, retired) = match current {
             Some(current) => current.reuse(&backend.health),
             None => (
                 BackendState::new(policy.clone(), options.clone(), &backend.health),
                 None,
             ),
         };
+        state.tls = tls.clone();
         let update = BalancerUpdate {
             state: state.clone(),
             retired,
@@ -459,6 +480,7 @@ impl Cluster {
                 HashOn::SourceIp => HashPolicy::SourceIp,
                 HashOn::QueryParam(name) => HashPolicy::QueryParam(name.clone()),
             }),
+            tls,
         };
         (cluster, update)
     }

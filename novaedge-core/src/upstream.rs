@@ -6,14 +6,21 @@
 //!   [`EngineConfig::upstream_idle_timeout`](crate::EngineConfig), which is also how the pools of
 //!   endpoints removed by a reload drain: in-flight requests finish, then nothing reuses them.
 //! - HTTP/2 (h2c, gRPC): one multiplexed connection per endpoint, redialled when it closes.
+//! - TLS (see [`crate::upstream_tls`]): the TLS handshake follows the TCP connect, both within
+//!   the connect timeout. An HTTP/1.1 backend then speaks whatever ALPN picked (HTTP/2 for `h2`,
+//!   HTTP/1.1 otherwise); an h2c backend over TLS requires `h2`. Pools are keyed by endpoint
+//!   address *and* TLS configuration ([`TlsDial::id`]), so cleartext connections and
+//!   connections made with different TLS settings to one address never mix. A failed handshake
+//!   is a failed connect: nothing was sent.
 //!
 //! Circuit breaking: a request that needs a new connection is *pending* until the connection is
 //! up, and holds a `max_pending_requests` permit meanwhile; the connection holds a
 //! `max_connections` permit of the backend that opened it for as long as it is open, idle in
 //! the pool included. Either limit reached fails the request at once
 //! ([`UpstreamError::Overloaded`]); nothing waits for a connection to free up. Pools are per
-//! endpoint address, so a connection opened for one backend may serve another backend with the
-//! same endpoint; it counts against the backend that opened it.
+//! endpoint address (and TLS configuration), so a cleartext connection opened for one backend
+//! may serve another backend with the same endpoint; it counts against the backend that opened
+//! it.
 //!
 //! A pooled connection can be closed by the upstream just as a request is handed to it. hyper
 //! gives such a request back unsent (`try_send_request`), and it is retried once on a fresh
@@ -21,10 +28,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, Weak};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -33,6 +44,7 @@ use tokio::net::TcpStream;
 use novaedge_health::{CircuitBreaker, Overflow, Permit};
 
 use crate::config::EngineConfig;
+use crate::upstream_tls::{ALPN_H2, TlsDial};
 
 /// The body sent upstream: the client's own request body, streamed (possibly through a retry
 /// filter's replay buffer).
@@ -46,6 +58,18 @@ pub(crate) enum UpstreamError {
     ConnectTimeout(Duration),
     #[error("handshake: {0}")]
     Handshake(#[source] hyper::Error),
+    /// The TLS handshake failed (the server's certificate did not verify, the server refused
+    /// ours, no common parameters, ...).
+    #[error("TLS handshake: {0}")]
+    Tls(#[source] std::io::Error),
+    /// An h2c (gRPC) backend over TLS whose server did not pick `h2` by ALPN.
+    #[error("TLS: the server did not agree to HTTP/2 by ALPN (it chose {})", .0.as_deref().unwrap_or("nothing"))]
+    NoH2(Option<String>),
+    /// The server failed TLS right after the handshake, before answering: with TLS 1.3 this is
+    /// how a server refuses a client certificate (or its absence), once the client's side of
+    /// the handshake is done.
+    #[error("TLS: {0}")]
+    TlsRefused(String),
     #[error("request: {0}")]
     Request(#[source] hyper::Error),
     /// The backend's circuit breaker refused a new connection or a pending request.
@@ -61,8 +85,50 @@ impl UpstreamError {
             UpstreamError::Connect(_)
                 | UpstreamError::ConnectTimeout(_)
                 | UpstreamError::Handshake(_)
+                | UpstreamError::Tls(_)
+                | UpstreamError::NoH2(_)
+                | UpstreamError::TlsRefused(_)
         )
     }
+
+    /// Why TLS failed, when it did: in the handshake, by ALPN, or later (a TLS 1.3 server
+    /// refuses a client certificate only after the client's handshake is done, so the refusal
+    /// arrives as the answer to the request). `None` for failures that are not TLS's.
+    pub(crate) fn tls_reason(&self) -> Option<String> {
+        match self {
+            UpstreamError::Tls(io) => Some(match rustls_cause(io) {
+                Some(tls) => tls.to_string(),
+                None => format!("handshake: {io}"),
+            }),
+            UpstreamError::NoH2(_) => Some("no ALPN h2".to_owned()),
+            UpstreamError::TlsRefused(reason) => Some(reason.clone()),
+            UpstreamError::Request(e) => {
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+                while let Some(e) = cause {
+                    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                        // Sockets never fail with `InvalidData`; TLS does. The rustls error
+                        // itself does not always survive the trip through hyper (it can arrive
+                        // as its message only), so the kind is what tells.
+                        return match rustls_cause(io) {
+                            Some(tls) => Some(tls.to_string()),
+                            None if io.kind() == std::io::ErrorKind::InvalidData => {
+                                Some(io.to_string())
+                            }
+                            None => None,
+                        };
+                    }
+                    cause = e.source();
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The rustls error an I/O error of a TLS stream carries.
+fn rustls_cause(io: &std::io::Error) -> Option<&rustls::Error> {
+    io.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 /// A failed send: why, and the request itself when it never left (no connection could be made).
@@ -93,8 +159,19 @@ impl From<UpstreamError> for SendError {
 /// Which wire protocol to speak to an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wire {
+    /// HTTP/1.1; over TLS, HTTP/2 when the server picks `h2` by ALPN.
     Http1,
+    /// HTTP/2 with prior knowledge; over TLS, `h2` by ALPN.
     H2c,
+}
+
+/// What a pool holds connections to: an address, reached in cleartext or with one TLS
+/// configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PoolKey {
+    addr: SocketAddr,
+    /// [`TlsDial::id`]; `None`: cleartext.
+    tls: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -104,8 +181,8 @@ pub(crate) struct Upstreams {
 
 #[derive(Debug)]
 struct Pools {
-    idle_h1: Mutex<HashMap<SocketAddr, Vec<IdleH1>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<UpstreamBody>>>,
+    idle_h1: Mutex<HashMap<PoolKey, Vec<IdleH1>>>,
+    h2: Mutex<HashMap<PoolKey, http2::SendRequest<UpstreamBody>>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
@@ -115,6 +192,93 @@ struct Pools {
 struct IdleH1 {
     sender: http1::SendRequest<UpstreamBody>,
     since: Instant,
+}
+
+/// A connected socket, before HTTP.
+enum Connected {
+    Plain(TcpStream),
+    Tls(Box<WatchedTls>),
+}
+
+/// A new connection, in the protocol it turned out to speak.
+enum Dialed {
+    H1(http1::SendRequest<UpstreamBody>),
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+/// The first TLS failure read on a connection, kept by [`WatchedTls`] for the request that
+/// opened the connection: hyper may cancel that request as "connection closed" and keep the
+/// actual error to the connection.
+type TlsFailure = Arc<OnceLock<String>>;
+
+pin_project_lite::pin_project! {
+    /// A TLS stream that records the first TLS error it reads.
+    struct WatchedTls {
+        #[pin]
+        inner: tokio_rustls::client::TlsStream<TcpStream>,
+        failure: TlsFailure,
+    }
+}
+
+impl tokio::io::AsyncRead for WatchedTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let polled = this.inner.poll_read(cx, buf);
+        if let Poll::Ready(Err(e)) = &polled
+            && e.kind() == std::io::ErrorKind::InvalidData
+        {
+            let _ = this.failure.set(e.to_string());
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for WatchedTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// The error of the first request on a new connection: what TLS said, if it failed, and the
+/// request when hyper gave it back unsent.
+fn first_request_failed(
+    mut e: TrySendError<Request<UpstreamBody>>,
+    tls: Option<&TlsFailure>,
+) -> SendError {
+    let unsent = e.take_message();
+    let error = match tls.and_then(|t| t.get()) {
+        Some(reason) => UpstreamError::TlsRefused(reason.clone()),
+        None => UpstreamError::Request(e.into_error()),
+    };
+    SendError { error, unsent }
 }
 
 impl Upstreams {
@@ -132,32 +296,44 @@ impl Upstreams {
         Self { inner }
     }
 
-    /// Sends `req` to `addr` and returns the response head; the body streams from there.
-    /// An HTTP/1.1 connection that answers `101` leaves the pool: it belongs to the upgrade.
-    /// When no connection to `addr` could be made, nothing was sent and the request comes back
-    /// with the error, so that it can go to another endpoint.
+    /// Sends `req` to `addr` (over TLS with `tls`) and returns the response head; the body
+    /// streams from there. The request may be in HTTP/1.1 or HTTP/2 form: it is put in the form
+    /// of the connection it goes out on. An HTTP/1.1 connection that answers `101` leaves the
+    /// pool: it belongs to the upgrade. When no connection to `addr` could be made, nothing was
+    /// sent and the request comes back with the error, so that it can go to another endpoint.
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         wire: Wire,
+        tls: Option<&TlsDial>,
         req: Request<UpstreamBody>,
         breaker: &CircuitBreaker,
     ) -> Result<Response<Incoming>, SendError> {
-        match wire {
-            Wire::Http1 => self.send_h1(addr, req, breaker).await,
-            Wire::H2c => self.send_h2(addr, req, breaker).await,
-        }
-    }
-
-    async fn send_h1(
-        &self,
-        addr: SocketAddr,
-        req: Request<UpstreamBody>,
-        breaker: &CircuitBreaker,
-    ) -> Result<Response<Incoming>, SendError> {
-        let req = match self.inner.checkout_h1(addr) {
-            Some(mut pooled) => match pooled.try_send_request(req).await {
-                Ok(response) => return Ok(self.release_h1(addr, pooled, response)),
+        let key = PoolKey {
+            addr,
+            tls: tls.map(TlsDial::id),
+        };
+        let scheme = match tls {
+            Some(_) => Scheme::HTTPS,
+            None => Scheme::HTTP,
+        };
+        // An HTTP/1.1 backend over TLS may have picked HTTP/2.
+        let req = match (wire == Wire::H2c || tls.is_some())
+            .then(|| self.inner.checkout_h2(key))
+            .flatten()
+        {
+            Some(mut sender) => match sender.try_send_request(h2_form(req, &scheme)).await {
+                Ok(response) => return Ok(response),
+                Err(e) => retry_or_fail(e)?,
+            },
+            None => req,
+        };
+        let req = match (wire == Wire::Http1)
+            .then(|| self.inner.checkout_h1(key))
+            .flatten()
+        {
+            Some(mut pooled) => match pooled.try_send_request(h1_form(req)).await {
+                Ok(response) => return Ok(self.release_h1(key, pooled, response)),
                 Err(e) => retry_or_fail(e)?,
             },
             None => req,
@@ -166,22 +342,28 @@ impl Upstreams {
             Ok(permits) => permits,
             Err(overflow) => return Err(SendError::unsent(overflow.into(), req)),
         };
-        let mut sender = match self.inner.connect_h1(addr, permits).await {
-            Ok(sender) => sender,
-            Err(error) => return Err(SendError::unsent(error, req)),
-        };
-        let response = sender
-            .send_request(req)
-            .await
-            .map_err(UpstreamError::Request)?;
-        Ok(self.release_h1(addr, sender, response))
+        match self.inner.connect(key, wire, tls, permits).await {
+            Ok((Dialed::H1(mut sender), failure)) => {
+                match sender.try_send_request(h1_form(req)).await {
+                    Ok(response) => Ok(self.release_h1(key, sender, response)),
+                    Err(e) => Err(first_request_failed(e, failure.as_ref())),
+                }
+            }
+            Ok((Dialed::H2(mut sender), failure)) => {
+                match sender.try_send_request(h2_form(req, &scheme)).await {
+                    Ok(response) => Ok(response),
+                    Err(e) => Err(first_request_failed(e, failure.as_ref())),
+                }
+            }
+            Err(error) => Err(SendError::unsent(error, req)),
+        }
     }
 
     /// Returns the connection to the pool once the response body is done, unless the
     /// connection switched protocols.
     fn release_h1(
         &self,
-        addr: SocketAddr,
+        key: PoolKey,
         mut sender: http1::SendRequest<UpstreamBody>,
         response: Response<Incoming>,
     ) -> Response<Incoming> {
@@ -192,40 +374,48 @@ impl Upstreams {
                 if sender.ready().await.is_ok()
                     && let Some(pools) = pools.upgrade()
                 {
-                    pools.checkin_h1(addr, sender);
+                    pools.checkin_h1(key, sender);
                 }
             });
         }
         response
     }
+}
 
-    async fn send_h2(
-        &self,
-        addr: SocketAddr,
-        req: Request<UpstreamBody>,
-        breaker: &CircuitBreaker,
-    ) -> Result<Response<Incoming>, SendError> {
-        let pooled = self.inner.h2.lock().expect("pool lock").get(&addr).cloned();
-        let req = match pooled {
-            Some(mut sender) if !sender.is_closed() => match sender.try_send_request(req).await {
-                Ok(response) => return Ok(response),
-                Err(e) => retry_or_fail(e)?,
-            },
-            _ => req,
-        };
-        let permits = match new_connection_permits(breaker) {
-            Ok(permits) => permits,
-            Err(overflow) => return Err(SendError::unsent(overflow.into(), req)),
-        };
-        let mut sender = match self.inner.connect_h2(addr, permits).await {
-            Ok(sender) => sender,
-            Err(error) => return Err(SendError::unsent(error, req)),
-        };
-        Ok(sender
-            .send_request(req)
-            .await
-            .map_err(UpstreamError::Request)?)
+/// `req` in HTTP/1.1 form: origin-form target, the host in `Host`.
+fn h1_form(mut req: Request<UpstreamBody>) -> Request<UpstreamBody> {
+    if req.version() == Version::HTTP_11 {
+        return req;
     }
+    *req.version_mut() = Version::HTTP_11;
+    if let Some(authority) = req.uri().authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        req.headers_mut().insert(header::HOST, host);
+    }
+    if let Some(path) = req.uri().path_and_query().cloned() {
+        *req.uri_mut() = Uri::from(path);
+    }
+    req
+}
+
+/// `req` in HTTP/2 form: `:scheme` and `:authority` set, no `Host` header (RFC 9113 section
+/// 8.3.1 forbids one that differs).
+fn h2_form(mut req: Request<UpstreamBody>, scheme: &Scheme) -> Request<UpstreamBody> {
+    *req.version_mut() = Version::HTTP_2;
+    let host = req.headers_mut().remove(header::HOST);
+    let mut parts = req.uri().clone().into_parts();
+    if parts.authority.is_none() {
+        parts.authority = host.and_then(|h| Authority::try_from(h.as_bytes()).ok());
+    }
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    parts.scheme = Some(scheme.clone());
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    req
 }
 
 /// What opening a connection takes from the breaker: a pending-request permit until the
@@ -259,9 +449,9 @@ fn retry_or_fail(
 }
 
 impl Pools {
-    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<UpstreamBody>> {
+    fn checkout_h1(&self, key: PoolKey) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut idle = self.idle_h1.lock().expect("pool lock");
-        let stack = idle.get_mut(&addr)?;
+        let stack = idle.get_mut(&key)?;
         while let Some(conn) = stack.pop() {
             if conn.sender.is_ready() && conn.since.elapsed() < self.idle_timeout {
                 return Some(conn.sender);
@@ -270,9 +460,9 @@ impl Pools {
         None
     }
 
-    fn checkin_h1(&self, addr: SocketAddr, sender: http1::SendRequest<UpstreamBody>) {
+    fn checkin_h1(&self, key: PoolKey, sender: http1::SendRequest<UpstreamBody>) {
         let mut idle = self.idle_h1.lock().expect("pool lock");
-        let stack = idle.entry(addr).or_default();
+        let stack = idle.entry(key).or_default();
         if stack.len() < self.max_idle {
             stack.push(IdleH1 {
                 sender,
@@ -281,23 +471,77 @@ impl Pools {
         }
     }
 
-    async fn dial(&self, addr: SocketAddr) -> Result<TokioIo<TcpStream>, UpstreamError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))?
-            .map_err(UpstreamError::Connect)?;
-        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-        Ok(TokioIo::new(stream))
+    fn checkout_h2(&self, key: PoolKey) -> Option<http2::SendRequest<UpstreamBody>> {
+        let h2 = self.h2.lock().expect("pool lock");
+        h2.get(&key).filter(|sender| !sender.is_closed()).cloned()
     }
 
-    async fn connect_h1(
+    /// A new connection to `key.addr`: TCP, then TLS with `tls`, both within the connect
+    /// timeout; then HTTP/1.1 or HTTP/2 as `wire` and ALPN say.
+    async fn connect(
         &self,
-        addr: SocketAddr,
+        key: PoolKey,
+        wire: Wire,
+        tls: Option<&TlsDial>,
         permits: ConnectPermits,
-    ) -> Result<http1::SendRequest<UpstreamBody>, UpstreamError> {
-        let io = self.dial(addr).await?;
+    ) -> Result<(Dialed, Option<TlsFailure>), UpstreamError> {
+        let addr = key.addr;
+        let dial = async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(UpstreamError::Connect)?;
+            stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+            match tls {
+                None => Ok(Connected::Plain(stream)),
+                Some(tls) => match tls.handshake(stream, addr).await {
+                    Ok(stream) => Ok(Connected::Tls(Box::new(WatchedTls {
+                        inner: stream,
+                        failure: TlsFailure::default(),
+                    }))),
+                    Err(e) => {
+                        tracing::debug!(%addr, error = %e, "upstream TLS handshake failed");
+                        Err(UpstreamError::Tls(e))
+                    }
+                },
+            }
+        };
+        let dialed = tokio::time::timeout(self.connect_timeout, dial)
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(self.connect_timeout))??;
+        match (dialed, wire) {
+            (Connected::Plain(plain), Wire::Http1) => {
+                Ok((self.handshake_h1(key, plain, permits).await?, None))
+            }
+            (Connected::Plain(plain), Wire::H2c) => {
+                Ok((self.handshake_h2(key, plain, permits).await?, None))
+            }
+            (Connected::Tls(tls), wire) => {
+                let failure = tls.failure.clone();
+                let dialed = match (tls.inner.get_ref().1.alpn_protocol(), wire) {
+                    (Some(ALPN_H2), _) => self.handshake_h2(key, tls, permits).await?,
+                    (_, Wire::Http1) => self.handshake_h1(key, tls, permits).await?,
+                    (other, Wire::H2c) => {
+                        return Err(UpstreamError::NoH2(
+                            other.map(|p| String::from_utf8_lossy(p).into_owned()),
+                        ));
+                    }
+                };
+                Ok((dialed, Some(failure)))
+            }
+        }
+    }
+
+    async fn handshake_h1<S>(
+        &self,
+        key: PoolKey,
+        stream: S,
+        permits: ConnectPermits,
+    ) -> Result<Dialed, UpstreamError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
-            .handshake(io)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Handshake)?;
         let ConnectPermits {
@@ -305,26 +549,30 @@ impl Pools {
             connection,
         } = permits;
         drop(pending);
+        let addr = key.addr;
         tokio::spawn(async move {
             let _connection = connection;
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "upstream HTTP/1.1 connection ended");
             }
         });
-        Ok(sender)
+        Ok(Dialed::H1(sender))
     }
 
-    async fn connect_h2(
+    async fn handshake_h2<S>(
         &self,
-        addr: SocketAddr,
+        key: PoolKey,
+        stream: S,
         permits: ConnectPermits,
-    ) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
-        let io = self.dial(addr).await?;
+    ) -> Result<Dialed, UpstreamError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(io)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Handshake)?;
         let ConnectPermits {
@@ -332,6 +580,7 @@ impl Pools {
             connection,
         } = permits;
         drop(pending);
+        let addr = key.addr;
         tokio::spawn(async move {
             let _connection = connection;
             if let Err(e) = conn.await {
@@ -343,8 +592,8 @@ impl Pools {
         self.h2
             .lock()
             .expect("pool lock")
-            .insert(addr, sender.clone());
-        Ok(sender)
+            .insert(key, sender.clone());
+        Ok(Dialed::H2(sender))
     }
 
     /// Drops idle HTTP/1.1 connections past their time and closed HTTP/2 connections.
