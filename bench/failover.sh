@@ -18,28 +18,12 @@ set -euo pipefail
 duration=${1:-10}
 conns=${2:-32}
 kill_after=${3:-3}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
 
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-  else
-    echo "missing wrk (apt-get install wrk)" >&2; exit 1
-  fi
-fi
+need wrk wrk
 
-cargo build --release -q -p novaedge --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/novaedge"
+build_novaedge
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The Service annotations of each configuration.
 annotations() {

@@ -10,31 +10,13 @@ set -euo pipefail
 
 duration=${1:-10}
 conns=${2:-64}
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
 
-need() {
-  command -v "$1" >/dev/null && return
-  if [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-  else
-    echo "missing $1 (apt-get install $2)" >&2; exit 1
-  fi
-}
 need wrk wrk
 need h2load nghttp2-client
 
-cargo build --release -q -p novaedge --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/novaedge"
+build_novaedge
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend=$(free_port)
 proxy=$(free_port)
 

@@ -3,7 +3,8 @@
 # turns (nginx, NovaEdge, nginx, NovaEdge, ...). Measures with h2load:
 #   - HTTPS request rate: h2 over TLS, keep-alive, 64 connections x 10 streams;
 #   - handshake rate: HTTP/1.1 over TLS with `Connection: close`, so every request is a new
-#     connection and a full TLS 1.3 handshake (h2load does not resume sessions).
+#     connection and a full handshake (h2load does not resume sessions): a fixed number of
+#     connections, 64 at a time (h2load only reconnects in `-n` mode).
 # Prints each round, the median of each, and the ratio NovaEdge / nginx. Both use an ECDSA
 # P-256 certificate and the machine's cores (nginx `worker_processes auto`). Compare ratios,
 # not absolute numbers: the load generator shares the machine.
@@ -17,33 +18,15 @@ set -euo pipefail
 duration=${1:-8}
 rounds=${2:-3}
 conns=64
-root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
 
-need() {
-  command -v "$1" >/dev/null && return
-  if [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-  else
-    echo "missing $1 (apt-get install $2)" >&2; exit 1
-  fi
-}
 need h2load nghttp2-client
 need openssl openssl
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need nginx nginx-light
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release -q -p novaedge --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/novaedge"
+build_novaedge
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend=$(free_port)
 nova=$(free_port)
 ngx=$(free_port)
@@ -147,8 +130,13 @@ h2load_rps() { # h2load arguments...
   echo "$out" | awk '/^finished in/ {gsub(",", "", $4); print $4}'
 }
 requests() { h2load_rps -c"$conns" -m10 -D"$duration" "https://127.0.0.1:$1/"; }
-handshakes() { h2load_rps --h1 -c"$conns" -D"$duration" -H 'Connection: close' "https://127.0.0.1:$1/"; }
+handshakes() { h2load_rps --h1 -c"$conns" -n"$handshake_count" -H 'Connection: close' "https://127.0.0.1:$1/"; }
+handshake_count=$((duration * 500))
 
+for who in novaedge:$nova nginx:$ngx; do
+  printf '%s negotiates %s with h2load\n' "${who%%:*}" \
+    "$(h2load -n1 -c1 "https://127.0.0.1:${who#*:}/" 2>/dev/null | awk -F': ' '/^TLS Protocol/ {print $2}')"
+done
 echo "warming up"
 requests "$nova" >/dev/null; requests "$ngx" >/dev/null
 
