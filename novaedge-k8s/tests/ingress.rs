@@ -230,6 +230,30 @@ fn classes_decide_which_ingresses_are_served() {
     .concat();
     let t = clean(&ours_default);
     assert_eq!(t.snapshot.routes.len(), 1);
+
+    // The class field wins over a legacy annotation that disagrees.
+    let both = [
+        SERVICES.to_owned(),
+        class("nginx", "k8s.io/ingress-nginx", false),
+        simple("both", Some("novaedge"), "both.test").replace(
+            "  namespace: shop\n",
+            "  namespace: shop\n  annotations: {kubernetes.io/ingress.class: nginx}\n",
+        ),
+    ]
+    .concat();
+    let t = run(&both);
+    assert_eq!(
+        lines(&t, false),
+        [
+            "Ingress shop/both | metadata.annotations[kubernetes.io/ingress.class] | \"nginx\" \
+          differs from spec.ingressClassName \"novaedge\"; ignored"
+        ]
+    );
+    assert_eq!(t.snapshot.routes.len(), 1);
+
+    // IngressClass is cluster-scoped, as diagnostics print it.
+    let (objects, _) = parse_yaml(&class("novaedge", "x", false), None);
+    assert_eq!(objects[0].object.describe(), "IngressClass novaedge");
 }
 
 // === rules ===
@@ -265,7 +289,9 @@ spec:
       paths:
       - {path: /exact, pathType: Exact, backend: {service: {name: web, port: {number: 80}}}}
       - {path: /admin, pathType: Prefix, backend: {service: {name: web, port: {name: admin}}}}
-      - {path: /api, pathType: ImplementationSpecific, backend: {service: {name: api, port: {name: grpc}}}}
+      - path: /api
+        pathType: ImplementationSpecific
+        backend: {service: {name: api, port: {name: grpc}}}
   - http:
       paths:
       - {pathType: ImplementationSpecific, backend: {service: {name: web, port: {name: http}}}}
@@ -349,7 +375,9 @@ apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {name: newer, namespace: shop, creationTimestamp: "2025-01-01T00:00:00Z"}
 spec:
-  rules: [{http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 9000}}}}]}}]
+  rules:
+  - http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 9000}}}}]
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -843,6 +871,32 @@ fn http_and_https_on_one_port_is_an_error_on_the_ingress() {
             "Ingress shop/site | spec.tls | port 443 (the Ingress HTTPS port) is HTTP for \
           listener \"web\" of Gateway shop/gw; HTTP and HTTPS cannot share a port (see \
           --ingress-http-port and --ingress-https-port)"
+        ]
+    );
+
+    // A Gateway whose HTTP listener on the Ingress HTTP port redirects the whole port.
+    let yaml = [
+        SERVICES.to_owned(),
+        secret("shop-tls", &shop),
+        gateway(
+            "  - {name: web, protocol: HTTP, port: 80}\n  - {name: tls, protocol: HTTPS, port: \
+             8443, tls: {certificateRefs: [{name: shop-tls}]}}\n",
+        )
+        .replace(
+            "namespace: shop}",
+            "namespace: shop, annotations: {novaedge.io/https-redirect: web}}",
+        ),
+        simple("plain", None, "plain.test"),
+    ]
+    .concat();
+    let t = run(&yaml);
+    assert!(!t.has_errors(), "{:#?}", t.diagnostics);
+    assert_eq!(
+        lines(&t, false),
+        [
+            "Ingress shop/plain |  | port 80 (the Ingress HTTP port) is shared with listener \
+          \"web\" of Gateway shop/gw, whose Gateway redirects every request on it to HTTPS port \
+          8443; the Ingress is not served over HTTP"
         ]
     );
 

@@ -54,7 +54,9 @@ spec:
   - host: "*.wild.test"
     http:
       paths:
-      - {path: /, pathType: ImplementationSpecific, backend: {service: {name: wild, port: {number: 80}}}}
+      - path: /
+        pathType: ImplementationSpecific
+        backend: {service: {name: wild, port: {number: 80}}}
 ---
 apiVersion: v1
 kind: Secret

@@ -12,7 +12,10 @@
 //!   also on [`TranslateOptions::ingress_https_port`] (`https-{port}`). A Gateway listener on
 //!   the same port shares it: routes merge, and on the HTTPS port the certificates merge by
 //!   server name (a name a Gateway certificate already serves keeps that certificate, with a
-//!   warning). HTTP and HTTPS on one port is an error on the Ingress.
+//!   warning). HTTP and HTTPS on one port is an error on the Ingress. On a shared port the
+//!   router tries HTTPRoute rules before Ingress rules (`novaedge-router`: families never
+//!   interleave), so an HTTPRoute for any host shadows the Ingresses there; a Gateway that
+//!   redirects the whole HTTP port to HTTPS takes the Ingresses' HTTP side with it (warning).
 //! - **Rules.** One snapshot route per Ingress, listener and host, in the
 //!   [`RouteDialect::Ingress`] dialect (a wildcard covers exactly one label, the most specific
 //!   host wins before the path): `ingress:ns/name` for rules without a host,
@@ -21,9 +24,10 @@
 //!   `Prefix`. Service backends name their port by number or by name (resolved through the
 //!   Service); a Service port is the same snapshot backend an HTTPRoute to it uses. `resource`
 //!   backends are not supported: the path is skipped with a warning.
-//! - **Default backend.** `spec.defaultBackend` is a route of its own, `ingress:ns/name/defaultBackend`:
-//!   any host, prefix `/`, with a creation time pushed past every real one so that it loses to
-//!   every rule of every Ingress (the data plane breaks ties by creation time).
+//! - **Default backend.** `spec.defaultBackend` is a route of its own,
+//!   `ingress:ns/name/defaultBackend`: any host, prefix `/`, with a creation time pushed past
+//!   every real one so that it loses to every rule of every Ingress (the data plane breaks ties
+//!   by creation time, then by name).
 //! - **TLS.** Each `spec.tls` entry contributes its `kubernetes.io/tls` Secret, from the
 //!   Ingress's namespace and checked like a Gateway's, for its `hosts`; an entry without hosts
 //!   gives the port's default certificate unless one is set.
@@ -560,6 +564,16 @@ impl<'a> Translator<'a> {
         }
         if !ok {
             return false;
+        }
+        if let Some(entry) = table.get(&http)
+            && let Some(to) = entry.listener.https_redirect_port
+        {
+            let message = format!(
+                "port {http} (the Ingress HTTP port) is shared with {}, whose Gateway redirects \
+                 every request on it to HTTPS port {to}; the Ingress is not served over HTTP",
+                entry.owner
+            );
+            self.warning(file, object.into(), String::new(), message);
         }
         for &(port, protocol, _, _) in &wanted {
             if let Entry::Vacant(v) = table.entry(port) {
