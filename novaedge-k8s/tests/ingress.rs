@@ -705,6 +705,29 @@ fn ssl_redirect_sends_the_ingress_hosts_to_https() {
         Some(8443)
     );
 
+    // A redirected host that no TLS entry names would fail the handshake: say so.
+    let yaml = [
+        SERVICES.to_owned(),
+        secret("shop-tls", &shop),
+        ingress(
+            "site",
+            "  annotations: {novaedge.io/ssl-redirect: \"true\"}\n",
+            "  tls: [{hosts: [\"*.shop.test\"], secretName: shop-tls}]\n  rules:\n  - host: \
+             a.shop.test\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: \
+             {name: web, port: {number: 80}}}}]}\n  - host: blog.test\n    http: {paths: [{path: \
+             /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}\n",
+        ),
+    ]
+    .concat();
+    let t = run(&yaml);
+    assert_eq!(
+        lines(&t, false),
+        [
+            "Ingress shop/site | spec.rules[1].host | blog.test is redirected to HTTPS \
+          (novaedge.io/ssl-redirect), but no spec.tls entry of the Ingress names it"
+        ]
+    );
+
     // Without TLS there is nothing to redirect to.
     let yaml = [
         SERVICES.to_owned(),

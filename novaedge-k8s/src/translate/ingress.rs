@@ -35,7 +35,9 @@
 //!   Ingress's requests on the HTTP port with a `301` to HTTPS on the Ingress HTTPS port. The
 //!   snapshot's redirect is per listener, so it is written as route rules with a
 //!   `RequestRedirect` filter instead: for each host of the Ingress a rule for every path, and
-//!   for rules without a host (and the default backend) the same paths as on HTTPS.
+//!   for rules without a host (and the default backend) the same paths as on HTTPS. A
+//!   redirected host that no `spec.tls` entry names (and no entry without hosts) is warned
+//!   about: its HTTPS handshake would find no certificate of this Ingress.
 //!
 //! Any error drops the whole Ingress: serving part of it could send traffic elsewhere.
 
@@ -422,6 +424,28 @@ impl<'a> Translator<'a> {
                 "the Ingress has no spec.tls, so it is not served over HTTPS; no redirect".into(),
             );
         }
+        let has_default = certificates.iter().any(|(_, c)| c.server_names.is_empty());
+        if ssl_redirect && ok && !tls.is_empty() && !has_default {
+            for (i, rule) in spec.rules.iter().flatten().enumerate() {
+                let Some(host) = rule.host.as_deref().filter(|h| !h.is_empty()) else {
+                    continue;
+                };
+                let named = certificates
+                    .iter()
+                    .any(|(_, c)| c.server_names.iter().any(|n| tls_covers(n, host)));
+                if !named {
+                    self.warning(
+                        file,
+                        object.into(),
+                        format!("spec.rules[{i}].host"),
+                        format!(
+                            "{host} is redirected to HTTPS ({SSL_REDIRECT_ANNOTATION}), but no \
+                             spec.tls entry of the Ingress names it"
+                        ),
+                    );
+                }
+            }
+        }
         if hosts.is_empty() && default_backend.is_none() && ok {
             self.warning(
                 file,
@@ -690,6 +714,19 @@ impl<'a> Translator<'a> {
         }
         true
     }
+}
+
+/// Whether a certificate for server name `name` is served for `host` (SNI: a wildcard covers
+/// any depth, see `novaedge_snapshot::TlsCertificate::server_names`).
+fn tls_covers(name: &str, host: &str) -> bool {
+    if name == host {
+        return true;
+    }
+    let Some(suffix) = name.strip_prefix('*') else {
+        return false;
+    };
+    let host = host.strip_prefix('*').unwrap_or(host);
+    host.len() > suffix.len() && host.ends_with(suffix)
 }
 
 /// A rule answering every request of `m` with `redirect`.
