@@ -35,6 +35,8 @@ pub struct FileSource {
     referenced: BTreeSet<PathBuf>,
     /// The watcher of the live [`Changes`], if any, to add directories to.
     watching: Weak<Mutex<Watching>>,
+    /// Translation settings; `version` is replaced on every load.
+    options: TranslateOptions,
 }
 
 /// A watcher and the directories it watches (`true`: recursively).
@@ -91,7 +93,14 @@ impl FileSource {
             version: 0,
             referenced: BTreeSet::new(),
             watching: Weak::new(),
+            options: TranslateOptions::default(),
         }
+    }
+
+    /// Translates with `options` (the Ingress ports, for instance); their `version` is ignored.
+    pub fn with_options(mut self, options: TranslateOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// The files Secrets referred to in the last load (certificates, keys, CA bundles).
@@ -103,10 +112,11 @@ impl FileSource {
         &self.paths
     }
 
-    /// Every diagnostic for the paths, errors first; nothing is kept.
-    pub fn check(paths: &[PathBuf]) -> Vec<Diagnostic> {
+    /// Every diagnostic for the paths, translated with `options`, errors first; nothing is
+    /// kept.
+    pub fn check(paths: &[PathBuf], options: &TranslateOptions) -> Vec<Diagnostic> {
         let (objects, mut diagnostics) = load_paths(paths);
-        diagnostics.extend(translate(&objects, &TranslateOptions::default()).diagnostics);
+        diagnostics.extend(translate(&objects, options).diagnostics);
         diagnostics.sort_by_key(|d| d.severity);
         diagnostics
     }
@@ -129,6 +139,7 @@ impl FileSource {
             &objects,
             &TranslateOptions {
                 version: self.version,
+                ..self.options.clone()
             },
         );
         diagnostics.extend(translation.diagnostics);

@@ -31,6 +31,14 @@
 //! validation from the Gateway's `spec.tls.frontend` (CA bundles in ConfigMaps), HTTP to HTTPS
 //! redirects ([`HTTPS_REDIRECT_ANNOTATION`]), and TLS to backends from `BackendTLSPolicy` and
 //! the Service annotation [`UPSTREAM_TLS_ANNOTATION`].
+//!
+//! Ingress: `networking.k8s.io/v1` `Ingress` and `IngressClass` (controller
+//! [`INGRESS_CONTROLLER_NAME`]): hosts, `Exact`, `Prefix` and `ImplementationSpecific` (read as
+//! `Prefix`) paths, Service backends by port number or name, `defaultBackend`, `spec.tls`, and
+//! the opt-in [`SSL_REDIRECT_ANNOTATION`]. An Ingress names no port, so it is served on
+//! [`TranslateOptions::ingress_http_port`] and, with TLS, on
+//! [`TranslateOptions::ingress_https_port`], sharing those ports with Gateway listeners of the
+//! same protocol.
 
 #![forbid(unsafe_code)]
 
@@ -53,6 +61,6 @@ pub use tls::{
     UPSTREAM_TLS_ANNOTATION, UpstreamTlsSpec,
 };
 pub use translate::{
-    GATEWAY_CONTROLLER_NAME, HASH_ON_ANNOTATION, LOAD_BALANCER_ANNOTATION,
-    PANIC_THRESHOLD_ANNOTATION, TranslateOptions, Translation, translate,
+    GATEWAY_CONTROLLER_NAME, HASH_ON_ANNOTATION, INGRESS_CONTROLLER_NAME, LOAD_BALANCER_ANNOTATION,
+    PANIC_THRESHOLD_ANNOTATION, SSL_REDIRECT_ANNOTATION, TranslateOptions, Translation, translate,
 };

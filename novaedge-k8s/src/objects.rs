@@ -9,6 +9,7 @@ use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,6 +34,9 @@ pub enum Object {
     ConfigMap(ConfigMap),
     BackendTlsPolicy(BackendTlsPolicy),
     ReferenceGrant(ReferenceGrant),
+    /// `networking.k8s.io/v1` Ingress, served when its IngressClass is NovaEdge's.
+    Ingress(Ingress),
+    IngressClass(IngressClass),
 }
 
 /// An object and the file it was read from.
@@ -55,6 +59,8 @@ impl Object {
             Object::ConfigMap(_) => "ConfigMap",
             Object::BackendTlsPolicy(_) => "BackendTLSPolicy",
             Object::ReferenceGrant(_) => "ReferenceGrant",
+            Object::Ingress(_) => "Ingress",
+            Object::IngressClass(_) => "IngressClass",
         }
     }
 
@@ -70,12 +76,14 @@ impl Object {
             Object::ConfigMap(o) => &o.metadata,
             Object::BackendTlsPolicy(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
+            Object::Ingress(o) => &o.metadata,
+            Object::IngressClass(o) => &o.metadata,
         }
     }
 
-    /// Whether the kind lives in a namespace (GatewayClass does not).
+    /// Whether the kind lives in a namespace (GatewayClass and IngressClass do not).
     pub fn is_namespaced(&self) -> bool {
-        !matches!(self, Object::GatewayClass(_))
+        !matches!(self, Object::GatewayClass(_) | Object::IngressClass(_))
     }
 
     /// `Kind namespace/name` (or `Kind name` for cluster-scoped kinds), as diagnostics print it.
@@ -231,7 +239,7 @@ fn parse_value(
         .unwrap_or("default");
     let object = if name.is_empty() {
         format!("{where_} ({kind})")
-    } else if kind == "GatewayClass" {
+    } else if matches!(kind, "GatewayClass" | "IngressClass") {
         format!("{kind} {name}")
     } else {
         format!("{kind} {namespace}/{name}")
@@ -306,6 +314,8 @@ fn parse_value(
             "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1",
             "ReferenceGrant",
         ) => typed(value).map(Object::ReferenceGrant),
+        ("networking.k8s.io/v1", "Ingress") => typed(value).map(Object::Ingress),
+        ("networking.k8s.io/v1", "IngressClass") => typed(value).map(Object::IngressClass),
         _ => {
             diagnostics.push(Diagnostic::warning(
                 object,

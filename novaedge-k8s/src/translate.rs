@@ -1,5 +1,6 @@
 //! Objects to snapshot: one pure function, shared by the controller and the file source.
 
+mod ingress;
 mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,6 +17,7 @@ use gateway_api::httproutes::{
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
 use novaedge_snapshot::{
     self as snapshot, Backend, BackendRef, ClientAuth, ConfigSnapshot, Endpoint, HashOn,
     HeaderMatch, LbPolicy, Listener, ListenerProtocol, LoadBalancing, MatchType, PathMatch,
@@ -44,11 +46,27 @@ pub const HASH_ON_ANNOTATION: &str = "novaedge.io/hash-on";
 /// Service annotation: the percentage of healthy endpoints below which health is ignored.
 pub const PANIC_THRESHOLD_ANNOTATION: &str = "novaedge.io/panic-threshold";
 
+pub use ingress::{INGRESS_CONTROLLER_NAME, SSL_REDIRECT_ANNOTATION};
+
 /// Inputs to a translation that do not come from the objects.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TranslateOptions {
     /// The version stamped on the snapshot.
     pub version: u64,
+    /// The port every Ingress is served on (an Ingress names no port of its own).
+    pub ingress_http_port: u16,
+    /// The port Ingresses with `spec.tls` are also served on, over HTTPS.
+    pub ingress_https_port: u16,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        Self {
+            version: 0,
+            ingress_http_port: 80,
+            ingress_https_port: 443,
+        }
+    }
 }
 
 /// The result of a translation: a snapshot and everything worth telling the user. The snapshot
@@ -80,8 +98,13 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
     t.index(objects);
     t.backend_tls_policies();
     let mut listeners = t.gateways();
-    let ports = t.ports(&mut listeners);
-    let snapshot = t.routes(&listeners, ports, options.version);
+    let mut table = t.ports(&mut listeners);
+    let ingress_routes = t.ingresses(&mut table, options);
+    let ports = table
+        .into_iter()
+        .map(|(port, entry)| (port, entry.listener))
+        .collect();
+    let snapshot = t.routes(&listeners, ports, ingress_routes, options.version);
     if let Err(errors) = snapshot.validate() {
         // The translator should never produce an invalid snapshot; if it does, say so plainly
         // rather than serve it.
@@ -110,6 +133,9 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
 struct Translator<'a> {
     diagnostics: Vec<Diagnostic>,
     classes: HashMap<&'a str, &'a str>, // class name -> controller name
+    /// IngressClass name -> (controller name, whether it is the default class).
+    ingress_classes: BTreeMap<&'a str, (&'a str, bool)>,
+    ingresses: BTreeMap<Key, (&'a Ingress, Option<&'a PathBuf>)>,
     gateways: BTreeMap<Key, (&'a Gateway, Option<&'a PathBuf>)>,
     routes: BTreeMap<Key, (&'a HttpRoute, Option<&'a PathBuf>)>,
     services: HashMap<Key, (&'a Service, Option<&'a PathBuf>)>,
@@ -210,6 +236,24 @@ impl<'a> Translator<'a> {
                 }
                 Object::BackendTlsPolicy(p) => self.tls_policies.push((p, file)),
                 Object::ReferenceGrant(g) => self.grants.push(g),
+                Object::Ingress(i) => {
+                    self.ingresses.insert(key, (i, file));
+                }
+                Object::IngressClass(c) => {
+                    let name = c.metadata.name.as_deref().unwrap_or_default();
+                    let controller = c
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.controller.as_deref())
+                        .unwrap_or_default();
+                    let default = c
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(ingress::DEFAULT_CLASS_ANNOTATION))
+                        .is_some_and(|v| v == "true");
+                    self.ingress_classes.insert(name, (controller, default));
+                }
                 Object::EndpointSlice(s) => {
                     match s
                         .metadata
@@ -358,6 +402,7 @@ impl<'a> Translator<'a> {
         &mut self,
         listeners: &[GatewayListener<'a>],
         snapshot_listeners: BTreeMap<u16, Listener>,
+        ingress_routes: Vec<snapshot::Route>,
         version: u64,
     ) -> ConfigSnapshot {
         let ports: BTreeMap<u16, String> = snapshot_listeners
@@ -419,6 +464,8 @@ impl<'a> Translator<'a> {
             &placements,
             &mut self.diagnostics,
         );
+        // After the policies: they attach through Gateways and HTTPRoutes, never to Ingresses.
+        routes.extend(ingress_routes);
         ConfigSnapshot {
             version,
             listeners: snapshot_listeners.into_values().collect(),
@@ -1098,7 +1145,13 @@ spec:
     fn translate_with(service: &str) -> Translation {
         let (objects, diagnostics) = parse_yaml(&format!("{BASE}---\n{service}"), None);
         assert!(diagnostics.is_empty(), "{diagnostics:?}");
-        translate(&objects, &TranslateOptions { version: 3 })
+        translate(
+            &objects,
+            &TranslateOptions {
+                version: 3,
+                ..TranslateOptions::default()
+            },
+        )
     }
 
     #[test]

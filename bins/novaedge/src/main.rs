@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use novaedge_k8s::TranslateOptions;
 
 mod cmd;
 
@@ -32,13 +33,36 @@ enum LogFormat {
     Json,
 }
 
+/// Where Ingresses are served: an Ingress names no port of its own.
+#[derive(Debug, Clone, Copy, Args)]
+struct IngressPorts {
+    /// Port every Ingress is served on (HTTP).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u16).range(1..))]
+    ingress_http_port: u16,
+    /// Port Ingresses with `spec.tls` are also served on (HTTPS).
+    #[arg(long, default_value_t = 443, value_parser = clap::value_parser!(u16).range(1..))]
+    ingress_https_port: u16,
+}
+
+impl IngressPorts {
+    fn options(self) -> TranslateOptions {
+        TranslateOptions {
+            ingress_http_port: self.ingress_http_port,
+            ingress_https_port: self.ingress_https_port,
+            ..TranslateOptions::default()
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the Kubernetes objects in PATH... (files or directories of YAML); reload on change.
     Run {
-        /// Manifests: Gateway, HTTPRoute, Service, EndpointSlice, ...
+        /// Manifests: Gateway, HTTPRoute, Ingress, Service, EndpointSlice, ...
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        ingress: IngressPorts,
         /// Address that listeners bind to.
         #[arg(long, default_value = "0.0.0.0")]
         bind: IpAddr,
@@ -53,6 +77,8 @@ enum Command {
     Check {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        ingress: IngressPorts,
     },
     /// Run an echo backend (HTTP/1.1, h2c, WebSocket, gRPC) that answers with what it received.
     Echo {
@@ -74,19 +100,21 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run {
                 paths,
+                ingress,
                 bind,
                 demo_backends,
                 drain_timeout,
             } => {
                 cmd::run::run(cmd::run::Options {
                     paths,
+                    translate: ingress.options(),
                     bind,
                     demo_backends,
                     drain_timeout,
                 })
                 .await
             }
-            Command::Check { paths } => cmd::check::check(&paths),
+            Command::Check { paths, ingress } => cmd::check::check(&paths, &ingress.options()),
             Command::Echo { listen, name } => cmd::echo::echo(listen, name).await,
         }
     });

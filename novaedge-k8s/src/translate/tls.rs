@@ -70,14 +70,14 @@ struct CaRef<'r> {
 }
 
 /// One port's snapshot listener while listeners are merged into it.
-struct PortEntry {
-    listener: Listener,
+pub(super) struct PortEntry {
+    pub(super) listener: Listener,
     /// `listener "x" of Gateway ns/name`, the first listener on the port.
-    owner: String,
+    pub(super) owner: String,
     /// Certificate sources of the listener that gave the default certificate, and who it is.
-    default_from: Option<(Vec<String>, String)>,
+    pub(super) default_from: Option<(Vec<String>, String)>,
     /// The Gateway (object, file) whose annotation redirects this port, for conflict errors.
-    redirect_owner: Option<(String, Option<PathBuf>)>,
+    pub(super) redirect_owner: Option<(String, Option<PathBuf>)>,
 }
 
 fn redirect_field() -> String {
@@ -109,7 +109,7 @@ impl<'a> Translator<'a> {
     }
 
     /// The checked certificate and key of a Secret, or why not (the message names the Secret).
-    fn secret_certificate(&self, key: &Key) -> Result<TlsCertificate, String> {
+    pub(super) fn secret_certificate(&self, key: &Key) -> Result<TlsCertificate, String> {
         let source = format!("Secret {}/{}", key.0, key.1);
         let Some(secret) = self.secrets.get(key) else {
             return Err(format!("{source} not found"));
@@ -528,7 +528,7 @@ impl<'a> Translator<'a> {
     pub(super) fn ports(
         &mut self,
         listeners: &mut Vec<GatewayListener<'a>>,
-    ) -> BTreeMap<u16, Listener> {
+    ) -> BTreeMap<u16, PortEntry> {
         let mut table: BTreeMap<u16, PortEntry> = BTreeMap::new();
         let mut kept = Vec::with_capacity(listeners.len());
         for l in listeners.drain(..) {
@@ -660,9 +660,6 @@ impl<'a> Translator<'a> {
         }
         *listeners = kept;
         table
-            .into_iter()
-            .map(|(port, e)| (port, e.listener))
-            .collect()
     }
 
     /// Checks every BackendTLSPolicy and files it under its target Services, oldest first; a

@@ -4,10 +4,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use novaedge_k8s::TranslateOptions;
 use novaedge_k8s::file_source::FileSource;
 
-pub(crate) fn check(paths: &[PathBuf]) -> Result<ExitCode, super::Error> {
-    let diagnostics = FileSource::check(paths);
+pub(crate) fn check(
+    paths: &[PathBuf],
+    options: &TranslateOptions,
+) -> Result<ExitCode, super::Error> {
+    let diagnostics = FileSource::check(paths, options);
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let mut out = std::io::stdout().lock();
     for d in &diagnostics {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use novaedge_core::{Engine, EngineConfig};
 use novaedge_echo::EchoServer;
-use novaedge_k8s::Diagnostic;
 use novaedge_k8s::file_source::FileSource;
+use novaedge_k8s::{Diagnostic, TranslateOptions};
 use novaedge_snapshot::ConfigSnapshot;
 
 /// How long the files must be quiet after a change before they are read again.
@@ -17,13 +17,15 @@ const RELOAD_QUIET: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub(crate) struct Options {
     pub(crate) paths: Vec<PathBuf>,
+    /// Translation settings (the Ingress ports).
+    pub(crate) translate: TranslateOptions,
     pub(crate) bind: IpAddr,
     pub(crate) demo_backends: bool,
     pub(crate) drain_timeout: Duration,
 }
 
 pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
-    let mut source = FileSource::new(options.paths);
+    let mut source = FileSource::new(options.paths).with_options(options.translate);
     let first = match source.load() {
         Ok(loaded) => loaded,
         Err(diagnostics) => {

@@ -3,7 +3,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -150,4 +151,131 @@ pub(crate) async fn get_with_headers(
         parts.headers,
         String::from_utf8_lossy(&body).into_owned(),
     ))
+}
+
+// === certificates and command-line clients (openssl, curl) ===
+
+/// Runs a command to completion; panics (with its output) if it cannot start.
+pub(crate) fn run(program: &str, args: &[&str], dir: &Path) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed by this test (Debian: curl, openssl): {e}"))
+}
+
+#[track_caller]
+pub(crate) fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A CA (`ca.crt`, `ca.key`) in `dir`.
+pub(crate) fn make_ca(dir: &Path) {
+    ok(run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=novaedge test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+        dir,
+    ));
+}
+
+/// `NAME.crt` and `NAME.key` for `san` (e.g. `DNS:shop.test`), signed by the CA, written
+/// under temporary names then renamed, the way a certificate manager replaces them.
+pub(crate) fn make_cert(dir: &Path, name: &str, san: &str) {
+    let tmp = format!("{name}.new");
+    ok(run(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{tmp}.key"),
+            "-out",
+            &format!("{tmp}.csr"),
+        ],
+        dir,
+    ));
+    std::fs::write(
+        dir.join(format!("{tmp}.ext")),
+        format!("subjectAltName={san}\n"),
+    )
+    .unwrap();
+    ok(run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{tmp}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{tmp}.ext"),
+            "-out",
+            &format!("{tmp}.crt"),
+        ],
+        dir,
+    ));
+    for ext in ["key", "crt"] {
+        std::fs::rename(
+            dir.join(format!("{tmp}.{ext}")),
+            dir.join(format!("{name}.{ext}")),
+        )
+        .unwrap();
+    }
+}
+
+/// `curl` through the proxy for `https://HOST:PORT/PATH`, resolved to 127.0.0.1: the HTTP
+/// version and status it reports, and the body.
+pub(crate) fn curl(dir: &Path, host: &str, port: u16, path: &str, http: &str) -> (String, String) {
+    let out = ok(run(
+        "curl",
+        &[
+            "-sS",
+            http,
+            "--cacert",
+            "ca.crt",
+            "--resolve",
+            &format!("{host}:{port}:127.0.0.1"),
+            "-w",
+            "\n%{http_version} %{http_code}",
+            &format!("https://{host}:{port}{path}"),
+        ],
+        dir,
+    ));
+    let (body, status) = out.rsplit_once('\n').unwrap();
+    (status.to_owned(), body.to_owned())
 }
