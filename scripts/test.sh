@@ -22,3 +22,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # Unit, integration and bench targets (criterion runs each benchmark once in test mode).
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+# The API documentation builds without broken or private links.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked

@@ -430,7 +430,7 @@ impl Errors {
 impl ProxyPolicySpec {
     /// The sections this policy sets, as snapshot filters (`jwt`, `rate_limit`, `cors`,
     /// `ip_filter` and `retry`; the rest stay empty), with field paths relative to the spec
-    /// (`rateLimit.burst`). The target is not looked at: see [`PolicyTargetRef::target`].
+    /// (`rateLimit.burst`). The target is not looked at: see `PolicyTargetRef::target`.
     ///
     /// A `jwtClaim` rate-limit key is not checked against a `jwt` section here, since the JWT
     /// authentication may come from another policy that applies to the same rules.
