@@ -6,7 +6,14 @@
 //! endpoint in the backend's [`EndpointSet`], which skips unhealthy endpoints (down to the panic
 //! threshold).
 //!
-//! A backend's detectors are rebuilt only when its active check or outlier settings change.
+//! Probes of a TLS backend's traffic port speak TLS with the backend's settings (its CA, server
+//! name and client certificate), as Envoy probes a TLS cluster with the cluster's transport
+//! socket. Probes of a separate `port` stay cleartext: a health port next to a TLS port is
+//! usually plain. TCP probes only connect, TLS or not.
+//!
+//! A backend's detectors are rebuilt only when its active check or outlier settings change, or
+//! the TLS settings its probes use (so that probes never keep dialling with a stale CA or client
+//! certificate).
 //! Requests of an older runtime may still report outcomes to the detector they started with;
 //! a replaced detector is *retired* first, and a retired detector's verdicts go nowhere, so it
 //! can neither eject an endpoint after it was replaced nor leave one ejected for good.
@@ -18,11 +25,14 @@ use std::time::Duration;
 
 use novaedge_health::{
     ActiveChecker, ActiveConfig, FailurePercentageConfig, GrpcProbe, Health, HealthCombiner,
-    HealthEvent, HttpProbe, OutlierConfig, OutlierDetector, Probe, Source, SuccessRateConfig,
+    HealthEvent, HttpProbe, OutlierConfig, OutlierDetector, Probe, ProbeTls, Source,
+    SuccessRateConfig,
 };
 use novaedge_lb::EndpointSet;
 use novaedge_snapshot::{ActiveHealthCheck, HealthPolicy, HealthProbe, OutlierDetection};
 use tokio::task::JoinHandle;
+
+use crate::upstream_tls::UpstreamTlsConfig;
 
 /// How many probes of one backend may be in flight at once.
 const MAX_CONCURRENT_PROBES: usize = 64;
@@ -31,6 +41,8 @@ const MAX_CONCURRENT_PROBES: usize = 64;
 #[derive(Debug)]
 pub(crate) struct BackendHealth {
     active_policy: Option<ActiveHealthCheck>,
+    /// The identity of the TLS configuration the probes use; `None`: cleartext.
+    probe_tls: Option<u64>,
     outlier_policy: OutlierDetection,
     combiner: HealthCombiner<SocketAddr>,
     pub(crate) outlier: Arc<OutlierDetector<SocketAddr>>,
@@ -46,8 +58,13 @@ pub(crate) struct BackendHealth {
 
 impl BackendHealth {
     /// Detectors for `policy` that will mark endpoints of `set` once
-    /// [`activated`](Self::activate). Spawns the outlier interval task, stopped on drop.
-    pub(crate) fn new(policy: &HealthPolicy, set: &EndpointSet<SocketAddr>) -> Self {
+    /// [`activated`](Self::activate), probing over `tls` (the backend's) where the probes need
+    /// it. Spawns the outlier interval task, stopped on drop.
+    pub(crate) fn new(
+        policy: &HealthPolicy,
+        tls: Option<&UpstreamTlsConfig>,
+        set: &EndpointSet<SocketAddr>,
+    ) -> Self {
         let retired = Arc::new(Mutex::new(false));
         let combiner = HealthCombiner::new({
             let set = set.clone();
@@ -66,12 +83,14 @@ impl BackendHealth {
             combiner.sink(Source::Outlier),
         ));
         let ticks = outlier.spawn();
-        let active = policy
-            .active
-            .as_ref()
-            .map(|a| ActiveChecker::new(active_config(a), combiner.sink(Source::Active)));
+        let probe_tls = probe_tls(policy, tls);
+        let active = policy.active.as_ref().map(|a| {
+            let tls = probe_tls.as_ref().map(|(_, tls)| tls.clone());
+            ActiveChecker::new(active_config(a, tls), combiner.sink(Source::Active))
+        });
         Self {
             active_policy: policy.active.clone(),
+            probe_tls: probe_tls.map(|(id, _)| id),
             outlier_policy: policy.outlier_detection.clone(),
             combiner,
             outlier,
@@ -90,9 +109,11 @@ impl BackendHealth {
         self.set.set_new_endpoints_healthy(self.active.is_none());
     }
 
-    /// Whether these detectors are what `policy` asks for.
-    pub(crate) fn matches(&self, policy: &HealthPolicy) -> bool {
-        self.active_policy == policy.active && self.outlier_policy == policy.outlier_detection
+    /// Whether these detectors are what `policy` asks for, probing over `tls`.
+    pub(crate) fn matches(&self, policy: &HealthPolicy, tls: Option<&UpstreamTlsConfig>) -> bool {
+        self.active_policy == policy.active
+            && self.outlier_policy == policy.outlier_detection
+            && self.probe_tls == probe_tls(policy, tls).map(|(id, _)| id)
     }
 
     /// Stops these detectors from marking endpoints and clears every mark they made, before a
@@ -190,7 +211,18 @@ fn outlier_config(o: &OutlierDetection) -> OutlierConfig {
     }
 }
 
-fn active_config(a: &ActiveHealthCheck) -> ActiveConfig {
+/// The TLS the active probes of `policy` speak on a backend secured by `tls`, with its
+/// identity: the backend's own for HTTP and gRPC probes of the traffic port; none for TCP
+/// probes, which only connect, and for probes of a separate `port`, which is usually plain.
+fn probe_tls(policy: &HealthPolicy, tls: Option<&UpstreamTlsConfig>) -> Option<(u64, ProbeTls)> {
+    let active = policy.active.as_ref()?;
+    if active.port.is_some() || matches!(active.probe, HealthProbe::Tcp) {
+        return None;
+    }
+    tls.map(UpstreamTlsConfig::probe_tls)
+}
+
+fn active_config(a: &ActiveHealthCheck, tls: Option<ProbeTls>) -> ActiveConfig {
     let probe = match &a.probe {
         HealthProbe::Tcp => Probe::Tcp,
         HealthProbe::Http {
@@ -207,12 +239,21 @@ fn active_config(a: &ActiveHealthCheck) -> ActiveConfig {
             if let Some(host) = host {
                 http = http.with_host(host.clone());
             }
+            if let Some(tls) = tls {
+                http = http.with_tls(tls);
+            }
             Probe::Http(http)
         }
-        HealthProbe::Grpc { service, authority } => Probe::Grpc(GrpcProbe {
-            authority: authority.clone(),
-            ..GrpcProbe::new(service.clone())
-        }),
+        HealthProbe::Grpc { service, authority } => {
+            let mut grpc = GrpcProbe {
+                authority: authority.clone(),
+                ..GrpcProbe::new(service.clone())
+            };
+            if let Some(tls) = tls {
+                grpc = grpc.with_tls(tls);
+            }
+            Probe::Grpc(grpc)
+        }
     };
     ActiveConfig {
         interval: a.interval.max(Duration::from_millis(1)),

@@ -84,11 +84,17 @@ pub(crate) struct BackendState {
 }
 
 impl BackendState {
-    /// An empty balancer with the detectors `policy` asks for.
-    fn new(policy: LbPolicy, options: BuildOptions, health: &HealthPolicy) -> Self {
+    /// An empty balancer with the detectors `policy` asks for, probing over `tls` where the
+    /// probes go to the traffic port.
+    fn new(
+        policy: LbPolicy,
+        options: BuildOptions,
+        health: &HealthPolicy,
+        tls: Option<&UpstreamTlsConfig>,
+    ) -> Self {
         let endpoints = EndpointSet::with_options(policy, options);
         Self {
-            health: Arc::new(BackendHealth::new(health, &endpoints)),
+            health: Arc::new(BackendHealth::new(health, tls, &endpoints)),
             breaker: CircuitBreaker::new(limits(&health.circuit_breakers)),
             endpoints,
             tls: None,
@@ -96,14 +102,19 @@ impl BackendState {
     }
 
     /// The state for `backend` after a reload: the same balancer and breaker, and the same
-    /// detectors unless their settings changed. Returns the detectors it replaces, if any.
-    fn reuse(&self, health: &HealthPolicy) -> (Self, Option<Arc<BackendHealth>>) {
-        if self.health.matches(health) {
+    /// detectors unless their settings changed, or the TLS settings their probes use. Returns
+    /// the detectors it replaces, if any.
+    fn reuse(
+        &self,
+        health: &HealthPolicy,
+        tls: Option<&UpstreamTlsConfig>,
+    ) -> (Self, Option<Arc<BackendHealth>>) {
+        if self.health.matches(health, tls) {
             return (self.clone(), None);
         }
         let state = Self {
             endpoints: self.endpoints.clone(),
-            health: Arc::new(BackendHealth::new(health, &self.endpoints)),
+            health: Arc::new(BackendHealth::new(health, tls, &self.endpoints)),
             breaker: self.breaker.clone(),
             tls: self.tls.clone(),
         };
@@ -301,19 +312,6 @@ impl Runtime {
             .backends
             .iter()
             .map(|b| {
-                if b.tls.is_some()
-                    && let Some(active) = &b.health.active
-                    && active.port.is_none()
-                    && !matches!(active.probe, snapshot::HealthProbe::Tcp)
-                {
-                    // Probes speak cleartext: on the TLS port they would fail every time and
-                    // take every endpoint out. A cleartext health port, or TCP probes, work.
-                    return Err(CompileError::Unsupported {
-                        object: format!("backend {:?}", b.name),
-                        what: "HTTP and gRPC health probes over TLS (set health.active.port \
-                               to a cleartext port, or probe TCP)",
-                    });
-                }
                 let current = current.get(&b.name);
                 let tls = UpstreamTlsConfig::build(b, current.and_then(|c| c.tls.as_ref()))?;
                 let (cluster, update) = Cluster::build(b, current, tls);
@@ -445,9 +443,14 @@ impl Cluster {
         let options = BuildOptions::new().with_panic_threshold(lb.panic_threshold_percent);
         // A new backend's set starts empty; `commit` fills it before anyone can see it.
         let (mut state, retired) = match current {
-            Some(current) => current.reuse(&backend.health),
+            Some(current) => current.reuse(&backend.health, tls.as_deref()),
             None => (
-                BackendState::new(policy.clone(), options.clone(), &backend.health),
+                BackendState::new(
+                    policy.clone(),
+                    options.clone(),
+                    &backend.health,
+                    tls.as_deref(),
+                ),
                 None,
             ),
         };

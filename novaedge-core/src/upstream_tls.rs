@@ -17,12 +17,17 @@
 //! Each variant has an identity of its own ([`TlsDial::id`]) that keys the connection pools:
 //! connections made with different settings (or in cleartext) to one address never mix.
 //!
+//! Active HTTP and gRPC health probes of the traffic port use the same settings
+//! ([`UpstreamTlsConfig::probe_tls`]): same roots, server name and client certificate, with the
+//! ALPN of the probe's protocol.
+//!
 //! One crypto provider, aws-lc-rs, as everywhere in NovaEdge; TLS 1.2 and 1.3.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use novaedge_health::ProbeTls;
 use novaedge_snapshot::{Backend, TlsCertificate, UpstreamProtocol, UpstreamTls};
 use rustls::ClientConfig;
 use rustls::crypto::CryptoProvider;
@@ -182,6 +187,16 @@ impl UpstreamTlsConfig {
             main: dial(config),
             upgrade: dial(upgrade),
         })))
+    }
+
+    /// What active health probes of the traffic port dial with, and its identity (which
+    /// changes exactly when the settings do). `novaedge_health` copies the configuration once
+    /// with the ALPN its probe speaks (`http/1.1` or `h2`).
+    pub(crate) fn probe_tls(&self) -> (u64, ProbeTls) {
+        (
+            self.main.id,
+            ProbeTls::new(self.main.config.clone(), self.main.server_name.clone()),
+        )
     }
 
     /// What a request is dialled with: `upgrade` for an HTTP/1.1 upgrade (WebSocket), which

@@ -8,7 +8,7 @@ mod common;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -122,13 +122,19 @@ struct Accepted {
 
 /// A TLS server on 127.0.0.1 answering every request with what it saw (the HTTP version, the
 /// host, the SNI, ALPN and client certificate of its connection) in `x-*` headers, gRPC-style
-/// trailers on `application/grpc` requests, and WebSocket echo on upgrades.
+/// trailers on `application/grpc` requests, and WebSocket echo on upgrades. Health probes
+/// (`/healthz`, `grpc.health.v1.Health/Check`) are answered apart, by [`TlsServer::set_health`],
+/// and not counted as requests.
 struct TlsServer {
     addr: SocketAddr,
     accepted: Arc<Mutex<Vec<Accepted>>>,
     /// Handshakes the server failed, with rustls' reason.
     failed: Arc<Mutex<Vec<String>>>,
     requests: Arc<AtomicUsize>,
+    /// The status `/healthz` answers; gRPC health checks are `SERVING` on 200.
+    health: Arc<AtomicU16>,
+    /// The connections health probes came on, one entry per probe.
+    probes: Arc<Mutex<Vec<Accepted>>>,
     task: JoinHandle<()>,
 }
 
@@ -176,13 +182,17 @@ impl TlsServer {
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(AtomicUsize::new(0));
+        let health = Arc::new(AtomicU16::new(200));
+        let probes = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
             let (accepted, failed, requests) = (accepted.clone(), failed.clone(), requests.clone());
+            let (health, probes) = (health.clone(), probes.clone());
             async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     let acceptor = acceptor.clone();
                     let (accepted, failed, requests) =
                         (accepted.clone(), failed.clone(), requests.clone());
+                    let (health, probes) = (health.clone(), probes.clone());
                     tokio::spawn(async move {
                         let tls = match acceptor.accept(stream).await {
                             Ok(tls) => tls,
@@ -201,9 +211,17 @@ impl TlsServer {
                         };
                         accepted.lock().unwrap().push(seen.clone());
                         let h2 = seen.alpn.as_deref() == Some("h2");
-                        let service = hyper::service::service_fn(move |req| {
+                        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                            let path = req.uri().path();
+                            if path == "/healthz" || path == GRPC_HEALTH_CHECK {
+                                probes.lock().unwrap().push(seen.clone());
+                                let status = health.load(Ordering::SeqCst);
+                                return futures_util::future::Either::Left(
+                                    futures_util::future::ready(Ok(answer_probe(&req, status))),
+                                );
+                            }
                             requests.fetch_add(1, Ordering::SeqCst);
-                            answer(req, seen.clone())
+                            futures_util::future::Either::Right(answer(req, seen.clone()))
                         });
                         let io = TokioIo::new(tls);
                         // Errors are the client's doing (a closed connection): nothing to serve.
@@ -226,8 +244,31 @@ impl TlsServer {
             accepted,
             failed,
             requests,
+            health,
+            probes,
             task,
         }
+    }
+
+    /// Health probes get `status` from now on (gRPC: `SERVING` on 200, else `NOT_SERVING`).
+    fn set_health(&self, status: u16) {
+        self.health.store(status, Ordering::SeqCst);
+    }
+
+    /// The connections of the probes so far.
+    fn probes(&self) -> Vec<Accepted> {
+        self.probes.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` more probes than `since` arrived. Panics after a while.
+    async fn probed(&self, since: usize, n: usize) {
+        for _ in 0..1000 {
+            if self.probes.lock().unwrap().len() >= since + n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{n} probes did not arrive in 10 s");
     }
 
     fn accepted(&self) -> Vec<Accepted> {
@@ -260,6 +301,33 @@ impl TlsServer {
 }
 
 type ServerBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// A health probe's answer: `status` to `GET /healthz`; to a gRPC health check, a
+/// `HealthCheckResponse` saying `SERVING` (1) on 200, else `NOT_SERVING` (2).
+fn answer_probe(req: &Request<Incoming>, status: u16) -> Response<ServerBody> {
+    if req.uri().path() != GRPC_HEALTH_CHECK {
+        let mut response = Response::new(Full::default().boxed());
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        return response;
+    }
+    let serving: u8 = if status == 200 { 1 } else { 2 };
+    // One uncompressed gRPC message of two bytes: field 1 (status), varint.
+    let message = Bytes::from(vec![0, 0, 0, 0, 2, 0x08, serving]);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames: VecDeque<Result<Frame<Bytes>, Infallible>> =
+        VecDeque::from([Ok(Frame::data(message)), Ok(Frame::trailers(trailers))]);
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+        frames,
+    ))));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
 
 async fn answer(
     mut req: Request<Incoming>,
@@ -831,41 +899,236 @@ async fn a_websocket_to_a_tls_backend_goes_over_http1_even_when_requests_use_h2(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_probes_on_the_tls_port_are_refused_tcp_probes_work() {
-    use novaedge_snapshot::{ActiveHealthCheck, HealthProbe};
-    let ca = Ca::new("test CA");
-    let cert = ca.leaf(&["api.test"]);
-    let server = TlsServer::start(ServerSetup::new(&cert, &[])).await;
-    let mut app = tls_backend("app", Http1, &[&server], verify("api.test", &ca));
-    app.health.active = Some(ActiveHealthCheck::new(HealthProbe::Http {
+// === active health checks over TLS ===
+
+/// The `GET /healthz` check, 2xx healthy.
+fn healthz() -> novaedge_snapshot::HealthProbe {
+    novaedge_snapshot::HealthProbe::Http {
         path: "/healthz".into(),
         host: None,
         expected_statuses: vec![200..=299],
-    }));
-    let engine = engine();
-    match engine.apply(&hosts_snapshot(1, vec![app.clone()])) {
-        Err(ApplyError::Compile(CompileError::Unsupported { object, what })) => {
-            assert_eq!(object, "backend \"app\"");
-            assert!(what.contains("health probes over TLS"), "{what}");
-        }
-        other => panic!("expected the snapshot to be refused, got {other:?}"),
     }
-    // A TCP probe only connects: fine on a TLS port.
-    app.health.active = Some(ActiveHealthCheck {
-        interval: std::time::Duration::from_millis(50),
-        ..ActiveHealthCheck::new(HealthProbe::Tcp)
-    });
-    engine.apply(&hosts_snapshot(2, vec![app])).unwrap();
-    let addr = engine.local_addr("web").unwrap();
-    let mut client = Client::connect(Proto::Http1, addr).await;
-    let mut status = StatusCode::SERVICE_UNAVAILABLE;
-    for _ in 0..100 {
-        status = client.get("app", "/").await.status();
-        if status == StatusCode::OK {
-            break;
+}
+
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// An active check of `probe`, fast enough for a test; two probes in a row decide.
+fn fast_check(probe: novaedge_snapshot::HealthProbe) -> novaedge_snapshot::ActiveHealthCheck {
+    novaedge_snapshot::ActiveHealthCheck {
+        interval: PROBE_INTERVAL,
+        jitter: std::time::Duration::ZERO,
+        timeout: std::time::Duration::from_secs(2),
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+        ..novaedge_snapshot::ActiveHealthCheck::new(probe)
+    }
+}
+
+/// `backend` checked by `check`, without panic mode: an endpoint the check has not passed gets
+/// no traffic at all.
+fn checked(mut backend: Backend, check: novaedge_snapshot::ActiveHealthCheck) -> Backend {
+    backend.health.active = Some(check);
+    backend.load_balancing.panic_threshold_percent = 0;
+    backend
+}
+
+/// Sends requests to `host` until one answers `status`. Panics after 10 s.
+async fn until_status(client: &mut Client, host: &str, status: StatusCode) {
+    let mut last = None;
+    for _ in 0..500 {
+        let response = client.get(host, "/").await;
+        if response.status() == status {
+            return;
         }
+        last = Some(response);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(status, StatusCode::OK);
+    panic!("{host} did not answer {status} in 10 s; last: {last:?}");
+}
+
+/// Sends requests to `host`, every one answered `200`, until `done`. Panics after 10 s.
+async fn serve_until(client: &mut Client, host: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        let response = client.get(host, "/").await;
+        assert_eq!(response.status(), StatusCode::OK, "{response:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_grpc_probes_on_the_tls_port_speak_tls_and_tcp_probes_only_connect() {
+    use novaedge_snapshot::HealthProbe;
+    let ca = Ca::new("test CA");
+    let cert = ca.leaf(&["api.test"]);
+    let server = TlsServer::start(ServerSetup::new(&cert, &[b"h2", b"http/1.1"])).await;
+    let tls = || verify("api.test", &ca);
+    let grpc_health = HealthProbe::Grpc {
+        service: String::new(),
+        authority: None,
+    };
+    // Refused before: accepted now.
+    let (_engine, addr) = serve_hosts(vec![
+        checked(
+            tls_backend("http", Http1, &[&server], tls()),
+            fast_check(healthz()),
+        ),
+        checked(
+            tls_backend("grpc", H2c, &[&server], tls()),
+            fast_check(grpc_health),
+        ),
+        checked(
+            tls_backend("tcp", Http1, &[&server], tls()),
+            fast_check(HealthProbe::Tcp),
+        ),
+    ]);
+    let mut client = Client::connect(Proto::Http1, addr).await;
+    for host in ["http", "grpc", "tcp"] {
+        until_status(&mut client, host, StatusCode::OK).await;
+    }
+    let probes = server.probes();
+    assert!(
+        probes.iter().all(|p| p.sni.as_deref() == Some("api.test")),
+        "{probes:?}"
+    );
+    // Each probe offered the one protocol it speaks, though the server would take either.
+    let alpns: std::collections::HashSet<_> = probes.iter().map(|p| p.alpn.clone()).collect();
+    assert_eq!(
+        alpns,
+        [Some("http/1.1".to_owned()), Some("h2".to_owned())].into()
+    );
+
+    // The probes read the server's answers: failing ones take the only endpoint out.
+    server.set_health(503);
+    until_status(&mut client, "http", StatusCode::SERVICE_UNAVAILABLE).await;
+    until_status(&mut client, "grpc", StatusCode::SERVICE_UNAVAILABLE).await;
+    // A TCP probe only connects; it cannot tell.
+    assert_eq!(client.get("tcp", "/").await.status(), StatusCode::OK);
+    server.set_health(200);
+    until_status(&mut client, "http", StatusCode::OK).await;
+    until_status(&mut client, "grpc", StatusCode::OK).await;
+}
+
+/// The task's end-to-end case: mTLS backend, HTTP check on the traffic port. The probes must
+/// present the client certificate, or no endpoint would ever pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_its_probe_over_mtls_gets_no_traffic_until_it_recovers() {
+    let ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let server_cert = ca.leaf(&["api.test"]);
+    let client_cert = client_ca.leaf(&["proxy.test"]);
+    let setup = || ServerSetup {
+        client_ca: Some(&client_ca),
+        ..ServerSetup::new(&server_cert, &[b"h2", b"http/1.1"])
+    };
+    let (a, b) = (
+        TlsServer::start(setup()).await,
+        TlsServer::start(setup()).await,
+    );
+    let tls = UpstreamTls {
+        client_certificate: Some(client_cert.client_certificate("Secret shop/client")),
+        ..verify("api.test", &ca)
+    };
+    let app = checked(
+        tls_backend("app", Http1, &[&a, &b], tls),
+        fast_check(healthz()),
+    );
+    let (_engine, addr) = serve_hosts(vec![app]);
+    let mut client = Client::connect(Proto::Http1, addr).await;
+    // Nothing is served before a first probe passes.
+    until_status(&mut client, "app", StatusCode::OK).await;
+    serve_until(&mut client, "app", || a.requests() > 5 && b.requests() > 5).await;
+
+    // b fails its probes: once the second failure is decided (a third probe has come since),
+    // b gets nothing, and no request fails.
+    b.set_health(503);
+    b.probed(b.probes().len(), 3).await;
+    let served_b = b.requests();
+    let served_a = a.requests();
+    serve_until(&mut client, "app", || a.requests() > served_a + 50).await;
+    assert_eq!(
+        b.requests(),
+        served_b,
+        "an endpoint failing its probe got traffic"
+    );
+
+    // b recovers: back after two passing probes.
+    b.set_health(200);
+    serve_until(&mut client, "app", || b.requests() > served_b + 5).await;
+
+    for server in [&a, &b] {
+        let probes = server.probes();
+        assert!(!probes.is_empty());
+        for probe in probes {
+            assert_eq!(probe.sni.as_deref(), Some("api.test"));
+            assert_eq!(probe.alpn.as_deref(), Some("http/1.1"));
+            assert!(probe.client_cert, "a probe without the client certificate");
+        }
+    }
+    assert!(a.failed().is_empty() && b.failed().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_of_a_separate_health_port_stay_cleartext() {
+    let ca = Ca::new("test CA");
+    let cert = ca.leaf(&["api.test"]);
+    let server = TlsServer::start(ServerSetup::new(&cert, &[])).await;
+    let health_port = echo("health").await;
+    let check = novaedge_snapshot::ActiveHealthCheck {
+        port: Some(health_port.local_addr().port()),
+        ..fast_check(healthz())
+    };
+    let app = checked(
+        tls_backend("app", Http1, &[&server], verify("api.test", &ca)),
+        check,
+    );
+    let (_engine, addr) = serve_hosts(vec![app]);
+    let mut client = Client::connect(Proto::Http1, addr).await;
+    until_status(&mut client, "app", StatusCode::OK).await;
+    assert!(health_port.requests() > 0);
+    assert!(server.probes().is_empty());
+}
+
+/// The health settings stay; only the CA changes. The probes must dial with the new one, so
+/// the checker is rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changing_only_the_tls_settings_restarts_the_probes_with_them() {
+    let (ca, other_ca) = (Ca::new("CA"), Ca::new("other CA"));
+    let (cert, other_cert) = (ca.leaf(&["api.test"]), other_ca.leaf(&["api.test"]));
+    let a = TlsServer::start(ServerSetup::new(&cert, &[])).await;
+    let b = TlsServer::start(ServerSetup::new(&other_cert, &[])).await;
+    let app = checked(
+        tls_backend("app", Http1, &[&a, &b], verify("api.test", &ca)),
+        fast_check(healthz()),
+    );
+    let (engine, addr) = serve_hosts(vec![app.clone()]);
+    let mut client = Client::connect(Proto::Http1, addr).await;
+    // b's certificate is of a CA not trusted: its probes fail the handshake, it gets nothing.
+    until_status(&mut client, "app", StatusCode::OK).await;
+    serve_until(&mut client, "app", || a.requests() > 20).await;
+    assert!(!b.failed_handshakes(2).await.is_empty());
+    assert_eq!((b.requests(), b.probes().len()), (0, 0));
+
+    // Both CAs trusted: b passes its probes and gets traffic.
+    let mut both = app.clone();
+    both.tls.as_mut().unwrap().ca_pem = format!("{}{}", ca.pem(), other_ca.pem());
+    engine.apply(&hosts_snapshot(2, vec![both])).unwrap();
+    serve_until(&mut client, "app", || b.requests() > 5).await;
+    assert!(!b.probes().is_empty());
+
+    // And back: b's probes fail again; it is out.
+    engine.apply(&hosts_snapshot(3, vec![app])).unwrap();
+    let probes = b.probes().len();
+    tokio::time::sleep(PROBE_INTERVAL * 6).await;
+    let served_b = b.requests();
+    let served_a = a.requests();
+    serve_until(&mut client, "app", || a.requests() > served_a + 50).await;
+    assert_eq!(b.requests(), served_b);
+    assert!(
+        b.probes().len() <= probes + 1,
+        "probes with the old CA went on after the reload"
+    );
 }

@@ -12,8 +12,28 @@
 //!   (default `200..400`). Every probe opens its *own* connection with `Connection: close`, never
 //!   one shared with user traffic: a probe must see what a new client would see, and a probe's
 //!   failure must not break a user's request.
-//! - [`Probe::Grpc`]: `grpc.health.v1.Health/Check` for a service name over an h2c connection,
-//!   healthy only on `SERVING` (the gRPC health checking protocol, as Envoy's gRPC checker).
+//! - [`Probe::Grpc`]: `grpc.health.v1.Health/Check` for a service name over an HTTP/2
+//!   connection, healthy only on `SERVING` (the gRPC health checking protocol, as Envoy's gRPC
+//!   checker).
+//!
+//! # TLS
+//!
+//! HTTP and gRPC probes can speak TLS ([`HttpProbe::with_tls`], [`GrpcProbe::with_tls`]), as
+//! Envoy probes a TLS cluster with the cluster's own transport socket: the caller hands over a
+//! rustls [`ClientConfig`] (the roots to verify the server with, a client certificate for mTLS)
+//! and the name to verify in a [`ProbeTls`]. The probe connects, completes the handshake and
+//! then speaks HTTP/1.1 or HTTP/2 on it, all within `timeout`; without a configured `Host` or
+//! `:authority` it names the server by the TLS server name.
+//!
+//! ALPN is the probe's business, not the caller's: an HTTP probe offers only `http/1.1`, a gRPC
+//! probe only `h2`. A configuration that offers anything else is copied with the right list
+//! once, when the probe is configured (the copy shares the original's session cache), never per
+//! probe.
+//!
+//! A failed handshake, or a TLS alert after it (a TLS 1.3 server refuses a client certificate
+//! only after the client's part of the handshake), fails the probe with [`ProbeError::Tls`] and
+//! rustls' reason. TCP probes stay plain connects: a handshake would test the certificate rather
+//! than whether the endpoint is up, and cost the server a handshake per probe.
 //!
 //! A probe that does not finish within `timeout` fails. All probes of one [`ActiveChecker`]
 //! share a semaphore of [`ActiveConfig::max_concurrent_probes`] permits, so a large backend
@@ -36,21 +56,27 @@
 //! called within a tokio runtime.
 //!
 //! Not built: `no_traffic_interval`, `unhealthy_interval`, `unhealthy_edge_interval`, HTTP/2
-//! HTTP probes, TLS, response body matching, custom request headers beyond `Host`.
+//! HTTP probes, TLS on TCP probes, response body matching, custom request headers beyond `Host`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -75,11 +101,14 @@ pub enum Probe {
 pub struct HttpProbe {
     /// Path and query, starting with `/`.
     pub path: String,
-    /// `Host` header; the endpoint's address if `None`.
+    /// `Host` header; if `None`, the TLS server name when there is one, else the endpoint's
+    /// address.
     pub host: Option<String>,
     /// Statuses counted as healthy, as half-open ranges; Envoy's default is `200..201`, ours
     /// `200..400` so that redirects from a `/` probe count as alive.
     pub expected_statuses: Vec<Range<u16>>,
+    /// Probe over TLS; cleartext if `None`. Set it with [`with_tls`](Self::with_tls).
+    pub tls: Option<ProbeTls>,
 }
 
 impl HttpProbe {
@@ -91,7 +120,14 @@ impl HttpProbe {
             path: path.into(),
             host: None,
             expected_statuses: vec![200..400],
+            tls: None,
         }
+    }
+
+    /// Probes over TLS, offering ALPN `http/1.1` only.
+    pub fn with_tls(mut self, tls: ProbeTls) -> Self {
+        self.tls = Some(tls.offering(ALPN_HTTP11).into_owned());
+        self
     }
 
     /// Sends this `Host` header.
@@ -112,8 +148,11 @@ impl HttpProbe {
 pub struct GrpcProbe {
     /// The service name asked about; empty asks about the server as a whole.
     pub service: String,
-    /// `:authority` to send; the endpoint's address if `None`.
+    /// `:authority` to send; if `None`, the TLS server name when there is one, else the
+    /// endpoint's address.
     pub authority: Option<String>,
+    /// Probe over TLS; h2c if `None`. Set it with [`with_tls`](Self::with_tls).
+    pub tls: Option<ProbeTls>,
 }
 
 impl GrpcProbe {
@@ -122,8 +161,143 @@ impl GrpcProbe {
         Self {
             service: service.into(),
             authority: None,
+            tls: None,
         }
     }
+
+    /// Probes over TLS, offering ALPN `h2` only.
+    pub fn with_tls(mut self, tls: ProbeTls) -> Self {
+        self.tls = Some(tls.offering(ALPN_H2).into_owned());
+        self
+    }
+}
+
+/// ALPN name of HTTP/2.
+const ALPN_H2: &[u8] = b"h2";
+/// ALPN name of HTTP/1.1.
+const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// TLS on a probe's own connection: a rustls client configuration and the name to verify.
+///
+/// Two settings are equal when they share one configuration (the same `Arc`) and name: rustls
+/// configurations cannot be compared, so a rebuilt one counts as a change even with the same
+/// contents.
+#[derive(Clone)]
+pub struct ProbeTls {
+    config: Arc<ClientConfig>,
+    server_name: Option<ServerName<'static>>,
+}
+
+// === impl ProbeTls ===
+
+impl ProbeTls {
+    /// Dials with `config`, verifying that the server's certificate names `server_name`, which
+    /// is also sent as SNI; with `None`, the certificate must name the endpoint's IP address and
+    /// no SNI is sent. The configuration's ALPN list does not matter: the probe sets its own.
+    pub fn new(config: Arc<ClientConfig>, server_name: Option<ServerName<'static>>) -> Self {
+        Self {
+            config,
+            server_name,
+        }
+    }
+
+    /// The client configuration.
+    pub fn config(&self) -> &Arc<ClientConfig> {
+        &self.config
+    }
+
+    /// The name verified and sent as SNI; `None`: the endpoint's IP address, no SNI.
+    pub fn server_name(&self) -> Option<&ServerName<'static>> {
+        self.server_name.as_ref()
+    }
+
+    /// These settings offering exactly `alpn`: themselves if they do, else a copy of the
+    /// configuration (which shares its session cache) with that list.
+    fn offering(&self, alpn: &[u8]) -> Cow<'_, ProbeTls> {
+        if matches!(self.config.alpn_protocols.as_slice(), [only] if only == alpn) {
+            return Cow::Borrowed(self);
+        }
+        let mut config = ClientConfig::clone(&self.config);
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Cow::Owned(ProbeTls {
+            config: Arc::new(config),
+            server_name: self.server_name.clone(),
+        })
+    }
+
+    /// The name a request names its server by when none is configured: the DNS server name,
+    /// or `None` for the endpoint's address.
+    fn dns_name(&self) -> Option<&str> {
+        match &self.server_name {
+            Some(ServerName::DnsName(name)) => Some(name.as_ref()),
+            _ => None,
+        }
+    }
+
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        addr: SocketAddr,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::IpAddress(addr.ip().into()),
+        };
+        tokio_rustls::TlsConnector::from(Arc::clone(&self.config))
+            .connect(name, stream)
+            .await
+            .map_err(|source| match rustls_cause(&source) {
+                Some(source) => ProbeError::Tls { addr, source },
+                // Not TLS' doing: the connection broke.
+                None => ProbeError::Connect { addr, source },
+            })
+    }
+}
+
+impl PartialEq for ProbeTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.config, &other.config) && self.server_name == other.server_name
+    }
+}
+
+impl Eq for ProbeTls {}
+
+impl Debug for ProbeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let alpn: Vec<_> = self
+            .config
+            .alpn_protocols
+            .iter()
+            .map(|p| String::from_utf8_lossy(p))
+            .collect();
+        f.debug_struct("ProbeTls")
+            .field("server_name", &self.server_name)
+            .field("alpn", &alpn)
+            .field(
+                "client_certificate",
+                &self.config.client_auth_cert_resolver.has_certs(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rustls error somewhere in `error`'s chain, if TLS is what failed.
+fn rustls_cause(error: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls.clone());
+        }
+        // `io::Error::source` skips the error it wraps and goes on to that error's source.
+        next = match error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    None
 }
 
 /// Active health check settings for one backend.
@@ -161,6 +335,30 @@ impl ActiveConfig {
     }
 }
 
+// === impl Probe ===
+
+impl Probe {
+    /// The probe with the TLS configuration it will use, ALPN set: done once per checker, so
+    /// that probes never copy a configuration.
+    fn prepared(self) -> Self {
+        match self {
+            Probe::Tcp => Probe::Tcp,
+            Probe::Http(mut http) => {
+                if let Some(tls) = http.tls.take() {
+                    http = http.with_tls(tls);
+                }
+                Probe::Http(http)
+            }
+            Probe::Grpc(mut grpc) => {
+                if let Some(tls) = grpc.tls.take() {
+                    grpc = grpc.with_tls(tls);
+                }
+                Probe::Grpc(grpc)
+            }
+        }
+    }
+}
+
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -180,6 +378,17 @@ pub enum ProbeError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// TLS failed: in the handshake (e.g. the server's certificate is not trusted, or names
+    /// another server) or by an alert after it (e.g. a TLS 1.3 server that wanted a client
+    /// certificate).
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// rustls' reason.
+        #[source]
+        source: rustls::Error,
     },
     /// The probe request could not be built from the configuration.
     #[error("invalid HTTP probe request for path {path:?}")]
@@ -243,7 +452,7 @@ pub enum ProbeError {
     },
 }
 
-/// Runs one probe against `addr`, within `timeout`.
+/// Runs one probe against `addr`, within `timeout`: connection, TLS handshake and exchange.
 pub async fn probe(probe: &Probe, addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
     let run = async {
         match probe {
@@ -258,9 +467,11 @@ pub async fn probe(probe: &Probe, addr: SocketAddr, timeout: Duration) -> Result
 }
 
 async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
-    TcpStream::connect(addr)
+    let stream = TcpStream::connect(addr)
         .await
-        .map_err(|source| ProbeError::Connect { addr, source })
+        .map_err(|source| ProbeError::Connect { addr, source })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 /// Aborts the connection task when the probe ends, however it ends.
@@ -272,8 +483,101 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The TLS error that broke a probe's connection after the handshake (an alert), noted by
+/// [`Watched`]. HTTP/2 keeps only the message of an I/O error, so the error cannot always be
+/// found in the chain of the exchange's error.
+#[derive(Clone, Default)]
+struct TlsFailure(Arc<Mutex<Option<rustls::Error>>>);
+
+impl TlsFailure {
+    fn note(&self, error: &std::io::Error) {
+        if let Some(tls) = rustls_cause(error) {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(tls);
+        }
+    }
+
+    /// An error of the exchange: TLS' if TLS is what failed, else `or(error)`.
+    fn or<E>(&self, addr: SocketAddr, error: E, or: impl FnOnce(E) -> ProbeError) -> ProbeError
+    where
+        E: std::error::Error + 'static,
+    {
+        let noted = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match noted.or_else(|| rustls_cause(&error)) {
+            Some(source) => ProbeError::Tls { addr, source },
+            None => or(error),
+        }
+    }
+}
+
+/// A probe's TLS stream, noting the TLS error that breaks it in a [`TlsFailure`].
+struct Watched<S> {
+    inner: S,
+    failure: TlsFailure,
+}
+
+impl<S> Watched<S> {
+    fn noting<T>(&self, result: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &result {
+            self.failure.note(e);
+        }
+        result
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.noting(result)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.noting(result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.noting(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.noting(result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.noting(result)
+    }
+}
+
 async fn probe_http(probe: &HttpProbe, addr: SocketAddr) -> Result<(), ProbeError> {
-    let host = probe.host.clone().unwrap_or_else(|| addr.to_string());
+    let host = match (&probe.host, probe.tls.as_ref().and_then(ProbeTls::dns_name)) {
+        (Some(host), _) => host.clone(),
+        (None, Some(name)) => name.to_owned(),
+        (None, None) => addr.to_string(),
+    };
     let request = http::Request::get(probe.path.as_str())
         .header(http::header::HOST, host)
         .header(http::header::USER_AGENT, "novaedge-health")
@@ -284,19 +588,19 @@ async fn probe_http(probe: &HttpProbe, addr: SocketAddr) -> Result<(), ProbeErro
             source,
         })?;
     let stream = connect(addr).await?;
-    let _ = stream.set_nodelay(true);
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ProbeError::Http { addr, source })?;
-    let _conn = AbortOnDrop(tokio::spawn(async move {
-        // Its errors also fail `send_request`, which reports them.
-        let _ = conn.await;
-    }));
-    let response = send
-        .send_request(request)
-        .await
-        .map_err(|source| ProbeError::Http { addr, source })?;
-    let status = response.status().as_u16();
+    let failure = TlsFailure::default();
+    let status = match &probe.tls {
+        None => http_exchange(stream, request, addr, &failure).await?,
+        Some(tls) => {
+            let tls = tls.offering(ALPN_HTTP11);
+            let inner = tls.handshake(stream, addr).await?;
+            let stream = Watched {
+                inner,
+                failure: failure.clone(),
+            };
+            http_exchange(stream, request, addr, &failure).await?
+        }
+    };
     if probe.expected_statuses.iter().any(|r| r.contains(&status)) {
         Ok(())
     } else {
@@ -309,31 +613,94 @@ async fn probe_http(probe: &HttpProbe, addr: SocketAddr) -> Result<(), ProbeErro
     }
 }
 
+/// Sends `request` over HTTP/1.1 on `stream`; the response's status.
+async fn http_exchange<S>(
+    stream: S,
+    request: http::Request<Empty<Bytes>>,
+    addr: SocketAddr,
+    failure: &TlsFailure,
+) -> Result<u16, ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let http_error = |source| failure.or(addr, source, |source| ProbeError::Http { addr, source });
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http_error)?;
+    let _conn = AbortOnDrop(tokio::spawn(async move {
+        // Its errors also fail `send_request`, which reports them.
+        let _ = conn.await;
+    }));
+    let response = send.send_request(request).await.map_err(http_error)?;
+    Ok(response.status().as_u16())
+}
+
 async fn probe_grpc(probe: &GrpcProbe, addr: SocketAddr) -> Result<(), ProbeError> {
-    let grpc_err = |source| ProbeError::GrpcConnect { addr, source };
-    let mut endpoint =
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(grpc_err)?;
-    if let Some(authority) = &probe.authority {
-        let origin = format!("http://{authority}")
-            .parse::<http::Uri>()
-            .map_err(|_| ProbeError::GrpcCall {
-                addr,
-                service: probe.service.clone(),
-                source: tonic::Status::invalid_argument(format!("invalid authority {authority:?}")),
-            })?;
-        endpoint = endpoint.origin(origin);
+    let stream = connect(addr).await?;
+    let failure = TlsFailure::default();
+    match &probe.tls {
+        None => grpc_check(probe, stream, "http", addr.to_string(), addr, &failure).await,
+        Some(tls) => {
+            let tls = tls.offering(ALPN_H2);
+            let inner = tls.handshake(stream, addr).await?;
+            let stream = Watched {
+                inner,
+                failure: failure.clone(),
+            };
+            let authority = tls
+                .dns_name()
+                .map_or_else(|| addr.to_string(), str::to_owned);
+            grpc_check(probe, stream, "https", authority, addr, &failure).await
+        }
     }
-    // A fresh channel per probe: its own h2c connection, closed when dropped.
-    let channel = endpoint.connect().await.map_err(grpc_err)?;
+}
+
+/// `Check` over HTTP/2 on `stream`, with `:scheme` `scheme` and, unless the probe names one,
+/// `:authority` `authority`.
+async fn grpc_check<S>(
+    probe: &GrpcProbe,
+    stream: S,
+    scheme: &str,
+    authority: String,
+    addr: SocketAddr,
+    failure: &TlsFailure,
+) -> Result<(), ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let authority = probe.authority.clone().unwrap_or(authority);
+    let origin = format!("{scheme}://{authority}")
+        .parse::<http::Uri>()
+        .map_err(|_| ProbeError::GrpcCall {
+            addr,
+            service: probe.service.clone(),
+            source: tonic::Status::invalid_argument(format!("invalid authority {authority:?}")),
+        })?;
+    let connect_error = |source| {
+        failure.or(addr, source, |source| ProbeError::GrpcConnect {
+            addr,
+            source,
+        })
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(connect_error)?
+        .origin(origin);
+    // A channel of its own on the probe's connection, closed when dropped.
+    let channel = endpoint
+        .connect_with_connector(Connected(Some(stream)))
+        .await
+        .map_err(connect_error)?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: probe.service.clone(),
         })
         .await
-        .map_err(|source| ProbeError::GrpcCall {
-            addr,
-            service: probe.service.clone(),
-            source,
+        .map_err(|source| {
+            failure.or(addr, source, |source| ProbeError::GrpcCall {
+                addr,
+                service: probe.service.clone(),
+                source,
+            })
         })?;
     match response.into_inner().status() {
         ServingStatus::Serving => Ok(()),
@@ -342,6 +709,31 @@ async fn probe_grpc(probe: &GrpcProbe, addr: SocketAddr) -> Result<(), ProbeErro
             service: probe.service.clone(),
             status: other.as_str_name(),
         }),
+    }
+}
+
+/// Hands tonic the connection the probe made, once: a probe's channel never reconnects.
+struct Connected<S>(Option<S>);
+
+impl<S> tonic::codegen::Service<http::Uri> for Connected<S>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    type Response = TokioIo<S>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<TokioIo<S>, std::io::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        std::future::ready(self.0.take().map(TokioIo::new).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "a probe's connection is used once",
+            )
+        }))
     }
 }
 
@@ -385,7 +777,8 @@ where
     K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
 {
     /// A checker with no endpoints yet; changes go to `sink`.
-    pub fn new(config: ActiveConfig, sink: impl HealthSink<K>) -> Self {
+    pub fn new(mut config: ActiveConfig, sink: impl HealthSink<K>) -> Self {
+        config.probe = config.probe.prepared();
         let permits = Semaphore::new(config.max_concurrent_probes.max(1));
         Self {
             shared: Arc::new(Shared {

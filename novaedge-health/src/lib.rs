@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | [`outlier`] | passive outlier detection from real traffic: consecutive 5xx, consecutive gateway failures, success rate, failure percentage; ejection time growing per ejection, bounded by `max_ejection_percent` | Envoy outlier detection |
 //! | [`circuit`] | per-backend limits on connections, pending requests, requests and retries; lock-free, never queueing | Envoy cluster circuit breakers |
-//! | [`active`] | active probes (TCP connect, HTTP/1.1 `GET`, gRPC `grpc.health.v1.Health/Check`), a task per endpoint, thresholds, bounded probe concurrency | Envoy active health checking |
+//! | [`active`] | active probes (TCP connect, HTTP/1.1 `GET`, gRPC `grpc.health.v1.Health/Check`; HTTP and gRPC in cleartext or over TLS), a task per endpoint, thresholds, bounded probe concurrency | Envoy active health checking |
 //! | [`combine`] | one verdict per endpoint from several detectors, so that an active check's "healthy" cannot undo an outlier ejection | Envoy's per-source host health flags |
 //!
 //! # Example
@@ -60,7 +60,7 @@ pub mod combine;
 pub mod event;
 pub mod outlier;
 
-pub use active::{ActiveChecker, ActiveConfig, GrpcProbe, HttpProbe, Probe, ProbeError};
+pub use active::{ActiveChecker, ActiveConfig, GrpcProbe, HttpProbe, Probe, ProbeError, ProbeTls};
 pub use circuit::{CircuitBreaker, Limit, Limits, Overflow, Permit};
 pub use combine::{HealthCombiner, Source, SourceSink};
 pub use event::{Health, HealthEvent, HealthSink};

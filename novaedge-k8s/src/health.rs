@@ -69,7 +69,9 @@ pub struct HealthCheckSpec {
     pub healthy_threshold: Option<u32>,
     /// Failures in a row that make a healthy endpoint unhealthy; default 3.
     pub unhealthy_threshold: Option<u32>,
-    /// Probe this port instead of the endpoint's own.
+    /// Probe this port instead of the endpoint's own. HTTP and gRPC probes of the endpoint's
+    /// own port on a TLS backend speak TLS with the backend's settings; probes of this port are
+    /// cleartext.
     pub port: Option<u16>,
 }
 

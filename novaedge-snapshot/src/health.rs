@@ -28,7 +28,9 @@ pub struct ActiveHealthCheck {
     pub healthy_threshold: u32,
     /// Failures in a row that make a healthy endpoint unhealthy.
     pub unhealthy_threshold: u32,
-    /// Probe this port instead of the endpoint's own.
+    /// Probe this port instead of the endpoint's own. HTTP and gRPC probes of the endpoint's
+    /// own port on a backend with `tls` speak TLS with the backend's settings; probes of this
+    /// port are cleartext (a separate health port is usually plain).
     pub port: Option<u16>,
     pub probe: HealthProbe,
 }
