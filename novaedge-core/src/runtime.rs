@@ -193,8 +193,6 @@ pub enum CompileError {
         #[source]
         source: router::RouterError,
     },
-    #[error("{object}: {what} not supported by this data plane yet")]
-    Unsupported { object: String, what: &'static str },
     #[error("listener {listener:?}: {source}")]
     Tls {
         listener: String,
