@@ -61,11 +61,10 @@ fn require_tools() {
 }
 
 fn sh(args: &[&str]) -> std::process::Output {
-    let out = Command::new(args[0])
+    Command::new(args[0])
         .args(&args[1..])
         .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    out
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 fn must(args: &[&str]) {
@@ -348,8 +347,7 @@ impl Lab {
         }
         let ns = self.node.clone();
         // Append to one log across speaker restarts.
-        let idx = self.spawn(&ns, &args, "speaker.log", true);
-        idx
+        self.spawn(&ns, &args, "speaker.log", true)
     }
 
     fn stdin(&mut self, idx: usize) -> &mut ChildStdin {
