@@ -1067,3 +1067,549 @@ impl Codec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const M: [u8; 16] = [0xff; 16];
+
+    /// Marker + length + type + body, as the RFC lays a message out.
+    fn msg(msg_type: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = M.to_vec();
+        v.extend_from_slice(&((HEADER_LEN + body.len()) as u16).to_be_bytes());
+        v.push(msg_type);
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn roundtrip(m: &Message, bytes: &[u8]) {
+        let c = Codec::default();
+        assert_eq!(c.encode(m), bytes, "encoding of {m:?}");
+        assert_eq!(
+            c.decode(bytes),
+            Ok(Some((m.clone(), bytes.len()))),
+            "decoding of {m:?}"
+        );
+    }
+
+    fn err(bytes: &[u8]) -> (u8, u8, Vec<u8>) {
+        let n = Codec::default()
+            .decode(bytes)
+            .expect_err("must be rejected")
+            .notification;
+        (n.code, n.subcode, n.data)
+    }
+
+    fn v4(s: &str) -> Prefix {
+        Prefix::host(s.parse().unwrap())
+    }
+
+    #[test]
+    fn keepalive() {
+        roundtrip(&Message::Keepalive, &msg(4, &[]));
+        assert_eq!(msg(4, &[])[16..], [0x00, 0x13, 0x04]);
+    }
+
+    #[test]
+    fn notification_cease_admin_shutdown() {
+        let bytes = msg(3, &[6, 2]);
+        assert_eq!(bytes[16..], [0x00, 0x15, 0x03, 0x06, 0x02]);
+        roundtrip(
+            &Message::Notification(Notification::admin_shutdown()),
+            &bytes,
+        );
+        // With data (hold timer expired carries none; an OPEN error may).
+        roundtrip(
+            &Message::Notification(Notification::new(2, 1, vec![0, 4])),
+            &msg(3, &[2, 1, 0, 4]),
+        );
+    }
+
+    #[test]
+    fn route_refresh() {
+        let rr = RouteRefresh {
+            afi: AFI_IPV6,
+            subtype: 0,
+            safi: SAFI_UNICAST,
+        };
+        roundtrip(
+            &Message::RouteRefresh(rr),
+            &msg(5, &[0x00, 0x02, 0x00, 0x01]),
+        );
+    }
+
+    #[test]
+    fn open_with_capabilities_two_octet_as() {
+        let open = Open::new(
+            65001,
+            90,
+            Ipv4Addr::new(10, 0, 0, 1),
+            vec![
+                Capability::Multiprotocol {
+                    afi: AFI_IPV4,
+                    safi: SAFI_UNICAST,
+                },
+                Capability::Multiprotocol {
+                    afi: AFI_IPV6,
+                    safi: SAFI_UNICAST,
+                },
+                Capability::RouteRefresh,
+            ],
+        );
+        #[rustfmt::skip]
+        let body = [
+            0x04, 0xfd, 0xe9, 0x00, 0x5a, 10, 0, 0, 1, 28,
+            0x02, 0x06, 0x01, 0x04, 0x00, 0x01, 0x00, 0x01, // MP IPv4 unicast
+            0x02, 0x06, 0x01, 0x04, 0x00, 0x02, 0x00, 0x01, // MP IPv6 unicast
+            0x02, 0x02, 0x02, 0x00,                         // route refresh
+            0x02, 0x06, 0x41, 0x04, 0x00, 0x00, 0xfd, 0xe9, // 4-octet AS 65001
+        ];
+        let bytes = msg(1, &body);
+        assert_eq!(bytes.len(), 57);
+        roundtrip(&Message::Open(open.clone()), &bytes);
+        assert_eq!(open.asn(), 65001);
+        assert!(open.route_refresh());
+        assert_eq!(
+            open.families(),
+            vec![(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)]
+        );
+    }
+
+    #[test]
+    fn open_four_octet_as_uses_as_trans() {
+        let open = Open::new(4_200_000_001, 3, Ipv4Addr::new(10, 0, 0, 2), Vec::new());
+        let body = [
+            0x04, 0x5b, 0xa0, 0x00, 0x03, 10, 0, 0, 2, 8, 0x02, 0x06, 0x41, 0x04, 0xfa, 0x56, 0xea,
+            0x01,
+        ];
+        roundtrip(&Message::Open(open.clone()), &msg(1, &body));
+        assert_eq!(open.my_as, AS_TRANS);
+        assert_eq!(open.asn(), 4_200_000_001);
+        // No multiprotocol capability: IPv4 unicast only.
+        assert_eq!(open.families(), vec![(AFI_IPV4, SAFI_UNICAST)]);
+    }
+
+    #[test]
+    fn open_unknown_capabilities_are_kept() {
+        // Graceful restart (64) and FQDN (73) in one parameter, plus an empty parameter.
+        #[rustfmt::skip]
+        let body = [
+            0x04, 0xfc, 0x00, 0x00, 0xb4, 1, 2, 3, 4, 17,
+            0x02, 0x0d, 0x40, 0x02, 0x00, 0x78, 0x49, 0x07, 0x03, b'r', b't', b'r', 0x01, b'x', 0x00,
+            0x02, 0x00,
+        ];
+        let Ok(Some((Message::Open(open), _))) = Codec::default().decode(&msg(1, &body)) else {
+            panic!("not decoded")
+        };
+        assert_eq!(
+            open.capabilities,
+            vec![
+                Capability::Unknown {
+                    code: 64,
+                    value: vec![0x00, 0x78]
+                },
+                Capability::Unknown {
+                    code: 73,
+                    value: vec![3, b'r', b't', b'r', 1, b'x', 0]
+                },
+            ]
+        );
+        assert_eq!(open.asn(), 64512);
+    }
+
+    #[test]
+    fn open_errors() {
+        // Version 3: Unsupported Version Number with the version we support.
+        assert_eq!(
+            err(&msg(1, &[3, 0xfc, 0, 0, 0xb4, 1, 2, 3, 4, 0])),
+            (2, 1, vec![0, 4])
+        );
+        // Optional parameter type 1 (authentication, deprecated).
+        assert_eq!(
+            err(&msg(1, &[4, 0xfc, 0, 0, 0xb4, 1, 2, 3, 4, 3, 1, 1, 0])),
+            (2, 4, vec![])
+        );
+        // Optional parameter length runs past the message.
+        assert_eq!(
+            err(&msg(1, &[4, 0xfc, 0, 0, 0xb4, 1, 2, 3, 4, 9, 2, 2, 2, 0]).as_slice()).0,
+            2
+        );
+        // Too short for an OPEN: Bad Message Length.
+        assert_eq!(err(&msg(1, &[4, 0xfc, 0, 0, 0xb4])), (1, 2, vec![0, 24]));
+    }
+
+    #[test]
+    fn update_ebgp_ipv4() {
+        let u = Update {
+            withdrawn: vec![],
+            attributes: vec![
+                PathAttribute::Origin(0),
+                PathAttribute::AsPath(vec![AsSegment::Sequence(vec![4_200_000_001])]),
+                PathAttribute::NextHop(Ipv4Addr::new(10, 0, 0, 2)),
+            ],
+            nlri: vec![v4("192.0.2.10")],
+        };
+        #[rustfmt::skip]
+        let body = [
+            0x00, 0x00,             // no withdrawn routes
+            0x00, 0x14,             // 20 bytes of attributes
+            0x40, 0x01, 0x01, 0x00, // ORIGIN IGP
+            0x40, 0x02, 0x06, 0x02, 0x01, 0xfa, 0x56, 0xea, 0x01, // AS_PATH SEQ [4200000001]
+            0x40, 0x03, 0x04, 10, 0, 0, 2, // NEXT_HOP
+            0x20, 192, 0, 2, 10,    // 192.0.2.10/32
+        ];
+        roundtrip(&Message::Update(u), &msg(2, &body));
+    }
+
+    #[test]
+    fn update_ibgp_local_pref_and_two_octet_as_path() {
+        let u = Update {
+            withdrawn: vec![],
+            attributes: vec![
+                PathAttribute::Origin(0),
+                PathAttribute::AsPath(vec![]),
+                PathAttribute::NextHop(Ipv4Addr::new(10, 0, 0, 2)),
+                PathAttribute::LocalPref(100),
+            ],
+            nlri: vec![v4("192.0.2.10")],
+        };
+        #[rustfmt::skip]
+        let body = [
+            0x00, 0x00, 0x00, 0x15,
+            0x40, 0x01, 0x01, 0x00,
+            0x40, 0x02, 0x00,
+            0x40, 0x03, 0x04, 10, 0, 0, 2,
+            0x40, 0x05, 0x04, 0x00, 0x00, 0x00, 0x64,
+            0x20, 192, 0, 2, 10,
+        ];
+        roundtrip(&Message::Update(u), &msg(2, &body));
+
+        // A session without 4-octet AS support: 2-octet AS_PATH.
+        let c = Codec {
+            four_octet_as: false,
+        };
+        let path = PathAttribute::AsPath(vec![AsSegment::Sequence(vec![65001, 65002])]);
+        let u = Update {
+            withdrawn: vec![],
+            attributes: vec![path],
+            nlri: vec![],
+        };
+        let bytes = c.encode(&Message::Update(u.clone()));
+        assert_eq!(
+            bytes[19..],
+            [
+                0, 0, 0, 9, 0x40, 0x02, 0x06, 0x02, 0x02, 0xfd, 0xe9, 0xfd, 0xea
+            ]
+        );
+        assert_eq!(
+            c.decode(&bytes),
+            Ok(Some((Message::Update(u), bytes.len())))
+        );
+    }
+
+    #[test]
+    fn update_withdraw_ipv4() {
+        let u = Update {
+            withdrawn: vec![v4("192.0.2.10")],
+            attributes: vec![],
+            nlri: vec![],
+        };
+        roundtrip(
+            &Message::Update(u),
+            &msg(2, &[0x00, 0x05, 0x20, 192, 0, 2, 10, 0x00, 0x00]),
+        );
+    }
+
+    #[test]
+    fn update_mp_reach_and_unreach_ipv6() {
+        let vip: Ipv6Addr = "2001:db8::10".parse().unwrap();
+        let nh: Ipv6Addr = "fd00::2".parse().unwrap();
+        let p = Prefix::host(IpAddr::V6(vip));
+        let reach = Update {
+            withdrawn: vec![],
+            attributes: vec![
+                PathAttribute::Origin(0),
+                PathAttribute::AsPath(vec![AsSegment::Sequence(vec![65001])]),
+                PathAttribute::MpReach {
+                    afi: AFI_IPV6,
+                    safi: SAFI_UNICAST,
+                    next_hop: nh.octets().to_vec(),
+                    nlri: vec![p],
+                },
+            ],
+            nlri: vec![],
+        };
+        let mut body = vec![0x00, 0x00, 0x00, 4 + 9 + 3 + 38];
+        body.extend_from_slice(&[0x40, 0x01, 0x01, 0x00]);
+        body.extend_from_slice(&[0x40, 0x02, 0x06, 0x02, 0x01, 0x00, 0x00, 0xfd, 0xe9]);
+        body.extend_from_slice(&[0x80, 0x0e, 38, 0x00, 0x02, 0x01, 16]);
+        body.extend_from_slice(&nh.octets());
+        body.push(0x00); // reserved
+        body.push(128);
+        body.extend_from_slice(&vip.octets());
+        roundtrip(&Message::Update(reach), &msg(2, &body));
+
+        let unreach = Update {
+            withdrawn: vec![],
+            attributes: vec![PathAttribute::MpUnreach {
+                afi: AFI_IPV6,
+                safi: SAFI_UNICAST,
+                withdrawn: vec![p],
+            }],
+            nlri: vec![],
+        };
+        let mut body = vec![0x00, 0x00, 0x00, 23, 0x80, 0x0f, 20, 0x00, 0x02, 0x01, 128];
+        body.extend_from_slice(&vip.octets());
+        roundtrip(&Message::Update(unreach), &msg(2, &body));
+    }
+
+    #[test]
+    fn update_unknown_and_other_attributes_are_tolerated() {
+        #[rustfmt::skip]
+        let body = [
+            0x00, 0x00, 0x00, 0x1f,
+            0x40, 0x01, 0x01, 0x02,
+            0x40, 0x02, 0x00,
+            0x40, 0x03, 0x04, 10, 0, 0, 1,
+            0xc0, 0x08, 0x04, 0xfc, 0x00, 0x00, 0x01,       // COMMUNITIES 64512:1
+            0xe0, 0x63, 0x02, 0xab, 0xcd,                   // unknown optional transitive, partial
+            0x90, 0x64, 0x00, 0x01, 0x7f,                   // unknown optional non-transitive, extended length
+            0x18, 198, 51, 100,                             // 198.51.100.0/24
+        ];
+        let Ok(Some((Message::Update(u), _))) = Codec::default().decode(&msg(2, &body)) else {
+            panic!("not decoded")
+        };
+        assert_eq!(
+            u.nlri,
+            vec![Prefix {
+                addr: "198.51.100.0".parse().unwrap(),
+                len: 24
+            }]
+        );
+        assert_eq!(
+            u.attributes[3],
+            PathAttribute::Other {
+                flags: 0xc0,
+                type_code: 8,
+                value: vec![0xfc, 0, 0, 1]
+            }
+        );
+        assert_eq!(
+            u.attributes[4],
+            PathAttribute::Other {
+                flags: 0xe0,
+                type_code: 99,
+                value: vec![0xab, 0xcd]
+            }
+        );
+        assert_eq!(
+            u.attributes[5],
+            PathAttribute::Other {
+                flags: 0x90,
+                type_code: 100,
+                value: vec![0x7f]
+            }
+        );
+        // MP_REACH for another family (IPv4 flowspec, SAFI 133) is kept without decoding NLRI.
+        let body = [
+            0x00, 0x00, 0x00, 0x0a, 0x80, 0x0e, 0x07, 0x00, 0x01, 0x85, 0x00, 0x00, 0x02, 0x01,
+        ];
+        let Ok(Some((Message::Update(u), _))) = Codec::default().decode(&msg(2, &body)) else {
+            panic!("not decoded")
+        };
+        assert_eq!(
+            u.attributes,
+            vec![PathAttribute::MpReach {
+                afi: 1,
+                safi: 133,
+                next_hop: vec![],
+                nlri: vec![]
+            }]
+        );
+    }
+
+    #[test]
+    fn header_errors() {
+        let mut bad_marker = msg(4, &[]);
+        bad_marker[3] = 0;
+        assert_eq!(err(&bad_marker), (1, 1, vec![]));
+        let mut short = msg(4, &[]);
+        short[17] = 18;
+        assert_eq!(err(&short), (1, 2, vec![0, 18]));
+        let mut long = msg(4, &[]);
+        long[16..18].copy_from_slice(&4097u16.to_be_bytes());
+        assert_eq!(err(&long), (1, 2, vec![0x10, 0x01]));
+        assert_eq!(
+            err(&msg(4, &[0])),
+            (1, 2, vec![0, 20]),
+            "KEEPALIVE must be exactly 19 bytes"
+        );
+        assert_eq!(err(&msg(9, &[])), (1, 3, vec![9]));
+        assert_eq!(
+            err(&msg(3, &[6])),
+            (1, 2, vec![0, 20]),
+            "NOTIFICATION needs code and subcode"
+        );
+        assert_eq!(err(&msg(5, &[0, 1, 0, 1, 0])).0, code::ROUTE_REFRESH);
+        assert_eq!(err(&msg(5, &[0, 1, 0, 1, 0])).1, subcode::INVALID_RR_LENGTH);
+        // Incomplete input is not an error: wait for more.
+        assert_eq!(Codec::default().decode(&msg(4, &[])[..18]), Ok(None));
+        assert_eq!(Codec::default().decode(&msg(3, &[6, 2])[..20]), Ok(None));
+    }
+
+    #[test]
+    fn update_errors() {
+        // Attribute length runs past the attribute list: Attribute Length Error with the attribute.
+        assert_eq!(
+            err(&msg(2, &[0, 0, 0, 4, 0x40, 0x01, 0x05, 0x00])),
+            (3, 5, vec![0x40, 0x01, 0x05, 0x00])
+        );
+        // Total attribute length runs past the message: Malformed Attribute List.
+        assert_eq!(
+            err(&msg(2, &[0, 0, 0, 9, 0x40, 0x01, 0x01, 0x00])),
+            (3, 1, vec![])
+        );
+        // Withdrawn length runs past the message.
+        assert_eq!(err(&msg(2, &[0, 9, 0, 0])), (3, 1, vec![]));
+        // Truncated attribute header.
+        assert_eq!(err(&msg(2, &[0, 0, 0, 1, 0x40])), (3, 1, vec![]));
+        // ORIGIN 3 is invalid.
+        assert_eq!(
+            err(&msg(2, &[0, 0, 0, 4, 0x40, 0x01, 0x01, 0x03])),
+            (3, 6, vec![0x40, 0x01, 0x01, 0x03])
+        );
+        // ORIGIN marked optional: Attribute Flags Error.
+        assert_eq!(
+            err(&msg(2, &[0, 0, 0, 4, 0xc0, 0x01, 0x01, 0x00])),
+            (3, 4, vec![0xc0, 0x01, 0x01, 0x00])
+        );
+        // NEXT_HOP of 3 bytes.
+        assert_eq!(
+            err(&msg(2, &[0, 0, 0, 6, 0x40, 0x03, 0x03, 1, 2, 3])).1,
+            subcode::ATTR_LENGTH
+        );
+        // An unknown well-known attribute.
+        assert_eq!(
+            err(&msg(2, &[0, 0, 0, 3, 0x40, 0x63, 0x00])),
+            (3, 2, vec![0x40, 0x63, 0x00])
+        );
+        // The same attribute twice.
+        assert_eq!(
+            err(&msg(
+                2,
+                &[0, 0, 0, 8, 0x40, 0x01, 0x01, 0x00, 0x40, 0x01, 0x01, 0x00]
+            )),
+            (3, 1, vec![])
+        );
+        // AS_PATH segment runs past the attribute.
+        assert_eq!(
+            err(&msg(
+                2,
+                &[0, 0, 0, 7, 0x40, 0x02, 0x04, 0x02, 0x02, 0x00, 0x01]
+            )),
+            (3, 11, vec![])
+        );
+        // NLRI without NEXT_HOP: Missing Well-known Attribute, data = the type code.
+        assert_eq!(
+            err(&msg(
+                2,
+                &[
+                    0, 0, 0, 7, 0x40, 0x01, 0x01, 0x00, 0x40, 0x02, 0x00, 0x20, 192, 0, 2, 1
+                ]
+            )),
+            (3, 3, vec![3])
+        );
+        // A prefix length of 33.
+        assert_eq!(
+            err(&msg(2, &[0, 0, 0, 0, 33, 1, 2, 3, 4, 5])),
+            (3, 10, vec![])
+        );
+        // Prefix bytes cut short.
+        assert_eq!(err(&msg(2, &[0, 0, 0, 0, 32, 1, 2])), (3, 10, vec![]));
+        // MP_REACH next-hop length past the attribute: Optional Attribute Error.
+        assert_eq!(
+            err(&msg(
+                2,
+                &[0, 0, 0, 7, 0x80, 0x0e, 0x04, 0x00, 0x02, 0x01, 0x10]
+            ))
+            .1,
+            subcode::OPTIONAL_ATTR
+        );
+    }
+
+    fn samples() -> Vec<Vec<u8>> {
+        let c = Codec::default();
+        let a = super::super::session::tests_support::sample_updates();
+        let mut v: Vec<Vec<u8>> = a.iter().map(|m| c.encode(m)).collect();
+        v.push(c.encode(&Message::Open(Open::new(
+            4_200_000_001,
+            90,
+            Ipv4Addr::new(1, 2, 3, 4),
+            vec![
+                Capability::Multiprotocol { afi: 2, safi: 1 },
+                Capability::RouteRefresh,
+            ],
+        ))));
+        v.push(c.encode(&Message::Keepalive));
+        v.push(c.encode(&Message::Notification(Notification::new(
+            6,
+            2,
+            b"bye".to_vec(),
+        ))));
+        v.push(c.encode(&Message::RouteRefresh(RouteRefresh {
+            afi: 1,
+            subtype: 0,
+            safi: 1,
+        })));
+        v
+    }
+
+    /// Every prefix of every sample, and every single-byte corruption of it, decodes to a
+    /// message, "need more", or an error: never a panic, never a length past the input.
+    #[test]
+    fn exhaustive_truncation_and_corruption_never_panic() {
+        let c = Codec::default();
+        let c2 = Codec {
+            four_octet_as: false,
+        };
+        for s in samples() {
+            for end in 0..=s.len() {
+                for codec in [c, c2] {
+                    if let Ok(Some((_, n))) = codec.decode(&s[..end]) {
+                        assert!(n <= end);
+                    }
+                }
+            }
+            for i in 0..s.len() {
+                for b in [0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff, s[i].wrapping_add(1)] {
+                    let mut m = s.clone();
+                    m[i] = b;
+                    let _ = c.decode(&m);
+                    let _ = c2.decode(&m);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn decode_never_panics(body in proptest::collection::vec(any::<u8>(), 0..300), t in 0u8..7, four in any::<bool>()) {
+            let bytes = msg(t, &body);
+            let c = Codec { four_octet_as: four };
+            if let Ok(Some((m, n))) = c.decode(&bytes) {
+                prop_assert_eq!(n, bytes.len());
+                // What decodes re-encodes to something that decodes to the same message.
+                let again = c.encode(&m);
+                prop_assert_eq!(c.decode(&again), Ok(Some((m, again.len()))));
+            }
+        }
+
+        #[test]
+        fn decode_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = Codec::default().decode(&bytes);
+        }
+    }
+}

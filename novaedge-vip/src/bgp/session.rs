@@ -739,6 +739,34 @@ impl Announcer {
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// UPDATEs as the speaker sends them, for codec tests.
+    pub(crate) fn sample_updates() -> Vec<Message> {
+        let a = Announcer {
+            ebgp: false,
+            local_as: 4_200_000_001,
+            local_pref: 100,
+            v4_next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            v6_next_hop: Some("fd00::2".parse().unwrap()),
+        };
+        let vips: Vec<IpAddr> = vec![
+            "192.0.2.10".parse().unwrap(),
+            "2001:db8::10".parse().unwrap(),
+        ];
+        let e = Announcer {
+            ebgp: true,
+            ..a.clone()
+        };
+        let mut v = a.announce(&vips);
+        v.extend(e.announce(&vips));
+        v.extend(a.withdraw(&vips));
+        v
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
