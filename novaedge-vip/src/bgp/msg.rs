@@ -1233,7 +1233,7 @@ mod tests {
         );
         // Optional parameter length runs past the message.
         assert_eq!(
-            err(&msg(1, &[4, 0xfc, 0, 0, 0xb4, 1, 2, 3, 4, 9, 2, 2, 2, 0]).as_slice()).0,
+            err(msg(1, &[4, 0xfc, 0, 0, 0xb4, 1, 2, 3, 4, 9, 2, 2, 2, 0]).as_slice()).0,
             2
         );
         // Too short for an OPEN: Bad Message Length.
