@@ -743,8 +743,10 @@ impl Codec {
                 // A well-known attribute we do not know (RFC 4271 section 6.3).
                 return Err(DecodeError::update(subcode::UNRECOGNIZED_WELL_KNOWN, whole));
             }
+            // The extended-length bit describes the encoding, not the attribute: the encoder
+            // sets it when the value needs it.
             _ => PathAttribute::Other {
-                flags,
+                flags: flags & !FLAG_EXTENDED_LENGTH,
                 type_code,
                 value: value.to_vec(),
             },
@@ -1407,7 +1409,7 @@ mod tests {
         assert_eq!(
             u.attributes[5],
             PathAttribute::Other {
-                flags: 0x90,
+                flags: 0x80,
                 type_code: 100,
                 value: vec![0x7f]
             }
@@ -1591,6 +1593,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Found by the fuzzer: unknown attributes with the extended-length bit on short values
+    /// must re-encode to the same message.
+    #[test]
+    fn fuzz_regression_extended_length_round_trip() {
+        #[rustfmt::skip]
+        let bytes = [
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0x00, 0x2c, 0x02, 0x00, 0x00, 0x00, 0x15, 0xdf, 0xad, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0xff,
+            0x20, 0x00, 0x09, 0xf2, 0x00, 0x00, 0x00, 0xff, 0x00, 0x00, 0x00, 0x00, 0x01, 0x2d, 0x00,
+        ];
+        let c = Codec::default();
+        let (m, n) = c.decode(&bytes).unwrap().unwrap();
+        assert_eq!(n, 44);
+        let again = c.encode(&m);
+        assert_eq!(c.decode(&again), Ok(Some((m, again.len()))));
     }
 
     proptest! {
