@@ -1,6 +1,6 @@
 //! The BGP driver: a small BGP-4 speaker (RFC 4271) that announces VIPs as host routes.
 //!
-//! One task per configured peer runs the session state machine ([`session`]): connect (or wait
+//! One task per configured peer runs the session state machine (`session.rs`): connect (or wait
 //! for the peer to connect), exchange OPENs with the 4-octet AS (RFC 6793), multiprotocol
 //! (RFC 4760, IPv4 and IPv6 unicast) and route refresh (RFC 2918) capabilities, negotiate the
 //! hold time, then keep the peer's view equal to the set of assigned VIPs. Every session reads
