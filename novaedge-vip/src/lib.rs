@@ -1,0 +1,132 @@
+//! Virtual IP drivers for NovaEdge: one trait, [`VipDriver`], and the drivers behind it.
+//!
+//! A driver makes the network deliver a VIP's traffic to this node. The controller decides
+//! *which* node holds a VIP; a driver only carries out `assign`/`unassign` on the node and
+//! reports what it has actually achieved:
+//!
+//! - [`bgp::BgpDriver`]: a BGP-4 speaker that announces each assigned VIP as a /32 or /128 with
+//!   next-hop self to every configured peer, and withdraws it on unassignment and on shutdown.
+//!   It only announces; it never installs routes.
+//! - An L2 driver (address on an interface + gratuitous ARP / unsolicited NA) will implement the
+//!   same trait.
+//!
+//! # The trait as an object
+//!
+//! [`VipDriver`] is object safe: the mutating methods return a boxed future ([`BoxFuture`]),
+//! so an agent can hold a `Box<dyn VipDriver>` (or `Arc<dyn VipDriver>`) chosen at run time.
+//! Drivers are cheap handles around background tasks; the futures only hand a command to those
+//! tasks and return once the desired state is recorded, not once every peer has heard of it.
+//! Progress is observed through [`VipDriver::status`] and [`VipDriver::subscribe`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+
+use tokio::sync::watch;
+
+pub mod bgp;
+
+/// A boxed, sendable future, so [`VipDriver`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Errors a driver returns to its caller.
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    /// The driver has been shut down and accepts no more commands.
+    #[error("the VIP driver is shut down")]
+    ShutDown,
+    /// The driver's background task ended unexpectedly.
+    #[error("the VIP driver's task ended unexpectedly: {0}")]
+    TaskFailed(String),
+}
+
+/// Makes this node receive traffic for virtual IPs.
+///
+/// `assign` and `unassign` are idempotent: assigning an assigned VIP or unassigning an unknown
+/// one succeeds and changes nothing. `shutdown` withdraws every VIP (for BGP: UPDATE withdraws,
+/// then NOTIFICATION Cease/Administrative Shutdown on each session) and resolves when that is
+/// done or has timed out; after it, `assign` returns [`VipError::ShutDown`].
+pub trait VipDriver: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and status ("bgp", "l2").
+    fn kind(&self) -> &'static str;
+
+    /// Starts holding `vip`.
+    fn assign(&self, vip: IpAddr) -> BoxFuture<'_, Result<(), VipError>>;
+
+    /// Stops holding `vip`.
+    fn unassign(&self, vip: IpAddr) -> BoxFuture<'_, Result<(), VipError>>;
+
+    /// Withdraws everything and stops the driver.
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), VipError>>;
+
+    /// The current state.
+    fn status(&self) -> DriverStatus {
+        self.subscribe().borrow().clone()
+    }
+
+    /// A receiver that sees every change of [`DriverStatus`].
+    fn subscribe(&self) -> watch::Receiver<DriverStatus>;
+}
+
+/// What a driver has achieved for one VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VipState {
+    /// Assigned, but not yet active anywhere (for BGP: no established session announces it).
+    Pending,
+    /// Active: for BGP, announced on `peers` established sessions.
+    Active {
+        /// How many sessions announce the VIP (always 1 for L2).
+        peers: usize,
+    },
+}
+
+/// BGP session state (RFC 4271 section 8.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Not trying to connect (waiting out a connect-retry backoff, or shut down).
+    Idle,
+    /// Trying to open a TCP connection.
+    Connect,
+    /// Waiting for the peer to connect to us (passive peers).
+    Active,
+    /// OPEN sent, waiting for the peer's OPEN.
+    OpenSent,
+    /// OPENs exchanged, waiting for the KEEPALIVE that confirms ours.
+    OpenConfirm,
+    /// Session up; routes are exchanged.
+    Established,
+}
+
+/// The state of one BGP peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The peer's address and port.
+    pub addr: SocketAddr,
+    /// The peer's AS.
+    pub remote_as: u32,
+    /// Session state.
+    pub state: SessionState,
+    /// The negotiated hold time in seconds, while established.
+    pub hold_time: Option<u16>,
+    /// The last error that brought the session down (or kept it from coming up).
+    pub last_error: Option<String>,
+    /// How many times the session reached Established.
+    pub established_count: u64,
+    /// The prefixes currently announced on this session.
+    pub announced: Vec<IpAddr>,
+}
+
+/// A snapshot of a driver's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverStatus {
+    /// Every assigned VIP and what the driver achieved for it.
+    pub vips: BTreeMap<IpAddr, VipState>,
+    /// Per-peer session state (BGP only; empty for L2).
+    pub peers: Vec<PeerStatus>,
+    /// Whether the driver has been shut down.
+    pub shut_down: bool,
+}
