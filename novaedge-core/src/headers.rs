@@ -116,8 +116,9 @@ pub(crate) fn add_forwarded(
 pub(crate) const X_FORWARDED_CLIENT_CERT: HeaderName =
     HeaderName::from_static("x-forwarded-client-cert");
 
-/// Replaces `x-forwarded-client-cert` with the verified certificate's subject and names
-/// (`Subject="CN=a";URI=spiffe://x/y;DNS=a.example`), or removes it without one.
+/// Replaces `x-forwarded-client-cert` with the verified certificate's hash, subject and names
+/// (`Hash=ab12..;Subject="CN=a";URI=spiffe://x/y;DNS=a.example`, Envoy's order), or removes it
+/// without one.
 pub(crate) fn set_client_cert(
     headers: &mut HeaderMap,
     cert: Option<&novaedge_filters::ClientCertificate>,
@@ -135,7 +136,11 @@ pub(crate) fn set_client_cert(
             v.to_owned()
         }
     };
-    let mut parts = vec![format!("Subject={}", quoted(&id.subject))];
+    let mut parts = Vec::new();
+    if !id.sha256.is_empty() {
+        parts.push(format!("Hash={}", id.sha256));
+    }
+    parts.push(format!("Subject={}", quoted(&id.subject)));
     parts.extend(
         id.uris
             .iter()
@@ -256,6 +261,7 @@ mod tests {
             subject: "CN=alice \"a\",O=Example".into(),
             dns_names: vec!["alice.test".into()],
             uris: vec!["spiffe://example.test/ns/shop/sa/web".into()],
+            sha256: "ab12".into(),
             ..CertificateIdentity::default()
         }));
         let mut h = map(&[("x-forwarded-client-cert", "forged")]);
@@ -265,7 +271,7 @@ mod tests {
                 .iter()
                 .collect::<Vec<_>>(),
             [
-                r#"Subject="CN=alice \"a\",O=Example";URI=spiffe://example.test/ns/shop/sa/web;DNS=alice.test"#
+                r#"Hash=ab12;Subject="CN=alice \"a\",O=Example";URI=spiffe://example.test/ns/shop/sa/web;DNS=alice.test"#
             ]
         );
     }

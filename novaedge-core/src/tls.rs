@@ -267,8 +267,10 @@ impl Session {
 
 /// The identity in a (verified) certificate.
 fn identity(der: &CertificateDer<'_>) -> CertificateIdentity {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
     let mut id = CertificateIdentity {
         der: Bytes::copy_from_slice(der),
+        sha256: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
         ..CertificateIdentity::default()
     };
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {

@@ -80,6 +80,9 @@ pub struct CertificateIdentity {
     pub uris: Vec<String>,
     /// E-mail addresses of the subject alternative name extension.
     pub emails: Vec<String>,
+    /// SHA-256 of the leaf certificate's DER, lowercase hex (what Envoy's
+    /// `x-forwarded-client-cert` carries as `Hash`).
+    pub sha256: String,
     /// The leaf certificate, DER.
     pub der: bytes::Bytes,
 }
