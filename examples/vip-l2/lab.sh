@@ -28,7 +28,7 @@ i=1; for n in nvl2-obs nvl2-a nvl2-b; do
   ip -n $n link set eth0 up; i=$((i+1))
 done
 ip netns exec nvl2-obs sysctl -qw net.ipv4.conf.eth0.arp_accept=1
-ip netns exec nvl2-obs sysctl -qw net.ipv6.conf.eth0.accept_untracked_na=1 2>/dev/null
+ip netns exec nvl2-obs sysctl -qw net.ipv6.conf.eth0.forwarding=1 net.ipv6.conf.eth0.accept_untracked_na=1  # RFC 9131: a router learns from unsolicited NA
 MA=$(ip netns exec nvl2-a cat /sys/class/net/eth0/address); MB=$(ip netns exec nvl2-b cat /sys/class/net/eth0/address)
 echo "node A=$MA node B=$MB"
 who() { ip netns exec nvl2-obs arping -c 3 -w 2 -I eth0 $VIP 2>/dev/null | grep -oiE '\[([0-9a-f]{2}:){5}[0-9a-f]{2}\]' | tr -d '[]' | tr A-Z a-z | sort -u | tr '\n' ' '; }
