@@ -7,8 +7,9 @@
 //! - [`bgp::BgpDriver`]: a BGP-4 speaker that announces each assigned VIP as a /32 or /128 with
 //!   next-hop self to every configured peer, and withdraws it on unassignment and on shutdown.
 //!   It only announces; it never installs routes.
-//! - An L2 driver (address on an interface + gratuitous ARP / unsolicited NA) will implement the
-//!   same trait.
+//! - [`l2::L2Driver`]: binds each assigned VIP to a configured interface with rtnetlink (/32 or
+//!   /128) and announces it with gratuitous ARP (IPv4) or unsolicited neighbour advertisement
+//!   (IPv6); the kernel then answers ARP/ND for it. Removes only the addresses it added.
 //!
 //! # The trait as an object
 //!
@@ -29,6 +30,7 @@ use std::pin::Pin;
 use tokio::sync::watch;
 
 pub mod bgp;
+pub mod l2;
 
 /// A boxed, sendable future, so [`VipDriver`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -129,4 +131,25 @@ pub struct DriverStatus {
     pub peers: Vec<PeerStatus>,
     /// Whether the driver has been shut down.
     pub shut_down: bool,
+    /// Per-VIP detail of the L2 driver (empty for BGP).
+    pub l2: BTreeMap<IpAddr, L2VipStatus>,
+    /// Conditions an operator should know about that do not belong to one VIP (for L2: ARP
+    /// sysctls that let the node answer for the VIP on the wrong interface).
+    pub warnings: Vec<String>,
+}
+
+/// What the L2 driver did for one VIP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct L2VipStatus {
+    /// The interface the VIP is bound to.
+    pub interface: String,
+    /// The driver added the address (and will remove it on unassign/shutdown).
+    pub added: bool,
+    /// The address was already on the interface before `assign`: it is left alone on
+    /// unassign.
+    pub pre_existing: bool,
+    /// Gratuitous ARP / unsolicited NA frames sent since the last assign.
+    pub announcements: u64,
+    /// The last error (address management or sending), if any.
+    pub last_error: Option<String>,
 }

@@ -36,43 +36,14 @@ enum Router {
     Bird,
 }
 
+mod common;
+use common::{must, sh};
+
 fn require_tools() {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    assert_eq!(
-        uid.as_deref().ok(),
-        Some("0"),
-        "the BGP interop tests need root (network namespaces)"
-    );
-    for tool in ["ip", "gobgpd", "gobgp", "bird", "birdc"] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .map(|o| o.status.success());
-        assert_eq!(
-            found.ok(),
-            Some(true),
-            "`{tool}` is missing: install the Debian packages in scripts/test-packages.txt (gobgpd, bird2, iproute2)"
-        );
-    }
-}
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn must(args: &[&str]) {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    common::require_root_and_tools(
+        "the BGP interop tests",
+        &["ip", "gobgpd", "gobgp", "bird", "birdc"],
+        "gobgpd, bird2, iproute2",
     );
 }
 

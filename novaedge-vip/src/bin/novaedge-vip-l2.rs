@@ -1,0 +1,155 @@
+//! `novaedge-vip-l2`: runs the L2 VIP driver on its own, for labs and the namespace tests.
+//!
+//! ```text
+//! novaedge-vip-l2 --interface eth0 [--count 3] [--interval-ms 500] [--garp-reply]
+//!     [--lease-s 3 | --no-lease] [--set-arp-sysctls] [--vip 198.51.100.100]...
+//! ```
+//!
+//! Commands on stdin, one per line: `assign IP`, `unassign IP`, `status`, `shutdown`. Each
+//! command is answered on stdout (`ok`, status lines ending with `end`, or `error: ...`).
+//! SIGTERM and SIGINT shut down like `shutdown` (the addresses it added are removed).
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool talks on stdout"
+)]
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use novaedge_vip::VipDriver;
+use novaedge_vip::l2::{L2Config, L2Driver};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::signal::unix::{SignalKind, signal};
+
+fn parse_args(args: &[String]) -> Result<(L2Config, Vec<IpAddr>), String> {
+    let mut cfg = L2Config::new("");
+    let mut vips = Vec::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        let bad = |v: &str| format!("{flag}: invalid value {v:?}");
+        match flag.as_str() {
+            "--interface" => cfg.interface = value()?,
+            "--count" => {
+                let v = value()?;
+                cfg.announce_count = v.parse().map_err(|_| bad(&v))?;
+            }
+            "--interval-ms" => {
+                let v = value()?;
+                cfg.announce_interval = Duration::from_millis(v.parse().map_err(|_| bad(&v))?);
+            }
+            "--lease-s" => {
+                let v = value()?;
+                cfg.address_lease = Some(Duration::from_secs(v.parse().map_err(|_| bad(&v))?));
+            }
+            "--no-lease" => cfg.address_lease = None,
+            "--garp-reply" => cfg.garp_reply = true,
+            "--set-arp-sysctls" => cfg.set_arp_sysctls = true,
+            "--vip" => {
+                let v = value()?;
+                vips.push(v.parse().map_err(|_| bad(&v))?);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if cfg.interface.is_empty() {
+        return Err("--interface is required".into());
+    }
+    Ok((cfg, vips))
+}
+
+fn print_status(driver: &L2Driver) {
+    let s = driver.status();
+    for w in &s.warnings {
+        println!("warning {w}");
+    }
+    for (vip, state) in &s.vips {
+        let d = s.l2.get(vip).cloned().unwrap_or_default();
+        println!(
+            "vip {vip} {state:?} interface={} added={} pre_existing={} announcements={} last_error={}",
+            d.interface,
+            d.added,
+            d.pre_existing,
+            d.announcements,
+            d.last_error.as_deref().unwrap_or("-"),
+        );
+    }
+    println!("end");
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cfg, vips) = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("novaedge-vip-l2: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let driver = match L2Driver::start(cfg).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("novaedge-vip-l2: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    for vip in vips {
+        let _ = driver.assign(vip).await;
+    }
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("novaedge-vip-l2: cannot install signal handlers");
+        return std::process::ExitCode::FAILURE;
+    };
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if stdin_open => {
+                let line = match line {
+                    Ok(Some(l)) => l,
+                    _ => { stdin_open = false; continue; }
+                };
+                let mut words = line.split_whitespace();
+                let reply = match (words.next(), words.next().map(str::parse::<IpAddr>)) {
+                    (Some("assign"), Some(Ok(ip))) => driver.assign(ip).await.map_err(|e| e.to_string()),
+                    (Some("unassign"), Some(Ok(ip))) => driver.unassign(ip).await.map_err(|e| e.to_string()),
+                    (Some("status"), None) => { print_status(&driver); continue; }
+                    (Some("shutdown"), None) => break,
+                    (None, _) => continue,
+                    _ => Err(format!("unknown command {line:?}")),
+                };
+                match reply {
+                    Ok(()) => println!("ok"),
+                    Err(e) => println!("error: {e}"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let r = driver.shutdown().await;
+    println!("shut down");
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("novaedge-vip-l2: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
