@@ -31,6 +31,8 @@ use tokio::sync::watch;
 
 pub mod bgp;
 pub mod l2;
+#[cfg(feature = "cli")]
+pub mod lab;
 
 /// A boxed, sendable future, so [`VipDriver`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

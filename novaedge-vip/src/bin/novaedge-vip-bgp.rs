@@ -21,8 +21,6 @@ use std::time::Duration;
 
 use novaedge_vip::VipDriver;
 use novaedge_vip::bgp::{BgpConfig, BgpDriver, PeerConfig};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::signal::unix::{SignalKind, signal};
 
 fn parse_args(args: &[String]) -> Result<(BgpConfig, Vec<IpAddr>), String> {
     let mut local_as = None;
@@ -142,13 +140,7 @@ fn print_status(driver: &BgpDriver) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    novaedge_vip::lab::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cfg, vips) = match parse_args(&args) {
         Ok(c) => c,
@@ -164,50 +156,5 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    for vip in vips {
-        let _ = driver.assign(vip).await;
-    }
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("novaedge-vip-bgp: cannot install signal handlers");
-        return std::process::ExitCode::FAILURE;
-    };
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    loop {
-        tokio::select! {
-            line = lines.next_line(), if stdin_open => {
-                let line = match line {
-                    Ok(Some(l)) => l,
-                    _ => { stdin_open = false; continue; }
-                };
-                let mut words = line.split_whitespace();
-                let reply = match (words.next(), words.next().map(str::parse::<IpAddr>)) {
-                    (Some("assign"), Some(Ok(ip))) => driver.assign(ip).await.map_err(|e| e.to_string()),
-                    (Some("unassign"), Some(Ok(ip))) => driver.unassign(ip).await.map_err(|e| e.to_string()),
-                    (Some("status"), None) => { print_status(&driver); continue; }
-                    (Some("shutdown"), None) => break,
-                    (None, _) => continue,
-                    _ => Err(format!("unknown command {line:?}")),
-                };
-                match reply {
-                    Ok(()) => println!("ok"),
-                    Err(e) => println!("error: {e}"),
-                }
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
-    }
-    let r = driver.shutdown().await;
-    println!("shut down");
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("novaedge-vip-bgp: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    novaedge_vip::lab::run("novaedge-vip-bgp", driver, vips, print_status).await
 }
