@@ -37,27 +37,6 @@ spec:
     )
 }
 
-fn service(name: &str, port: u16) -> String {
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: t}}
-spec:
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: t
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
-"
-    )
-}
-
 fn route(service: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1

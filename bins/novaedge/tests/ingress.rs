@@ -10,29 +10,6 @@ use std::net::SocketAddr;
 use common::*;
 use novaedge_echo::EchoServer;
 
-/// Service `NAME` (port 80, named `http`) with one endpoint, the echo server on `port`.
-fn service(name: &str, port: u16) -> String {
-    format!(
-        "---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: t}}
-spec:
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: t
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{{addresses: [127.0.0.1]}}]
-"
-    )
-}
-
 const INGRESSES: &str = r#"---
 apiVersion: networking.k8s.io/v1
 kind: IngressClass
@@ -113,6 +90,7 @@ async fn ingress_paths_hosts_default_backend_tls_and_redirect() {
         let echo = EchoServer::start("127.0.0.1:0".parse().unwrap(), name)
             .await
             .unwrap();
+        services.push_str("---\n");
         services.push_str(&service(name, echo.local_addr().port()));
         echoes.push(echo);
     }

@@ -279,3 +279,26 @@ pub(crate) fn curl(dir: &Path, host: &str, port: u16, path: &str, http: &str) ->
     let (body, status) = out.rsplit_once('\n').unwrap();
     (status.to_owned(), body.to_owned())
 }
+
+/// Service `NAME` in namespace `t` (port 80, named `http`) with one EndpointSlice whose
+/// endpoint is 127.0.0.1:`port`.
+pub(crate) fn service(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: t}}
+spec:
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: t
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+"
+    )
+}
