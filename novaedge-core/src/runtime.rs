@@ -155,15 +155,18 @@ pub(crate) enum BackendChoice {
     /// No backend with a weight above 0: Gateway API says such a rule answers 500.
     None,
     One(Arc<Cluster>),
-    Weighted(WeightedRoundRobin<Arc<Cluster>>),
+    /// By weight; a `None` entry stands for the rule's unresolved backend references, whose
+    /// share of the requests is answered 500.
+    Weighted(WeightedRoundRobin<Option<Arc<Cluster>>>),
 }
 
 impl BackendChoice {
+    /// The backend for the next request; `None`: answer 500.
     pub(crate) fn pick(&self) -> Option<&Arc<Cluster>> {
         match self {
             BackendChoice::None => None,
             BackendChoice::One(cluster) => Some(cluster),
-            BackendChoice::Weighted(wrr) => wrr.pick(),
+            BackendChoice::Weighted(wrr) => wrr.pick().and_then(Option::as_ref),
         }
     }
 }
@@ -511,15 +514,18 @@ fn lb_policy(policy: snapshot::LbPolicy) -> LbPolicy {
 
 impl BackendChoice {
     fn build(rule: &snapshot::RouteRule, clusters: &HashMap<&str, Arc<Cluster>>) -> Self {
-        let mut weighted: Vec<(Arc<Cluster>, u32)> = rule
+        let mut weighted: Vec<(Option<Arc<Cluster>>, u32)> = rule
             .backends
             .iter()
             .filter(|b| b.weight > 0)
-            .filter_map(|b| Some((clusters.get(b.backend.as_str())?.clone(), b.weight)))
+            .filter_map(|b| Some((Some(clusters.get(b.backend.as_str())?.clone()), b.weight)))
             .collect();
-        match weighted.len() {
-            0 => BackendChoice::None,
-            1 => BackendChoice::One(weighted.pop().expect("one element").0),
+        if rule.invalid_backend_weight > 0 {
+            weighted.push((None, rule.invalid_backend_weight));
+        }
+        match weighted.as_slice() {
+            [] | [(None, _)] => BackendChoice::None,
+            [(Some(cluster), _)] => BackendChoice::One(cluster.clone()),
             _ => BackendChoice::Weighted(WeightedRoundRobin::new(weighted)),
         }
     }

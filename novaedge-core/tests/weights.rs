@@ -120,3 +120,47 @@ async fn endpoints_of_one_backend_weighted_2_to_1() {
     let seen = spread(addr, "pool.test").await;
     assert_shares(&seen, &[("heavy", 2), ("light", 1)]);
 }
+
+/// Gateway API: the share of a rule's weight that belongs to backend references that could not
+/// be resolved is answered 500; the rest still reaches the valid backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolved_backend_weight_is_answered_500() {
+    let valid = echo("valid").await;
+    let mut split = rule(Vec::new(), &[("valid", 1)]);
+    split.invalid_backend_weight = 3;
+    let mut only_invalid = rule(vec![prefix("/gone")], &[]);
+    only_invalid.invalid_backend_weight = 1;
+    let engine = engine();
+    engine
+        .apply(&snapshot(
+            1,
+            vec![listener("web")],
+            vec![route(
+                "default/split",
+                "web",
+                &[],
+                vec![only_invalid, split],
+            )],
+            vec![backend("valid", Http1, &[&valid])],
+        ))
+        .expect("snapshot applies");
+    let addr = engine.local_addr("web").expect("listener is bound");
+
+    let mut client = Client::connect(BOTH[0], addr).await;
+    let mut statuses = BTreeMap::<u16, usize>::new();
+    for _ in 0..400 {
+        let response = client.get("split.test", "/?size=0").await;
+        *statuses.entry(response.status().as_u16()).or_default() += 1;
+    }
+    // The schedule is exact over each cycle of 4 picks.
+    assert_eq!(statuses, BTreeMap::from([(200, 100), (500, 300)]));
+    assert_eq!(valid.requests(), 100);
+    for _ in 0..3 {
+        let response = client.get("split.test", "/gone/x").await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert!(
+        client.is_open(),
+        "a 500 for an unresolved backend keeps the connection"
+    );
+}

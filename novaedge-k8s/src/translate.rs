@@ -615,6 +615,7 @@ impl<'a> Translator<'a> {
                 Some(backends) => out.push(RouteRule {
                     matches,
                     backends,
+                    invalid_backend_weight: 0,
                     filters,
                 }),
                 None => ok = false,

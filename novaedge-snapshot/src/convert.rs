@@ -155,6 +155,7 @@ fn route(i: usize, r: proto::Route, errors: &mut Vec<FieldError>) -> Route {
                     weight: b.weight,
                 })
                 .collect(),
+            invalid_backend_weight: rule.invalid_backend_weight,
             filters: {
                 let mut filters = crate::filters::from_wire(
                     &object,
@@ -572,6 +573,7 @@ fn route_to_wire(r: &Route) -> proto::Route {
                 filters: crate::filters::to_wire(&rule.filters),
                 timeouts: crate::filters::timeouts_to_wire(&rule.filters),
                 retry: crate::filters::retry_to_wire(&rule.filters),
+                invalid_backend_weight: rule.invalid_backend_weight,
             })
             .collect(),
     }
@@ -618,6 +620,7 @@ mod tests {
                         backend: "default/web:80".into(),
                         weight: 3,
                     }],
+                    invalid_backend_weight: 2,
                     filters: crate::RouteFilters {
                         request_headers: Some(crate::HeaderModifier {
                             set: vec![("x-a".into(), "1".into())],

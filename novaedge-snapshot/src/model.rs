@@ -77,6 +77,10 @@ pub struct RouteRule {
     /// Any of these; empty means every request.
     pub matches: Vec<RouteMatch>,
     pub backends: Vec<BackendRef>,
+    /// The summed weight of the rule's backend references that could not be resolved (a
+    /// missing Service, a reference no ReferenceGrant allows, ...). As Gateway API says, that
+    /// share of the rule's requests is answered `500`, the rest goes to `backends`.
+    pub invalid_backend_weight: u32,
     pub filters: RouteFilters,
 }
 

@@ -366,6 +366,7 @@ mod tests {
                         backend: "ns/missing:80".into(),
                         weight: 1,
                     }],
+                    invalid_backend_weight: 0,
                     filters: Default::default(),
                 }],
                 creation_timestamp: 0,
@@ -445,6 +446,7 @@ mod tests {
                 rules: vec![RouteRule {
                     matches: vec![m],
                     backends: vec![],
+                    invalid_backend_weight: 0,
                     filters: Default::default(),
                 }],
                 creation_timestamp: 0,

@@ -160,6 +160,7 @@ pub(crate) fn rule(matches: Vec<RouteMatch>, backends: &[(&str, u32)]) -> RouteR
                 weight: *weight,
             })
             .collect(),
+        invalid_backend_weight: 0,
         filters: Default::default(),
     }
 }

@@ -349,6 +349,7 @@ impl<'a> Translator<'a> {
                             ..RouteMatch::default()
                         }],
                         backends: vec![BackendRef { backend, weight: 1 }],
+                        invalid_backend_weight: 0,
                         filters: RouteFilters::default(),
                     }),
                 }
@@ -373,6 +374,7 @@ impl<'a> Translator<'a> {
                     Ok(backend) => backend.map(|backend| RouteRule {
                         matches: vec![RouteMatch::default()],
                         backends: vec![BackendRef { backend, weight: 1 }],
+                        invalid_backend_weight: 0,
                         filters: RouteFilters::default(),
                     }),
                 }
@@ -734,6 +736,7 @@ fn redirect_rule(m: RouteMatch, redirect: &RequestRedirect) -> RouteRule {
     RouteRule {
         matches: vec![m],
         backends: Vec::new(),
+        invalid_backend_weight: 0,
         filters: RouteFilters {
             redirect: Some(redirect.clone()),
             ..RouteFilters::default()
