@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::diagnostics::Diagnostic;
 use crate::objects::{Object, Sourced, load_paths};
+use crate::status::Statuses;
 use crate::translate::{TranslateOptions, translate};
 
 /// A snapshot built from files, with the warnings met on the way.
@@ -115,10 +116,19 @@ impl FileSource {
     /// Every diagnostic for the paths, translated with `options`, errors first; nothing is
     /// kept.
     pub fn check(paths: &[PathBuf], options: &TranslateOptions) -> Vec<Diagnostic> {
+        Self::check_with_status(paths, options).0
+    }
+
+    /// As [`check`](Self::check), with the status the translation computed for the objects.
+    pub fn check_with_status(
+        paths: &[PathBuf],
+        options: &TranslateOptions,
+    ) -> (Vec<Diagnostic>, Statuses) {
         let (objects, mut diagnostics) = load_paths(paths);
-        diagnostics.extend(translate(&objects, options).diagnostics);
+        let translation = translate(&objects, options);
+        diagnostics.extend(translation.diagnostics);
         diagnostics.sort_by_key(|d| d.severity);
-        diagnostics
+        (diagnostics, translation.status)
     }
 
     /// Reads and translates the paths. On any error, returns every diagnostic, errors first:

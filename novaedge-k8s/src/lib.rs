@@ -48,6 +48,7 @@ mod filters;
 pub mod health;
 pub mod objects;
 pub mod policy;
+pub mod status;
 pub mod tls;
 mod translate;
 
@@ -56,6 +57,7 @@ pub use health::{
     CIRCUIT_BREAKER_ANNOTATION, HEALTH_CHECK_ANNOTATION, OUTLIER_DETECTION_ANNOTATION,
 };
 pub use policy::{PROXY_POLICY_API_VERSION, ProxyPolicy, ProxyPolicySpec};
+pub use status::{Condition, Statuses};
 pub use tls::{
     CA_FILE_ANNOTATION, CERT_FILE_ANNOTATION, HTTPS_REDIRECT_ANNOTATION, KEY_FILE_ANNOTATION,
     UPSTREAM_TLS_ANNOTATION, UpstreamTlsSpec,

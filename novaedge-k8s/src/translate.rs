@@ -1,6 +1,7 @@
 //! Objects to snapshot: one pure function, shared by the controller and the file source.
 
 mod ingress;
+mod status;
 mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,6 +30,10 @@ use crate::diagnostics::Diagnostic;
 use crate::filters::RuleFilters;
 use crate::objects::{Object, Sourced, namespace_of};
 use crate::policy::{Placement, ProxyPolicy, Target};
+use crate::status::{
+    Condition, GatewayStatus, ListenerStatus, ObjectStatus, RouteParentStatus, RouteStatus,
+    Statuses, reasons, types,
+};
 use crate::tls::Secret;
 
 /// The `controllerName` of GatewayClasses that NovaEdge serves.
@@ -69,12 +74,21 @@ impl Default for TranslateOptions {
     }
 }
 
-/// The result of a translation: a snapshot and everything worth telling the user. The snapshot
-/// must not be served if any diagnostic is an error.
+/// The result of a translation: a snapshot, everything worth telling the user, and the status of
+/// the objects.
+///
+/// Objects with errors are left out of the snapshot, which is otherwise complete: the controller
+/// may serve it (one tenant's mistake must not freeze everyone's configuration) while
+/// `novaedge run` refuses it and keeps the last good one (the file's author sees the error). A
+/// reference that cannot be resolved (a missing Service, a cross-namespace reference no
+/// ReferenceGrant allows) is not an error but a warning and a `ResolvedRefs=False` condition:
+/// as Gateway API says, the route is served and that backend's share of requests is answered
+/// `500`.
 #[derive(Debug, Clone)]
 pub struct Translation {
     pub snapshot: ConfigSnapshot,
     pub diagnostics: Vec<Diagnostic>,
+    pub status: Statuses,
 }
 
 impl Translation {
@@ -104,6 +118,11 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
         .into_iter()
         .map(|(port, entry)| (port, entry.listener))
         .collect();
+    for l in &listeners {
+        if let Some(state) = t.listener_state(&l.gateway, l.index) {
+            state.programmed = true;
+        }
+    }
     let snapshot = t.routes(&listeners, ports, ingress_routes, options.version);
     if let Err(errors) = snapshot.validate() {
         // The translator should never produce an invalid snapshot; if it does, say so plainly
@@ -116,6 +135,7 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
             ));
         }
     }
+    let status = t.statuses();
     // A Service problem shows once, even when several routes or ports reach the Service.
     let mut seen = HashSet::new();
     let diagnostics = t
@@ -126,6 +146,7 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
     Translation {
         snapshot,
         diagnostics,
+        status,
     }
 }
 
@@ -133,6 +154,7 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
 struct Translator<'a> {
     diagnostics: Vec<Diagnostic>,
     classes: HashMap<&'a str, &'a str>, // class name -> controller name
+    class_generations: BTreeMap<&'a str, Option<i64>>,
     /// IngressClass name -> (controller name, whether it is the default class).
     ingress_classes: BTreeMap<&'a str, (&'a str, bool)>,
     ingresses: BTreeMap<Key, (&'a Ingress, Option<&'a PathBuf>)>,
@@ -148,6 +170,66 @@ struct Translator<'a> {
     /// BackendTLSPolicies by target Service, checked, oldest first.
     backend_tls: HashMap<Key, Vec<tls::PolicyTls>>,
     backends: BTreeMap<String, Backend>,
+    /// Status of the Gateways served, filled in as their listeners are checked and used.
+    gateway_state: BTreeMap<Key, GatewayState>,
+    route_status: BTreeMap<(&'static str, Key), RouteStatus>,
+    /// The first unresolved reference of the route being translated: the reason and message of
+    /// its `ResolvedRefs=False` condition.
+    unresolved: Option<(&'static str, String)>,
+}
+
+/// Why a Gateway listener is not (fully) served, as a condition of its status says.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenerProblem {
+    type_: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+impl ListenerProblem {
+    /// `Accepted=False`: the listener is not served.
+    pub(crate) fn accepted(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            type_: types::ACCEPTED,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// `ResolvedRefs=False`: a reference of the listener does not resolve.
+    pub(crate) fn refs(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            type_: types::RESOLVED_REFS,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// `Conflicted=True`: the listener cannot share its port with another.
+    pub(crate) fn conflicted(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            type_: types::CONFLICTED,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct GatewayState {
+    generation: Option<i64>,
+    /// In `spec.listeners` order.
+    listeners: Vec<ListenerState>,
+}
+
+#[derive(Debug)]
+struct ListenerState {
+    name: String,
+    supported_kinds: Vec<&'static str>,
+    problems: Vec<ListenerProblem>,
+    attached_routes: u32,
+    /// Made it into the snapshot.
+    programmed: bool,
 }
 
 /// What a route attaches to on one port.
@@ -156,6 +238,71 @@ struct Attachment {
     hosts: Option<Vec<String>>,
     /// The Gateways it is attached through.
     gateways: Vec<Key>,
+}
+
+/// Where a route attaches, see `Translator::attach`.
+struct Attached {
+    ports: BTreeMap<u16, Attachment>,
+    /// The parent references NovaEdge answers for.
+    parents: Vec<ParentOutcome>,
+    /// The Gateway listeners (Gateway, index) the route attaches to.
+    listeners: Vec<(Key, usize)>,
+}
+
+/// How one parent reference of a route fared.
+struct ParentOutcome {
+    index: usize,
+    parent: String,
+    /// Why the route is not attached through it: the reason and message of `Accepted=False`.
+    refused: Option<(&'static str, String)>,
+}
+
+/// The status of a route: per parent, `Accepted` (false for every parent if the route itself is
+/// `invalid`, with the first error) and `ResolvedRefs`.
+fn route_status(
+    generation: Option<i64>,
+    parents: Vec<ParentOutcome>,
+    invalid: Option<String>,
+    unresolved: Option<(&'static str, String)>,
+) -> RouteStatus {
+    let resolved = match unresolved {
+        Some((reason, message)) => Condition::new(types::RESOLVED_REFS, false, reason, message),
+        None => Condition::new(types::RESOLVED_REFS, true, reasons::RESOLVED_REFS, ""),
+    };
+    let parents = parents
+        .into_iter()
+        .map(|p| {
+            let accepted = match (&invalid, p.refused) {
+                (Some(why), _) => Condition::new(
+                    types::ACCEPTED,
+                    false,
+                    reasons::UNSUPPORTED_VALUE,
+                    why.clone(),
+                ),
+                (None, Some((reason, message))) => {
+                    Condition::new(types::ACCEPTED, false, reason, message)
+                }
+                (None, None) => Condition::new(types::ACCEPTED, true, reasons::ACCEPTED, ""),
+            };
+            RouteParentStatus {
+                index: p.index,
+                parent: p.parent,
+                conditions: vec![accepted, resolved.clone()],
+            }
+        })
+        .collect();
+    RouteStatus {
+        generation,
+        parents,
+    }
+}
+
+/// Why a backend reference names no Service port.
+enum RefError {
+    /// Well formed, but it does not resolve (reported as a warning): answered 500.
+    Unresolved,
+    /// Malformed (reported as an error): the route is not accepted.
+    Invalid,
 }
 
 /// A reference to a Service port, as `backendRefs` and mirror filters write it.
@@ -217,6 +364,7 @@ impl<'a> Translator<'a> {
                 Object::GatewayClass(c) => {
                     let name = c.metadata.name.as_deref().unwrap_or_default();
                     self.classes.insert(name, c.spec.controller_name.as_str());
+                    self.class_generations.insert(name, c.metadata.generation);
                 }
                 Object::Gateway(g) => {
                     self.gateways.insert(key, (g, file));
@@ -298,6 +446,24 @@ impl<'a> Translator<'a> {
                 );
                 continue;
             }
+            self.gateway_state.insert(
+                key.clone(),
+                GatewayState {
+                    generation: gateway.metadata.generation,
+                    listeners: gateway
+                        .spec
+                        .listeners
+                        .iter()
+                        .map(|l| ListenerState {
+                            name: l.name.clone(),
+                            supported_kinds: Vec::new(),
+                            problems: Vec::new(),
+                            attached_routes: 0,
+                            programmed: false,
+                        })
+                        .collect(),
+                },
+            );
             let frontend = self.frontend_validation(gateway, &key, &object, file);
             let mut mine = Vec::new();
             let mut names = HashSet::new();
@@ -309,6 +475,11 @@ impl<'a> Translator<'a> {
                         object.clone(),
                         format!("{field}.name"),
                         format!("duplicate listener name {:?}", l.name),
+                    );
+                    self.listener_problem(
+                        &key,
+                        i,
+                        ListenerProblem::accepted(reasons::UNSUPPORTED_VALUE, "duplicate name"),
                     );
                     continue;
                 }
@@ -322,6 +493,14 @@ impl<'a> Translator<'a> {
                             format!("{field}.protocol"),
                             format!("{other} listeners are not supported yet; listener skipped"),
                         );
+                        self.listener_problem(
+                            &key,
+                            i,
+                            ListenerProblem::accepted(
+                                reasons::UNSUPPORTED_PROTOCOL,
+                                format!("{other} is not supported"),
+                            ),
+                        );
                         continue;
                     }
                 };
@@ -331,6 +510,14 @@ impl<'a> Translator<'a> {
                         object.clone(),
                         format!("{field}.port"),
                         format!("{} is not a TCP port (1-65535)", l.port),
+                    );
+                    self.listener_problem(
+                        &key,
+                        i,
+                        ListenerProblem::accepted(
+                            reasons::PORT_UNAVAILABLE,
+                            format!("{} is not a TCP port", l.port),
+                        ),
                     );
                     continue;
                 };
@@ -342,6 +529,14 @@ impl<'a> Translator<'a> {
                         object.clone(),
                         format!("{field}.hostname"),
                         format!("{h:?}: {why}"),
+                    );
+                    self.listener_problem(
+                        &key,
+                        i,
+                        ListenerProblem::accepted(
+                            reasons::UNSUPPORTED_VALUE,
+                            format!("hostname {h:?}: {why}"),
+                        ),
                     );
                     continue;
                 }
@@ -357,23 +552,36 @@ impl<'a> Translator<'a> {
                         format!("{field}.allowedRoutes.namespaces.from"),
                         "Selector is not supported yet; use Same or All".into(),
                     );
+                    self.listener_problem(
+                        &key,
+                        i,
+                        ListenerProblem::accepted(
+                            reasons::UNSUPPORTED_VALUE,
+                            "allowedRoutes.namespaces.from: Selector is not supported",
+                        ),
+                    );
                     continue;
                 }
-                let allows_http_route = match allowed.and_then(|a| a.kinds.as_ref()) {
-                    Some(kinds) if !kinds.is_empty() => kinds.iter().any(|k| {
-                        k.kind == "HTTPRoute"
-                            && k.group.as_deref().is_none_or(|g| g == GATEWAY_GROUP)
-                    }),
-                    _ => true,
-                };
+                let supported_kinds = self.supported_kinds(
+                    allowed.and_then(|a| a.kinds.as_deref()),
+                    &key,
+                    i,
+                    &field,
+                    &object,
+                    file,
+                );
+                let allows_http_route = supported_kinds.contains(&"HTTPRoute");
                 let (certificates, client_auth) = match protocol {
                     ListenerProtocol::Http => (Vec::new(), None),
                     ListenerProtocol::Https => {
-                        let Some(certificates) =
-                            self.listener_certificates(l, &key.0, &field, &object, file)
-                        else {
-                            continue;
-                        };
+                        let certificates =
+                            match self.listener_certificates(l, &key.0, &field, &object, file) {
+                                Ok(certificates) => certificates,
+                                Err(problem) => {
+                                    self.listener_problem(&key, i, problem);
+                                    continue;
+                                }
+                            };
                         (certificates, frontend.for_port(port))
                     }
                 };
@@ -413,7 +621,10 @@ impl<'a> Translator<'a> {
         let mut placements = Vec::new();
         let all: Vec<_> = self.routes.iter().map(|(k, v)| (k.clone(), *v)).collect();
         for ((namespace, name), (route, file)) in all {
-            let object = format!("HTTPRoute {namespace}/{name}");
+            let kind = "HTTPRoute";
+            let object = format!("{kind} {namespace}/{name}");
+            let first_diagnostic = self.diagnostics.len();
+            self.unresolved = None;
             let hostnames = route.spec.hostnames.clone().unwrap_or_default();
             let mut valid = true;
             for (i, h) in hostnames.iter().enumerate() {
@@ -428,10 +639,27 @@ impl<'a> Translator<'a> {
                 }
             }
             let rules = self.rules(route, &namespace, &object, file);
-            let attachments = self.attach(route, &namespace, &hostnames, listeners, &object, file);
+            let attached = self.attach(route, &namespace, &hostnames, listeners, &object, file);
+            let invalid = (rules.is_none() || !valid)
+                .then(|| self.first_error_since(first_diagnostic, &object));
+            self.route_status.insert(
+                (kind, (namespace.clone(), name.clone())),
+                route_status(
+                    route.metadata.generation,
+                    attached.parents,
+                    invalid,
+                    self.unresolved.take(),
+                ),
+            );
             let (Some(rules), true) = (rules, valid) else {
                 continue;
             };
+            for (gateway, index) in &attached.listeners {
+                if let Some(state) = self.listener_state(gateway, *index) {
+                    state.attached_routes += 1;
+                }
+            }
+            let attachments = attached.ports;
             let created = route
                 .metadata
                 .creation_timestamp
@@ -474,8 +702,8 @@ impl<'a> Translator<'a> {
         }
     }
 
-    /// The ports a route attaches to, with the hostnames it serves and the Gateways it is
-    /// attached through on each.
+    /// Where a route attaches: the ports, with the hostnames it serves and the Gateways it is
+    /// attached through on each, and how each of its parent references fared.
     fn attach(
         &mut self,
         route: &HttpRoute,
@@ -484,8 +712,10 @@ impl<'a> Translator<'a> {
         listeners: &[GatewayListener<'a>],
         object: &str,
         file: Option<&PathBuf>,
-    ) -> BTreeMap<u16, Attachment> {
+    ) -> Attached {
         let mut out: BTreeMap<u16, Attachment> = BTreeMap::new();
+        let mut parents = Vec::new();
+        let mut attached_to = Vec::new();
         for (p, parent) in route.spec.parent_refs.iter().flatten().enumerate() {
             let field = format!("spec.parentRefs[{p}]");
             let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
@@ -503,19 +733,38 @@ impl<'a> Translator<'a> {
                 parent.namespace.clone().unwrap_or_else(|| namespace.into()),
                 parent.name.clone(),
             );
+            let mut label = format!("Gateway {}/{}", gateway.0, gateway.1);
+            if let Some(section) = &parent.section_name {
+                label.push_str(&format!(" section {section}"));
+            }
+            if let Some(port) = parent.port {
+                label.push_str(&format!(" port {port}"));
+            }
             if !self.gateways.contains_key(&gateway) {
+                let message = format!(
+                    "no Gateway {}/{}: the route attaches nowhere through this parent",
+                    gateway.0, gateway.1
+                );
                 self.warning(
                     file,
                     object.into(),
                     format!("{field}.name"),
-                    format!(
-                        "no Gateway {}/{}: the route attaches nowhere through this parent",
-                        gateway.0, gateway.1
-                    ),
+                    message.clone(),
                 );
+                parents.push(ParentOutcome {
+                    index: p,
+                    parent: label,
+                    refused: Some((reasons::NO_MATCHING_PARENT, message)),
+                });
                 continue;
             }
-            let mut why_not = "no listener of the Gateway matches";
+            if !self.gateway_state.contains_key(&gateway) {
+                continue; // another controller's Gateway: its status is not ours to write
+            }
+            let mut why_not = (
+                reasons::NO_MATCHING_PARENT,
+                "no listener of the Gateway matches",
+            );
             let mut attached = false;
             for l in listeners.iter().filter(|l| l.gateway == gateway) {
                 if parent.section_name.as_deref().is_some_and(|s| s != l.name)
@@ -524,14 +773,21 @@ impl<'a> Translator<'a> {
                     continue;
                 }
                 if !l.allows_http_route || (l.namespaces == From::Same && gateway.0 != namespace) {
-                    why_not = "the listener does not allow this route (allowedRoutes)";
+                    why_not = (
+                        reasons::NOT_ALLOWED_BY_LISTENERS,
+                        "the listener does not allow this route (allowedRoutes)",
+                    );
                     continue;
                 }
                 let Some(hosts) = effective_hostnames(l.hostname, hostnames) else {
-                    why_not = "no route hostname intersects the listener hostname";
+                    why_not = (
+                        reasons::NO_MATCHING_LISTENER_HOSTNAME,
+                        "no route hostname intersects the listener hostname",
+                    );
                     continue;
                 };
                 attached = true;
+                attached_to.push((gateway.clone(), l.index));
                 let entry = out.entry(l.port).or_insert_with(|| Attachment {
                     hosts: Some(Vec::new()),
                     gateways: Vec::new(),
@@ -553,19 +809,39 @@ impl<'a> Translator<'a> {
                     (None, Some(_)) => {}
                 }
             }
+            parents.push(ParentOutcome {
+                index: p,
+                parent: label,
+                refused: (!attached).then(|| (why_not.0, why_not.1.to_owned())),
+            });
             if !attached {
                 self.warning(
                     file,
                     object.into(),
                     field,
                     format!(
-                        "not attached to Gateway {}/{}: {why_not}",
-                        gateway.0, gateway.1
+                        "not attached to Gateway {}/{}: {}",
+                        gateway.0, gateway.1, why_not.1
                     ),
                 );
             }
         }
-        out
+        Attached {
+            ports: out,
+            parents,
+            listeners: attached_to,
+        }
+    }
+
+    /// `field: message` of the first error reported about `object` since diagnostic `since`.
+    fn first_error_since(&self, since: usize, object: &str) -> String {
+        self.diagnostics[since..]
+            .iter()
+            .find(|d| d.is_error() && d.object == object)
+            .map_or_else(
+                || "the route is not valid".to_owned(),
+                |d| format!("{}: {}", d.field, d.message),
+            )
     }
 
     fn rules(
@@ -594,14 +870,17 @@ impl<'a> Translator<'a> {
                     namespace: r.namespace.as_deref(),
                     port: r.port,
                 };
-                match self.service_port(&target, namespace, &m.field, object, file) {
+                let consequence = "requests are not mirrored";
+                match self.service_port(&target, namespace, &m.field, object, file, consequence) {
                     // A mirror of nothing (already warned about) adds no backend.
-                    Some(_) if m.fraction_ppm == 0 => {}
-                    Some((key, port)) => filters.mirrors.push(RequestMirror {
+                    Ok(_) if m.fraction_ppm == 0 => {}
+                    Ok((key, port)) => filters.mirrors.push(RequestMirror {
                         backend: self.backend(&key, port),
                         fraction_ppm: m.fraction_ppm,
                     }),
-                    None => ok = false,
+                    // Nothing to copy requests to; the route is served without the mirror.
+                    Err(RefError::Unresolved) => {}
+                    Err(RefError::Invalid) => ok = false,
                 }
             }
             let mut matches = Vec::new();
@@ -612,10 +891,10 @@ impl<'a> Translator<'a> {
                 }
             }
             match self.backend_refs(rule, namespace, &field, object, file) {
-                Some(backends) => out.push(RouteRule {
+                Some((backends, invalid_backend_weight)) => out.push(RouteRule {
                     matches,
                     backends,
-                    invalid_backend_weight: 0,
+                    invalid_backend_weight,
                     filters,
                 }),
                 None => ok = false,
@@ -744,6 +1023,8 @@ impl<'a> Translator<'a> {
         }
     }
 
+    /// The rule's backends, and the summed weight of the references that do not resolve (their
+    /// share of requests is answered 500); `None` if a reference is invalid as written.
     fn backend_refs(
         &mut self,
         rule: &HttpRouteRules,
@@ -751,24 +1032,12 @@ impl<'a> Translator<'a> {
         field: &str,
         object: &str,
         file: Option<&PathBuf>,
-    ) -> Option<Vec<BackendRef>> {
+    ) -> Option<(Vec<BackendRef>, u32)> {
         let mut out = Vec::new();
+        let mut invalid_weight = 0u32;
         let mut ok = true;
         for (j, b) in rule.backend_refs.iter().flatten().enumerate() {
             let field = format!("{field}.backendRefs[{j}]");
-            let target = ServiceRef {
-                group: b.group.as_deref(),
-                kind: b.kind.as_deref(),
-                name: &b.name,
-                namespace: b.namespace.as_deref(),
-                port: b.port,
-            };
-            let Some((key, service_port)) =
-                self.service_port(&target, namespace, &field, object, file)
-            else {
-                ok = false;
-                continue;
-            };
             let weight = b.weight.unwrap_or(1);
             let Ok(weight) = u32::try_from(weight) else {
                 self.error(
@@ -780,14 +1049,30 @@ impl<'a> Translator<'a> {
                 ok = false;
                 continue;
             };
-            let backend = self.backend(&key, service_port);
-            out.push(BackendRef { backend, weight });
+            let target = ServiceRef {
+                group: b.group.as_deref(),
+                kind: b.kind.as_deref(),
+                name: &b.name,
+                namespace: b.namespace.as_deref(),
+                port: b.port,
+            };
+            let consequence = "its share of requests is answered 500";
+            match self.service_port(&target, namespace, &field, object, file, consequence) {
+                Ok((key, service_port)) => {
+                    let backend = self.backend(&key, service_port);
+                    out.push(BackendRef { backend, weight });
+                }
+                Err(RefError::Unresolved) => invalid_weight = invalid_weight.saturating_add(weight),
+                Err(RefError::Invalid) => ok = false,
+            }
         }
-        ok.then_some(out)
+        ok.then_some((out, invalid_weight))
     }
 
-    /// The Service port a reference names, in the route's `namespace`; `None` after reporting
-    /// (under `field`) why it names none.
+    /// The Service port a reference names (in the route's `namespace` unless it says otherwise
+    /// and a ReferenceGrant allows it); otherwise why not, reported under `field`: a reference
+    /// that is well formed but does not resolve is a warning (and the route's `ResolvedRefs`
+    /// condition, ending with the `consequence`), one that is malformed an error.
     fn service_port(
         &mut self,
         r: &ServiceRef<'_>,
@@ -795,34 +1080,59 @@ impl<'a> Translator<'a> {
         field: &str,
         object: &str,
         file: Option<&PathBuf>,
-    ) -> Option<(Key, &'a ServicePort)> {
-        let fail = |t: &mut Self, sub: &str, message: String| {
-            t.error(file, object.into(), format!("{field}.{sub}"), message);
-            None
+        consequence: &str,
+    ) -> Result<(Key, &'a ServicePort), RefError> {
+        let unresolved = |t: &mut Self, sub: &str, reason: &'static str, message: String| {
+            t.warning(
+                file,
+                object.into(),
+                format!("{field}.{sub}"),
+                format!("{message}; {consequence}"),
+            );
+            t.unresolved(reason, format!("{field}.{sub}: {message}"));
+            Err(RefError::Unresolved)
         };
         if r.group.is_some_and(|g| !g.is_empty()) || r.kind.is_some_and(|k| k != "Service") {
-            return fail(
+            let kind = r.kind.unwrap_or("Service");
+            let group = r.group.unwrap_or("");
+            return unresolved(
                 self,
                 "kind",
-                "only core Service backends are supported".into(),
-            );
-        }
-        if r.namespace.is_some_and(|ns| ns != namespace) {
-            return fail(
-                self,
-                "namespace",
-                "cross-namespace backends need a ReferenceGrant, which is not supported yet".into(),
+                reasons::INVALID_KIND,
+                format!("{kind} ({group}) is not a supported backend kind; use a core Service"),
             );
         }
         let Some(port) = r.port else {
-            return fail(self, "port", "required when referring to a Service".into());
+            self.error(
+                file,
+                object.into(),
+                format!("{field}.port"),
+                "required when referring to a Service".into(),
+            );
+            return Err(RefError::Invalid);
         };
-        let key: Key = (namespace.into(), r.name.to_owned());
+        let to_namespace = r.namespace.unwrap_or(namespace);
+        if to_namespace != namespace
+            && !self.granted("HTTPRoute", namespace, "Service", to_namespace, r.name)
+        {
+            return unresolved(
+                self,
+                "namespace",
+                reasons::REF_NOT_PERMITTED,
+                format!(
+                    "Service {to_namespace}/{} is in another namespace and no ReferenceGrant \
+                     there allows HTTPRoutes of namespace {namespace} to refer to it",
+                    r.name
+                ),
+            );
+        }
+        let key: Key = (to_namespace.into(), r.name.to_owned());
         let Some((service, _)) = self.services.get(&key).copied() else {
-            return fail(
+            return unresolved(
                 self,
                 "name",
-                format!("Service {namespace}/{} not found", r.name),
+                reasons::BACKEND_NOT_FOUND,
+                format!("Service {to_namespace}/{} not found", r.name),
             );
         };
         let service_port = service
@@ -831,13 +1141,14 @@ impl<'a> Translator<'a> {
             .and_then(|s| s.ports.as_ref())
             .and_then(|ports| ports.iter().find(|p| p.port == port));
         let Some(service_port) = service_port else {
-            return fail(
+            return unresolved(
                 self,
                 "port",
-                format!("Service {namespace}/{} has no port {port}", r.name),
+                reasons::BACKEND_NOT_FOUND,
+                format!("Service {to_namespace}/{} has no port {port}", r.name),
             );
         };
-        Some((key, service_port))
+        Ok((key, service_port))
     }
 
     /// The backend for one Service port, built on first use; returns its name.

@@ -726,18 +726,33 @@ fn bad_mirror_references_and_fractions_name_their_field() {
                 "{}.fraction.numerator: must be from 0 to the denominator (100), got -1",
                 f(4)
             ),
-            format!("{}.kind: only core Service backends are supported", g(0)),
             format!(
-                "{}.namespace: cross-namespace backends need a ReferenceGrant, which is not \
-                 supported yet",
+                "{}.kind: Bucket (example.com) is not a supported backend kind; use a core \
+                 Service; requests are not mirrored",
+                g(0)
+            ),
+            format!(
+                "{}.namespace: Service other/shadow is in another namespace and no \
+                 ReferenceGrant there allows HTTPRoutes of namespace shop to refer to it; \
+                 requests are not mirrored",
                 g(1)
             ),
             format!("{}.port: required when referring to a Service", g(2)),
-            format!("{}.name: Service shop/nope not found", g(3)),
-            format!("{}.port: Service shop/shadow has no port 81", g(4)),
+            format!(
+                "{}.name: Service shop/nope not found; requests are not mirrored",
+                g(3)
+            ),
+            format!(
+                "{}.port: Service shop/shadow has no port 81; requests are not mirrored",
+                g(4)
+            ),
         ]
     );
-    assert!(t.diagnostics.iter().all(Diagnostic::is_error));
+    // A reference that does not resolve leaves the mirror out; one that is malformed is an
+    // error.
+    let errors: Vec<bool> = t.diagnostics.iter().map(Diagnostic::is_error).collect();
+    assert_eq!(errors[..5], [true; 5]);
+    assert_eq!(errors[5..], [false, false, true, false, false]);
 }
 
 #[test]

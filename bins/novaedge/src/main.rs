@@ -73,12 +73,17 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         drain_timeout: Duration,
     },
-    /// Check manifests: print every error (file, object, field); exit non-zero on any.
+    /// Check manifests: print every error (file, object, field) and every status condition that
+    /// is not as it should be (e.g. a route that would not be Accepted, and why); exit non-zero
+    /// on any error.
     Check {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         #[command(flatten)]
         ingress: IngressPorts,
+        /// Print the status of every Gateway, listener and route, not only the problems.
+        #[arg(long)]
+        status: bool,
     },
     /// Run an echo backend (HTTP/1.1, h2c, WebSocket, gRPC) that answers with what it received.
     Echo {
@@ -114,7 +119,11 @@ fn main() -> ExitCode {
                 })
                 .await
             }
-            Command::Check { paths, ingress } => cmd::check::check(&paths, &ingress.options()),
+            Command::Check {
+                paths,
+                ingress,
+                status,
+            } => cmd::check::check(&paths, &ingress.options(), status),
             Command::Echo { listen, name } => cmd::echo::echo(listen, name).await,
         }
     });

@@ -58,9 +58,15 @@ fn replace(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// `novaedge check` finds and explains, naming the file, the object and the field: a route to a
+/// missing Service or port and a cross-namespace reference without a ReferenceGrant (warnings:
+/// served as 500s, with the route's `ResolvedRefs` condition), an invalid regex (the route is
+/// not accepted), a listener port conflict, and a field of the wrong type (errors).
 #[test]
 fn check_names_file_object_and_field_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
+    make_ca(dir.path());
+    make_cert(dir.path(), "tls", "DNS:tls.test");
     let file = dir.path().join("app.yaml");
     std::fs::write(
         &file,
@@ -68,7 +74,15 @@ fn check_names_file_object_and_field_and_exits_non_zero() {
             "{}---\n{}---\n{}",
             gateway(8080),
             service("api", 9001),
-            "apiVersion: gateway.networking.k8s.io/v1
+            "apiVersion: v1
+kind: Secret
+metadata:
+  name: cert
+  namespace: t
+  annotations: {novaedge.io/cert-file: tls.crt, novaedge.io/key-file: tls.key}
+type: kubernetes.io/tls
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: shop, namespace: t}
 spec:
@@ -77,6 +91,24 @@ spec:
     - backendRefs: [{name: missing, port: 80}]
     - matches: [{path: {type: PathPrefix, value: /x}}]
       backendRefs: [{name: api, port: 81}]
+    - matches: [{path: {type: PathPrefix, value: /y}}]
+      backendRefs: [{name: db, namespace: data, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: regex, namespace: t}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+    - matches: [{path: {type: RegularExpression, value: \"/users/(\"}}]
+      backendRefs: [{name: api, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: t}
+spec:
+  gatewayClassName: novaedge
+  listeners: [{name: https, protocol: HTTPS, port: 8080, tls: {certificateRefs: [{name: cert}]}}]
 ---
 apiVersion: v1
 kind: Service
@@ -93,12 +125,33 @@ spec:
     let f = file.display();
     for expected in [
         format!(
-            "error: {f}: HTTPRoute t/shop: spec.rules[0].backendRefs[0].name: Service t/missing not found"
+            "warning: {f}: HTTPRoute t/shop: spec.rules[0].backendRefs[0].name: Service t/missing \
+             not found; its share of requests is answered 500"
         ),
         format!(
-            "error: {f}: HTTPRoute t/shop: spec.rules[1].backendRefs[0].port: Service t/api has no port 81"
+            "warning: {f}: HTTPRoute t/shop: spec.rules[1].backendRefs[0].port: Service t/api has \
+             no port 81"
+        ),
+        format!(
+            "warning: {f}: HTTPRoute t/shop: spec.rules[2].backendRefs[0].namespace: Service \
+             data/db is in another namespace and no ReferenceGrant there allows HTTPRoutes of \
+             namespace t to refer to it"
+        ),
+        format!("error: {f}: HTTPRoute t/regex: spec.rules[0].matches[0].path.value: "),
+        format!(
+            "error: {f}: Gateway t/tls: spec.listeners[0].protocol: port 8080 is already HTTP for \
+             listener \"http\" of Gateway t/gw; HTTP and HTTPS cannot share a port"
         ),
         format!("error: {f}: Service t/typo: spec.ports[0].port: invalid type"),
+        "status: Gateway t/tls: listener \"https\": Conflicted=True (ProtocolConflict): port \
+         8080 is already HTTP for listener \"http\" of Gateway t/gw"
+            .to_owned(),
+        "status: HTTPRoute t/regex: spec.parentRefs[0] (Gateway t/gw): Accepted=False \
+         (UnsupportedValue): spec.rules[0].matches[0].path.value: "
+            .to_owned(),
+        "status: HTTPRoute t/shop: spec.parentRefs[0] (Gateway t/gw): ResolvedRefs=False \
+         (BackendNotFound): spec.rules[0].backendRefs[0].name: Service t/missing not found"
+            .to_owned(),
     ] {
         assert!(
             stdout.lines().any(|l| l.starts_with(&expected)),

@@ -87,7 +87,7 @@ fn redirect_field() -> String {
 impl<'a> Translator<'a> {
     /// Whether a ReferenceGrant in `to_namespace` lets `from_kind` objects of `from_namespace`
     /// refer to the core `to_kind` object `to_name`.
-    fn granted(
+    pub(super) fn granted(
         &self,
         from_kind: &str,
         from_namespace: &str,
@@ -344,7 +344,8 @@ impl<'a> Translator<'a> {
     }
 
     /// The checked certificates of an HTTPS listener, their server names set from its hostname;
-    /// `None` (reported) when the listener cannot be served.
+    /// when the listener cannot be served, the (reported) problem as the reason of its status
+    /// condition.
     pub(super) fn listener_certificates(
         &mut self,
         l: &GatewayListeners,
@@ -352,7 +353,7 @@ impl<'a> Translator<'a> {
         field: &str,
         object: &str,
         file: Option<&PathBuf>,
-    ) -> Option<Vec<TlsCertificate>> {
+    ) -> Result<Vec<TlsCertificate>, ListenerProblem> {
         let Some(tls) = &l.tls else {
             self.error(
                 file,
@@ -360,7 +361,10 @@ impl<'a> Translator<'a> {
                 format!("{field}.tls"),
                 "required for an HTTPS listener (mode Terminate and certificateRefs)".into(),
             );
-            return None;
+            return Err(ListenerProblem::accepted(
+                reasons::UNSUPPORTED_VALUE,
+                "tls is required",
+            ));
         };
         if tls.mode == Some(GatewayListenersTlsMode::Passthrough) {
             self.warning(
@@ -369,7 +373,10 @@ impl<'a> Translator<'a> {
                 format!("{field}.tls.mode"),
                 "Passthrough is not supported; listener skipped".into(),
             );
-            return None;
+            return Err(ListenerProblem::accepted(
+                reasons::UNSUPPORTED_VALUE,
+                "TLS Passthrough is not supported",
+            ));
         }
         if tls.options.as_ref().is_some_and(|o| !o.is_empty()) {
             self.warning(
@@ -387,11 +394,14 @@ impl<'a> Translator<'a> {
                 format!("{field}.tls.certificateRefs"),
                 "an HTTPS listener needs at least one certificate".into(),
             );
-            return None;
+            return Err(ListenerProblem::refs(
+                reasons::INVALID_CERTIFICATE_REF,
+                "no certificateRefs",
+            ));
         }
         let server_names: Vec<String> = l.hostname.iter().cloned().collect();
         let mut out = Vec::new();
-        let mut ok = true;
+        let mut problem = None;
         for (j, r) in refs.iter().enumerate() {
             let field = format!("{field}.tls.certificateRefs[{j}]");
             let group = r.group.as_deref().unwrap_or("");
@@ -403,7 +413,10 @@ impl<'a> Translator<'a> {
                     format!("{field}.kind"),
                     format!("{kind} ({group}) is not supported; use a core Secret"),
                 );
-                ok = false;
+                problem.get_or_insert(ListenerProblem::refs(
+                    reasons::INVALID_CERTIFICATE_REF,
+                    format!("{field}: {kind} is not a core Secret"),
+                ));
                 continue;
             }
             let to_namespace = r.namespace.as_deref().unwrap_or(namespace);
@@ -420,7 +433,13 @@ impl<'a> Translator<'a> {
                         r.name
                     ),
                 );
-                ok = false;
+                problem.get_or_insert(ListenerProblem::refs(
+                    reasons::REF_NOT_PERMITTED,
+                    format!(
+                        "{field}: no ReferenceGrant allows Secret {to_namespace}/{}",
+                        r.name
+                    ),
+                ));
                 continue;
             }
             match self.secret_certificate(&(to_namespace.to_owned(), r.name.clone())) {
@@ -429,12 +448,18 @@ impl<'a> Translator<'a> {
                     out.push(c);
                 }
                 Err(message) => {
+                    problem.get_or_insert(ListenerProblem::refs(
+                        reasons::INVALID_CERTIFICATE_REF,
+                        format!("{field}: {message}"),
+                    ));
                     self.error(file, object.into(), field, message);
-                    ok = false;
                 }
             }
         }
-        ok.then_some(out)
+        match problem {
+            None => Ok(out),
+            Some(p) => Err(p),
+        }
     }
 
     /// Applies a Gateway's [`HTTPS_REDIRECT_ANNOTATION`] to its listeners.
@@ -580,6 +605,19 @@ impl<'a> Translator<'a> {
                                 entry.owner
                             ),
                         );
+                        self.listener_problem(
+                            &l.gateway,
+                            l.index,
+                            ListenerProblem::conflicted(
+                                reasons::PROTOCOL_CONFLICT,
+                                format!(
+                                    "port {} is already {} for {}",
+                                    l.port,
+                                    name(entry.listener.protocol),
+                                    entry.owner
+                                ),
+                            ),
+                        );
                         continue;
                     }
                     let auth = entry
@@ -598,6 +636,18 @@ impl<'a> Translator<'a> {
                                 l.port, entry.owner
                             ),
                         );
+                        self.listener_problem(
+                            &l.gateway,
+                            l.index,
+                            ListenerProblem::conflicted(
+                                reasons::PROTOCOL_CONFLICT,
+                                format!(
+                                    "port {} is shared with {}, which validates client \
+                                     certificates differently",
+                                    l.port, entry.owner
+                                ),
+                            ),
+                        );
                         continue;
                     }
                     if entry.listener.https_redirect_port != l.redirect_to {
@@ -614,6 +664,18 @@ impl<'a> Translator<'a> {
                                 "port {} is shared with {other}, which does not redirect the \
                                  same way; a redirect applies to the whole port",
                                 l.port
+                            ),
+                        );
+                        self.listener_problem(
+                            &l.gateway,
+                            l.index,
+                            ListenerProblem::conflicted(
+                                reasons::PROTOCOL_CONFLICT,
+                                format!(
+                                    "port {} is shared with a listener that redirects to HTTPS \
+                                     differently",
+                                    l.port
+                                ),
                             ),
                         );
                         continue;
