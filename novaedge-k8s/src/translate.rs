@@ -1263,12 +1263,20 @@ impl<'a> Translator<'a> {
                         "only ring-hash and maglev hash requests; set {LOAD_BALANCER_ANNOTATION}"
                     ),
                 ),
-                None => self.error(
-                    file,
-                    object.clone(),
-                    field(HASH_ON_ANNOTATION),
-                    format!("{hash_on:?}: use header:NAME, cookie:NAME, query:NAME or source-ip"),
-                ),
+                None => {
+                    self.error(
+                        file,
+                        object.clone(),
+                        field(HASH_ON_ANNOTATION),
+                        format!(
+                            "{hash_on:?}: use header:NAME, cookie:NAME, query:NAME or source-ip"
+                        ),
+                    );
+                    // As when it is missing (below): a consistent snapshot, never served.
+                    if lb.policy.uses_hash() {
+                        lb.hash_on = Some(HashOn::SourceIp);
+                    }
+                }
             }
         } else if lb.policy.uses_hash() {
             self.error(

@@ -12,10 +12,13 @@
 //!   a domain value or a list of errors, each naming the object and field at fault.
 //!
 //! A snapshot that fails validation is never partially used: callers keep their last good one.
+//!
+//! For people, [`dump`] shows a snapshot as YAML or JSON, with its secrets redacted.
 
 #![forbid(unsafe_code)]
 
 mod convert;
+pub mod dump;
 mod error;
 mod filters;
 mod health;
