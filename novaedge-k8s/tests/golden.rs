@@ -3,7 +3,8 @@
 //! Each directory under `tests/golden/` is one case (see `tests/golden/README.md`):
 //! `input.yaml` holds the manifests, read with [`load_paths`] as `novaedge run` reads them and
 //! translated with the default [`TranslateOptions`]; `expected.yaml` holds what comes out: the
-//! diagnostics as printed (file paths relative to the case directory) and the snapshot in the
+//! diagnostics as printed (file paths relative to the case directory), the status conditions, and
+//! the snapshot in the
 //! view of [`novaedge_snapshot::dump`], secrets redacted. The comment block at the top of
 //! `input.yaml` says what the case shows and is copied to the top of `expected.yaml`.
 //!
@@ -37,6 +38,9 @@ const CONTEXT: usize = 3;
 struct Golden<'a> {
     /// Every diagnostic of loading and translating, as `novaedge check` prints it.
     diagnostics: Vec<String>,
+    /// The status conditions of the Gateway API objects, as `novaedge check --status` prints
+    /// them.
+    status: Vec<String>,
     snapshot: &'a ConfigSnapshot,
 }
 
@@ -65,6 +69,12 @@ fn render(dir: &Path) -> String {
         diagnostics: diagnostics
             .iter()
             .map(|d| d.to_string().replace(&prefix, ""))
+            .collect(),
+        status: translation
+            .status
+            .render()
+            .lines()
+            .map(str::to_owned)
             .collect(),
         snapshot: &translation.snapshot,
     };

@@ -389,6 +389,7 @@ impl Serialize for RouteRule {
         let RouteRule {
             matches,
             backends,
+            invalid_backend_weight,
             filters,
         } = self;
         #[derive(Serialize)]
@@ -399,11 +400,14 @@ impl Serialize for RouteRule {
             filters: &'a RouteFilters,
             #[serde(skip_serializing_if = "is_empty")]
             backends: &'a [BackendRef],
+            #[serde(skip_serializing_if = "is_default")]
+            invalid_backend_weight: &'a u32,
         }
         View {
             matches,
             filters,
             backends,
+            invalid_backend_weight,
         }
         .serialize(s)
     }

@@ -102,6 +102,7 @@ fn representative() -> ConfigSnapshot {
                                 weight: 10,
                             },
                         ],
+                        invalid_backend_weight: 0,
                         filters: RouteFilters {
                             request_headers: Some(HeaderModifier {
                                 set: vec![("x-from".into(), "novaedge".into())],
@@ -175,6 +176,7 @@ fn representative() -> ConfigSnapshot {
                             ..RouteMatch::default()
                         }],
                         backends: Vec::new(),
+                        invalid_backend_weight: 0,
                         filters: RouteFilters {
                             redirect: Some(RequestRedirect {
                                 scheme: Some("https".into()),
@@ -203,6 +205,7 @@ fn representative() -> ConfigSnapshot {
                         backend: "shop/api:80".into(),
                         weight: 1,
                     }],
+                    invalid_backend_weight: 0,
                     filters: RouteFilters::default(),
                 }],
             },
