@@ -14,7 +14,9 @@
 //! port, Exact, PathPrefix and RegularExpression path matches, exact and regular-expression header
 //! and query parameter matches, method matches, the rule filters `RequestHeaderModifier`,
 //! `ResponseHeaderModifier`, `URLRewrite` and `RequestRedirect`, weighted
-//! `backendRefs` to Services in the route's namespace), core `Service` (ports, `appProtocol`) and
+//! `backendRefs` to Services in the route's namespace), `GRPCRoute` (translated as the equivalent
+//! HTTPRoute: service and method matches as path matches, header matches, the header modifier
+//! and mirror filters, backends that speak h2c), core `Service` (ports, `appProtocol`) and
 //! `discovery.k8s.io/v1` `EndpointSlice` (IPv4/IPv6 addresses, ports by name, the ready
 //! condition). A Service chooses its balancing with annotations until the `ProxyBackend` CRD
 //! exists: [`LOAD_BALANCER_ANNOTATION`], [`HASH_ON_ANNOTATION`], [`PANIC_THRESHOLD_ANNOTATION`];

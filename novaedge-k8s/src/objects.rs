@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -24,6 +25,7 @@ pub enum Object {
     GatewayClass(GatewayClass),
     Gateway(Gateway),
     HttpRoute(HttpRoute),
+    GrpcRoute(GrpcRoute),
     Service(Service),
     EndpointSlice(EndpointSlice),
     /// NovaEdge's own policy kind (see [`crate::policy`]); boxed, being the largest.
@@ -52,6 +54,7 @@ impl Object {
             Object::GatewayClass(_) => "GatewayClass",
             Object::Gateway(_) => "Gateway",
             Object::HttpRoute(_) => "HTTPRoute",
+            Object::GrpcRoute(_) => "GRPCRoute",
             Object::Service(_) => "Service",
             Object::EndpointSlice(_) => "EndpointSlice",
             Object::ProxyPolicy(_) => "ProxyPolicy",
@@ -69,6 +72,7 @@ impl Object {
             Object::GatewayClass(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::ProxyPolicy(o) => &o.metadata,
@@ -296,6 +300,7 @@ fn parse_value(
         ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "HTTPRoute") => {
             typed(value).map(Object::HttpRoute)
         }
+        ("gateway.networking.k8s.io/v1", "GRPCRoute") => typed(value).map(Object::GrpcRoute),
         ("v1", "Service") => typed(value).map(Object::Service),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value).map(Object::EndpointSlice),
         (PROXY_POLICY_API_VERSION, "ProxyPolicy") => {

@@ -1,6 +1,6 @@
 //! `ProxyPolicy`: JWT authentication, rate limits, CORS, IP filters and retries for the rules of
-//! an HTTPRoute, or of every route attached to a Gateway (Gateway API policy attachment,
-//! GEP-713, with a direct `targetRef`).
+//! an HTTPRoute or a GRPCRoute, or of every route attached to a Gateway (Gateway API policy
+//! attachment, GEP-713, with a direct `targetRef`).
 //!
 //! ```yaml
 //! apiVersion: novaedge.io/v1alpha1
@@ -77,7 +77,7 @@ pub struct ProxyPolicy {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyPolicySpec {
-    /// The HTTPRoute or Gateway, in the policy's namespace.
+    /// The HTTPRoute, GRPCRoute or Gateway, in the policy's namespace.
     pub target_ref: PolicyTargetRef,
     /// Requests must carry a valid JSON Web Token.
     pub jwt: Option<JwtSpec>,
@@ -97,7 +97,7 @@ pub struct ProxyPolicySpec {
 pub struct PolicyTargetRef {
     /// `gateway.networking.k8s.io`.
     pub group: String,
-    /// `HTTPRoute` or `Gateway`.
+    /// `HTTPRoute`, `GRPCRoute` or `Gateway`.
     pub kind: String,
     pub name: String,
 }
@@ -930,7 +930,9 @@ type Key = (String, String); // (namespace, name)
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Target {
     Gateway(Key),
+    /// An HTTPRoute.
     Route(Key),
+    GrpcRoute(Key),
 }
 
 impl Target {
@@ -938,6 +940,7 @@ impl Target {
         match self {
             Target::Gateway((ns, name)) => format!("Gateway {ns}/{name}"),
             Target::Route((ns, name)) => format!("HTTPRoute {ns}/{name}"),
+            Target::GrpcRoute((ns, name)) => format!("GRPCRoute {ns}/{name}"),
         }
     }
 }
@@ -958,11 +961,14 @@ impl PolicyTargetRef {
         let key = (namespace.to_owned(), self.name.clone());
         let target = match self.kind.as_str() {
             "HTTPRoute" => Target::Route(key),
+            "GRPCRoute" => Target::GrpcRoute(key),
             "Gateway" => Target::Gateway(key),
             other => {
                 errors.push(
                     "targetRef.kind",
-                    format!("{other:?}: a ProxyPolicy targets an HTTPRoute or a Gateway"),
+                    format!(
+                        "{other:?}: a ProxyPolicy targets an HTTPRoute, a GRPCRoute or a Gateway"
+                    ),
                 );
                 Target::Route(key)
             }
@@ -1025,11 +1031,12 @@ impl Section {
     }
 }
 
-/// Where a route of the snapshot came from: its HTTPRoute and the Gateways it is attached
-/// through on the route's listener (more than one when Gateways share a port).
+/// Where a route of the snapshot came from: its HTTPRoute or GRPCRoute and the Gateways it is
+/// attached through on the route's listener (more than one when Gateways share a port).
 #[derive(Debug)]
 pub(crate) struct Placement {
-    pub(crate) route: Key,
+    /// A [`Target::Route`] or [`Target::GrpcRoute`].
+    pub(crate) route: Target,
     pub(crate) gateways: Vec<Key>,
 }
 
@@ -1072,13 +1079,13 @@ pub(crate) fn apply(
                 .as_ref()
                 .is_some_and(|r| matches!(r.key, RateLimitKey::JwtClaim(_)));
             if keyed_on_claim && !chosen.contains_key(&Section::Jwt) {
-                let (ns, name) = &placement.route;
+                let route = placement.route.describe();
                 diagnostics.push(
                     Diagnostic::error(
                         &valid[i].object,
                         "spec.rateLimit.key.jwtClaim",
                         format!(
-                            "keys on a JWT claim, but HTTPRoute {ns}/{name} has no JWT \
+                            "keys on a JWT claim, but {route} has no JWT \
                              authentication: no ProxyPolicy for the route or its Gateway sets \
                              jwt; the policy is not applied"
                         ),
@@ -1197,7 +1204,7 @@ fn winners(valid: &[Valid<'_>], failed: &[bool]) -> HashMap<(Target, Section), u
 /// The policy supplying each section of a route's rules: the route's own, else one of its
 /// Gateways' (the oldest, when Gateways sharing the port have different ones).
 fn choose(placement: &Placement, winners: &HashMap<(Target, Section), usize>) -> Chosen {
-    let route = Target::Route(placement.route.clone());
+    let route = &placement.route;
     let mut chosen = Chosen::new();
     for s in SECTIONS {
         let from_route = winners.get(&(route.clone(), s)).copied();
@@ -1256,9 +1263,9 @@ fn shared_port_conflicts(
     if placement.gateways.len() < 2 {
         return;
     }
-    let (ns, name) = &placement.route;
+    let route = placement.route.describe();
     for s in SECTIONS {
-        if winners.contains_key(&(Target::Route(placement.route.clone()), s)) {
+        if winners.contains_key(&(placement.route.clone(), s)) {
             continue;
         }
         let Some(&w) = chosen.get(&s) else { continue };
@@ -1271,7 +1278,7 @@ fn shared_port_conflicts(
                         &valid[i].object,
                         format!("spec.{}", s.name()),
                         format!(
-                            "not applied to HTTPRoute {ns}/{name}: the route is attached to \
+                            "not applied to {route}: the route is attached to \
                              Gateways sharing a port, and {} (older) sets {} for it",
                             valid[w].object,
                             s.name(),

@@ -1,5 +1,6 @@
 //! Objects to snapshot: one pure function, shared by the controller and the file source.
 
+mod grpc;
 mod ingress;
 mod status;
 mod tls;
@@ -35,6 +36,7 @@ use crate::status::{
     Statuses, reasons, types,
 };
 use crate::tls::Secret;
+use grpc::{AllowedKinds, RouteKind};
 
 /// The `controllerName` of GatewayClasses that NovaEdge serves.
 pub const GATEWAY_CONTROLLER_NAME: &str = "novaedge.io/gateway-controller";
@@ -108,8 +110,18 @@ fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> 
 
 /// Translates Kubernetes objects into the snapshot a data plane serves.
 pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation {
-    let mut t = Translator::default();
+    // GRPCRoutes are translated as the HTTPRoutes they are equivalent to; the converted routes
+    // must outlive the translator, which borrows them like the input objects.
+    let mut diagnostics = Vec::new();
+    let grpc_routes = grpc::convert_all(objects, &mut diagnostics);
+    let mut t = Translator {
+        diagnostics,
+        ..Translator::default()
+    };
     t.index(objects);
+    for c in &grpc_routes {
+        t.grpc_routes.insert(c.key.clone(), (&c.route, c.file));
+    }
     t.backend_tls_policies();
     let mut listeners = t.gateways();
     let mut table = t.ports(&mut listeners);
@@ -160,6 +172,8 @@ struct Translator<'a> {
     ingresses: BTreeMap<Key, (&'a Ingress, Option<&'a PathBuf>)>,
     gateways: BTreeMap<Key, (&'a Gateway, Option<&'a PathBuf>)>,
     routes: BTreeMap<Key, (&'a HttpRoute, Option<&'a PathBuf>)>,
+    /// GRPCRoutes, converted to HTTPRoutes (see [`grpc`]); their own namespace/name space.
+    grpc_routes: BTreeMap<Key, (&'a HttpRoute, Option<&'a PathBuf>)>,
     services: HashMap<Key, (&'a Service, Option<&'a PathBuf>)>,
     slices: HashMap<Key, Vec<(&'a EndpointSlice, Option<&'a PathBuf>)>>,
     policies: Vec<(&'a ProxyPolicy, Option<&'a PathBuf>)>,
@@ -324,7 +338,7 @@ struct GatewayListener<'a> {
     port: u16,
     hostname: Option<&'a str>,
     namespaces: From,
-    allows_http_route: bool,
+    kinds: AllowedKinds,
     protocol: ListenerProtocol,
     /// HTTPS: its certificates, `server_names` already set from the hostname.
     certificates: Vec<TlsCertificate>,
@@ -372,6 +386,8 @@ impl<'a> Translator<'a> {
                 Object::HttpRoute(r) => {
                     self.routes.insert(key, (r, file));
                 }
+                // Converted in `translate`, before the index.
+                Object::GrpcRoute(_) => {}
                 Object::Service(s) => {
                     self.services.insert(key, (s, file));
                 }
@@ -570,7 +586,11 @@ impl<'a> Translator<'a> {
                     &object,
                     file,
                 );
-                let allows_http_route = supported_kinds.contains(&"HTTPRoute");
+                let kinds = AllowedKinds::of(allowed.and_then(|a| a.kinds.as_deref()));
+                debug_assert_eq!(
+                    supported_kinds.contains(&"GRPCRoute"),
+                    kinds.allows(RouteKind::Grpc)
+                );
                 let (certificates, client_auth) = match protocol {
                     ListenerProtocol::Http => (Vec::new(), None),
                     ListenerProtocol::Https => {
@@ -593,7 +613,7 @@ impl<'a> Translator<'a> {
                     port,
                     hostname: l.hostname.as_deref(),
                     namespaces,
-                    allows_http_route,
+                    kinds,
                     protocol,
                     certificates,
                     client_auth,
@@ -619,10 +639,17 @@ impl<'a> Translator<'a> {
             .collect();
         let mut routes = Vec::new();
         let mut placements = Vec::new();
-        let all: Vec<_> = self.routes.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        for ((namespace, name), (route, file)) in all {
-            let kind = "HTTPRoute";
-            let object = format!("{kind} {namespace}/{name}");
+        let http = self.routes.iter().map(|(k, v)| (RouteKind::Http, k, v));
+        let grpc = self
+            .grpc_routes
+            .iter()
+            .map(|(k, v)| (RouteKind::Grpc, k, v));
+        let all: Vec<_> = http
+            .chain(grpc)
+            .map(|(t, k, v)| (t, k.clone(), *v))
+            .collect();
+        for (kind, (namespace, name), (route, file)) in all {
+            let object = format!("{} {namespace}/{name}", kind.name());
             let first_diagnostic = self.diagnostics.len();
             self.unresolved = None;
             let hostnames = route.spec.hostnames.clone().unwrap_or_default();
@@ -638,12 +665,14 @@ impl<'a> Translator<'a> {
                     valid = false;
                 }
             }
-            let rules = self.rules(route, &namespace, &object, file);
-            let attached = self.attach(route, &namespace, &hostnames, listeners, &object, file);
+            let rules = self.rules(route, kind, &namespace, &object, file);
+            let attached = self.attach(
+                route, kind, &namespace, &hostnames, listeners, &object, file,
+            );
             let invalid = (rules.is_none() || !valid)
                 .then(|| self.first_error_since(first_diagnostic, &object));
             self.route_status.insert(
-                (kind, (namespace.clone(), name.clone())),
+                (kind.name(), (namespace.clone(), name.clone())),
                 route_status(
                     route.metadata.generation,
                     attached.parents,
@@ -667,7 +696,7 @@ impl<'a> Translator<'a> {
                 .map_or(0, |t| t.0.as_second());
             for (port, attachment) in attachments {
                 routes.push(snapshot::Route {
-                    name: format!("{namespace}/{name}"),
+                    name: kind.route_name(&namespace, &name),
                     listener: ports[&port].clone(),
                     hostnames: attachment.hosts.unwrap_or_default(),
                     rules: rules.clone(),
@@ -675,15 +704,17 @@ impl<'a> Translator<'a> {
                     dialect: Default::default(),
                 });
                 placements.push(Placement {
-                    route: (namespace.clone(), name.clone()),
+                    route: kind.target((namespace.clone(), name.clone())),
                     gateways: attachment.gateways,
                 });
             }
         }
-        let (gateways, http_routes) = (&self.gateways, &self.routes);
+        let (gateways, http_routes, grpc_routes) =
+            (&self.gateways, &self.routes, &self.grpc_routes);
         let exists = |target: &Target| match target {
             Target::Gateway(key) => gateways.contains_key(key),
             Target::Route(key) => http_routes.contains_key(key),
+            Target::GrpcRoute(key) => grpc_routes.contains_key(key),
         };
         crate::policy::apply(
             &self.policies,
@@ -704,9 +735,11 @@ impl<'a> Translator<'a> {
 
     /// Where a route attaches: the ports, with the hostnames it serves and the Gateways it is
     /// attached through on each, and how each of its parent references fared.
+    #[allow(clippy::too_many_arguments, reason = "the route's parts, each needed")]
     fn attach(
         &mut self,
         route: &HttpRoute,
+        route_kind: RouteKind,
         namespace: &str,
         hostnames: &[String],
         listeners: &[GatewayListener<'a>],
@@ -772,7 +805,9 @@ impl<'a> Translator<'a> {
                 {
                     continue;
                 }
-                if !l.allows_http_route || (l.namespaces == From::Same && gateway.0 != namespace) {
+                if !l.kinds.allows(route_kind)
+                    || (l.namespaces == From::Same && gateway.0 != namespace)
+                {
                     why_not = (
                         reasons::NOT_ALLOWED_BY_LISTENERS,
                         "the listener does not allow this route (allowedRoutes)",
@@ -847,6 +882,7 @@ impl<'a> Translator<'a> {
     fn rules(
         &mut self,
         route: &HttpRoute,
+        kind: RouteKind,
         namespace: &str,
         object: &str,
         file: Option<&PathBuf>,
@@ -875,7 +911,7 @@ impl<'a> Translator<'a> {
                     // A mirror of nothing (already warned about) adds no backend.
                     Ok(_) if m.fraction_ppm == 0 => {}
                     Ok((key, port)) => filters.mirrors.push(RequestMirror {
-                        backend: self.backend(&key, port),
+                        backend: self.backend(&key, port, kind),
                         fraction_ppm: m.fraction_ppm,
                     }),
                     // Nothing to copy requests to; the route is served without the mirror.
@@ -890,7 +926,7 @@ impl<'a> Translator<'a> {
                     None => ok = false,
                 }
             }
-            match self.backend_refs(rule, namespace, &field, object, file) {
+            match self.backend_refs(rule, kind, namespace, &field, object, file) {
                 Some((backends, invalid_backend_weight)) => out.push(RouteRule {
                     matches,
                     backends,
@@ -1028,6 +1064,7 @@ impl<'a> Translator<'a> {
     fn backend_refs(
         &mut self,
         rule: &HttpRouteRules,
+        kind: RouteKind,
         namespace: &str,
         field: &str,
         object: &str,
@@ -1059,7 +1096,7 @@ impl<'a> Translator<'a> {
             let consequence = "its share of requests is answered 500";
             match self.service_port(&target, namespace, &field, object, file, consequence) {
                 Ok((key, service_port)) => {
-                    let backend = self.backend(&key, service_port);
+                    let backend = self.backend(&key, service_port, kind);
                     out.push(BackendRef { backend, weight });
                 }
                 Err(RefError::Unresolved) => invalid_weight = invalid_weight.saturating_add(weight),
@@ -1151,16 +1188,27 @@ impl<'a> Translator<'a> {
         Ok((key, service_port))
     }
 
-    /// The backend for one Service port, built on first use; returns its name.
-    fn backend(&mut self, service: &Key, port: &ServicePort) -> String {
-        let name = format!("{}/{}:{}", service.0, service.1, port.port);
+    /// The backend for one Service port, built on first use; returns its name. The backends of
+    /// a GRPCRoute speak HTTP/2 whatever the port says: where the port does not say h2c, that
+    /// is a backend of its own (see [`grpc::H2C_BACKEND_SUFFIX`]).
+    fn backend(&mut self, service: &Key, port: &ServicePort, kind: RouteKind) -> String {
+        let app_protocol = port.app_protocol.as_deref();
+        let mut name = format!("{}/{}:{}", service.0, service.1, port.port);
+        if kind == RouteKind::Grpc && !grpc::speaks_h2c(app_protocol) {
+            name.push_str(grpc::H2C_BACKEND_SUFFIX);
+        }
         if self.backends.contains_key(&name) {
             return name;
         }
         let object = format!("Service {}/{}", service.0, service.1);
         let file = self.services.get(service).and_then(|(_, file)| *file);
-        let protocol = match port.app_protocol.as_deref() {
-            Some("kubernetes.io/h2c" | "h2c" | "grpc" | "kubernetes.io/grpc") => {
+        let protocol = match app_protocol {
+            p if grpc::speaks_h2c(p) => UpstreamProtocol::H2c,
+            p if kind == RouteKind::Grpc => {
+                if let Some(p) = p {
+                    let field = format!("spec.ports[port={}].appProtocol", port.port);
+                    self.warning(file, object.clone(), field, grpc::not_h2c_message(p));
+                }
                 UpstreamProtocol::H2c
             }
             None | Some("http" | "kubernetes.io/http" | "kubernetes.io/ws" | "ws") => {

@@ -730,7 +730,7 @@ fn target_ref_errors() {
         printed(&t),
         [
             r#"error ProxyPolicy shop/p | spec.targetRef.group: "": a ProxyPolicy targets gateway.networking.k8s.io objects"#,
-            r#"error ProxyPolicy shop/p | spec.targetRef.kind: "Service": a ProxyPolicy targets an HTTPRoute or a Gateway"#,
+            r#"error ProxyPolicy shop/p | spec.targetRef.kind: "Service": a ProxyPolicy targets an HTTPRoute, a GRPCRoute or a Gateway"#,
         ]
     );
 }

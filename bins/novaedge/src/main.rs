@@ -58,7 +58,7 @@ impl IngressPorts {
 enum Command {
     /// Serve the Kubernetes objects in PATH... (files or directories of YAML); reload on change.
     Run {
-        /// Manifests: Gateway, HTTPRoute, Ingress, Service, EndpointSlice, ...
+        /// Manifests: Gateway, HTTPRoute, GRPCRoute, Ingress, Service, EndpointSlice, ...
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         #[command(flatten)]

@@ -539,7 +539,7 @@ impl<'a> Translator<'a> {
                 }
             },
         };
-        Ok(Some(self.backend(&key, found)))
+        Ok(Some(self.backend(&key, found, RouteKind::Http)))
     }
 
     /// Puts a checked Ingress on its ports: the HTTP listener, and with TLS the HTTPS one and

@@ -6,7 +6,7 @@ use gateway_api::gateways::GatewayListenersAllowedRoutesKinds;
 use super::*;
 
 /// The route kinds a listener can serve, in the order they are listed in its status.
-pub(super) const ROUTE_KINDS: &[&str] = &["HTTPRoute"];
+pub(super) const ROUTE_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute"];
 
 impl<'a> Translator<'a> {
     pub(super) fn listener_state(

@@ -116,12 +116,15 @@ fn report(diagnostics: &[Diagnostic]) {
     }
 }
 
-/// An echo server on every loopback endpoint the configuration names, named after its backend.
+/// An echo server on every loopback endpoint the configuration names, named after its (first)
+/// backend. Two backends can share endpoints: a Service port used by both an HTTPRoute and a
+/// GRPCRoute is an HTTP/1.1 and an h2c backend.
 async fn start_demo_backends(snapshot: &ConfigSnapshot) -> Result<Vec<EchoServer>, super::Error> {
     let mut servers = Vec::new();
+    let mut started = std::collections::HashSet::new();
     for backend in &snapshot.backends {
         for (i, endpoint) in backend.endpoints.iter().enumerate() {
-            if !endpoint.address.ip().is_loopback() {
+            if !endpoint.address.ip().is_loopback() || !started.insert(endpoint.address) {
                 continue;
             }
             let name = format!("{}#{i}", backend.name);
