@@ -370,7 +370,10 @@ spec:
     );
     assert_eq!(messages[1], "defined more than once");
     assert_eq!(messages[3], "ExtensionRef filters are not supported yet");
-    assert_eq!(messages[5], "Service t/missing not found");
+    assert_eq!(
+        messages[5],
+        "Service t/missing not found; its share of requests is answered 500"
+    );
     assert!(t.snapshot.routes.is_empty(), "{:#?}", t.snapshot.routes);
 }
 

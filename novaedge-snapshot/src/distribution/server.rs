@@ -1,0 +1,357 @@
+//! The controller side: per-node snapshots, and the stream that delivers them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::digest;
+use super::proto::snapshot_distribution_server::{SnapshotDistribution, SnapshotDistributionServer};
+use super::proto::{AgentMessage, ControllerMessage, agent_message};
+use crate::ConfigSnapshot;
+
+/// How long a new stream may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Decides whether the peer of a stream may receive the snapshot of `node`: typically, whether
+/// its client certificate names that node. It is given the stream's request (metadata and
+/// extensions, where tonic keeps the peer's address and certificates) without its body. An
+/// `Err` ends the stream with that status.
+pub type Authorize = Arc<dyn Fn(&Request<()>, &str) -> Result<(), Status> + Send + Sync>;
+
+/// The snapshots of every node, and what the nodes said about them. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Bumped on every change of a snapshot; streams wake up and look at their node's.
+    changed: watch::Sender<u64>,
+    heartbeat: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    /// For nodes without a snapshot of their own.
+    default: Option<Published>,
+    per_node: HashMap<String, Published>,
+    reports: BTreeMap<String, NodeReport>,
+    last_version: u64,
+    /// Streams opened so far, to tell a node's current stream from an older one.
+    streams: u64,
+}
+
+#[derive(Clone)]
+struct Published {
+    version: u64,
+    digest: [u8; 16],
+    wire: Arc<crate::proto::ConfigSnapshot>,
+}
+
+/// What the controller knows of one node from its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// A stream from the node is open.
+    pub connected: bool,
+    /// When the node last said anything.
+    pub last_seen: Instant,
+    /// The node's data plane said it is ready in its last heartbeat.
+    pub ready: bool,
+    /// The last version sent to the node.
+    pub sent: Option<u64>,
+    /// The last version the node applied.
+    pub acked: Option<u64>,
+    /// The last version the node refused, and why; cleared by a later ACK.
+    pub nacked: Option<(u64, String)>,
+    /// The stream the report is from.
+    stream: u64,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state();
+        f.debug_struct("Publisher")
+            .field("last_version", &state.last_version)
+            .field("nodes", &state.reports)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher with nothing to send yet, asking agents for a heartbeat every `heartbeat`.
+    pub fn new(heartbeat: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::default(),
+                changed: watch::Sender::new(0),
+                heartbeat,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is consistent after every statement; a panic elsewhere cannot break it.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets the snapshot of every node that has none of its own. Returns the version it got,
+    /// or `None` when its content is what the nodes already have.
+    pub fn publish_default(&self, snapshot: &ConfigSnapshot) -> Option<u64> {
+        let mut state = self.state();
+        let State {
+            default,
+            last_version,
+            ..
+        } = &mut *state;
+        let version = stamp(last_version, default, snapshot);
+        drop(state);
+        self.changed(version)
+    }
+
+    /// Sets the snapshot of `node`, overriding the default. Returns its version, or `None` when
+    /// unchanged.
+    pub fn publish_node(&self, node: &str, snapshot: &ConfigSnapshot) -> Option<u64> {
+        let mut state = self.state();
+        let State {
+            per_node,
+            last_version,
+            ..
+        } = &mut *state;
+        let mut slot = per_node.remove(node);
+        let version = stamp(last_version, &mut slot, snapshot);
+        per_node.extend(slot.map(|p| (node.to_owned(), p)));
+        drop(state);
+        self.changed(version)
+    }
+
+    /// Removes the snapshot of `node`; it gets the default again.
+    pub fn remove_node(&self, node: &str) {
+        let removed = self.state().per_node.remove(node).map(|p| p.version);
+        self.changed(removed);
+    }
+
+    /// Wakes the streams up if `version` says something changed.
+    fn changed(&self, version: Option<u64>) -> Option<u64> {
+        if version.is_some() {
+            self.inner.changed.send_modify(|g| *g += 1);
+        }
+        version
+    }
+
+    /// What each node said, by node name.
+    pub fn reports(&self) -> BTreeMap<String, NodeReport> {
+        self.state().reports.clone()
+    }
+
+    /// The tonic service that serves the snapshots, with `authorize` checking each stream.
+    pub fn service(&self, authorize: Authorize) -> SnapshotDistributionServer<Service> {
+        SnapshotDistributionServer::new(Service {
+            publisher: self.clone(),
+            authorize,
+        })
+    }
+
+    /// The snapshot `node` is to run, if any.
+    fn effective(&self, node: &str) -> Option<Published> {
+        let state = self.state();
+        state
+            .per_node
+            .get(node)
+            .or(state.default.as_ref())
+            .cloned()
+    }
+
+    fn report(&self, node: &str, stream: u64, update: impl FnOnce(&mut NodeReport)) {
+        let mut state = self.state();
+        if let Some(report) = state.reports.get_mut(node)
+            && report.stream == stream
+        {
+            report.last_seen = Instant::now();
+            update(report);
+        }
+    }
+}
+
+/// Puts `snapshot` in `slot` with a new version, unless the slot holds the same content.
+fn stamp(
+    last_version: &mut u64,
+    slot: &mut Option<Published>,
+    snapshot: &ConfigSnapshot,
+) -> Option<u64> {
+    let digest = digest(snapshot);
+    if slot.as_ref().is_some_and(|p| p.digest == digest) {
+        return None;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let version = now.max(*last_version + 1);
+    let mut wire = crate::proto::ConfigSnapshot::from(snapshot);
+    wire.version = version;
+    *slot = Some(Published {
+        version,
+        digest,
+        wire: Arc::new(wire),
+    });
+    *last_version = version;
+    Some(version)
+}
+
+/// The gRPC service of a [`Publisher`].
+pub struct Service {
+    publisher: Publisher,
+    authorize: Authorize,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("publisher", &self.publisher)
+            .finish_non_exhaustive()
+    }
+}
+
+type ControllerStream = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SnapshotDistribution for Service {
+    type SubscribeStream = ControllerStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let (metadata, extensions, mut inbound) = request.into_parts();
+        let peer = Request::from_parts(metadata, extensions, ());
+        let hello = {
+            let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await;
+            match first {
+                Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
+                Ok(Ok(Some(AgentMessage {
+                    message: Some(agent_message::Message::Hello(hello)),
+                }))) => hello,
+                Ok(Ok(_)) => {
+                    return Err(Status::invalid_argument("the first message must be a Hello"));
+                }
+                Ok(Err(status)) => return Err(status),
+            }
+        };
+        if hello.node.is_empty() {
+            return Err(Status::invalid_argument("Hello.node is empty"));
+        }
+        (self.authorize)(&peer, &hello.node)?;
+        let node = hello.node.clone();
+        let publisher = self.publisher.clone();
+        let stream_id = {
+            let mut state = publisher.state();
+            state.streams += 1;
+            let id = state.streams;
+            state.reports.insert(
+                node.clone(),
+                NodeReport {
+                    connected: true,
+                    last_seen: Instant::now(),
+                    ready: false,
+                    sent: None,
+                    acked: (hello.current_version != 0).then_some(hello.current_version),
+                    nacked: None,
+                    stream: id,
+                },
+            );
+            id
+        };
+        tracing::info!(
+            node,
+            current_version = hello.current_version,
+            agent = hello.agent_version,
+            "agent subscribed"
+        );
+
+        let (tx, rx) = mpsc::channel(4);
+        // Sends the node's snapshot whenever it differs from what the agent runs.
+        let sender = {
+            let publisher = publisher.clone();
+            let node = node.clone();
+            let mut running = hello.current_digest.clone();
+            let mut changed = publisher.inner.changed.subscribe();
+            let heartbeat_ms =
+                u32::try_from(publisher.inner.heartbeat.as_millis()).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                loop {
+                    changed.borrow_and_update();
+                    if let Some(p) = publisher.effective(&node)
+                        && p.digest[..] != running[..]
+                    {
+                        let message = ControllerMessage {
+                            snapshot: Some((*p.wire).clone()),
+                            digest: p.digest.to_vec(),
+                            heartbeat_interval_ms: heartbeat_ms,
+                        };
+                        if tx.send(Ok(message)).await.is_err() {
+                            return; // the stream is gone
+                        }
+                        running = p.digest.to_vec();
+                        publisher.report(&node, stream_id, |r| r.sent = Some(p.version));
+                        tracing::debug!(node, version = p.version, "snapshot sent");
+                    }
+                    tokio::select! {
+                        changed = changed.changed() => if changed.is_err() { return },
+                        () = tx.closed() => return,
+                    }
+                }
+            })
+        };
+        // Reads the agent's answers until the stream ends.
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(message)) => match message.message {
+                        Some(agent_message::Message::Ack(ack)) => {
+                            tracing::info!(node, version = ack.version, "snapshot applied");
+                            publisher.report(&node, stream_id, |r| {
+                                r.acked = Some(ack.version);
+                                r.nacked = None;
+                            });
+                        }
+                        Some(agent_message::Message::Nack(nack)) => {
+                            tracing::warn!(
+                                node,
+                                version = nack.version,
+                                error = nack.error,
+                                "snapshot refused by the agent"
+                            );
+                            publisher.report(&node, stream_id, |r| {
+                                r.nacked = Some((nack.version, nack.error));
+                            });
+                        }
+                        Some(agent_message::Message::Heartbeat(beat)) => {
+                            publisher.report(&node, stream_id, |r| r.ready = beat.ready);
+                        }
+                        Some(agent_message::Message::Hello(_)) | None => {
+                            tracing::warn!(node, "unexpected message from the agent; ignored");
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::info!(node, %status, "agent stream failed");
+                        break;
+                    }
+                }
+            }
+            publisher.report(&node, stream_id, |r| r.connected = false);
+            sender.abort();
+            tracing::info!(node, "agent unsubscribed");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
