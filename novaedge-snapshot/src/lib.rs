@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 
 mod convert;
+#[cfg(feature = "distribution")]
+pub mod distribution;
 pub mod dump;
 mod error;
 mod filters;

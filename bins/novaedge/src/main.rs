@@ -33,6 +33,40 @@ enum LogFormat {
     Json,
 }
 
+/// Mutual TLS between the controller and the agents (see `novaedge certs`).
+#[derive(Debug, Clone, Args)]
+struct ControlTls {
+    /// This side's certificate (PEM).
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This side's private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// The CA the other side's certificate must chain to (PEM).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Plaintext, unauthenticated gRPC: anyone who reaches the port gets any node's snapshot.
+    /// For experiments only.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure: bool,
+}
+
+impl ControlTls {
+    fn files(self) -> Result<Option<cmd::control_tls::TlsFiles>, cmd::Error> {
+        match (self.tls_cert, self.tls_key, self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Ok(Some(cmd::control_tls::TlsFiles { cert, key, ca }))
+            }
+            _ if self.insecure => Ok(None),
+            _ => Err(
+                "give --tls-cert, --tls-key and --tls-ca (see `novaedge certs`), \
+                      or --insecure to run without TLS"
+                    .into(),
+            ),
+        }
+    }
+}
+
 /// Where Ingresses are served: an Ingress names no port of its own.
 #[derive(Debug, Clone, Copy, Args)]
 struct IngressPorts {
@@ -85,6 +119,56 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
+    /// The controller: translate the configuration and stream each node agent its snapshot.
+    Controller {
+        /// Where objects come from: `files:PATH[,PATH...]` (watched).
+        #[arg(long)]
+        source: cmd::controller::Source,
+        /// Address the snapshot service listens on.
+        #[arg(long, default_value = "0.0.0.0:9400")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        tls: ControlTls,
+        /// How often agents send heartbeats.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        heartbeat: Duration,
+        #[command(flatten)]
+        ingress: IngressPorts,
+    },
+    /// The node agent: receive this node's snapshot from the controller and serve it.
+    Agent {
+        /// The controller's snapshot service, e.g. `https://novaedge-controller:9400`.
+        #[arg(long)]
+        controller: String,
+        /// The node this agent runs on; its client certificate must name it.
+        #[arg(long, env = "NODE_NAME")]
+        node: String,
+        #[command(flatten)]
+        tls: ControlTls,
+        /// The name the controller's certificate must carry.
+        #[arg(long, default_value = cmd::control_tls::DEFAULT_CONTROLLER_NAME)]
+        controller_name: String,
+        /// Where the last applied snapshot is kept, to serve it at once after a restart.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Address that listeners bind to.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: IpAddr,
+        /// How long SIGTERM waits for connections to finish.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: Duration,
+    },
+    /// Write a development CA and certificates for the controller and the agents of NODE...
+    Certs {
+        /// Directory to write `ca.crt`, `controller.crt/.key`, `agent-NODE.crt/.key` into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra DNS names for the controller's certificate.
+        #[arg(long = "controller-name")]
+        controller_names: Vec<String>,
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
     /// Run an echo backend (HTTP/1.1, h2c, WebSocket, gRPC) that answers with what it received.
     Echo {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -124,6 +208,48 @@ fn main() -> ExitCode {
                 ingress,
                 status,
             } => cmd::check::check(&paths, &ingress.options(), status),
+            Command::Controller {
+                source,
+                listen,
+                tls,
+                heartbeat,
+                ingress,
+            } => {
+                cmd::controller::controller(cmd::controller::Options {
+                    source,
+                    listen,
+                    tls: tls.files()?,
+                    heartbeat,
+                    translate: ingress.options(),
+                })
+                .await
+            }
+            Command::Agent {
+                controller,
+                node,
+                tls,
+                controller_name,
+                cache,
+                bind,
+                drain_timeout,
+            } => {
+                cmd::agent::agent(cmd::agent::Options {
+                    controller,
+                    node,
+                    tls: tls.files()?,
+                    controller_name,
+                    cache,
+                    bind,
+                    drain_timeout,
+                })
+                .await
+            }
+            Command::Certs {
+                out,
+                controller_names,
+                nodes,
+            } => cmd::control_tls::write_dev_certs(&out, &nodes, &controller_names)
+                .map(|()| ExitCode::SUCCESS),
             Command::Echo { listen, name } => cmd::echo::echo(listen, name).await,
         }
     });

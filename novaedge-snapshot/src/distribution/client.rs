@@ -188,7 +188,11 @@ impl<A: Applier> Subscriber<A> {
                     agent_message::Message::Ack(super::proto::Ack { version })
                 }
                 Err(error) => {
-                    tracing::warn!(version, error, "snapshot refused; the previous one keeps serving");
+                    tracing::warn!(
+                        version,
+                        error,
+                        "snapshot refused; the previous one keeps serving"
+                    );
                     agent_message::Message::Nack(super::proto::Nack { version, error })
                 }
             }),

@@ -11,7 +11,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::digest;
-use super::proto::snapshot_distribution_server::{SnapshotDistribution, SnapshotDistributionServer};
+use super::proto::snapshot_distribution_server::{
+    SnapshotDistribution, SnapshotDistributionServer,
+};
 use super::proto::{AgentMessage, ControllerMessage, agent_message};
 use crate::ConfigSnapshot;
 
@@ -164,11 +166,7 @@ impl Publisher {
     /// The snapshot `node` is to run, if any.
     fn effective(&self, node: &str) -> Option<Published> {
         let state = self.state();
-        state
-            .per_node
-            .get(node)
-            .or(state.default.as_ref())
-            .cloned()
+        state.per_node.get(node).or(state.default.as_ref()).cloned()
     }
 
     fn report(&self, node: &str, stream: u64, update: impl FnOnce(&mut NodeReport)) {
@@ -241,7 +239,9 @@ impl SnapshotDistribution for Service {
                     message: Some(agent_message::Message::Hello(hello)),
                 }))) => hello,
                 Ok(Ok(_)) => {
-                    return Err(Status::invalid_argument("the first message must be a Hello"));
+                    return Err(Status::invalid_argument(
+                        "the first message must be a Hello",
+                    ));
                 }
                 Ok(Err(status)) => return Err(status),
             }
@@ -249,7 +249,15 @@ impl SnapshotDistribution for Service {
         if hello.node.is_empty() {
             return Err(Status::invalid_argument("Hello.node is empty"));
         }
-        (self.authorize)(&peer, &hello.node)?;
+        if let Err(status) = (self.authorize)(&peer, &hello.node) {
+            tracing::warn!(
+                node = hello.node,
+                peer = ?peer.remote_addr(),
+                status = status.message(),
+                "subscription refused"
+            );
+            return Err(status);
+        }
         let node = hello.node.clone();
         let publisher = self.publisher.clone();
         let stream_id = {

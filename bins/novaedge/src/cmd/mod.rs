@@ -1,6 +1,9 @@
 //! The subcommands.
 
+pub(crate) mod agent;
 pub(crate) mod check;
+pub(crate) mod control_tls;
+pub(crate) mod controller;
 pub(crate) mod echo;
 pub(crate) mod run;
 

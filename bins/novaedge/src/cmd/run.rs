@@ -106,7 +106,7 @@ fn reload(source: &mut FileSource, engine: &Engine, current: &mut ConfigSnapshot
     }
 }
 
-fn report(diagnostics: &[Diagnostic]) {
+pub(crate) fn report(diagnostics: &[Diagnostic]) {
     for d in diagnostics {
         if d.is_error() {
             tracing::error!("{d}");
