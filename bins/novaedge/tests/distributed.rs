@@ -5,7 +5,7 @@
 //! A file change reaches both agents; an agent whose certificate names another node is refused;
 //! a snapshot one agent cannot apply is NACKed there while it keeps serving the previous one;
 //! with the controller killed both agents keep serving, an agent restarted meanwhile serves its
-//! cached snapshot, and a restarted controller resyncs them.
+//! cached snapshot, and a restarted controller resyncs them. Both exit cleanly on SIGTERM.
 
 // The propagation times are reported on stderr (visible with --nocapture).
 #![allow(clippy::print_stderr)]
@@ -253,8 +253,12 @@ async fn controller_streams_snapshots_to_agents_over_mtls() {
 
     // A change made while the controller is down arrives when it is back.
     write(&conf, &config(port, None, &[("/", "v2")]));
-    let _controller = cluster.controller();
+    let mut controller = cluster.controller();
     wait_served(&addrs, "/", "v2").await;
+
+    // SIGTERM: the controller ends the agents' streams and exits; the agents drain and exit.
+    controller.terminate();
+    assert!(controller.wait_exit().success());
     for agent in &mut agents {
         agent.terminate();
         assert!(agent.wait_exit().success());

@@ -48,6 +48,8 @@ struct State {
     last_version: u64,
     /// Streams opened so far, to tell a node's current stream from an older one.
     streams: u64,
+    /// Set by [`Publisher::close`]: every stream ends, new ones are refused.
+    closed: bool,
 }
 
 #[derive(Clone)]
@@ -150,6 +152,18 @@ impl Publisher {
         version
     }
 
+    /// Ends every stream with `UNAVAILABLE` and refuses new ones, so that agents reconnect
+    /// (to another replica, or to this one restarted) and the server can shut down gracefully:
+    /// streams never end on their own.
+    pub fn close(&self) {
+        self.state().closed = true;
+        self.inner.changed.send_modify(|g| *g += 1);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+
     /// What each node said, by node name.
     pub fn reports(&self) -> BTreeMap<String, NodeReport> {
         self.state().reports.clone()
@@ -246,6 +260,9 @@ impl SnapshotDistribution for Service {
                 Ok(Err(status)) => return Err(status),
             }
         };
+        if self.publisher.is_closed() {
+            return Err(Status::unavailable("the controller is shutting down"));
+        }
         if hello.node.is_empty() {
             return Err(Status::invalid_argument("Hello.node is empty"));
         }
@@ -297,6 +314,11 @@ impl SnapshotDistribution for Service {
             tokio::spawn(async move {
                 loop {
                     changed.borrow_and_update();
+                    if publisher.is_closed() {
+                        let status = Status::unavailable("the controller is shutting down");
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
                     if let Some(p) = publisher.effective(&node)
                         && p.digest[..] != running[..]
                     {

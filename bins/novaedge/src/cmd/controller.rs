@@ -101,9 +101,14 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
         server = server.tls_config(tls.server()?)?;
     }
     let incoming = TcpListenerStream::new(listener);
+    let closing = publisher.clone();
     let serve = server
         .add_service(publisher.service(authorize))
-        .serve_with_incoming_shutdown(incoming, super::terminated());
+        .serve_with_incoming_shutdown(incoming, async move {
+            super::terminated().await;
+            tracing::info!("shutting down: closing the agents' streams");
+            closing.close();
+        });
     tracing::info!(addr = %local, tls = options.tls.is_some(), "serving snapshots");
     let serve = tokio::spawn(serve);
 
