@@ -730,6 +730,7 @@ impl<'a> Translator<'a> {
             listeners: snapshot_listeners.into_values().collect(),
             routes,
             backends: std::mem::take(&mut self.backends).into_values().collect(),
+            vips: Vec::new(),
         }
     }
 

@@ -55,19 +55,21 @@ impl TryFrom<proto::ConfigSnapshot> for ConfigSnapshot {
             .enumerate()
             .map(|(i, b)| backend(i, b, &mut errors))
             .collect();
+        let vips = crate::vip::vips_from_wire(wire.vips, &mut errors);
         ValidationErrors::check(errors)?;
         let snapshot = ConfigSnapshot {
             version: wire.version,
             listeners,
             routes,
             backends,
+            vips,
         };
         snapshot.validate()?;
         Ok(snapshot)
     }
 }
 
-fn object_name(kind: &str, index: usize, name: &str) -> String {
+pub(crate) fn object_name(kind: &str, index: usize, name: &str) -> String {
     if name.is_empty() {
         format!("{kind}s[{index}]")
     } else {
@@ -505,6 +507,7 @@ impl From<&ConfigSnapshot> for proto::ConfigSnapshot {
                     tls: b.tls.as_ref().map(crate::tls::upstream_tls_to_wire),
                 })
                 .collect(),
+            vips: s.vips.iter().map(crate::vip::vip_to_wire).collect(),
         }
     }
 }
@@ -674,6 +677,48 @@ mod tests {
                     },
                 },
             }],
+            vips: vec![
+                crate::Vip {
+                    name: "infra/l2".into(),
+                    addresses: vec![
+                        "192.0.2.10".parse().unwrap(),
+                        "2001:db8::10".parse().unwrap(),
+                    ],
+                    announce: crate::VipAnnounce::L2 {
+                        interface: Some("eth0".into()),
+                    },
+                },
+                crate::Vip {
+                    name: "infra/bgp".into(),
+                    addresses: vec!["192.0.2.20".parse().unwrap()],
+                    announce: crate::VipAnnounce::Bgp(crate::BgpAnnounce {
+                        local_asn: 4_200_000_001,
+                        router_id: Some("10.0.0.1".parse().unwrap()),
+                        peers: vec![crate::BgpPeer {
+                            address: "10.0.0.254".parse().unwrap(),
+                            asn: 65_000,
+                            port: 179,
+                            hold_time: Duration::from_secs(9),
+                            password: Some("s3cret".into()),
+                        }],
+                    }),
+                },
+                crate::Vip {
+                    name: "infra/ospf".into(),
+                    addresses: vec!["192.0.2.30".parse().unwrap()],
+                    announce: crate::VipAnnounce::Ospf(crate::OspfAnnounce {
+                        area: "0.0.0.0".parse().unwrap(),
+                        interfaces: vec![crate::OspfInterface {
+                            name: "eth1".into(),
+                            hello_interval: Duration::from_secs(1),
+                            dead_interval: Duration::from_secs(4),
+                            priority: 0,
+                            network: crate::OspfNetwork::PointToPoint,
+                            cost: 10,
+                        }],
+                    }),
+                },
+            ],
         }
     }
 

@@ -28,7 +28,7 @@
 //!   Certificates and CA bundles are public and print in full. A JWKS URL loses its user info.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -51,6 +51,7 @@ use crate::model::{
     RouteMatch, RouteRule, UpstreamProtocol,
 };
 use crate::tls::{ClientAuth, ListenerTls, TlsCertificate, UpstreamTls};
+use crate::vip::{OspfNetwork, Vip, VipAnnounce};
 
 /// The snapshot as YAML (see the module docs for the shape).
 pub fn to_yaml(snapshot: &ConfigSnapshot) -> String {
@@ -184,6 +185,7 @@ impl Serialize for ConfigSnapshot {
             listeners,
             routes,
             backends,
+            vips,
         } = self;
         #[derive(Serialize)]
         struct View<'a> {
@@ -191,12 +193,115 @@ impl Serialize for ConfigSnapshot {
             listeners: &'a [Listener],
             routes: &'a [Route],
             backends: &'a [Backend],
+            #[serde(skip_serializing_if = "is_empty")]
+            vips: &'a [Vip],
         }
         View {
             version: *version,
             listeners,
             routes,
             backends,
+            vips,
+        }
+        .serialize(s)
+    }
+}
+
+// === VIPs ===
+
+impl Serialize for Vip {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Vip {
+            name,
+            addresses,
+            announce,
+        } = self;
+        #[derive(Serialize)]
+        struct View<'a> {
+            name: &'a str,
+            addresses: Vec<Shown<&'a IpAddr>>,
+            #[serde(flatten)]
+            announce: AnnounceView<'a>,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "snake_case")]
+        enum AnnounceView<'a> {
+            L2 {
+                #[serde(skip_serializing_if = "Option::is_none")]
+                interface: Option<&'a str>,
+            },
+            Bgp {
+                local_asn: u32,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                router_id: Option<Shown<Ipv4Addr>>,
+                peers: Vec<PeerView<'a>>,
+            },
+            Ospf {
+                area: Shown<Ipv4Addr>,
+                interfaces: Vec<OspfView<'a>>,
+            },
+        }
+        #[derive(Serialize)]
+        struct PeerView<'a> {
+            address: Shown<&'a IpAddr>,
+            asn: u32,
+            port: u16,
+            hold_time: Dur,
+            /// Never shown: only whether there is one.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            password: Option<Redacted>,
+        }
+        #[derive(Serialize)]
+        struct OspfView<'a> {
+            name: &'a str,
+            hello_interval: Dur,
+            dead_interval: Dur,
+            priority: u8,
+            network: &'static str,
+            cost: u16,
+        }
+        let announce = match announce {
+            VipAnnounce::L2 { interface } => AnnounceView::L2 {
+                interface: interface.as_deref(),
+            },
+            VipAnnounce::Bgp(b) => AnnounceView::Bgp {
+                local_asn: b.local_asn,
+                router_id: b.router_id.map(Shown),
+                peers: b
+                    .peers
+                    .iter()
+                    .map(|p| PeerView {
+                        address: Shown(&p.address),
+                        asn: p.asn,
+                        port: p.port,
+                        hold_time: Dur(p.hold_time),
+                        password: p.password.as_ref().map(|pw| Redacted(pw.len())),
+                    })
+                    .collect(),
+            },
+            VipAnnounce::Ospf(o) => AnnounceView::Ospf {
+                area: Shown(o.area),
+                interfaces: o
+                    .interfaces
+                    .iter()
+                    .map(|i| OspfView {
+                        name: &i.name,
+                        hello_interval: Dur(i.hello_interval),
+                        dead_interval: Dur(i.dead_interval),
+                        priority: i.priority,
+                        network: match i.network {
+                            OspfNetwork::Broadcast => "broadcast",
+                            OspfNetwork::PointToPoint => "point_to_point",
+                        },
+                        cost: i.cost,
+                    })
+                    .collect(),
+            },
+        };
+        View {
+            name,
+            addresses: addresses.iter().map(Shown).collect(),
+            announce,
         }
         .serialize(s)
     }

@@ -27,6 +27,7 @@ mod health;
 mod model;
 mod tls;
 mod validate;
+mod vip;
 
 pub use validate::check_hostname;
 
@@ -47,6 +48,7 @@ pub use model::{
 };
 pub use tls::{ClientAuth, ListenerTls, TlsCertificate, UpstreamTls};
 pub use validate::{REGEX_SIZE_LIMIT, check_regex};
+pub use vip::{BgpAnnounce, BgpPeer, OspfAnnounce, OspfInterface, OspfNetwork, Vip, VipAnnounce};
 
 /// Types generated from `snapshot.proto`.
 #[allow(

@@ -9,6 +9,7 @@ use http::{HeaderName, Method};
 use crate::filters::RouteFilters;
 use crate::health::HealthPolicy;
 use crate::tls::{ListenerTls, UpstreamTls};
+use crate::vip::Vip;
 
 /// Everything one data plane runs, as one versioned value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub struct ConfigSnapshot {
     pub listeners: Vec<Listener>,
     pub routes: Vec<Route>,
     pub backends: Vec<Backend>,
+    /// The virtual IPs this node is to hold.
+    pub vips: Vec<Vip>,
 }
 
 /// A socket that accepts client connections.
@@ -255,5 +258,6 @@ impl ConfigSnapshot {
         self.listeners == other.listeners
             && self.routes == other.routes
             && self.backends == other.backends
+            && self.vips == other.vips
     }
 }

@@ -107,6 +107,7 @@ impl ConfigSnapshot {
             }
         }
 
+        crate::vip::validate_vips(&self.vips, &mut errors);
         ValidationErrors::check(errors)
     }
 }
@@ -405,6 +406,7 @@ mod tests {
                     },
                 ],
             }],
+            vips: Vec::new(),
         };
         let err = s.validate().unwrap_err();
         let got: Vec<String> = err
@@ -453,6 +455,7 @@ mod tests {
                 dialect: Default::default(),
             }],
             backends: vec![],
+            vips: Vec::new(),
         };
         let ok = route(RouteMatch {
             path: PathMatch::RegularExpression("/v[0-9]+/.*".into()),

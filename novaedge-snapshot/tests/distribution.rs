@@ -32,6 +32,7 @@ fn snapshot(port: u16) -> ConfigSnapshot {
         }],
         routes: Vec::new(),
         backends: Vec::new(),
+        vips: Vec::new(),
     }
 }
 

@@ -81,6 +81,7 @@ pub(crate) fn snapshot(
         listeners,
         routes,
         backends,
+        vips: Vec::new(),
     }
 }
 

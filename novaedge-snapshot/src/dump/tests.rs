@@ -270,6 +270,7 @@ fn representative() -> ConfigSnapshot {
                 },
             ),
         ],
+        vips: Vec::new(),
     }
 }
 
@@ -455,4 +456,52 @@ fn every_variant_has_a_plain_form() {
     assert_eq!(view(&UpstreamProtocol::Http1), json!("http1"));
     assert_eq!(view(&RouteDialect::GatewayApi), json!("gateway_api"));
     assert_eq!(view(&MatchType::Exact), json!("exact"));
+}
+
+#[test]
+fn vips_show_their_announcement_and_never_a_bgp_password() {
+    use crate::{BgpAnnounce, BgpPeer, Vip, VipAnnounce};
+    let snapshot = ConfigSnapshot {
+        vips: vec![
+            Vip {
+                name: "infra/web".into(),
+                addresses: vec!["192.0.2.10".parse().unwrap()],
+                announce: VipAnnounce::L2 { interface: None },
+            },
+            Vip {
+                name: "infra/api".into(),
+                addresses: vec!["2001:db8::1".parse().unwrap()],
+                announce: VipAnnounce::Bgp(BgpAnnounce {
+                    local_asn: 65_001,
+                    router_id: None,
+                    peers: vec![BgpPeer {
+                        address: "10.0.0.1".parse().unwrap(),
+                        asn: 65_000,
+                        port: 179,
+                        hold_time: Duration::from_secs(90),
+                        password: Some("md5-key-do-not-show".into()),
+                    }],
+                }),
+            },
+        ],
+        ..ConfigSnapshot::default()
+    };
+    let yaml = crate::dump::to_yaml(&snapshot);
+    assert!(!yaml.contains("md5-key-do-not-show"), "{yaml}");
+    assert!(!format!("{snapshot:?}").contains("md5-key-do-not-show"));
+    for expected in [
+        "- name: infra/web",
+        "  - 192.0.2.10",
+        "  l2: {}",
+        "  bgp:",
+        "    local_asn: 65001",
+        "    - address: 10.0.0.1",
+        "      hold_time: 1m30s",
+        "      password: '<redacted: 19 bytes>'",
+    ] {
+        assert!(
+            yaml.lines().any(|l| l.ends_with(expected)),
+            "{expected:?} in\n{yaml}"
+        );
+    }
 }
