@@ -42,6 +42,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod crd;
 mod diagnostics;
 pub mod file_source;
 mod filters;

@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub(crate) mod check;
+pub(crate) mod crdgen;
 pub(crate) mod echo;
 pub(crate) mod run;
 
