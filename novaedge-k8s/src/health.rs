@@ -1,7 +1,8 @@
 //! A backend's health policy as the user writes it: active checks, outlier detection and
 //! circuit breakers, each a small YAML (or JSON) object.
 //!
-//! Until the `ProxyBackend` CRD exists, a Service carries them in three annotations:
+//! A `ProxyBackend` (see [`crate::crd`]) carries them as the fields `healthCheck`,
+//! `outlierDetection` and `circuitBreaker`; a Service, in three annotations:
 //!
 //! ```yaml
 //! metadata:
@@ -14,8 +15,8 @@
 //! ```
 //!
 //! The `*Spec` types here are the user-facing form: every field optional, camelCase, unknown
-//! fields refused, durations in Gateway API syntax ([`GatewayDuration`]). They are meant to be
-//! reused as fields of the CRD. Each converts into the snapshot type
+//! fields refused, durations in Gateway API syntax ([`GatewayDuration`]). They are also the
+//! fields of the `ProxyBackend` CRD. Each converts into the snapshot type
 //! ([`novaedge_snapshot::ActiveHealthCheck`], [`OutlierDetection`], [`CircuitBreakers`]),
 //! filling what is missing with the snapshot defaults and checking every range the snapshot
 //! validator checks, so that a mistake is reported against the field the user wrote (e.g.

@@ -347,14 +347,14 @@ fn parse_value(
         Ok(o) => {
             // What the API server checks on admission from a CRD's schema; an object it would
             // refuse is reported and left out.
-            let problems = crd::admit(&o);
-            let refused = problems.iter().any(Diagnostic::is_error);
-            diagnostics.extend(problems);
-            if !refused {
+            let refused = crd::admit(&o);
+            if refused.is_empty() {
                 objects.push(Sourced {
                     object: o,
                     file: None,
                 });
+            } else {
+                diagnostics.extend(refused);
             }
         }
         Err((field, message)) => diagnostics.push(Diagnostic::error(object, field, message)),

@@ -35,7 +35,8 @@
 //! unknown fields refused, durations in Gateway API syntax ([`GatewayDuration`]), every optional
 //! field documented with its default. "Exactly one of" choices are structs of optional fields
 //! checked on conversion rather than Rust enums, so that the CRD's OpenAPI schema (generated from
-//! these types later) stays a plain structural schema. Each section converts into its snapshot
+//! these types, see [`crate::crd`]) stays a plain structural schema; the schema states those
+//! choices as CEL rules. Each section converts into its snapshot
 //! type, checking every rule the snapshot validator checks so that a mistake is reported against
 //! the field the user wrote (`spec.rateLimit.burst`), never as an internal snapshot error.
 
@@ -121,6 +122,7 @@ pub struct PolicyTargetRef {
     pub group: String,
     /// `HTTPRoute` or `Gateway`.
     pub kind: String,
+    /// The object's name.
     pub name: String,
 }
 
@@ -228,6 +230,7 @@ pub struct TokenSourceSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderTokenSpec {
+    /// The header name.
     pub name: String,
     /// Text before the token, e.g. `"Token "`; default none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -238,7 +241,9 @@ pub struct HeaderTokenSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ForwardClaimSpec {
+    /// The claim's name, e.g. `sub`.
     pub claim: String,
+    /// The request header it is sent in, replacing any the client sent.
     pub header: String,
 }
 

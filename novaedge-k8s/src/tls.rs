@@ -317,8 +317,8 @@ pub(crate) fn ca_bundle(bytes: &[u8]) -> Result<String, String> {
 
 // === upstream TLS annotation ===
 
-/// TLS to a Service's endpoints, as the `novaedge.io/upstream-tls` annotation (and later the
-/// `ProxyBackend` CRD) writes it. Every field is optional: `{}` is TLS verified against the
+/// TLS to a Service's endpoints, as the `novaedge.io/upstream-tls` annotation and the `tls` field
+/// of a `ProxyBackend` write it. Every field is optional: `{}` is TLS verified against the
 /// public web PKI roots, without SNI.
 ///
 /// ```yaml

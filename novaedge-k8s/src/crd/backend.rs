@@ -47,6 +47,9 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// A set of endpoints (a Service port's, or listed) and how NovaEdge talks to them: protocol,
 /// balancing, health checks, outlier detection, circuit breakers and TLS.
+// Clippy reads the `type_ = "string"` of two `printcolumn(...)` entries as one attribute given
+// twice.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "novaedge.io",

@@ -389,8 +389,10 @@ pub struct HeaderModifier {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderValue {
+    /// The header name; each name once per list.
     #[schemars(length(min = 1, max = 256), pattern(HEADER_NAME_PATTERN))]
     pub name: String,
+    /// The header value.
     #[schemars(length(min = 1, max = 4096))]
     pub value: String,
 }
@@ -507,6 +509,7 @@ pub struct RequestMirror {
     "message": "numerator must not be above denominator",
 }]))]
 pub struct MirrorFraction {
+    /// Requests copied out of every `denominator`.
     pub numerator: u32,
     /// Default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]

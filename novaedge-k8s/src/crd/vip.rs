@@ -48,6 +48,9 @@ const RESERVED_ASNS: [u32; 4] = [0, 23_456, 65_535, u32::MAX];
 
 /// Virtual addresses and how they are announced: L2 (ARP/NDP on an interface), BGP (routes to
 /// peers) or OSPF, from the nodes the selector picks.
+// Clippy reads the `type_ = "string"` of two `printcolumn(...)` entries as one attribute given
+// twice.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "novaedge.io",
@@ -512,7 +515,7 @@ pub fn to_vip_spec(vip: &ProxyVip) -> Result<VipSpec, Vec<Diagnostic>> {
             interface: String::new(),
         }),
     };
-    p.finish(result).map(|(spec, _warnings)| spec)
+    p.finish(result)
 }
 
 /// Why an address cannot be a VIP, if it cannot.
