@@ -1,7 +1,8 @@
 //! A backend's health policy as the user writes it: active checks, outlier detection and
 //! circuit breakers, each a small YAML (or JSON) object.
 //!
-//! Until the `ProxyBackend` CRD exists, a Service carries them in three annotations:
+//! A `ProxyBackend` (see [`crate::crd`]) carries them as the fields `healthCheck`,
+//! `outlierDetection` and `circuitBreaker`; a Service, in three annotations:
 //!
 //! ```yaml
 //! metadata:
@@ -14,8 +15,8 @@
 //! ```
 //!
 //! The `*Spec` types here are the user-facing form: every field optional, camelCase, unknown
-//! fields refused, durations in Gateway API syntax ([`GatewayDuration`]). They are meant to be
-//! reused as fields of the CRD. Each converts into the snapshot type
+//! fields refused, durations in Gateway API syntax ([`GatewayDuration`]). They are also the
+//! fields of the `ProxyBackend` CRD. Each converts into the snapshot type
 //! ([`novaedge_snapshot::ActiveHealthCheck`], [`OutlierDetection`], [`CircuitBreakers`]),
 //! filling what is missing with the snapshot defaults and checking every range the snapshot
 //! validator checks, so that a mistake is reported against the field the user wrote (e.g.
@@ -30,8 +31,9 @@ use novaedge_snapshot::{
     ActiveHealthCheck, CircuitBreakers, DEFAULT_EXPECTED_STATUSES, FailurePercentageEjection,
     HealthPolicy, HealthProbe, OutlierDetection, SuccessRateEjection,
 };
-use serde::Deserialize;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Service annotation: active health checks, a [`HealthCheckSpec`] in YAML or JSON.
 pub const HEALTH_CHECK_ANNOTATION: &str = "novaedge.io/health-check";
@@ -47,58 +49,86 @@ const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
 /// Active health checks: probes sent to every endpoint on an interval. Exactly one of `http`,
 /// `tcp` and `grpc` says what to probe; every other field has a default.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.http), has(self.tcp), has(self.grpc)].filter(x, x).size() == 1",
+    "message": "set exactly one probe: http, tcp or grpc",
+}]))]
 pub struct HealthCheckSpec {
     /// `GET path` answered with an expected status.
-    #[serde(default, deserialize_with = "null_is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub http: Option<HttpProbeSpec>,
     /// A TCP connection is established (`tcp: {}`).
-    #[serde(default, deserialize_with = "null_is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tcp: Option<TcpProbeSpec>,
     /// `grpc.health.v1.Health/Check` answered `SERVING`.
-    #[serde(default, deserialize_with = "null_is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub grpc: Option<GrpcProbeSpec>,
     /// Time between probes; default 5s.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<GatewayDuration>,
     /// Up to this much is added at random to each interval; default 1s, may be 0s.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jitter: Option<GatewayDuration>,
     /// How long a probe may take; default 1s.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<GatewayDuration>,
     /// Successes in a row that make an unhealthy endpoint healthy; default 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_threshold: Option<u32>,
     /// Failures in a row that make a healthy endpoint unhealthy; default 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unhealthy_threshold: Option<u32>,
     /// Probe this port instead of the endpoint's own. HTTP and gRPC probes of the endpoint's
     /// own port on a TLS backend speak TLS with the backend's settings; probes of this port are
     /// cleartext.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
 }
 
 /// An HTTP/1.1 probe.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpProbeSpec {
     /// The request path; default `/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// The `Host` header; default the endpoint's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Statuses that count as healthy, each `200`, `"200"` or `"200-299"`; default 200-399.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_statuses: Option<Vec<StatusRange>>,
 }
 
 /// A TCP connect probe; it has no settings.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = crate::crd::open_empty_object)]
 pub struct TcpProbeSpec {}
 
 /// A gRPC health-checking-protocol probe.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcProbeSpec {
     /// The service name asked about; default empty, the whole server.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// The `:authority`; default the endpoint's address.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
 }
 
@@ -106,67 +136,87 @@ pub struct GrpcProbeSpec {
 /// fields keep the default (3 gateway failures in a row eject, at most half of a backend, one
 /// ejection always allowed); a count of 0 turns that detector off; `disabled: true` turns all
 /// of it off.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetectionSpec {
     /// 5xx responses in a row that eject; default off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub consecutive_5xx: Option<u32>,
     /// Gateway failures (connect failure, reset, 502-504) in a row that eject; default 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub consecutive_gateway_failure: Option<u32>,
     /// How often the statistical detectors run and ejections expire; default 10s.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<GatewayDuration>,
     /// The first ejection of an endpoint lasts this long, later ones longer; default 30s.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base_ejection_time: Option<GatewayDuration>,
     /// The longest an ejection lasts; default 300s.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ejection_time: Option<GatewayDuration>,
     /// At most this percentage of a backend is ejected at once; default 50.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
     /// Allow one ejection even when the percentage rounds down to none; default true.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub always_eject_one_host: Option<bool>,
     /// Eject endpoints whose success rate is far below the backend's mean.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub success_rate: Option<SuccessRateSpec>,
     /// Eject endpoints that fail more than a percentage of their requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_percentage: Option<FailurePercentageSpec>,
     /// `true`: eject nothing. Cannot be combined with a detector.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
 }
 
 /// Success-rate ejection; missing fields take the defaults (5 hosts, 100 requests, 1900).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SuccessRateSpec {
     /// Endpoints with enough requests needed before anything is judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub minimum_hosts: Option<u32>,
     /// Requests an endpoint needs in an interval to be judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_volume: Option<u64>,
     /// Eject below `mean - stdevFactor / 1000 * stdev`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdev_factor: Option<u32>,
 }
 
 /// Failure-percentage ejection; missing fields take the defaults (5 hosts, 50 requests, 85%).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailurePercentageSpec {
     /// Endpoints with enough requests needed before anything is judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub minimum_hosts: Option<u32>,
     /// Requests an endpoint needs in an interval to be judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_volume: Option<u64>,
     /// Eject at or above this failure percentage (1-100).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u32>,
 }
 
 /// Per-backend limits; a request over a limit is answered 503 at once. Missing fields take
 /// Envoy's defaults (1024 connections, pending and active requests; 3 retries).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreakerSpec {
     /// Upstream connections open; at least 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
     /// Requests waiting for a new connection; at least 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_pending_requests: Option<u32>,
     /// Requests in flight; at least 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_requests: Option<u32>,
     /// Retries in flight; 0 turns retries off.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
 }
 
@@ -213,6 +263,31 @@ impl fmt::Display for StatusRange {
         } else {
             write!(f, "{}-{}", self.start, self.end)
         }
+    }
+}
+
+impl Serialize for StatusRange {
+    /// A single status as a number, a range as `"200-299"`: the forms users write.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.start == self.end {
+            serializer.serialize_u16(self.start)
+        } else {
+            serializer.collect_str(self)
+        }
+    }
+}
+
+impl JsonSchema for StatusRange {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StatusRange".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // A number or a string: Kubernetes' int-or-string, the one structural schema for that.
+        json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "description": "An HTTP status (200) or an inclusive range (\"200-299\").",
+        })
     }
 }
 
@@ -327,6 +402,34 @@ impl fmt::Display for GatewayDuration {
             }
         }
         Ok(())
+    }
+}
+
+impl Serialize for GatewayDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The grammar of [`GatewayDuration`] as the schema states it (Gateway API's `Duration`).
+pub(crate) const DURATION_PATTERN: &str = "^([0-9]{1,5}(h|m|s|ms)){1,4}$";
+
+impl JsonSchema for GatewayDuration {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "GatewayDuration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "A duration such as 5s, 500ms or 1m30s (Gateway API syntax: one to \
+                            four parts, each 1-5 digits and h, m, s or ms).",
+        })
     }
 }
 

@@ -8,6 +8,10 @@
 //!   `novaedge run` both use it.
 //! - [`file_source`]: the standalone source behind `novaedge run` and `novaedge check`: load
 //!   paths, translate, and watch them for changes.
+//! - [`crd`]: NovaEdge's own kinds (`novaedge.io/v1alpha1`: `ProxyGateway`, `ProxyRoute`,
+//!   `ProxyBackend`, `ProxyPolicy`, `ProxyVIP`), their generated CRDs, the schema's rules checked
+//!   when a file is loaded, and their conversions. Of these the translator takes `ProxyPolicy`
+//!   so far.
 //!
 //! What is translated today: Gateway API `GatewayClass`, `Gateway` (HTTP listeners: port,
 //! hostname, allowed route namespaces), `HTTPRoute` (hostnames, parentRefs with sectionName and
@@ -18,8 +22,8 @@
 //! HTTPRoute: service and method matches as path matches, header matches, the header modifier
 //! and mirror filters, backends that speak h2c), core `Service` (ports, `appProtocol`) and
 //! `discovery.k8s.io/v1` `EndpointSlice` (IPv4/IPv6 addresses, ports by name, the ready
-//! condition). A Service chooses its balancing with annotations until the `ProxyBackend` CRD
-//! exists: [`LOAD_BALANCER_ANNOTATION`], [`HASH_ON_ANNOTATION`], [`PANIC_THRESHOLD_ANNOTATION`];
+//! condition). A Service chooses its balancing with annotations (until the translator takes the
+//! `ProxyBackend` kind): [`LOAD_BALANCER_ANNOTATION`], [`HASH_ON_ANNOTATION`], [`PANIC_THRESHOLD_ANNOTATION`];
 //! and its health policy with three more, each a small YAML or JSON object (see [`health`]):
 //! [`HEALTH_CHECK_ANNOTATION`] (active HTTP, TCP or gRPC probes),
 //! [`OUTLIER_DETECTION_ANNOTATION`] (passive ejection) and [`CIRCUIT_BREAKER_ANNOTATION`]
@@ -44,6 +48,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod crd;
 mod diagnostics;
 pub mod file_source;
 mod filters;

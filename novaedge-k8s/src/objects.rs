@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::crd::{self, ProxyBackend, ProxyGateway, ProxyRoute, ProxyVip};
 use crate::diagnostics::Diagnostic;
 use crate::policy::{PROXY_POLICY_API_VERSION, ProxyPolicy};
 use crate::tls::{Secret, parse_secret};
@@ -39,6 +40,11 @@ pub enum Object {
     /// `networking.k8s.io/v1` Ingress, served when its IngressClass is NovaEdge's.
     Ingress(Ingress),
     IngressClass(IngressClass),
+    /// NovaEdge's own kinds (see [`crate::crd`]), boxed like ProxyPolicy.
+    ProxyGateway(Box<ProxyGateway>),
+    ProxyRoute(Box<ProxyRoute>),
+    ProxyBackend(Box<ProxyBackend>),
+    ProxyVip(Box<ProxyVip>),
 }
 
 /// An object and the file it was read from.
@@ -64,6 +70,10 @@ impl Object {
             Object::ReferenceGrant(_) => "ReferenceGrant",
             Object::Ingress(_) => "Ingress",
             Object::IngressClass(_) => "IngressClass",
+            Object::ProxyGateway(_) => "ProxyGateway",
+            Object::ProxyRoute(_) => "ProxyRoute",
+            Object::ProxyBackend(_) => "ProxyBackend",
+            Object::ProxyVip(_) => "ProxyVIP",
         }
     }
 
@@ -82,6 +92,10 @@ impl Object {
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
+            Object::ProxyGateway(o) => &o.metadata,
+            Object::ProxyRoute(o) => &o.metadata,
+            Object::ProxyBackend(o) => &o.metadata,
+            Object::ProxyVip(o) => &o.metadata,
         }
     }
 
@@ -321,6 +335,10 @@ fn parse_value(
         ) => typed(value).map(Object::ReferenceGrant),
         ("networking.k8s.io/v1", "Ingress") => typed(value).map(Object::Ingress),
         ("networking.k8s.io/v1", "IngressClass") => typed(value).map(Object::IngressClass),
+        (crd::API_VERSION, "ProxyGateway") => typed(value).map(Box::new).map(Object::ProxyGateway),
+        (crd::API_VERSION, "ProxyRoute") => typed(value).map(Box::new).map(Object::ProxyRoute),
+        (crd::API_VERSION, "ProxyBackend") => typed(value).map(Box::new).map(Object::ProxyBackend),
+        (crd::API_VERSION, "ProxyVIP") => typed(value).map(Box::new).map(Object::ProxyVip),
         _ => {
             diagnostics.push(Diagnostic::warning(
                 object,
@@ -331,10 +349,19 @@ fn parse_value(
         }
     };
     match typed {
-        Ok(o) => objects.push(Sourced {
-            object: o,
-            file: None,
-        }),
+        Ok(o) => {
+            // What the API server checks on admission from a CRD's schema; an object it would
+            // refuse is reported and left out.
+            let refused = crd::admit(&o);
+            if refused.is_empty() {
+                objects.push(Sourced {
+                    object: o,
+                    file: None,
+                });
+            } else {
+                diagnostics.extend(refused);
+            }
+        }
         Err((field, message)) => diagnostics.push(Diagnostic::error(object, field, message)),
     }
 }

@@ -35,7 +35,8 @@
 //! unknown fields refused, durations in Gateway API syntax ([`GatewayDuration`]), every optional
 //! field documented with its default. "Exactly one of" choices are structs of optional fields
 //! checked on conversion rather than Rust enums, so that the CRD's OpenAPI schema (generated from
-//! these types later) stays a plain structural schema. Each section converts into its snapshot
+//! these types, see [`crate::crd`]) stays a plain structural schema; the schema states those
+//! choices as CEL rules. Each section converts into its snapshot
 //! type, checking every rule the snapshot validator checks so that a mistake is reported against
 //! the field the user wrote (`spec.rateLimit.burst`), never as an internal snapshot error.
 
@@ -44,12 +45,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::HeaderName;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::CustomResource;
 use novaedge_snapshot::{
     Cors, IpFilter, JWT_ALGORITHMS, JwtAuthentication, JwtKeys, RateLimit, RateLimitKey,
     RetryPolicy, Route, RouteFilters, TokenLocation, check_cidr,
 };
-use serde::{Deserialize, Deserializer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::diagnostics::Diagnostic;
 use crate::health::{GatewayDuration, SpecError};
@@ -63,253 +65,352 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 // === spec types ===
 
-/// A `novaedge.io/v1alpha1` `ProxyPolicy` object. The envelope is read like any Kubernetes
-/// object: `apiVersion` and `kind` are checked by the loader, and other top-level fields (a
-/// `status` in `kubectl get -o yaml` output) are ignored; the `spec` refuses unknown fields.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct ProxyPolicy {
-    pub metadata: ObjectMeta,
-    pub spec: ProxyPolicySpec,
-}
-
 /// What a policy attaches to, and the sections it sets. Every section is optional; a section
 /// that is left out is inherited (from a Gateway's policy, for a route) or off.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+//
+// The derive makes the `novaedge.io/v1alpha1` `ProxyPolicy` object, with a `status`
+// (`crate::crd::Status`). The envelope is read like any Kubernetes object: `apiVersion` and
+// `kind` are checked by the loader and other top-level fields are ignored; the `spec` refuses
+// unknown fields. Its schema states the "exactly one of" choices as CEL rules; ranges are
+// checked by the conversion, which says what the range is. (A `//` comment: doc comments
+// become the schema's descriptions.)
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "novaedge.io",
+    version = "v1alpha1",
+    kind = "ProxyPolicy",
+    namespaced,
+    status = "crate::crd::Status",
+    derive = "PartialEq",
+    shortname = "ppol",
+    category = "novaedge",
+    doc = "JWT authentication, rate limits, CORS, IP filters and retries for the rules of an \
+           HTTPRoute, or of every route attached to a Gateway.",
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyPolicySpec {
     /// The HTTPRoute, GRPCRoute or Gateway, in the policy's namespace.
     pub target_ref: PolicyTargetRef,
     /// Requests must carry a valid JSON Web Token.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtSpec>,
     /// A token bucket per client, header value, JWT claim, or one for everyone.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
     /// Cross-origin resource sharing: preflights answered, response headers added.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSpec>,
     /// Allow and deny by client address.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_filter: Option<IpFilterSpec>,
     /// Retries of requests that failed upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
 }
 
 /// Gateway API `LocalPolicyTargetReference`: an object in the policy's own namespace.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyTargetRef {
     /// `gateway.networking.k8s.io`.
     pub group: String,
     /// `HTTPRoute`, `GRPCRoute` or `Gateway`.
     pub kind: String,
+    /// The object's name.
     pub name: String,
 }
 
 /// A settings object with no settings, written `{}` (or left empty: `global:`).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = crate::crd::open_empty_object)]
 pub struct Empty {}
 
 /// JWT authentication. Without a token (and without `allowMissing`) a request is answered 401;
 /// with an invalid one, 401 too.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtSpec {
     /// Where the verification keys are.
     pub jwks: JwksSpec,
     /// How often keys from `file` or `url` are read again; default 10m, 1s to 24h.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh: Option<GatewayDuration>,
     /// How long keys are still used when reading them again fails; default 1h, up to 168h.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_stale: Option<GatewayDuration>,
     /// Accepted `iss` values; default any.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuers: Option<Vec<String>>,
     /// Accepted `aud` values (one must match); default any.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub audiences: Option<Vec<String>>,
-    /// Accepted `alg` values; default every supported one (see
-    /// [`novaedge_snapshot::JWT_ALGORITHMS`]).
+    /// Accepted `alg` values; default every supported one: RS256, RS384, RS512, PS256, PS384,
+    /// PS512, ES256, ES384, EdDSA, HS256, HS384 and HS512.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub algorithms: Option<Vec<String>>,
     /// Leeway for `exp` and `nbf`; default 60s, up to 1h.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_skew: Option<GatewayDuration>,
     /// Claims a token must carry, e.g. `[exp]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub required_claims: Option<Vec<String>>,
     /// Where the token is looked for, in order; default `Authorization: Bearer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_from: Option<Vec<TokenSourceSpec>>,
     /// Claims copied into request headers for the backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub forward_claims: Option<Vec<ForwardClaimSpec>>,
     /// Remove the token from the request before forwarding it; default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub remove_token: Option<bool>,
     /// Let requests without a token through (a token that is present must still be valid);
     /// default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_missing: Option<bool>,
 }
 
 /// Where a JWKS (RFC 7517) comes from: exactly one of the three.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.inline), has(self.file), has(self.url)].filter(x, x).size() == 1",
+    "message": "set exactly one of inline, file and url",
+}]))]
 pub struct JwksSpec {
     /// The JWKS document itself, as JSON text.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inline: Option<String>,
     /// A file holding the JWKS, read again every `refresh`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// An `http://` or `https://` URL serving the JWKS, fetched again every `refresh`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// For an `https://` url: the CA certificates (PEM) that verify the server, e.g. a
     /// cluster's own identity provider. Without it, the public web PKI roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
 }
 
 /// One place a token may be: exactly one of the four.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.authorizationBearer), has(self.header), has(self.cookie), \
+             has(self.queryParam)].filter(x, x).size() == 1",
+    "message": "set exactly one of authorizationBearer, header, cookie and queryParam",
+}]))]
 pub struct TokenSourceSpec {
     /// `Authorization: Bearer TOKEN` (`authorizationBearer: {}`).
-    #[serde(default, deserialize_with = "null_is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub authorization_bearer: Option<Empty>,
     /// A request header, optionally after a prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<HeaderTokenSpec>,
     /// A cookie of this name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie: Option<String>,
     /// A query parameter of this name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub query_param: Option<String>,
 }
 
 /// A token in a request header.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderTokenSpec {
+    /// The header name.
     pub name: String,
     /// Text before the token, e.g. `"Token "`; default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 }
 
 /// A claim of a verified token sent to the backend as a request header.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ForwardClaimSpec {
+    /// The claim's name, e.g. `sub`.
     pub claim: String,
+    /// The request header it is sent in, replacing any the client sent.
     pub header: String,
 }
 
 /// A token bucket: `requests` per `period`, up to `burst` at once. A request over the limit is
 /// answered 429 with `Retry-After`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitSpec {
     /// Requests per period; at least 1.
     pub requests: u32,
     /// Default 1s; 1ms to 24h.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub period: Option<GatewayDuration>,
     /// Requests allowed at once; default `requests`, at least 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
     /// What the buckets are kept per; default `clientIp: {}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<RateLimitKeySpec>,
 }
 
 /// What a rate limit counts per: exactly one of the four.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.clientIp), has(self.header), has(self.jwtClaim), has(self.global)]\
+             .filter(x, x).size() == 1",
+    "message": "set exactly one of clientIp, header, jwtClaim and global",
+}]))]
 pub struct RateLimitKeySpec {
     /// The client address (after `ipFilter.xffTrustedHops`, when that section is set).
-    #[serde(default, deserialize_with = "null_is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_ip: Option<ClientIpKeySpec>,
     /// The value of this request header (requests without it share one bucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
     /// This claim of the verified JWT; the rule needs a `jwt` section (from this policy or
     /// another one that applies to the same rule).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_claim: Option<String>,
     /// One bucket for every request (`global: {}`).
-    #[serde(default, deserialize_with = "null_is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_empty",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub global: Option<Empty>,
 }
 
 /// Per client address.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientIpKeySpec {
     /// IPv6 clients share a bucket per prefix of this length; default 64, 1 to 128.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ipv6_prefix: Option<u32>,
 }
 
 /// CORS (as Gateway API's `HTTPCORSFilter`).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsSpec {
     /// `*`, `scheme://host[:port]` or `scheme://*.domain[:port]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_origins: Option<Vec<String>>,
     /// Methods, or `*`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_methods: Option<Vec<String>>,
     /// Request header names, or `*`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_headers: Option<Vec<String>>,
     /// Response header names the browser may read, or `*`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expose_headers: Option<Vec<String>>,
     /// Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_credentials: Option<bool>,
     /// How long a browser may cache a preflight answer; default 5s, whole seconds from 1s to
     /// 24h.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_age: Option<GatewayDuration>,
 }
 
 /// Allow and deny by client address. A denied address is refused even when an allow entry
 /// covers it; with an allow list, addresses outside it are refused. Refused requests get 403.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpFilterSpec {
     /// Addresses or CIDR blocks (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow: Option<Vec<String>>,
     /// Addresses or CIDR blocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub deny: Option<Vec<String>>,
     /// Proxies in front of NovaEdge whose `X-Forwarded-For` entries are trusted; default 0 (the
     /// connection's peer is the client).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub xff_trusted_hops: Option<u32>,
 }
 
 /// Retries of requests that failed upstream, with jittered back-off and a retry budget.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetrySpec {
     /// Tries in all, the first included (so `3` is up to two retries): 2 to 10. Note that
     /// Gateway API's `HTTPRouteRetry.attempts` counts retries only.
     pub attempts: u32,
     /// Response statuses that are retried; default `[503]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub statuses: Option<Vec<u32>>,
     /// Retry every 5xx; default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub on_5xx: Option<bool>,
     /// Retry when no connection could be made; default true.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub on_connect_failure: Option<bool>,
     /// Retry when the upstream reset the connection or stream; default true.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub on_reset: Option<bool>,
     /// gRPC status codes that are retried (0-16), e.g. 14 (UNAVAILABLE); default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_codes: Option<Vec<u32>>,
     /// Time between tries.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff: Option<BackoffSpec>,
     /// Retries allowed on top of the requests in flight.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<RetryBudgetSpec>,
     /// Methods retried besides the idempotent ones (GET, HEAD, OPTIONS, TRACE, PUT, DELETE).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub extra_methods: Option<Vec<String>>,
     /// Request bodies up to this many bytes are kept to be sent again; default 65536, at most
     /// 64 MiB. A request with a larger body is not retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_buffered_body: Option<u64>,
 }
 
 /// Jittered exponential back-off.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackoffSpec {
     /// Default 25ms; above 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<GatewayDuration>,
     /// Default 10 times `base`; from `base` to 24h.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max: Option<GatewayDuration>,
 }
 
 /// Retries may add this percentage to the requests in flight, and at least `minPerSecond`.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudgetSpec {
     /// Default 20; 1 to 1000.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub percent: Option<u32>,
     /// Default 3; at least 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_per_second: Option<u32>,
 }
 
 /// `global:` with nothing after it is YAML null; read it as `global: {}`, which is what was meant.
-fn null_is_empty<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+pub(crate) fn null_is_empty<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,

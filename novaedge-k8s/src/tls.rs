@@ -32,7 +32,8 @@ use base64::Engine as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::diagnostics::Diagnostic;
@@ -316,8 +317,8 @@ pub(crate) fn ca_bundle(bytes: &[u8]) -> Result<String, String> {
 
 // === upstream TLS annotation ===
 
-/// TLS to a Service's endpoints, as the `novaedge.io/upstream-tls` annotation (and later the
-/// `ProxyBackend` CRD) writes it. Every field is optional: `{}` is TLS verified against the
+/// TLS to a Service's endpoints, as the `novaedge.io/upstream-tls` annotation and the `tls` field
+/// of a `ProxyBackend` write it. Every field is optional: `{}` is TLS verified against the
 /// public web PKI roots, without SNI.
 ///
 /// ```yaml
@@ -326,18 +327,26 @@ pub(crate) fn ca_bundle(bytes: &[u8]) -> Result<String, String> {
 ///   caConfigMap: shop-ca            # ConfigMap in the Service's namespace, key ca.crt
 ///   clientCertificateSecret: proxy-client   # kubernetes.io/tls Secret, for mTLS
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.caConfigMap) && has(self.caBundle))",
+    "message": "set caConfigMap or caBundle, not both",
+}]))]
 pub struct UpstreamTlsSpec {
     /// Sent as SNI and verified against the server's certificate; default none (the
     /// certificate must then name the endpoint's IP address).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
     /// A ConfigMap in the Service's namespace whose `ca.crt` verifies the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_config_map: Option<String>,
     /// CA certificates inline, PEM. At most one of `caConfigMap` and `caBundle`; neither: the
     /// public web PKI roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
     /// A `kubernetes.io/tls` Secret in the Service's namespace presented as client certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_certificate_secret: Option<String>,
 }
 

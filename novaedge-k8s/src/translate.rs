@@ -418,6 +418,19 @@ impl<'a> Translator<'a> {
                         .is_some_and(|v| v == "true");
                     self.ingress_classes.insert(name, (controller, default));
                 }
+                // Converted by `crate::crd` (to_gateway, to_http_route, to_backend,
+                // to_vip_spec); not taken by the translator yet.
+                Object::ProxyGateway(_)
+                | Object::ProxyRoute(_)
+                | Object::ProxyBackend(_)
+                | Object::ProxyVip(_) => self.warning(
+                    file,
+                    o.describe(),
+                    String::new(),
+                    "read and checked, but not served yet: the translator does not take this \
+                     kind yet"
+                        .into(),
+                ),
                 Object::EndpointSlice(s) => {
                     match s
                         .metadata

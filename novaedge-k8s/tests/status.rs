@@ -107,7 +107,7 @@ fn an_attached_route_with_resolved_refs_is_accepted_and_counted() {
         .map(|l| (l.name.as_str(), l.attached_routes))
         .collect();
     assert_eq!(attached, [("web", 1), ("shop", 0), ("local", 0)]);
-    assert_eq!(g.listeners[0].supported_kinds, ["HTTPRoute"]);
+    assert_eq!(g.listeners[0].supported_kinds, ["HTTPRoute", "GRPCRoute"]);
     assert_eq!(
         short(&g.listeners[0].conditions),
         [

@@ -1,5 +1,5 @@
-//! `novaedge`: the standalone proxy (`run`), the manifest checker (`check`) and the echo
-//! backend (`echo`). Each command is assembled from the library crates in `cmd/`.
+//! `novaedge`: the standalone proxy (`run`), the manifest checker (`check`), the echo
+//! backend (`echo`) and the CRD printer (`crdgen`). Each command is assembled from the library crates in `cmd/`.
 
 #![forbid(unsafe_code)]
 
@@ -169,6 +169,8 @@ enum Command {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+    /// Print the CustomResourceDefinitions of NovaEdge's kinds (novaedge.io/v1alpha1) as YAML.
+    Crdgen,
     /// Run an echo backend (HTTP/1.1, h2c, WebSocket, gRPC) that answers with what it received.
     Echo {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -251,6 +253,7 @@ fn main() -> ExitCode {
             } => cmd::control_tls::write_dev_certs(&out, &nodes, &controller_names)
                 .map(|()| ExitCode::SUCCESS),
             Command::Echo { listen, name } => cmd::echo::echo(listen, name).await,
+            Command::Crdgen => cmd::crdgen::crdgen(),
         }
     });
     match result {

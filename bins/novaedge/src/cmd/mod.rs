@@ -4,6 +4,7 @@ pub(crate) mod agent;
 pub(crate) mod check;
 pub(crate) mod control_tls;
 pub(crate) mod controller;
+pub(crate) mod crdgen;
 pub(crate) mod echo;
 pub(crate) mod run;
 
