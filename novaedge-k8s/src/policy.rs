@@ -1034,6 +1034,9 @@ pub(crate) enum Target {
     /// An HTTPRoute.
     Route(Key),
     GrpcRoute(Key),
+    /// A ProxyRoute; no policy targets one yet, but its rules must not take the policies of an
+    /// HTTPRoute of the same name.
+    ProxyRoute(Key),
 }
 
 impl Target {
@@ -1042,6 +1045,7 @@ impl Target {
             Target::Gateway((ns, name)) => format!("Gateway {ns}/{name}"),
             Target::Route((ns, name)) => format!("HTTPRoute {ns}/{name}"),
             Target::GrpcRoute((ns, name)) => format!("GRPCRoute {ns}/{name}"),
+            Target::ProxyRoute((ns, name)) => format!("ProxyRoute {ns}/{name}"),
         }
     }
 }

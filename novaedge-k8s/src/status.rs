@@ -108,6 +108,8 @@ pub struct ObjectStatus {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GatewayStatus {
+    /// `Gateway` or `ProxyGateway`.
+    pub kind: &'static str,
     pub generation: Option<i64>,
     pub conditions: Vec<Condition>,
     /// In `spec.listeners` order.
@@ -158,12 +160,13 @@ impl Statuses {
             }
         }
         for ((ns, name), s) in &self.gateways {
+            let kind = s.kind;
             for c in s.conditions.iter().filter(|c| bad(c)) {
-                out.push(format!("Gateway {ns}/{name}: {c}"));
+                out.push(format!("{kind} {ns}/{name}: {c}"));
             }
             for l in &s.listeners {
                 for c in l.conditions.iter().filter(|c| bad(c)) {
-                    out.push(format!("Gateway {ns}/{name}: listener {:?}: {c}", l.name));
+                    out.push(format!("{kind} {ns}/{name}: listener {:?}: {c}", l.name));
                 }
             }
         }
@@ -194,7 +197,7 @@ impl Statuses {
             conditions(&mut out, "  ", &s.conditions);
         }
         for ((ns, name), s) in &self.gateways {
-            let _ = writeln!(out, "Gateway {ns}/{name}:");
+            let _ = writeln!(out, "{} {ns}/{name}:", s.kind);
             conditions(&mut out, "  ", &s.conditions);
             for l in &s.listeners {
                 let _ = writeln!(

@@ -2,6 +2,7 @@
 
 mod grpc;
 mod ingress;
+mod proxy;
 mod status;
 mod tls;
 
@@ -118,10 +119,13 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
         diagnostics,
         ..Translator::default()
     };
+    let proxy_gateways = proxy::convert_gateways(objects);
+    let proxy_routes = proxy::convert_routes(objects);
     t.index(objects);
     for c in &grpc_routes {
         t.grpc_routes.insert(c.key.clone(), (&c.route, c.file));
     }
+    t.index_proxy(&proxy_gateways, &proxy_routes);
     t.backend_tls_policies();
     let mut listeners = t.gateways();
     let mut table = t.ports(&mut listeners);
@@ -174,6 +178,13 @@ struct Translator<'a> {
     routes: BTreeMap<Key, (&'a HttpRoute, Option<&'a PathBuf>)>,
     /// GRPCRoutes, converted to HTTPRoutes (see [`grpc`]); their own namespace/name space.
     grpc_routes: BTreeMap<Key, (&'a HttpRoute, Option<&'a PathBuf>)>,
+    /// ProxyRoutes, as the HTTPRoutes they convert to.
+    proxy_routes: BTreeMap<Key, (&'a HttpRoute, Option<&'a PathBuf>)>,
+    /// Which entries of `gateways` are ProxyGateways (converted to Gateways).
+    proxy_gateway_keys: HashSet<Key>,
+    proxy_backends: HashMap<Key, (&'a crate::crd::ProxyBackend, Option<&'a PathBuf>)>,
+    /// ProxyBackends whose errors have been reported.
+    invalid_proxy_backends: HashSet<Key>,
     services: HashMap<Key, (&'a Service, Option<&'a PathBuf>)>,
     slices: HashMap<Key, Vec<(&'a EndpointSlice, Option<&'a PathBuf>)>>,
     policies: Vec<(&'a ProxyPolicy, Option<&'a PathBuf>)>,
@@ -231,6 +242,8 @@ impl ListenerProblem {
 
 #[derive(Debug, Default)]
 struct GatewayState {
+    /// `Gateway` or `ProxyGateway`.
+    kind: &'static str,
     generation: Option<i64>,
     /// In `spec.listeners` order.
     listeners: Vec<ListenerState>,
@@ -309,6 +322,14 @@ fn route_status(
         generation,
         parents,
     }
+}
+
+/// What a backend reference resolved to.
+enum Resolved<'a> {
+    /// A backend already in the snapshot (a ProxyBackend).
+    Backend(String),
+    /// A Service port, whose backend depends on the route kind (gRPC speaks h2c).
+    ServicePort(Key, &'a ServicePort),
 }
 
 /// Why a backend reference names no Service port.
@@ -418,17 +439,17 @@ impl<'a> Translator<'a> {
                         .is_some_and(|v| v == "true");
                     self.ingress_classes.insert(name, (controller, default));
                 }
-                // Converted by `crate::crd` (to_gateway, to_http_route, to_backend,
-                // to_vip_spec); not taken by the translator yet.
-                Object::ProxyGateway(_)
-                | Object::ProxyRoute(_)
-                | Object::ProxyBackend(_)
-                | Object::ProxyVip(_) => self.warning(
+                // Converted in `translate`, then indexed by `index_proxy`.
+                Object::ProxyGateway(_) | Object::ProxyRoute(_) => {}
+                Object::ProxyBackend(b) => {
+                    self.proxy_backends.insert(key, (b.as_ref(), file));
+                }
+                Object::ProxyVip(_) => self.warning(
                     file,
                     o.describe(),
                     String::new(),
-                    "read and checked, but not served yet: the translator does not take this \
-                     kind yet"
+                    "checked; VIPs are placed on nodes by the controller, which does not take \
+                     ProxyVIPs yet"
                         .into(),
                 ),
                 Object::EndpointSlice(s) => {
@@ -460,7 +481,7 @@ impl<'a> Translator<'a> {
         let mut out = Vec::new();
         let gateways: Vec<_> = self.gateways.iter().map(|(k, v)| (k.clone(), *v)).collect();
         for (key, (gateway, file)) in gateways {
-            let object = format!("Gateway {}/{}", key.0, key.1);
+            let object = self.gateway_object(&key);
             let class = gateway.spec.gateway_class_name.as_str();
             // A class that is present and names another controller is not ours to serve. A class
             // that is absent is served: standalone configurations often leave it out.
@@ -478,6 +499,11 @@ impl<'a> Translator<'a> {
             self.gateway_state.insert(
                 key.clone(),
                 GatewayState {
+                    kind: if self.proxy_gateway_keys.contains(&key) {
+                        "ProxyGateway"
+                    } else {
+                        "Gateway"
+                    },
                     generation: gateway.metadata.generation,
                     listeners: gateway
                         .spec
@@ -591,7 +617,7 @@ impl<'a> Translator<'a> {
                     );
                     continue;
                 }
-                let supported_kinds = self.supported_kinds(
+                self.supported_kinds(
                     allowed.and_then(|a| a.kinds.as_deref()),
                     &key,
                     i,
@@ -600,10 +626,6 @@ impl<'a> Translator<'a> {
                     file,
                 );
                 let kinds = AllowedKinds::of(allowed.and_then(|a| a.kinds.as_deref()));
-                debug_assert_eq!(
-                    supported_kinds.contains(&"GRPCRoute"),
-                    kinds.allows(RouteKind::Grpc)
-                );
                 let (certificates, client_auth) = match protocol {
                     ListenerProtocol::Http => (Vec::new(), None),
                     ListenerProtocol::Https => {
@@ -657,8 +679,13 @@ impl<'a> Translator<'a> {
             .grpc_routes
             .iter()
             .map(|(k, v)| (RouteKind::Grpc, k, v));
+        let proxy = self
+            .proxy_routes
+            .iter()
+            .map(|(k, v)| (RouteKind::Proxy, k, v));
         let all: Vec<_> = http
             .chain(grpc)
+            .chain(proxy)
             .map(|(t, k, v)| (t, k.clone(), *v))
             .collect();
         for (kind, (namespace, name), (route, file)) in all {
@@ -722,12 +749,17 @@ impl<'a> Translator<'a> {
                 });
             }
         }
-        let (gateways, http_routes, grpc_routes) =
-            (&self.gateways, &self.routes, &self.grpc_routes);
+        let (gateways, http_routes, grpc_routes, proxy_routes) = (
+            &self.gateways,
+            &self.routes,
+            &self.grpc_routes,
+            &self.proxy_routes,
+        );
         let exists = |target: &Target| match target {
             Target::Gateway(key) => gateways.contains_key(key),
             Target::Route(key) => http_routes.contains_key(key),
             Target::GrpcRoute(key) => grpc_routes.contains_key(key),
+            Target::ProxyRoute(key) => proxy_routes.contains_key(key),
         };
         crate::policy::apply(
             &self.policies,
@@ -780,16 +812,24 @@ impl<'a> Translator<'a> {
                 parent.namespace.clone().unwrap_or_else(|| namespace.into()),
                 parent.name.clone(),
             );
-            let mut label = format!("Gateway {}/{}", gateway.0, gateway.1);
+            // ProxyRoutes attach to ProxyGateways, Gateway API routes to Gateways.
+            let wanted = if route_kind == RouteKind::Proxy {
+                "ProxyGateway"
+            } else {
+                "Gateway"
+            };
+            let mut label = format!("{wanted} {}/{}", gateway.0, gateway.1);
             if let Some(section) = &parent.section_name {
                 label.push_str(&format!(" section {section}"));
             }
             if let Some(port) = parent.port {
                 label.push_str(&format!(" port {port}"));
             }
-            if !self.gateways.contains_key(&gateway) {
+            if !self.gateways.contains_key(&gateway)
+                || self.proxy_gateway_keys.contains(&gateway) != (route_kind == RouteKind::Proxy)
+            {
                 let message = format!(
-                    "no Gateway {}/{}: the route attaches nowhere through this parent",
+                    "no {wanted} {}/{}: the route attaches nowhere through this parent",
                     gateway.0, gateway.1
                 );
                 self.warning(
@@ -921,11 +961,13 @@ impl<'a> Translator<'a> {
                     port: r.port,
                 };
                 let consequence = "requests are not mirrored";
-                match self.service_port(&target, namespace, &m.field, object, file, consequence) {
+                let resolved =
+                    self.resolve_ref(&target, namespace, &m.field, object, file, consequence);
+                match resolved {
                     // A mirror of nothing (already warned about) adds no backend.
                     Ok(_) if m.fraction_ppm == 0 => {}
-                    Ok((key, port)) => filters.mirrors.push(RequestMirror {
-                        backend: self.backend(&key, port, kind),
+                    Ok(resolved) => filters.mirrors.push(RequestMirror {
+                        backend: self.backend_of(resolved, kind),
                         fraction_ppm: m.fraction_ppm,
                     }),
                     // Nothing to copy requests to; the route is served without the mirror.
@@ -1108,16 +1150,44 @@ impl<'a> Translator<'a> {
                 port: b.port,
             };
             let consequence = "its share of requests is answered 500";
-            match self.service_port(&target, namespace, &field, object, file, consequence) {
-                Ok((key, service_port)) => {
-                    let backend = self.backend(&key, service_port, kind);
-                    out.push(BackendRef { backend, weight });
-                }
+            match self.resolve_ref(&target, namespace, &field, object, file, consequence) {
+                Ok(resolved) => out.push(BackendRef {
+                    backend: self.backend_of(resolved, kind),
+                    weight,
+                }),
                 Err(RefError::Unresolved) => invalid_weight = invalid_weight.saturating_add(weight),
                 Err(RefError::Invalid) => ok = false,
             }
         }
         ok.then_some((out, invalid_weight))
+    }
+
+    /// What a backend reference names: a ProxyBackend (built on first use), or a Service port;
+    /// otherwise why not (reported).
+    fn resolve_ref(
+        &mut self,
+        r: &ServiceRef<'_>,
+        namespace: &str,
+        field: &str,
+        object: &str,
+        file: Option<&PathBuf>,
+        consequence: &str,
+    ) -> Result<Resolved<'a>, RefError> {
+        if r.group == Some(crate::crd::GROUP) && r.kind == Some("ProxyBackend") {
+            return self
+                .proxy_backend(r, namespace, field, object, file, consequence)
+                .map(Resolved::Backend);
+        }
+        let (key, port) = self.service_port(r, namespace, field, object, file, consequence)?;
+        Ok(Resolved::ServicePort(key, port))
+    }
+
+    /// The snapshot backend for a resolved reference, built on first use.
+    fn backend_of(&mut self, resolved: Resolved<'a>, kind: RouteKind) -> String {
+        match resolved {
+            Resolved::Backend(name) => name,
+            Resolved::ServicePort(key, port) => self.backend(&key, port, kind),
+        }
     }
 
     /// The Service port a reference names (in the route's `namespace` unless it says otherwise

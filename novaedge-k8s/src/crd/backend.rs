@@ -363,13 +363,6 @@ pub(crate) struct BackendInputs<'a> {
 /// port, header names, health-check ranges, certificates). `Err` holds the problems when any is
 /// an error (the backend cannot be used); `Ok` holds the warnings beside the backend. Problems
 /// of an EndpointSlice name the slice.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the translator takes NovaEdge's kinds in a later change"
-    )
-)]
 pub(crate) fn to_backend(
     backend: &ProxyBackend,
     inputs: &BackendInputs<'_>,

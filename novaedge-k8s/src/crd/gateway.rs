@@ -255,13 +255,6 @@ pub(super) fn admit(spec: &ProxyGatewaySpec, p: &mut Problems) {
 
 /// The Gateway API `Gateway` a ProxyGateway stands for: same metadata, listeners with the same
 /// field paths, class [`PROXY_GATEWAY_CLASS`], and the ProxyVIP (if any) as a `NamedAddress`.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the translator takes NovaEdge's kinds in a later change"
-    )
-)]
 pub(crate) fn to_gateway(gateway: &ProxyGateway) -> Gateway {
     let spec = &gateway.spec;
     Gateway {

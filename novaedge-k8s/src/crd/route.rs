@@ -923,13 +923,6 @@ fn precise_hostname(field: &str, host: &str, p: &mut Problems) {
 /// the Gateways [`super::gateway::to_gateway`] makes of the ProxyGateways, ProxyBackends as backend
 /// references of group `novaedge.io`. Numbers the schema bounds (weights, percentages) are
 /// carried as they are; ones beyond what Gateway API's types hold cannot pass admission.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the translator takes NovaEdge's kinds in a later change"
-    )
-)]
 pub(crate) fn to_http_route(route: &ProxyRoute) -> HttpRoute {
     let spec = &route.spec;
     HttpRoute {

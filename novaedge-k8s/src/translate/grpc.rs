@@ -110,6 +110,8 @@ pub(super) enum RouteKind {
     /// An HTTPRoute (and, for backends, an Ingress).
     Http,
     Grpc,
+    /// A NovaEdge ProxyRoute, translated as the HTTPRoute it converts to.
+    Proxy,
 }
 
 impl RouteKind {
@@ -118,6 +120,7 @@ impl RouteKind {
         match self {
             RouteKind::Http => "HTTPRoute",
             RouteKind::Grpc => "GRPCRoute",
+            RouteKind::Proxy => "ProxyRoute",
         }
     }
 
@@ -127,6 +130,7 @@ impl RouteKind {
         match self {
             RouteKind::Http => format!("{namespace}/{name}"),
             RouteKind::Grpc => format!("grpcroute:{namespace}/{name}"),
+            RouteKind::Proxy => format!("proxyroute:{namespace}/{name}"),
         }
     }
 
@@ -135,6 +139,7 @@ impl RouteKind {
         match self {
             RouteKind::Http => Target::Route(key),
             RouteKind::Grpc => Target::GrpcRoute(key),
+            RouteKind::Proxy => Target::ProxyRoute(key),
         }
     }
 }
@@ -172,7 +177,8 @@ impl AllowedKinds {
 
     pub(super) fn allows(self, kind: RouteKind) -> bool {
         match kind {
-            RouteKind::Http => self.http,
+            // A ProxyGateway's listeners admit ProxyRoutes (it lists no kinds).
+            RouteKind::Http | RouteKind::Proxy => self.http,
             RouteKind::Grpc => self.grpc,
         }
     }

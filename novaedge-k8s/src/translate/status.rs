@@ -32,8 +32,8 @@ impl<'a> Translator<'a> {
         }
     }
 
-    /// The route kinds listener `index` accepts, from its `allowedRoutes.kinds` (all that
-    /// NovaEdge serves when empty). A kind NovaEdge does not serve is reported and makes the
+    /// Records the route kinds listener `index` accepts, from its `allowedRoutes.kinds` (all
+    /// that NovaEdge serves when empty), for its status. A kind NovaEdge does not serve is reported and makes the
     /// listener's `ResolvedRefs` false (`InvalidRouteKinds`); the listener still serves the others.
     pub(super) fn supported_kinds(
         &mut self,
@@ -43,7 +43,7 @@ impl<'a> Translator<'a> {
         field: &str,
         object: &str,
         file: Option<&PathBuf>,
-    ) -> Vec<&'static str> {
+    ) {
         let supported: Vec<&'static str> = match kinds {
             None | Some([]) => ROUTE_KINDS.to_vec(),
             Some(kinds) => {
@@ -85,10 +85,15 @@ impl<'a> Translator<'a> {
                 out
             }
         };
+        // A ProxyGateway lists no kinds and takes ProxyRoutes only.
+        let supported = if self.proxy_gateway_keys.contains(gateway) {
+            vec!["ProxyRoute"]
+        } else {
+            supported
+        };
         if let Some(state) = self.listener_state(gateway, index) {
-            state.supported_kinds = supported.clone();
+            state.supported_kinds = supported;
         }
-        supported
     }
 
     /// Notes an unresolved reference of the route being translated (the first one is the one
@@ -161,6 +166,7 @@ fn gateway_status(state: GatewayState) -> GatewayStatus {
         )
     };
     GatewayStatus {
+        kind: state.kind,
         generation: state.generation,
         conditions: vec![accepted, programmed],
         listeners,

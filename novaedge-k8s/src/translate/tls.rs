@@ -557,7 +557,7 @@ impl<'a> Translator<'a> {
         let mut table: BTreeMap<u16, PortEntry> = BTreeMap::new();
         let mut kept = Vec::with_capacity(listeners.len());
         for l in listeners.drain(..) {
-            let object = format!("Gateway {}/{}", l.gateway.0, l.gateway.1);
+            let object = self.gateway_object(&l.gateway);
             let field = format!("spec.listeners[{}]", l.index);
             let me = format!("listener {:?} of {object}", l.name);
             let entry = match table.entry(l.port) {
