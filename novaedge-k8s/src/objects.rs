@@ -7,7 +7,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -37,6 +37,8 @@ pub enum Object {
     /// `networking.k8s.io/v1` Ingress, served when its IngressClass is NovaEdge's.
     Ingress(Ingress),
     IngressClass(IngressClass),
+    /// Read for its labels, which `allowedRoutes.namespaces.selector` selects on.
+    Namespace(Namespace),
 }
 
 /// An object and the file it was read from.
@@ -61,6 +63,7 @@ impl Object {
             Object::ReferenceGrant(_) => "ReferenceGrant",
             Object::Ingress(_) => "Ingress",
             Object::IngressClass(_) => "IngressClass",
+            Object::Namespace(_) => "Namespace",
         }
     }
 
@@ -78,12 +81,16 @@ impl Object {
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Ingress(o) => &o.metadata,
             Object::IngressClass(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
         }
     }
 
-    /// Whether the kind lives in a namespace (GatewayClass and IngressClass do not).
+    /// Whether the kind lives in a namespace (GatewayClass, IngressClass and Namespace do not).
     pub fn is_namespaced(&self) -> bool {
-        !matches!(self, Object::GatewayClass(_) | Object::IngressClass(_))
+        !matches!(
+            self,
+            Object::GatewayClass(_) | Object::IngressClass(_) | Object::Namespace(_)
+        )
     }
 
     /// `Kind namespace/name` (or `Kind name` for cluster-scoped kinds), as diagnostics print it.
@@ -316,6 +323,7 @@ fn parse_value(
         ) => typed(value).map(Object::ReferenceGrant),
         ("networking.k8s.io/v1", "Ingress") => typed(value).map(Object::Ingress),
         ("networking.k8s.io/v1", "IngressClass") => typed(value).map(Object::IngressClass),
+        ("v1", "Namespace") => typed(value).map(Object::Namespace),
         _ => {
             diagnostics.push(Diagnostic::warning(
                 object,

@@ -1,6 +1,7 @@
 //! Objects to snapshot: one pure function, shared by the controller and the file source.
 
 mod ingress;
+mod namespaces;
 mod status;
 mod tls;
 
@@ -9,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
-use gateway_api::gateways::{Gateway, GatewayListenersAllowedRoutesNamespacesFrom as From};
+use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
@@ -35,6 +36,7 @@ use crate::status::{
     Statuses, reasons, types,
 };
 use crate::tls::Secret;
+use namespaces::{AllowedNamespaces, NamespaceLabels};
 
 /// The `controllerName` of GatewayClasses that NovaEdge serves.
 pub const GATEWAY_CONTROLLER_NAME: &str = "novaedge.io/gateway-controller";
@@ -167,6 +169,7 @@ struct Translator<'a> {
     config_maps: HashMap<Key, &'a ConfigMap>,
     tls_policies: Vec<(&'a BackendTlsPolicy, Option<&'a PathBuf>)>,
     grants: Vec<&'a ReferenceGrant>,
+    namespace_labels: NamespaceLabels<'a>,
     /// BackendTLSPolicies by target Service, checked, oldest first.
     backend_tls: HashMap<Key, Vec<tls::PolicyTls>>,
     backends: BTreeMap<String, Backend>,
@@ -323,7 +326,7 @@ struct GatewayListener<'a> {
     name: &'a str,
     port: u16,
     hostname: Option<&'a str>,
-    namespaces: From,
+    namespaces: AllowedNamespaces,
     allows_http_route: bool,
     protocol: ListenerProtocol,
     /// HTTPS: its certificates, `server_names` already set from the hostname.
@@ -384,6 +387,11 @@ impl<'a> Translator<'a> {
                 }
                 Object::BackendTlsPolicy(p) => self.tls_policies.push((p, file)),
                 Object::ReferenceGrant(g) => self.grants.push(g),
+                Object::Namespace(n) => {
+                    if let (Some(name), Some(labels)) = (&n.metadata.name, &n.metadata.labels) {
+                        self.namespace_labels.insert(name, labels);
+                    }
+                }
                 Object::Ingress(i) => {
                     self.ingresses.insert(key, (i, file));
                 }
@@ -541,27 +549,28 @@ impl<'a> Translator<'a> {
                     continue;
                 }
                 let allowed = l.allowed_routes.as_ref();
-                let namespaces = allowed
-                    .and_then(|a| a.namespaces.as_ref())
-                    .and_then(|n| n.from.clone())
-                    .unwrap_or(From::Same);
-                if namespaces == From::Selector {
-                    self.error(
-                        file,
-                        object.clone(),
-                        format!("{field}.allowedRoutes.namespaces.from"),
-                        "Selector is not supported yet; use Same or All".into(),
-                    );
-                    self.listener_problem(
-                        &key,
-                        i,
-                        ListenerProblem::accepted(
-                            reasons::UNSUPPORTED_VALUE,
-                            "allowedRoutes.namespaces.from: Selector is not supported",
-                        ),
-                    );
-                    continue;
-                }
+                let namespaces =
+                    match AllowedNamespaces::parse(allowed.and_then(|a| a.namespaces.as_ref())) {
+                        Ok(namespaces) => namespaces,
+                        Err(e) => {
+                            let part = format!("allowedRoutes.namespaces.{}", e.field);
+                            self.error(
+                                file,
+                                object.clone(),
+                                format!("{field}.{part}"),
+                                e.message.clone(),
+                            );
+                            self.listener_problem(
+                                &key,
+                                i,
+                                ListenerProblem::accepted(
+                                    reasons::UNSUPPORTED_VALUE,
+                                    format!("{part}: {}", e.message),
+                                ),
+                            );
+                            continue;
+                        }
+                    };
                 let supported_kinds = self.supported_kinds(
                     allowed.and_then(|a| a.kinds.as_deref()),
                     &key,
@@ -772,7 +781,11 @@ impl<'a> Translator<'a> {
                 {
                     continue;
                 }
-                if !l.allows_http_route || (l.namespaces == From::Same && gateway.0 != namespace) {
+                if !l.allows_http_route
+                    || !l
+                        .namespaces
+                        .allows(&gateway.0, namespace, &self.namespace_labels)
+                {
                     why_not = (
                         reasons::NOT_ALLOWED_BY_LISTENERS,
                         "the listener does not allow this route (allowedRoutes)",
