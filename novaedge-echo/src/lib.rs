@@ -14,7 +14,9 @@
 //!     (`application/octet-stream`) instead of JSON.
 //!
 //!   A malformed value for one of them is answered with `400` and a plain
-//!   text explanation.
+//!   text explanation. The request header [`SET_HEADER`]
+//!   (`x-echo-set-header: Name:value,Other:value`) adds those headers to the
+//!   answer, as the Gateway API conformance suite's echo backend does.
 //! * **WebSocket** — an HTTP/1.1 `Upgrade: websocket` request is upgraded and
 //!   every text or binary message is sent back unchanged.
 //! * **gRPC** — requests whose content type starts with `application/grpc`
@@ -52,7 +54,7 @@ use http::HeaderValue;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::metadata::AsciiMetadataValue;
 
-pub use crate::plain::RequestInfo;
+pub use crate::plain::{RequestInfo, SET_HEADER};
 
 /// Code generated from `proto/echo.proto` (package `novaedge.echo.v1`).
 ///

@@ -1,5 +1,10 @@
 //! The plain HTTP handler: describes the request back as JSON, or answers
 //! with filler bytes for throughput tests.
+//!
+//! A request may ask for response headers with [`SET_HEADER`]
+//! (`x-echo-set-header: Name-1:value-1,Name-2:value-2`), the convention of the
+//! Gateway API conformance suite's echo backend, so tests can check what a
+//! proxy does to the headers a backend sends.
 
 use std::{
     collections::BTreeMap,
@@ -10,12 +15,16 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 
 use crate::server::{BoxError, ResponseBody};
+
+/// Request header listing response headers to send back, as comma-separated
+/// `name:value` pairs; a name that repeats is sent with each of its values.
+pub const SET_HEADER: &str = "x-echo-set-header";
 
 /// What the echo server received in a plain HTTP request: the JSON body of
 /// its answer.
@@ -70,6 +79,10 @@ pub(crate) async fn echo(
         Ok(options) => options,
         Err(error) => return Ok(text(StatusCode::BAD_REQUEST, format!("{error}\n"))),
     };
+    let extra_headers = match requested_headers(&parts.headers) {
+        Ok(headers) => headers,
+        Err(error) => return Ok(text(StatusCode::BAD_REQUEST, format!("{error}\n"))),
+    };
 
     // Count the body without keeping it, so large uploads cost no memory.
     let mut body_len = 0u64;
@@ -84,7 +97,7 @@ pub(crate) async fn echo(
     }
 
     let builder = Response::builder().status(options.status);
-    let response = if let Some(size) = options.size {
+    let mut response = if let Some(size) = options.size {
         builder
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(Filler::new(size).boxed_unsync())?
@@ -108,7 +121,39 @@ pub(crate) async fn echo(
             .header(header::CONTENT_TYPE, "application/json")
             .body(full(serde_json::to_vec(&info)?))?
     };
+    for (name, value) in extra_headers {
+        response.headers_mut().append(name, value);
+    }
     Ok(response)
+}
+
+/// A [`SET_HEADER`] entry that is not a `name:value` pair of a valid header.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("header `{SET_HEADER}`: {entry:?} is not `name:value` with a valid header name and value")]
+struct SetHeaderError {
+    entry: String,
+}
+
+/// The response headers the request asks for with [`SET_HEADER`], in order.
+fn requested_headers(
+    headers: &HeaderMap,
+) -> Result<Vec<(HeaderName, HeaderValue)>, SetHeaderError> {
+    let mut out = Vec::new();
+    for value in headers.get_all(SET_HEADER) {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parsed = entry.split_once(':').and_then(|(name, value)| {
+                Some((
+                    HeaderName::from_bytes(name.trim().as_bytes()).ok()?,
+                    HeaderValue::from_str(value.trim()).ok()?,
+                ))
+            });
+            out.push(parsed.ok_or_else(|| SetHeaderError {
+                entry: entry.to_owned(),
+            })?);
+        }
+    }
+    Ok(out)
 }
 
 fn headers(map: &http::HeaderMap) -> BTreeMap<String, Vec<String>> {
@@ -319,6 +364,41 @@ mod tests {
             assert_eq!(bytes.len() as u64, size);
             assert!(bytes.iter().all(|&byte| byte == b'x'));
         }
+    }
+
+    #[test]
+    fn requested_response_headers_are_parsed_in_order() {
+        let mut map = HeaderMap::new();
+        map.append(
+            SET_HEADER,
+            HeaderValue::from_static("X-Header-Set: one, x-multi:a,X-Multi:b"),
+        );
+        map.append(SET_HEADER, HeaderValue::from_static("Another-Header:val"));
+        let headers = requested_headers(&map).unwrap();
+        let pairs: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("x-header-set", "one"),
+                ("x-multi", "a"),
+                ("x-multi", "b"),
+                ("another-header", "val")
+            ]
+        );
+        assert!(requested_headers(&HeaderMap::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn malformed_requested_headers_are_named() {
+        let mut map = HeaderMap::new();
+        map.insert(SET_HEADER, HeaderValue::from_static("ok:1,no-colon"));
+        let error = requested_headers(&map).unwrap_err();
+        assert_eq!(error.entry, "no-colon");
+        map.insert(SET_HEADER, HeaderValue::from_static("bad name:1"));
+        assert_eq!(requested_headers(&map).unwrap_err().entry, "bad name:1");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use novaedge_echo::{
-    EchoServer, RequestInfo,
+    EchoServer, RequestInfo, SET_HEADER,
     proto::{EchoReply, EchoRequest, echo_client::EchoClient},
 };
 use tokio::{net::TcpStream, sync::mpsc};
@@ -161,6 +161,28 @@ async fn status_parameter_sets_the_status() {
     .await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(info(&response).query.as_deref(), Some("status=503"));
+}
+
+#[tokio::test]
+async fn set_header_adds_response_headers() {
+    let server = start().await;
+    let mut request = get(server.local_addr(), "/");
+    request.headers_mut().insert(
+        SET_HEADER,
+        "X-Header-Set:one,x-multi:a,X-Multi:b".parse().unwrap(),
+    );
+    let (response, _) = http1(server.local_addr(), request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-header-set"], "one");
+    let multi: Vec<_> = response.headers().get_all("x-multi").iter().collect();
+    assert_eq!(multi, ["a", "b"]);
+
+    let mut request = get(server.local_addr(), "/");
+    request
+        .headers_mut()
+        .insert(SET_HEADER, "no-colon".parse().unwrap());
+    let (response, _) = http1(server.local_addr(), request).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -14,7 +14,8 @@
 //!   so far.
 //!
 //! What is translated today: Gateway API `GatewayClass`, `Gateway` (HTTP listeners: port,
-//! hostname, allowed route namespaces), `HTTPRoute` (hostnames, parentRefs with sectionName and
+//! hostname, allowed route namespaces: `Same`, `All`, or a label `Selector` over the labels of
+//! core `Namespace` objects), `HTTPRoute` (hostnames, parentRefs with sectionName and
 //! port, Exact, PathPrefix and RegularExpression path matches, exact and regular-expression header
 //! and query parameter matches, method matches, the rule filters `RequestHeaderModifier`,
 //! `ResponseHeaderModifier`, `URLRewrite` and `RequestRedirect`, weighted

@@ -8,7 +8,7 @@ use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -45,6 +45,8 @@ pub enum Object {
     ProxyRoute(Box<ProxyRoute>),
     ProxyBackend(Box<ProxyBackend>),
     ProxyVip(Box<ProxyVip>),
+    /// Read for its labels, which `allowedRoutes.namespaces.selector` selects on.
+    Namespace(Namespace),
 }
 
 /// An object and the file it was read from.
@@ -74,6 +76,7 @@ impl Object {
             Object::ProxyRoute(_) => "ProxyRoute",
             Object::ProxyBackend(_) => "ProxyBackend",
             Object::ProxyVip(_) => "ProxyVIP",
+            Object::Namespace(_) => "Namespace",
         }
     }
 
@@ -96,12 +99,16 @@ impl Object {
             Object::ProxyRoute(o) => &o.metadata,
             Object::ProxyBackend(o) => &o.metadata,
             Object::ProxyVip(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
         }
     }
 
-    /// Whether the kind lives in a namespace (GatewayClass and IngressClass do not).
+    /// Whether the kind lives in a namespace (GatewayClass, IngressClass and Namespace do not).
     pub fn is_namespaced(&self) -> bool {
-        !matches!(self, Object::GatewayClass(_) | Object::IngressClass(_))
+        !matches!(
+            self,
+            Object::GatewayClass(_) | Object::IngressClass(_) | Object::Namespace(_)
+        )
     }
 
     /// `Kind namespace/name` (or `Kind name` for cluster-scoped kinds), as diagnostics print it.
@@ -339,6 +346,7 @@ fn parse_value(
         (crd::API_VERSION, "ProxyRoute") => typed(value).map(Box::new).map(Object::ProxyRoute),
         (crd::API_VERSION, "ProxyBackend") => typed(value).map(Box::new).map(Object::ProxyBackend),
         (crd::API_VERSION, "ProxyVIP") => typed(value).map(Box::new).map(Object::ProxyVip),
+        ("v1", "Namespace") => typed(value).map(Object::Namespace),
         _ => {
             diagnostics.push(Diagnostic::warning(
                 object,

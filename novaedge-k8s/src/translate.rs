@@ -2,6 +2,7 @@
 
 mod grpc;
 mod ingress;
+mod namespaces;
 mod proxy;
 mod status;
 mod tls;
@@ -11,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
-use gateway_api::gateways::{Gateway, GatewayListenersAllowedRoutesNamespacesFrom as From};
+use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType,
@@ -38,6 +39,7 @@ use crate::status::{
 };
 use crate::tls::Secret;
 use grpc::{AllowedKinds, RouteKind};
+use namespaces::{AllowedNamespaces, NamespaceLabels};
 
 /// The `controllerName` of GatewayClasses that NovaEdge serves.
 pub const GATEWAY_CONTROLLER_NAME: &str = "novaedge.io/gateway-controller";
@@ -192,6 +194,7 @@ struct Translator<'a> {
     config_maps: HashMap<Key, &'a ConfigMap>,
     tls_policies: Vec<(&'a BackendTlsPolicy, Option<&'a PathBuf>)>,
     grants: Vec<&'a ReferenceGrant>,
+    namespace_labels: NamespaceLabels<'a>,
     /// BackendTLSPolicies by target Service, checked, oldest first.
     backend_tls: HashMap<Key, Vec<tls::PolicyTls>>,
     backends: BTreeMap<String, Backend>,
@@ -358,7 +361,7 @@ struct GatewayListener<'a> {
     name: &'a str,
     port: u16,
     hostname: Option<&'a str>,
-    namespaces: From,
+    namespaces: AllowedNamespaces,
     kinds: AllowedKinds,
     protocol: ListenerProtocol,
     /// HTTPS: its certificates, `server_names` already set from the hostname.
@@ -421,6 +424,11 @@ impl<'a> Translator<'a> {
                 }
                 Object::BackendTlsPolicy(p) => self.tls_policies.push((p, file)),
                 Object::ReferenceGrant(g) => self.grants.push(g),
+                Object::Namespace(n) => {
+                    if let (Some(name), Some(labels)) = (&n.metadata.name, &n.metadata.labels) {
+                        self.namespace_labels.insert(name, labels);
+                    }
+                }
                 Object::Ingress(i) => {
                     self.ingresses.insert(key, (i, file));
                 }
@@ -596,27 +604,28 @@ impl<'a> Translator<'a> {
                     continue;
                 }
                 let allowed = l.allowed_routes.as_ref();
-                let namespaces = allowed
-                    .and_then(|a| a.namespaces.as_ref())
-                    .and_then(|n| n.from.clone())
-                    .unwrap_or(From::Same);
-                if namespaces == From::Selector {
-                    self.error(
-                        file,
-                        object.clone(),
-                        format!("{field}.allowedRoutes.namespaces.from"),
-                        "Selector is not supported yet; use Same or All".into(),
-                    );
-                    self.listener_problem(
-                        &key,
-                        i,
-                        ListenerProblem::accepted(
-                            reasons::UNSUPPORTED_VALUE,
-                            "allowedRoutes.namespaces.from: Selector is not supported",
-                        ),
-                    );
-                    continue;
-                }
+                let namespaces =
+                    match AllowedNamespaces::parse(allowed.and_then(|a| a.namespaces.as_ref())) {
+                        Ok(namespaces) => namespaces,
+                        Err(e) => {
+                            let part = format!("allowedRoutes.namespaces.{}", e.field);
+                            self.error(
+                                file,
+                                object.clone(),
+                                format!("{field}.{part}"),
+                                e.message.clone(),
+                            );
+                            self.listener_problem(
+                                &key,
+                                i,
+                                ListenerProblem::accepted(
+                                    reasons::UNSUPPORTED_VALUE,
+                                    format!("{part}: {}", e.message),
+                                ),
+                            );
+                            continue;
+                        }
+                    };
                 self.supported_kinds(
                     allowed.and_then(|a| a.kinds.as_deref()),
                     &key,
@@ -860,7 +869,9 @@ impl<'a> Translator<'a> {
                     continue;
                 }
                 if !l.kinds.allows(route_kind)
-                    || (l.namespaces == From::Same && gateway.0 != namespace)
+                    || !l
+                        .namespaces
+                        .allows(&gateway.0, namespace, &self.namespace_labels)
                 {
                     why_not = (
                         reasons::NOT_ALLOWED_BY_LISTENERS,
