@@ -6,7 +6,7 @@
 //! rotates the certificate. The set of such files is learnt on every load, so a Secret that
 //! starts referring to a new directory is watched from then on.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use novaedge_snapshot::ConfigSnapshot;
 use tokio::sync::mpsc;
 
 use crate::diagnostics::Diagnostic;
+use crate::nodes::NodeScope;
 use crate::objects::{Object, Sourced, load_paths};
 use crate::status::Statuses;
 use crate::translate::{TranslateOptions, translate};
@@ -25,6 +26,10 @@ use crate::translate::{TranslateOptions, translate};
 pub struct Loaded {
     pub snapshot: ConfigSnapshot,
     pub warnings: Vec<Diagnostic>,
+    /// Which nodes serve which Gateways (see [`NodeScope::snapshot_for`]).
+    pub nodes: NodeScope,
+    /// The labels of the Node objects in the files, by node name.
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Reads and translates a set of paths; stamps each load with a new, higher version.
@@ -160,6 +165,8 @@ impl FileSource {
         Ok(Loaded {
             snapshot: translation.snapshot,
             warnings: diagnostics,
+            nodes: translation.nodes,
+            node_labels: translation.node_labels,
         })
     }
 

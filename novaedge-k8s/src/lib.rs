@@ -54,6 +54,7 @@ mod diagnostics;
 pub mod file_source;
 mod filters;
 pub mod health;
+pub mod nodes;
 pub mod objects;
 pub mod policy;
 pub mod status;

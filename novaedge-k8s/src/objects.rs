@@ -8,7 +8,7 @@ use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -47,6 +47,8 @@ pub enum Object {
     ProxyVip(Box<ProxyVip>),
     /// Read for its labels, which `allowedRoutes.namespaces.selector` selects on.
     Namespace(Namespace),
+    /// Read for its labels, which node selectors of Gateways and ProxyVIPs select on.
+    Node(Box<Node>),
 }
 
 /// An object and the file it was read from.
@@ -77,6 +79,7 @@ impl Object {
             Object::ProxyBackend(_) => "ProxyBackend",
             Object::ProxyVip(_) => "ProxyVIP",
             Object::Namespace(_) => "Namespace",
+            Object::Node(_) => "Node",
         }
     }
 
@@ -100,6 +103,7 @@ impl Object {
             Object::ProxyBackend(o) => &o.metadata,
             Object::ProxyVip(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
         }
     }
 
@@ -107,7 +111,10 @@ impl Object {
     pub fn is_namespaced(&self) -> bool {
         !matches!(
             self,
-            Object::GatewayClass(_) | Object::IngressClass(_) | Object::Namespace(_)
+            Object::GatewayClass(_)
+                | Object::IngressClass(_)
+                | Object::Namespace(_)
+                | Object::Node(_)
         )
     }
 
@@ -264,7 +271,7 @@ fn parse_value(
         .unwrap_or("default");
     let object = if name.is_empty() {
         format!("{where_} ({kind})")
-    } else if matches!(kind, "GatewayClass" | "IngressClass") {
+    } else if matches!(kind, "GatewayClass" | "IngressClass" | "Namespace" | "Node") {
         format!("{kind} {name}")
     } else {
         format!("{kind} {namespace}/{name}")
@@ -347,6 +354,7 @@ fn parse_value(
         (crd::API_VERSION, "ProxyBackend") => typed(value).map(Box::new).map(Object::ProxyBackend),
         (crd::API_VERSION, "ProxyVIP") => typed(value).map(Box::new).map(Object::ProxyVip),
         ("v1", "Namespace") => typed(value).map(Object::Namespace),
+        ("v1", "Node") => typed(value).map(Box::new).map(Object::Node),
         _ => {
             diagnostics.push(Diagnostic::warning(
                 object,

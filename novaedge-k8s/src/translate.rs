@@ -94,6 +94,10 @@ pub struct Translation {
     pub snapshot: ConfigSnapshot,
     pub diagnostics: Vec<Diagnostic>,
     pub status: Statuses,
+    /// Which nodes serve which Gateways, for [`Translation::for_node`].
+    pub nodes: crate::nodes::NodeScope,
+    /// The labels of the Node objects read, by node name.
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Translation {
@@ -132,13 +136,20 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
     let mut listeners = t.gateways();
     let mut table = t.ports(&mut listeners);
     let ingress_routes = t.ingresses(&mut table, options);
-    let ports = table
+    let ports: BTreeMap<u16, Listener> = table
         .into_iter()
         .map(|(port, entry)| (port, entry.listener))
         .collect();
     for l in &listeners {
         if let Some(state) = t.listener_state(&l.gateway, l.index) {
             state.programmed = true;
+        }
+        if let Some(listener) = ports.get(&l.port) {
+            t.node_scope
+                .listener_gateways
+                .entry(listener.name.clone())
+                .or_default()
+                .insert(l.gateway.clone());
         }
     }
     let snapshot = t.routes(&listeners, ports, ingress_routes, options.version);
@@ -165,6 +176,8 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
         snapshot,
         diagnostics,
         status,
+        nodes: std::mem::take(&mut t.node_scope),
+        node_labels: std::mem::take(&mut t.node_labels),
     }
 }
 
@@ -185,6 +198,9 @@ struct Translator<'a> {
     /// Which entries of `gateways` are ProxyGateways (converted to Gateways).
     proxy_gateway_keys: HashSet<Key>,
     proxy_backends: HashMap<Key, (&'a crate::crd::ProxyBackend, Option<&'a PathBuf>)>,
+    /// Which nodes serve which Gateways.
+    node_scope: crate::nodes::NodeScope,
+    node_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// ProxyBackends whose errors have been reported.
     invalid_proxy_backends: HashSet<Key>,
     services: HashMap<Key, (&'a Service, Option<&'a PathBuf>)>,
@@ -405,7 +421,32 @@ impl<'a> Translator<'a> {
                     self.class_generations.insert(name, c.metadata.generation);
                 }
                 Object::Gateway(g) => {
+                    let annotation = g
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(crate::nodes::NODE_SELECTOR_ANNOTATION));
+                    if let Some(text) = annotation {
+                        match crate::nodes::parse_annotation(text) {
+                            Ok(selector) => {
+                                self.node_scope.selectors.insert(key.clone(), selector);
+                            }
+                            Err(why) => self.error(
+                                file,
+                                o.describe(),
+                                format!(
+                                    "metadata.annotations[{}]",
+                                    crate::nodes::NODE_SELECTOR_ANNOTATION
+                                ),
+                                why,
+                            ),
+                        }
+                    }
                     self.gateways.insert(key, (g, file));
+                }
+                Object::Node(n) => {
+                    self.node_labels
+                        .insert(key.1.clone(), n.metadata.labels.clone().unwrap_or_default());
                 }
                 Object::HttpRoute(r) => {
                     self.routes.insert(key, (r, file));
@@ -448,7 +489,17 @@ impl<'a> Translator<'a> {
                     self.ingress_classes.insert(name, (controller, default));
                 }
                 // Converted in `translate`, then indexed by `index_proxy`.
-                Object::ProxyGateway(_) | Object::ProxyRoute(_) => {}
+                Object::ProxyGateway(g) => {
+                    if let Some(selector) = g
+                        .spec
+                        .node_selector
+                        .as_ref()
+                        .filter(|s| **s != crate::crd::NodeSelector::default())
+                    {
+                        self.node_scope.selectors.insert(key, selector.clone());
+                    }
+                }
+                Object::ProxyRoute(_) => {}
                 Object::ProxyBackend(b) => {
                     self.proxy_backends.insert(key, (b.as_ref(), file));
                 }
@@ -778,6 +829,15 @@ impl<'a> Translator<'a> {
             &mut self.diagnostics,
         );
         // After the policies: they attach through Gateways and HTTPRoutes, never to Ingresses.
+        for (route, placement) in routes.iter().zip(&placements) {
+            self.node_scope.route_gateways.insert(
+                (route.listener.clone(), route.name.clone()),
+                placement.gateways.clone(),
+            );
+        }
+        self.node_scope
+            .ingress_listeners
+            .extend(ingress_routes.iter().map(|r| r.listener.clone()));
         routes.extend(ingress_routes);
         ConfigSnapshot {
             version,

@@ -242,6 +242,54 @@ async fn controller_streams_snapshots_to_agents_over_mtls() {
     );
     wait_served(&addrs, "/nacked", "v2").await;
 
+    // Per-node snapshots: a Gateway limited to nodes labelled role=edge (node-a, by its Node
+    // object) is served by node-a only.
+    let edge_port = free_port();
+    std::fs::write(
+        conf.join("edge.yaml"),
+        format!(
+            "apiVersion: v1
+kind: Node
+metadata: {{name: node-a, labels: {{role: edge}}}}
+---
+apiVersion: v1
+kind: Node
+metadata: {{name: node-b}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: edge
+  namespace: t
+  annotations: {{novaedge.io/node-selector: role=edge}}
+spec:
+  gatewayClassName: novaedge
+  listeners: [{{name: http, protocol: HTTP, port: {edge_port}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: edge, namespace: t}}
+spec:
+  parentRefs: [{{name: edge}}]
+  rules: [{{backendRefs: [{{name: v2, port: 80}}]}}]
+"
+        ),
+    )
+    .unwrap();
+    let edge_addrs: Vec<SocketAddr> = AGENTS
+        .iter()
+        .map(|(_, ip)| SocketAddr::from((*ip, edge_port)))
+        .collect();
+    wait_served(&edge_addrs[..1], "/", "v2").await;
+    controller.wait_log("node snapshot published node=\"node-b\"", 0);
+    // node-b applied its snapshot (without the edge listener) and still serves the rest.
+    wait_served(&addrs, "/nacked", "v2").await;
+    assert!(
+        tokio::net::TcpStream::connect(edge_addrs[1]).await.is_err(),
+        "node-b must not listen on the edge Gateway's port"
+    );
+    std::fs::remove_file(conf.join("edge.yaml")).unwrap();
+
     // Without the controller, both agents keep serving; node-a restarted serves its cache.
     controller.child.kill().unwrap();
     controller.wait_exit();

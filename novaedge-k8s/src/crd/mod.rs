@@ -473,7 +473,7 @@ pub(crate) fn is_token(s: &str) -> bool {
 }
 
 /// A label key: an optional DNS subdomain prefix and `/`, then a name of at most 63 characters.
-fn check_label_key(key: &str) -> Result<(), &'static str> {
+pub(crate) fn check_label_key(key: &str) -> Result<(), &'static str> {
     let name = match key.split_once('/') {
         Some((prefix, name)) => {
             if !is_dns_subdomain(prefix) {
@@ -491,7 +491,7 @@ fn check_label_key(key: &str) -> Result<(), &'static str> {
 
 /// A label value: empty, or at most 63 letters, digits, `-`, `_` and `.`, starting and ending
 /// with a letter or digit.
-fn check_label_value(value: &str) -> Result<(), &'static str> {
+pub(crate) fn check_label_value(value: &str) -> Result<(), &'static str> {
     let b = value.as_bytes();
     if b.len() > 63 {
         return Err("longer than 63 characters");

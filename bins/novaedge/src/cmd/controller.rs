@@ -2,6 +2,7 @@
 //! snapshot. With `--source files:DIR` the objects come from files (watched), so the whole
 //! controller -> agent system runs without a cluster.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use novaedge_k8s::TranslateOptions;
-use novaedge_k8s::file_source::FileSource;
+use novaedge_k8s::file_source::{FileSource, Loaded};
 use novaedge_snapshot::distribution::{Authorize, Publisher};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
@@ -59,7 +60,7 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
     match source.load() {
         Ok(loaded) => {
             super::run::report(&loaded.warnings);
-            publish(&publisher, &loaded.snapshot);
+            publish(&publisher, &loaded);
         }
         // Agents keep what they run (their cache) until the files are fixed.
         Err(diagnostics) => {
@@ -117,7 +118,7 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
             match source.load() {
                 Ok(loaded) => {
                     super::run::report(&loaded.warnings);
-                    publish(&publisher, &loaded.snapshot);
+                    publish(&publisher, &loaded);
                 }
                 Err(diagnostics) => {
                     super::run::report(&diagnostics);
@@ -135,10 +136,27 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
     Ok(ExitCode::SUCCESS)
 }
 
-/// Publishes the snapshot to every node (the file source has no per-node placement yet).
-fn publish(publisher: &Publisher, snapshot: &novaedge_snapshot::ConfigSnapshot) {
-    match publisher.publish_default(snapshot) {
+/// Publishes each node's snapshot: the whole snapshot to every node when no Gateway is limited
+/// to some nodes; otherwise, to each node described by a Node object (labels) or connected, the
+/// part that selects it, and to others the part that needs no labels.
+fn publish(publisher: &Publisher, loaded: &Loaded) {
+    let no_labels = BTreeMap::new();
+    let whole = &loaded.snapshot;
+    match publisher.publish_default(&loaded.nodes.snapshot_for(whole, &no_labels)) {
         Some(version) => tracing::info!(version, "snapshot published"),
         None => tracing::debug!("files changed but the configuration did not"),
+    }
+    let mut nodes: BTreeSet<String> = loaded.node_labels.keys().cloned().collect();
+    nodes.extend(publisher.reports().into_keys());
+    for node in nodes {
+        if loaded.nodes.is_uniform() {
+            publisher.remove_node(&node);
+            continue;
+        }
+        let labels = loaded.node_labels.get(&node).unwrap_or(&no_labels);
+        let snapshot = loaded.nodes.snapshot_for(whole, labels);
+        if let Some(version) = publisher.publish_node(&node, &snapshot) {
+            tracing::info!(node, version, "node snapshot published");
+        }
     }
 }
