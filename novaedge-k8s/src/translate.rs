@@ -1507,8 +1507,13 @@ impl<'a> Translator<'a> {
 
     /// Endpoints of a Service port from all of the Service's EndpointSlices. The same address
     /// in several slices (as during a slice migration) is one endpoint, ready if any says so.
+    ///
+    /// A terminating endpoint is not ready: it gets no new requests while it drains (requests
+    /// in flight finish). As kube-proxy does, when no endpoint is ready the terminating ones
+    /// that still serve are used rather than failing every request.
     fn endpoints(&mut self, service: &Key, port_name: &str) -> Vec<Endpoint> {
-        let mut by_addr: BTreeMap<SocketAddr, bool> = BTreeMap::new();
+        // (ready, serving)
+        let mut by_addr: BTreeMap<SocketAddr, (bool, bool)> = BTreeMap::new();
         let mut slices = self.slices.get(service).cloned().unwrap_or_default();
         slices.sort_by_key(|(s, _)| s.metadata.name.clone());
         for (slice, file) in slices {
@@ -1537,12 +1542,17 @@ impl<'a> Translator<'a> {
                 continue; // this slice does not carry the Service port
             };
             for (i, e) in slice.endpoints.iter().enumerate() {
-                // Kubernetes: an unknown ready condition is to be read as ready.
-                let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                // Kubernetes: an unknown ready condition is to be read as ready, an unknown
+                // serving condition as the ready one.
+                let conditions = e.conditions.as_ref();
+                let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+                let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
                 for (j, address) in e.addresses.iter().enumerate() {
                     match address.parse::<IpAddr>() {
                         Ok(ip) => {
-                            *by_addr.entry(SocketAddr::new(ip, port)).or_default() |= ready;
+                            let entry = by_addr.entry(SocketAddr::new(ip, port)).or_default();
+                            entry.0 |= ready;
+                            entry.1 |= serving;
                         }
                         Err(_) => self.error(
                             file,
@@ -1554,11 +1564,12 @@ impl<'a> Translator<'a> {
                 }
             }
         }
+        let any_ready = by_addr.values().any(|(ready, _)| *ready);
         by_addr
             .into_iter()
-            .map(|(address, ready)| Endpoint {
+            .map(|(address, (ready, serving))| Endpoint {
                 address,
-                ready,
+                ready: ready || (!any_ready && serving),
                 weight: 1,
             })
             .collect()
