@@ -30,6 +30,8 @@ pub struct Loaded {
     pub nodes: NodeScope,
     /// The labels of the Node objects in the files, by node name.
     pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The checked ProxyVIPs, for placement on nodes.
+    pub vips: Vec<crate::placement::ScopedVip>,
 }
 
 /// Reads and translates a set of paths; stamps each load with a new, higher version.
@@ -167,6 +169,7 @@ impl FileSource {
             warnings: diagnostics,
             nodes: translation.nodes,
             node_labels: translation.node_labels,
+            vips: translation.vips,
         })
     }
 

@@ -56,6 +56,7 @@ mod filters;
 pub mod health;
 pub mod nodes;
 pub mod objects;
+pub mod placement;
 pub mod policy;
 pub mod status;
 pub mod tls;

@@ -6,6 +6,7 @@ mod namespaces;
 mod proxy;
 mod status;
 mod tls;
+mod vips;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -98,6 +99,8 @@ pub struct Translation {
     pub nodes: crate::nodes::NodeScope,
     /// The labels of the Node objects read, by node name.
     pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// The checked ProxyVIPs, for placement on nodes (see [`crate::placement`]).
+    pub vips: Vec<crate::placement::ScopedVip>,
 }
 
 impl Translation {
@@ -132,6 +135,7 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
         t.grpc_routes.insert(c.key.clone(), (&c.route, c.file));
     }
     t.index_proxy(&proxy_gateways, &proxy_routes);
+    let vips = t.scoped_vips();
     t.backend_tls_policies();
     let mut listeners = t.gateways();
     let mut table = t.ports(&mut listeners);
@@ -178,6 +182,7 @@ pub fn translate(objects: &[Sourced], options: &TranslateOptions) -> Translation
         status,
         nodes: std::mem::take(&mut t.node_scope),
         node_labels: std::mem::take(&mut t.node_labels),
+        vips,
     }
 }
 
@@ -201,6 +206,7 @@ struct Translator<'a> {
     /// Which nodes serve which Gateways.
     node_scope: crate::nodes::NodeScope,
     node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    proxy_vips: Vec<(&'a crate::crd::ProxyVip, Option<&'a PathBuf>)>,
     /// ProxyBackends whose errors have been reported.
     invalid_proxy_backends: HashSet<Key>,
     services: HashMap<Key, (&'a Service, Option<&'a PathBuf>)>,
@@ -503,14 +509,7 @@ impl<'a> Translator<'a> {
                 Object::ProxyBackend(b) => {
                     self.proxy_backends.insert(key, (b.as_ref(), file));
                 }
-                Object::ProxyVip(_) => self.warning(
-                    file,
-                    o.describe(),
-                    String::new(),
-                    "checked; VIPs are placed on nodes by the controller, which does not take \
-                     ProxyVIPs yet"
-                        .into(),
-                ),
+                Object::ProxyVip(v) => self.proxy_vips.push((v.as_ref(), file)),
                 Object::EndpointSlice(s) => {
                     match s
                         .metadata

@@ -132,6 +132,10 @@ enum Command {
         /// How often agents send heartbeats.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         heartbeat: Duration,
+        /// How long a node must be silent before its L2 VIPs are given to another node; at
+        /// least the agents' L2 address lease plus the time they take to withdraw on their own.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        fencing_delay: Duration,
         #[command(flatten)]
         ingress: IngressPorts,
     },
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
                 listen,
                 tls,
                 heartbeat,
+                fencing_delay,
                 ingress,
             } => {
                 cmd::controller::controller(cmd::controller::Options {
@@ -222,6 +227,7 @@ fn main() -> ExitCode {
                     listen,
                     tls: tls.files()?,
                     heartbeat,
+                    fencing_delay,
                     translate: ingress.options(),
                 })
                 .await

@@ -113,6 +113,8 @@ impl Cluster {
     fn controller(&self) -> Proxy {
         let controller = Proxy::start(&[
             "controller",
+            "--fencing-delay",
+            "1s",
             "--source",
             &format!("files:{}", self.path("conf")),
             "--listen",
@@ -311,4 +313,93 @@ spec:
         agent.terminate();
         assert!(agent.wait_exit().success());
     }
+}
+
+/// The VIPs in node `node`'s cached snapshot (what its agent last applied), by name.
+fn cached_vips(cluster: &Cluster, node: &str) -> Vec<String> {
+    let bytes = std::fs::read(cluster.dir.path().join(format!("{node}.cache"))).unwrap_or_default();
+    novaedge_snapshot::ConfigSnapshot::decode(&bytes)
+        .map(|s| s.vips.into_iter().map(|v| v.name).collect())
+        .unwrap_or_default()
+}
+
+/// Polls until node `node` runs exactly the VIPs `want`; returns how long it took.
+async fn wait_vips(cluster: &Cluster, node: &str, want: &[&str]) -> Duration {
+    let start = Instant::now();
+    loop {
+        let have = cached_vips(cluster, node);
+        if have == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{node} runs VIPs {have:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// VIP placement by the controller: an L2 VIP on exactly one node, a BGP VIP on every node; the
+/// L2 VIP moves when its holder dies (after the fencing delay), and does not move back when the
+/// holder returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_places_vips_and_moves_an_l2_vip_off_a_dead_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = std::process::Command::new(BIN)
+        .args(["certs", "--out"])
+        .arg(dir.path().join("certs"))
+        .args(["node-a", "node-b"])
+        .output()
+        .unwrap();
+    assert!(certs.status.success(), "{certs:?}");
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(
+        conf.join("vips.yaml"),
+        "apiVersion: novaedge.io/v1alpha1
+kind: ProxyVIP
+metadata: {name: web, namespace: t}
+spec:
+  addresses: [192.0.2.10]
+  mode: L2
+  interface: eth0
+---
+apiVersion: novaedge.io/v1alpha1
+kind: ProxyVIP
+metadata: {name: api, namespace: t}
+spec:
+  addresses: [192.0.2.20]
+  mode: BGP
+  bgp:
+    localASN: 64512
+    peers: [{address: 192.0.2.1, asn: 64500}]
+",
+    )
+    .unwrap();
+    write(&conf, &config(free_port(), None, &[]));
+    let cluster = Cluster {
+        dir,
+        controller_port: free_port(),
+    };
+    let controller = cluster.controller();
+    let mut a = cluster.agent("node-a", "node-a", IpAddr::from(AGENTS[0].1));
+    wait_vips(&cluster, "node-a", &["t/api", "t/web"]).await;
+    let _b = cluster.agent("node-b", "node-b", IpAddr::from(AGENTS[1].1));
+    wait_vips(&cluster, "node-b", &["t/api"]).await;
+
+    // node-a dies: after the fencing delay node-b holds the L2 VIP.
+    a.child.kill().unwrap();
+    a.wait_exit();
+    let moved = wait_vips(&cluster, "node-b", &["t/api", "t/web"]).await;
+    // The fencing delay counts from when node-a was last heard of (its last heartbeat, up to
+    // one heartbeat interval before the kill), so this is between 0 and 1 s plus delivery.
+    eprintln!("L2 VIP moved {moved:?} after its holder was killed (fencing delay 1s)");
+    controller.wait_log("L2 VIP assigned vip=\"t/web\" node=\"node-b\"", 0);
+
+    // node-a returns: it announces the BGP VIP again, and node-b keeps the L2 VIP.
+    let _a = cluster.agent("node-a", "node-a", IpAddr::from(AGENTS[0].1));
+    controller.wait_log("agent subscribed node=\"node-a\"", 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_vips(&cluster, "node-a", &["t/api"]).await;
+    assert_eq!(cached_vips(&cluster, "node-b"), ["t/api", "t/web"]);
 }
