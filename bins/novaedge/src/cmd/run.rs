@@ -34,6 +34,13 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
         }
     };
     report(&first.warnings);
+    for vip in &first.vips {
+        tracing::warn!(
+            vip = vip.vip.name,
+            "ProxyVIP not held: VIPs are placed on nodes by `novaedge controller`; \
+             `novaedge run` does not hold VIPs yet"
+        );
+    }
 
     // Held until exit: dropping an EchoServer stops it.
     let _demo = if options.demo_backends {
