@@ -1,15 +1,4 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease, the way client-go's `leaderelection`
-//! does it.
-//!
-//! The holder renews the Lease every [`LeaseConfig::retry_period`] by replacing it with its
-//! `resourceVersion` (optimistic concurrency: of two replicas writing at once, one gets a
-//! `409 Conflict` and is not the leader). A candidate takes the Lease over when it has seen the
-//! same record (holder, renew time, resource version) for the Lease's
-//! `leaseDurationSeconds`, measured on *its own* clock from when it first saw that record: the
-//! replicas' clocks need not agree. A leader that cannot renew for
-//! [`LeaseConfig::renew_deadline`] steps down; being shorter than the lease duration, this makes
-//! it stop before anyone else can have taken over. A leader that shuts down gives the Lease up
-//! (no holder, a one-second duration), so that another replica takes over at its next try.
+//! Leader election on a `coordination.k8s.io/v1` Lease (see [`Elector`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -65,7 +54,18 @@ struct Observed {
     since: Instant,
 }
 
-/// Takes part in the election of one Lease; see the [module docs](self).
+/// Leader election on a `coordination.k8s.io/v1` Lease, the way client-go's `leaderelection`
+/// does it.
+///
+/// The holder renews the Lease every [`LeaseConfig::retry_period`] by replacing it with its
+/// `resourceVersion` (optimistic concurrency: of two replicas writing at once, one gets a
+/// `409 Conflict` and is not the leader). A candidate takes the Lease over when it has seen the
+/// same record (holder, renew time, resource version) for the Lease's
+/// `leaseDurationSeconds`, measured on *its own* clock from when it first saw that record: the
+/// replicas' clocks need not agree. A leader that cannot renew for
+/// [`LeaseConfig::renew_deadline`] steps down; being shorter than the lease duration, this makes
+/// it stop before anyone else can have taken over. A leader that shuts down gives the Lease up
+/// (no holder, a one-second duration), so that another replica takes over at its next try.
 #[derive(Debug)]
 pub struct Elector {
     api: Api<Lease>,

@@ -272,7 +272,7 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     let mut all = store.state();
-    all.sort_by(|a, b| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())));
+    all.sort_by_key(|o| (o.namespace(), o.name_any()));
     all
 }
 

@@ -1,6 +1,7 @@
 //! `novaedge controller`: translates the configuration and streams each node agent its
-//! snapshot. With `--source files:DIR` the objects come from files (watched), so the whole
-//! controller -> agent system runs without a cluster.
+//! snapshot. With `--source kubernetes` the objects come from the API server (see
+//! `novaedge_k8s::controller`: watchers, leader election, status); with `--source files:DIR`
+//! from files (watched), so that the whole controller -> agent system runs without a cluster.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use novaedge_k8s::TranslateOptions;
+use novaedge_k8s::controller::{Controller, ControllerConfig, LeaseConfig};
 use novaedge_k8s::file_source::FileSource;
 use novaedge_snapshot::distribution::{Authorize, Publisher};
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 use tonic::transport::Server;
@@ -25,19 +28,22 @@ const RELOAD_QUIET: Duration = Duration::from_millis(100);
 pub(crate) enum Source {
     /// Files or directories of YAML, watched.
     Files(Vec<PathBuf>),
+    /// The Kubernetes API server (in-cluster configuration, or the kubeconfig).
+    Kubernetes,
 }
 
 impl std::str::FromStr for Source {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "kubernetes" {
+            return Ok(Source::Kubernetes);
+        }
         match s.split_once(':') {
             Some(("files", paths)) if !paths.is_empty() => {
                 Ok(Source::Files(paths.split(',').map(PathBuf::from).collect()))
             }
-            _ => Err(format!(
-                "{s:?}: use files:PATH[,PATH...] (the Kubernetes API source is not built yet)"
-            )),
+            _ => Err(format!("{s:?}: use kubernetes or files:PATH[,PATH...]")),
         }
     }
 }
@@ -50,24 +56,77 @@ pub(crate) struct Options {
     pub(crate) tls: Option<TlsFiles>,
     pub(crate) heartbeat: Duration,
     pub(crate) translate: TranslateOptions,
+    pub(crate) lease: LeaseOptions,
+}
+
+/// The Lease the replicas elect their leader on (`--source kubernetes`).
+#[derive(Debug)]
+pub(crate) struct LeaseOptions {
+    pub(crate) name: String,
+    /// `None`: the namespace of the client's configuration (the Pod's, in a cluster).
+    pub(crate) namespace: Option<String>,
+    /// `None`: the host name (a Pod's name, in a cluster).
+    pub(crate) identity: Option<String>,
 }
 
 pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Error> {
-    let Source::Files(paths) = options.source;
-    let mut source = FileSource::new(paths).with_options(options.translate);
     let publisher = Publisher::new(options.heartbeat);
-    match source.load() {
-        Ok(loaded) => {
-            super::run::report(&loaded.warnings);
-            publish(&publisher, &loaded.snapshot);
+    // One shutdown signal for the server and the source.
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        super::terminated().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+
+    // The source is ready (files read, API client configured) before the port is opened.
+    let source = match options.source {
+        Source::Files(paths) => {
+            let mut source = FileSource::new(paths).with_options(options.translate);
+            match source.load() {
+                Ok(loaded) => {
+                    super::run::report(&loaded.warnings);
+                    publish(&publisher, &loaded.snapshot);
+                }
+                // Agents keep what they run (their cache) until the files are fixed.
+                Err(diagnostics) => {
+                    super::run::report(&diagnostics);
+                    tracing::error!(
+                        "the configuration has errors; nothing is published until fixed"
+                    );
+                }
+            }
+            let changes = source.watch()?;
+            Running::Files(tokio::spawn(reload(source, changes, publisher.clone())))
         }
-        // Agents keep what they run (their cache) until the files are fixed.
-        Err(diagnostics) => {
-            super::run::report(&diagnostics);
-            tracing::error!("the configuration has errors; nothing is published until fixed");
+        Source::Kubernetes => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("cannot configure the Kubernetes client: {e}"))?;
+            let lease = LeaseConfig::new(
+                options.lease.name,
+                options
+                    .lease
+                    .namespace
+                    .unwrap_or_else(|| client.default_namespace().to_owned()),
+                options.lease.identity.map_or_else(host_name, Ok)?,
+            );
+            tracing::info!(
+                lease = %lease.name,
+                namespace = %lease.namespace,
+                identity = %lease.identity,
+                "watching the Kubernetes API"
+            );
+            let config = ControllerConfig {
+                translate: options.translate,
+                ..ControllerConfig::new(lease)
+            };
+            let controller = Controller::new(client, publisher.clone(), config);
+            Running::Kubernetes(tokio::spawn(controller.run(stopped(stop.clone()))))
         }
-    }
-    let mut changes = source.watch()?;
+    };
 
     let authorize: Authorize = if options.tls.is_some() {
         Arc::new(|request: &tonic::Request<()>, node: &str| {
@@ -105,34 +164,63 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
     let serve = server
         .add_service(publisher.service(authorize))
         .serve_with_incoming_shutdown(incoming, async move {
-            super::terminated().await;
+            stopped(stop).await;
             tracing::info!("shutting down: closing the agents' streams");
             closing.close();
         });
     tracing::info!(addr = %local, tls = options.tls.is_some(), "serving snapshots");
-    let serve = tokio::spawn(serve);
-
-    let reload = async {
-        while changes.next(RELOAD_QUIET).await {
-            match source.load() {
-                Ok(loaded) => {
-                    super::run::report(&loaded.warnings);
-                    publish(&publisher, &loaded.snapshot);
-                }
-                Err(diagnostics) => {
-                    super::run::report(&diagnostics);
-                    tracing::error!("configuration has errors; agents keep the last good one");
-                }
+    serve.await?;
+    match source {
+        Running::Files(reload) => reload.abort(),
+        // It gives its Lease up on the same signal; wait for that.
+        Running::Kubernetes(controller) => {
+            if let Err(e) = controller.await {
+                tracing::warn!(error = %e, "the Kubernetes source stopped abnormally");
             }
         }
-        tracing::warn!("file watcher stopped; configuration will no longer reload");
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        served = serve => served??,
-        () = reload => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The task of the source, once started.
+enum Running {
+    Files(tokio::task::JoinHandle<()>),
+    Kubernetes(tokio::task::JoinHandle<()>),
+}
+
+/// Reloads the files on every change, publishing what they translate to.
+async fn reload(
+    mut source: FileSource,
+    mut changes: novaedge_k8s::file_source::Changes,
+    publisher: Publisher,
+) {
+    while changes.next(RELOAD_QUIET).await {
+        match source.load() {
+            Ok(loaded) => {
+                super::run::report(&loaded.warnings);
+                publish(&publisher, &loaded.snapshot);
+            }
+            Err(diagnostics) => {
+                super::run::report(&diagnostics);
+                tracing::error!("configuration has errors; agents keep the last good one");
+            }
+        }
+    }
+    tracing::warn!("file watcher stopped; configuration will no longer reload");
+    std::future::pending::<()>().await;
+}
+
+/// This machine's name: the Pod's name in a cluster (Kubernetes sets the host name to it).
+fn host_name() -> Result<String, super::Error> {
+    if let Ok(name) = std::env::var("HOSTNAME")
+        && !name.is_empty()
+    {
+        return Ok(name);
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_owned()),
+        _ => Err("cannot tell this replica's identity: give --identity (or POD_NAME)".into()),
+    }
 }
 
 /// Publishes the snapshot to every node (the file source has no per-node placement yet).
