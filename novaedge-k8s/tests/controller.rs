@@ -348,6 +348,37 @@ async fn a_kind_the_api_server_does_not_serve_does_not_hold_the_others_up() {
     wait_for("the route at the agent", || agent.has_route("shop/store")).await;
 }
 
+#[tokio::test]
+async fn the_first_snapshot_waits_for_every_kind_even_the_last_and_empty_one() {
+    // Nodes cannot be listed at first: everything else is listed, and nothing is published
+    // until the (empty) list of Nodes comes in.
+    let fake = FakeApi::new();
+    seed(&fake);
+    fake.apply(route("store", "app", "shop.example"));
+    fake.unavailable("v1/nodes", true);
+    let publisher = Publisher::new(Duration::from_secs(1));
+    let _stop = start(fake.client("a"), &publisher, config("a"));
+    let listed = |plural: &str| {
+        fake.requests()
+            .iter()
+            .any(|r| r.path.ends_with(plural) && r.query.contains_key("watch"))
+    };
+    wait_for("the other kinds to be watched", || {
+        listed("/httproutes") && listed("/endpointslices") && listed("/proxypolicies")
+    })
+    .await;
+    let agent = subscribe(&publisher, "node-a").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        agent.latest().is_none(),
+        "published before the Nodes were listed"
+    );
+    assert!(!agent.has_route("shop/store"));
+
+    fake.unavailable("v1/nodes", false);
+    wait_for("the route at the agent", || agent.has_route("shop/store")).await;
+}
+
 // === (b) status patches and Events ===
 
 #[tokio::test]

@@ -46,8 +46,9 @@ fn route(service: &str) -> Value {
     })
 }
 
-/// Which echo backend answers on `addr`, polling until it is `want` (20 s at most).
-async fn wait_answer(addr: SocketAddr, want: &str) -> Duration {
+/// Polls until the echo backend `want` answers on `addr` (20 s at most); `logs` are shown if
+/// it does not.
+async fn wait_answer(addr: SocketAddr, want: &str, logs: &[&Proxy]) -> Duration {
     let start = Instant::now();
     loop {
         let answer = match get(addr, "app.test", "/").await {
@@ -59,10 +60,16 @@ async fn wait_answer(addr: SocketAddr, want: &str) -> Duration {
         if answer.as_deref() == Some(want) {
             return start.elapsed();
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{addr} never answered from {want} (now: {answer:?})"
-        );
+        if start.elapsed() > Duration::from_secs(20) {
+            let logs: Vec<String> = logs
+                .iter()
+                .map(|p| p.log.lock().unwrap().join("\n"))
+                .collect();
+            panic!(
+                "{addr} never answered from {want} (now: {answer:?}); logs:\n{}",
+                logs.join("\n---\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -125,7 +132,7 @@ current-context: fake
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
     controller.wait_log("serving snapshots", 0);
-    let _agent = Proxy::start(&[
+    let agent = Proxy::start(&[
         "agent",
         "--controller",
         &format!("http://127.0.0.1:{controller_port}"),
@@ -136,11 +143,11 @@ current-context: fake
         "127.0.0.1",
     ]);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_answer(addr, "v1").await;
+    wait_answer(addr, "v1", &[&controller, &agent]).await;
 
     // The route is changed in the API server: the agent serves the new backend.
     fake.apply(route("v2"));
-    wait_answer(addr, "v2").await;
+    wait_answer(addr, "v2", &[&controller, &agent]).await;
 
     // The leader (the only replica) wrote the route's status, naming itself in the Lease.
     let lease = fake

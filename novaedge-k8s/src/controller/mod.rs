@@ -225,6 +225,7 @@ async fn rebuild_loop(
 ) {
     while !stores.all_listed() {
         changed.notified().await;
+        tracing::debug!(pending = ?stores.pending(), "waiting for the first listing");
     }
     tracing::info!("every kind is listed; building the first snapshot");
     let mut reported = BTreeSet::new();

@@ -360,12 +360,14 @@ impl StatusWriter {
     /// The statuses that differ from what the objects have.
     pub(super) fn patches(&mut self, round: &Round, now: &Time) -> Vec<StatusPatch> {
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut consider = |this: &mut Self,
                             target: Target,
                             rv: Option<String>,
                             current: Value,
                             desired: Option<Value>| {
             let current = this.current(&target, &rv, current);
+            seen.insert(target.clone());
             if let Some(status) = desired
                 && differs(&status, &current)
             {
@@ -430,6 +432,8 @@ impl StatusWriter {
             let status = route_status(desired, &refs, &current, now);
             consider(self, target, route.resource_version(), current, status);
         }
+        // Objects that are gone, or no longer ours, need no memory of our writes.
+        self.written.retain(|target, _| seen.contains(target));
         out.sort_by(|a, b| a.target.cmp(&b.target));
         out
     }

@@ -192,6 +192,20 @@ impl Stores {
         (stores, tasks)
     }
 
+    /// The kinds not listed yet.
+    pub(super) fn pending(&self) -> Vec<&'static str> {
+        let listing = self
+            .shared
+            .listing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        listing
+            .iter()
+            .filter(|(_, l)| **l == Listing::Pending)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     /// Whether every kind has been listed (or is not served at all).
     pub(super) fn all_listed(&self) -> bool {
         // Every kind is registered as pending when its reflector is made.
@@ -309,6 +323,7 @@ where
                 // The store swaps in the listed objects at `InitDone`; nothing changes before.
                 Ok(Event::Init | Event::InitApply(_)) => {}
                 Ok(Event::InitDone) => {
+                    tracing::debug!(kind, "listed");
                     shared.set(kind, Listing::Listed);
                     shared.changed.notify_one();
                 }
@@ -365,11 +380,12 @@ fn reflect_nodes(
                     listing.insert(node.name_any(), node.metadata.labels);
                     false
                 }
+                // Always a change: the rebuild loop waits for every kind's first listing.
                 Ok(Event::InitDone) => {
-                    let changed = listing != labels;
+                    tracing::debug!(kind, nodes = listing.len(), "listed");
                     labels = std::mem::take(&mut listing);
                     shared.set(kind, Listing::Listed);
-                    changed
+                    true
                 }
                 Ok(Event::Apply(node)) => {
                     let name = node.name_any();

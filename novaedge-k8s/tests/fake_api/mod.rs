@@ -103,6 +103,8 @@ struct State {
     names: u64,
     /// Clients (tags) whose requests all fail with `503`, as if the API server were unreachable.
     cut_off: Vec<String>,
+    /// `apiVersion/plural` of resources whose requests fail with `503`.
+    unavailable: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -297,6 +299,15 @@ impl FakeApi {
         }
     }
 
+    /// Every request for `api_version/plural` fails with `503` (or works again).
+    pub fn unavailable(&self, resource: &str, unavailable: bool) {
+        let mut state = self.state.lock().unwrap();
+        state.unavailable.retain(|r| r != resource);
+        if unavailable {
+            state.unavailable.push(resource.to_owned());
+        }
+    }
+
     pub fn delete(&self, resource: &str, namespace: &str, name: &str) {
         let mut state = self.state.lock().unwrap();
         let key = (resource.to_owned(), namespace.to_owned(), name.to_owned());
@@ -447,6 +458,19 @@ impl FakeApi {
                 format!("{path}: no such path"),
             );
         };
+        if self
+            .state
+            .lock()
+            .unwrap()
+            .unavailable
+            .contains(&target.resource)
+        {
+            return failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "unavailable by the test".into(),
+            );
+        }
         if self.state.lock().unwrap().absent.contains(&target.resource) {
             return failure(
                 StatusCode::NOT_FOUND,
