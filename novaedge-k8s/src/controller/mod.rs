@@ -10,17 +10,32 @@
 //!                                                                        Events)
 //! ```
 //!
-//! - [`watch`](self#watchers): a reflector per kind (kube-runtime's `watcher` with its
-//!   `default_backoff`: a failed list or watch is logged and retried, never fatal). A rebuild
-//!   starts once every kind has been listed, so that the first snapshot is complete; a kind
-//!   whose resource the API server does not know (a CRD that is not installed) counts as listed
-//!   and empty until it appears.
+//! - [Watchers](#watchers): a reflector per kind (kube-runtime's `watcher` with its
+//!   `default_backoff`: a failed list or watch is logged and retried, never fatal). The first
+//!   rebuild waits until every kind has been listed, so that the first snapshot is complete (a
+//!   kind the controller may not list, for want of RBAC, holds it up, with a warning every
+//!   retry); a kind whose resource the API server does not know (a CRD that is not installed)
+//!   counts as listed and empty until it appears.
 //! - Rebuilds are debounced: after a change the controller waits for [`Debounce::quiet`]
 //!   without further changes, but never longer than [`Debounce::max_delay`] after the first
 //!   one, so that a steady trickle of EndpointSlice updates still reaches the agents.
 //! - [`Elector`]: leader election on a `coordination.k8s.io/v1` Lease, as client-go's
 //!   `leaderelection` does it (expiry judged by when *this* replica last saw the Lease change,
 //!   so clocks need not agree).
+//! - Every snapshot goes to every node ([`Publisher::publish_default`]): per-node placement
+//!   (VIPs) is not done yet. Nodes are watched already, by metadata, for it.
+//!
+//! # Status and Events
+//!
+//! The leader turns the translation's [`Statuses`](crate::Statuses) into Gateway API status:
+//! GatewayClass conditions; Gateway conditions and listeners (name, supported kinds, attached
+//! routes, conditions); HTTPRoute and GRPCRoute `parents` with `controllerName`
+//! [`GATEWAY_CONTROLLER_NAME`](crate::GATEWAY_CONTROLLER_NAME). A condition keeps its
+//! `lastTransitionTime` from the API server's copy while its status holds; `observedGeneration`
+//! is the generation translated. A route's `parents` list is atomic in its schema: the entries
+//! of other controllers are copied from the current status, ours are replaced. Translation
+//! errors about an object become a `Warning` Event on it (`events.k8s.io/v1`, reason
+//! `InvalidConfiguration`), once while the error lasts.
 //!
 //! # Every replica serves snapshots; only the leader writes
 //!
