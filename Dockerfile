@@ -1,4 +1,6 @@
-# Builds the novaedge binary in a Rust image and ships it in a slim Debian image.
+# Builds the novaedge binary in a Rust image and ships it in a slim Debian image. The one
+# binary is both the controller (`novaedge controller`) and the agent (`novaedge agent`); see
+# config/.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

@@ -8,6 +8,8 @@
 //!   `novaedge run` both use it.
 //! - [`file_source`]: the standalone source behind `novaedge run` and `novaedge check`: load
 //!   paths, translate, and watch them for changes.
+//! - `controller` (feature `controller`): the Kubernetes API source of `novaedge controller`:
+//!   watchers, debounced rebuilds, leader election, status and Events.
 //! - [`crd`]: NovaEdge's own kinds (`novaedge.io/v1alpha1`: `ProxyGateway`, `ProxyRoute`,
 //!   `ProxyBackend`, `ProxyPolicy`, `ProxyVIP`), their generated CRDs, the schema's rules checked
 //!   when a file is loaded, and their conversions. Of these the translator takes `ProxyPolicy`
@@ -49,6 +51,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "controller")]
+pub mod controller;
 pub mod crd;
 mod diagnostics;
 pub mod file_source;

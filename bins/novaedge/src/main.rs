@@ -121,9 +121,20 @@ enum Command {
     },
     /// The controller: translate the configuration and stream each node agent its snapshot.
     Controller {
-        /// Where objects come from: `files:PATH[,PATH...]` (watched).
+        /// Where objects come from: `kubernetes` (the API server: in-cluster, or the
+        /// kubeconfig) or `files:PATH[,PATH...]` (watched).
         #[arg(long)]
         source: cmd::controller::Source,
+        /// The Lease the replicas elect their leader on (`--source kubernetes`); only the
+        /// leader writes status and Events, every replica serves snapshots.
+        #[arg(long, default_value = "novaedge-controller")]
+        lease_name: String,
+        /// The Lease's namespace [default: the Pod's namespace, or the kubeconfig's].
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// This replica's name in the election [default: the host name, which is the Pod's].
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
         /// Address the snapshot service listens on.
         #[arg(long, default_value = "0.0.0.0:9400")]
         listen: SocketAddr,
@@ -216,6 +227,9 @@ fn main() -> ExitCode {
             } => cmd::check::check(&paths, &ingress.options(), status),
             Command::Controller {
                 source,
+                lease_name,
+                lease_namespace,
+                identity,
                 listen,
                 tls,
                 heartbeat,
@@ -229,6 +243,11 @@ fn main() -> ExitCode {
                     heartbeat,
                     fencing_delay,
                     translate: ingress.options(),
+                    lease: cmd::controller::LeaseOptions {
+                        name: lease_name,
+                        namespace: lease_namespace,
+                        identity,
+                    },
                 })
                 .await
             }

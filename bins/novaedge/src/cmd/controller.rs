@@ -1,6 +1,7 @@
 //! `novaedge controller`: translates the configuration and streams each node agent its
-//! snapshot. With `--source files:DIR` the objects come from files (watched), so the whole
-//! controller -> agent system runs without a cluster.
+//! snapshot. With `--source kubernetes` the objects come from the API server (see
+//! `novaedge_k8s::controller`: watchers, leader election, status); with `--source files:DIR`
+//! from files (watched), so that the whole controller -> agent system runs without a cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -10,9 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use novaedge_k8s::TranslateOptions;
+use novaedge_k8s::controller::{Controller, ControllerConfig, LeaseConfig};
 use novaedge_k8s::file_source::{FileSource, Loaded};
 use novaedge_k8s::placement::{NodeCandidate, NodeHealth, place};
 use novaedge_snapshot::distribution::{Authorize, Publisher};
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 use tonic::transport::Server;
@@ -27,19 +30,22 @@ const RELOAD_QUIET: Duration = Duration::from_millis(100);
 pub(crate) enum Source {
     /// Files or directories of YAML, watched.
     Files(Vec<PathBuf>),
+    /// The Kubernetes API server (in-cluster configuration, or the kubeconfig).
+    Kubernetes,
 }
 
 impl std::str::FromStr for Source {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "kubernetes" {
+            return Ok(Source::Kubernetes);
+        }
         match s.split_once(':') {
             Some(("files", paths)) if !paths.is_empty() => {
                 Ok(Source::Files(paths.split(',').map(PathBuf::from).collect()))
             }
-            _ => Err(format!(
-                "{s:?}: use files:PATH[,PATH...] (the Kubernetes API source is not built yet)"
-            )),
+            _ => Err(format!("{s:?}: use kubernetes or files:PATH[,PATH...]")),
         }
     }
 }
@@ -54,32 +60,85 @@ pub(crate) struct Options {
     /// How long a node must be silent before its L2 VIPs go to another node.
     pub(crate) fencing_delay: Duration,
     pub(crate) translate: TranslateOptions,
+    pub(crate) lease: LeaseOptions,
+}
+
+/// The Lease the replicas elect their leader on (`--source kubernetes`).
+#[derive(Debug)]
+pub(crate) struct LeaseOptions {
+    pub(crate) name: String,
+    /// `None`: the namespace of the client's configuration (the Pod's, in a cluster).
+    pub(crate) namespace: Option<String>,
+    /// `None`: the host name (a Pod's name, in a cluster).
+    pub(crate) identity: Option<String>,
 }
 
 pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Error> {
-    let Source::Files(paths) = options.source;
-    let mut source = FileSource::new(paths).with_options(options.translate);
     let publisher = Publisher::new(options.heartbeat);
-    let mut distributor = Distributor {
-        publisher: publisher.clone(),
-        heartbeat: options.heartbeat,
-        fencing_delay: options.fencing_delay,
-        loaded: None,
-        holders: BTreeMap::new(),
-        last_health: Vec::new(),
+    // One shutdown signal for the server and the source.
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        super::terminated().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
     };
-    match source.load() {
-        Ok(loaded) => {
-            super::run::report(&loaded.warnings);
-            distributor.load(loaded);
+
+    // The source is ready (files read, API client configured) before the port is opened.
+    let source = match options.source {
+        Source::Files(paths) => {
+            let mut source = FileSource::new(paths).with_options(options.translate);
+            let mut distributor = Distributor {
+                publisher: publisher.clone(),
+                heartbeat: options.heartbeat,
+                fencing_delay: options.fencing_delay,
+                loaded: None,
+                holders: BTreeMap::new(),
+                last_health: Vec::new(),
+            };
+            match source.load() {
+                Ok(loaded) => {
+                    super::run::report(&loaded.warnings);
+                    distributor.load(loaded);
+                }
+                // Agents keep what they run (their cache) until the files are fixed.
+                Err(diagnostics) => {
+                    super::run::report(&diagnostics);
+                    tracing::error!(
+                        "the configuration has errors; nothing is published until fixed"
+                    );
+                }
+            }
+            let changes = source.watch()?;
+            Running::Files(tokio::spawn(reload(source, changes, distributor)))
         }
-        // Agents keep what they run (their cache) until the files are fixed.
-        Err(diagnostics) => {
-            super::run::report(&diagnostics);
-            tracing::error!("the configuration has errors; nothing is published until fixed");
+        Source::Kubernetes => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("cannot configure the Kubernetes client: {e}"))?;
+            let lease = LeaseConfig::new(
+                options.lease.name,
+                options
+                    .lease
+                    .namespace
+                    .unwrap_or_else(|| client.default_namespace().to_owned()),
+                options.lease.identity.map_or_else(host_name, Ok)?,
+            );
+            tracing::info!(
+                lease = %lease.name,
+                namespace = %lease.namespace,
+                identity = %lease.identity,
+                "watching the Kubernetes API"
+            );
+            let config = ControllerConfig {
+                translate: options.translate,
+                ..ControllerConfig::new(lease)
+            };
+            let controller = Controller::new(client, publisher.clone(), config);
+            Running::Kubernetes(tokio::spawn(controller.run(stopped(stop.clone()))))
         }
-    }
-    let mut changes = source.watch()?;
+    };
 
     let authorize: Authorize = if options.tls.is_some() {
         Arc::new(|request: &tonic::Request<()>, node: &str| {
@@ -117,47 +176,20 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
     let serve = server
         .add_service(publisher.service(authorize))
         .serve_with_incoming_shutdown(incoming, async move {
-            super::terminated().await;
+            stopped(stop).await;
             tracing::info!("shutting down: closing the agents' streams");
             closing.close();
         });
     tracing::info!(addr = %local, tls = options.tls.is_some(), "serving snapshots");
-    let serve = tokio::spawn(serve);
-
-    // Node health is looked at often, apart from the file watcher (whose quiet period a
-    // timer in the same loop would keep restarting): VIPs move when their holder goes.
-    let distributor = Arc::new(Mutex::new(distributor));
-    let health = {
-        let distributor = distributor.clone();
-        async move {
-            let mut tick = tokio::time::interval(HEALTH_TICK);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                lock(&distributor).health_changed();
+    serve.await?;
+    match source {
+        Running::Files(reload) => reload.abort(),
+        // It gives its Lease up on the same signal; wait for that.
+        Running::Kubernetes(controller) => {
+            if let Err(e) = controller.await {
+                tracing::warn!(error = %e, "the Kubernetes source stopped abnormally");
             }
         }
-    };
-    let reload = async {
-        while changes.next(RELOAD_QUIET).await {
-            match source.load() {
-                Ok(loaded) => {
-                    super::run::report(&loaded.warnings);
-                    lock(&distributor).load(loaded);
-                }
-                Err(diagnostics) => {
-                    super::run::report(&diagnostics);
-                    tracing::error!("configuration has errors; agents keep the last good one");
-                }
-            }
-        }
-        tracing::warn!("file watcher stopped; configuration will no longer reload");
-        std::future::pending::<()>().await;
-    };
-    tokio::select! {
-        served = serve => served??,
-        () = reload => {}
-        () = health => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -272,5 +304,60 @@ impl Distributor {
                 tracing::info!(node, version, "node snapshot published");
             }
         }
+    }
+}
+
+/// The task of the source, once started.
+enum Running {
+    Files(tokio::task::JoinHandle<()>),
+    Kubernetes(tokio::task::JoinHandle<()>),
+}
+
+/// Reloads the files on every change and looks at node health every [`HEALTH_TICK`], publishing
+/// what they come to. The health check runs apart from the file watcher, whose quiet period a
+/// timer in the same loop would keep restarting.
+async fn reload(
+    mut source: FileSource,
+    mut changes: novaedge_k8s::file_source::Changes,
+    distributor: Distributor,
+) {
+    let distributor = Mutex::new(distributor);
+    let health = async {
+        let mut tick = tokio::time::interval(HEALTH_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            lock(&distributor).health_changed();
+        }
+    };
+    let files = async {
+        while changes.next(RELOAD_QUIET).await {
+            match source.load() {
+                Ok(loaded) => {
+                    super::run::report(&loaded.warnings);
+                    lock(&distributor).load(loaded);
+                }
+                Err(diagnostics) => {
+                    super::run::report(&diagnostics);
+                    tracing::error!("configuration has errors; agents keep the last good one");
+                }
+            }
+        }
+        tracing::warn!("file watcher stopped; configuration will no longer reload");
+        std::future::pending::<()>().await;
+    };
+    tokio::join!(health, files);
+}
+
+/// This machine's name: the Pod's name in a cluster (Kubernetes sets the host name to it).
+fn host_name() -> Result<String, super::Error> {
+    if let Ok(name) = std::env::var("HOSTNAME")
+        && !name.is_empty()
+    {
+        return Ok(name);
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_owned()),
+        _ => Err("cannot tell this replica's identity: give --identity (or POD_NAME)".into()),
     }
 }

@@ -22,9 +22,15 @@ pub(crate) struct Proxy {
 
 impl Proxy {
     pub(crate) fn start(args: &[&str]) -> Proxy {
+        Self::start_with_env(args, &[])
+    }
+
+    /// As [`start`](Self::start), with these environment variables set.
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

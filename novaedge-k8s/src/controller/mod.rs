@@ -1,0 +1,363 @@
+//! The Kubernetes API source of `novaedge controller`: watch the objects the translator reads,
+//! translate them when they change, publish the snapshot to the agents, and write back what the
+//! translation found (Gateway API status, Events).
+//!
+//! ```text
+//!  API server ──watch──▶ reflectors (one store per kind) ──changed──▶ debounced rebuild
+//!                                                                     │ translate()
+//!                                         every replica:  Publisher ◀─┤
+//!                                         leader only:  status writer ◀┘ (server-side apply,
+//!                                                                        Events)
+//! ```
+//!
+//! - [Watchers](#watchers): a reflector per kind (kube-runtime's `watcher` with its
+//!   `default_backoff`: a failed list or watch is logged and retried, never fatal). The first
+//!   rebuild waits until every kind has been listed, so that the first snapshot is complete (a
+//!   kind the controller may not list, for want of RBAC, holds it up, with a warning every
+//!   retry); a kind whose resource the API server does not know (a CRD that is not installed)
+//!   counts as listed and empty until it appears.
+//! - Rebuilds are debounced: after a change the controller waits for [`Debounce::quiet`]
+//!   without further changes, but never longer than [`Debounce::max_delay`] after the first
+//!   one, so that a steady trickle of EndpointSlice updates still reaches the agents.
+//! - [`Elector`]: leader election on a `coordination.k8s.io/v1` Lease, as client-go's
+//!   `leaderelection` does it (expiry judged by when *this* replica last saw the Lease change,
+//!   so clocks need not agree).
+//! - Every snapshot goes to every node ([`Publisher::publish_default`]): per-node placement
+//!   (VIPs) is not done yet. Nodes are watched already, by metadata, for it.
+//!
+//! # Status and Events
+//!
+//! The leader turns the translation's [`Statuses`](crate::Statuses) into Gateway API status:
+//! GatewayClass conditions; Gateway conditions and listeners (name, supported kinds, attached
+//! routes, conditions); HTTPRoute and GRPCRoute `parents` with `controllerName`
+//! [`GATEWAY_CONTROLLER_NAME`](crate::GATEWAY_CONTROLLER_NAME). A condition keeps its
+//! `lastTransitionTime` from the API server's copy while its status holds; `observedGeneration`
+//! is the generation translated. A route's `parents` list is atomic in its schema: the entries
+//! of other controllers are copied from the current status, ours are replaced. Translation
+//! errors about an object become a `Warning` Event on it (`events.k8s.io/v1`, reason
+//! `InvalidConfiguration`), once while the error lasts.
+//!
+//! # Every replica serves snapshots; only the leader writes
+//!
+//! Every replica watches, translates and serves snapshots: the translation is a pure function
+//! of the watched objects, so all replicas publish the same content, and an agent may connect
+//! to any replica behind the controller's Service (and fails over to another one when its
+//! replica goes, without waiting for an election). What must happen once is left to the leader:
+//! the status subresources (server-side apply with the field manager [`FIELD_MANAGER`], forced,
+//! only when the status differs from what the API server has) and the Events for errors. A
+//! replica that loses the Lease stops writing before its term can have expired for the others
+//! ([`LeaseConfig::renew_deadline`] < [`LeaseConfig::lease_duration`]).
+//!
+//! # Watchers
+//!
+//! | kind | scope of the watch |
+//! |---|---|
+//! | GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant, BackendTLSPolicy (`gateway.networking.k8s.io/v1`) | all |
+//! | Service, ConfigMap | all |
+//! | EndpointSlice | those with the `kubernetes.io/service-name` label, listed in pages of [`ControllerConfig::page_size`] |
+//! | Secret | type `kubernetes.io/tls` only (a field selector) |
+//! | Ingress, IngressClass | all |
+//! | ProxyPolicy (`novaedge.io/v1alpha1`) | all |
+//! | Node | metadata only; a change of labels is a change |
+//!
+//! Secrets: only `kubernetes.io/tls` Secrets are watched, chosen by the API server through a
+//! field selector, so that the controller never receives the cluster's other Secrets
+//! (passwords, tokens). Everything NovaEdge reads from a Secret is a certificate and key (or a
+//! CA bundle, `ca.crt`, which a `kubernetes.io/tls` Secret may carry): a CA bundle in a
+//! Secret of another type is not seen (the reference reads "not found"); put it in a ConfigMap.
+//! RBAC cannot narrow `list`/`watch` by field, so the ClusterRole still grants them on all
+//! Secrets; the field selector is what keeps the rest out of the controller's memory. The
+//! `novaedge.io/cert-file` family of annotations names files on the machine that reads the
+//! Secret: they are honoured only by the file source and ignored here, with a warning, since
+//! they would let anyone who can write a Secret make the controller read its own files.
+//!
+//! Objects are kept without `managedFields` and without kubectl's last-applied annotation (a
+//! full copy of the object, Secret data included).
+
+mod events;
+mod leader;
+mod status;
+mod watch;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use novaedge_snapshot::distribution::Publisher;
+use tokio::sync::{Notify, watch as channel};
+use tokio::time::Instant;
+
+pub use leader::{Elector, LeaseConfig};
+
+use crate::translate::{TranslateOptions, translate};
+use events::Problem;
+use status::StatusWriter;
+use watch::Stores;
+
+/// The one field manager of every status NovaEdge writes.
+pub const FIELD_MANAGER: &str = "novaedge-controller";
+
+/// How rebuilds are spaced: after a change, wait until no change came for `quiet`, but no
+/// longer than `max_delay` after the first change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Debounce {
+    pub quiet: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for Debounce {
+    fn default() -> Self {
+        Self {
+            quiet: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Debounce {
+    /// Returns once changes (`notify`) have settled, after a first change was seen.
+    async fn settle(&self, notify: &Notify) {
+        let deadline = Instant::now() + self.max_delay;
+        loop {
+            let quiet_end = (Instant::now() + self.quiet).min(deadline);
+            tokio::select! {
+                () = notify.notified() => {
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(quiet_end) => return,
+            }
+        }
+    }
+}
+
+/// Settings of the Kubernetes source.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Translation settings; `version` is ignored (the publisher stamps versions).
+    pub translate: TranslateOptions,
+    pub lease: LeaseConfig,
+    pub debounce: Debounce,
+    /// Objects per page when (re)listing a kind.
+    pub page_size: u32,
+}
+
+impl ControllerConfig {
+    pub fn new(lease: LeaseConfig) -> Self {
+        Self {
+            translate: TranslateOptions::default(),
+            lease,
+            debounce: Debounce::default(),
+            page_size: 500,
+        }
+    }
+}
+
+/// The controller: watchers, rebuilds, leader election and status writing on one
+/// [`Client`], publishing to a [`Publisher`] (whose gRPC service the caller serves).
+pub struct Controller {
+    client: Client,
+    publisher: Publisher,
+    config: ControllerConfig,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("publisher", &self.publisher)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one translation hands to the status writer.
+#[derive(Debug)]
+struct Round {
+    status: crate::status::Statuses,
+    /// Errors about objects that a user must see as Events.
+    problems: Vec<Problem>,
+}
+
+impl Controller {
+    pub fn new(client: Client, publisher: Publisher, config: ControllerConfig) -> Self {
+        Self {
+            client,
+            publisher,
+            config,
+        }
+    }
+
+    /// Runs until `shutdown` resolves; then gives the Lease up if it holds it, so that another
+    /// replica takes over at once. Nothing here is fatal: API errors are logged and retried.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let Controller {
+            client,
+            publisher,
+            config,
+        } = self;
+        let changed = Arc::new(Notify::new());
+        let (stores, watchers) = Stores::watch(&client, config.page_size, changed.clone());
+        let mut tasks = tokio::task::JoinSet::new();
+        for watcher in watchers {
+            tasks.spawn(watcher);
+        }
+
+        let (leading_tx, leading) = channel::channel(false);
+        let (stop_elector, elector_stopped) = tokio::sync::oneshot::channel::<()>();
+        let elector = Elector::new(client.clone(), config.lease.clone());
+        let elector = tokio::spawn(elector.run(leading_tx, async {
+            let _ = elector_stopped.await;
+        }));
+
+        let (rounds_tx, rounds) = channel::channel(None);
+        let writer = StatusWriter::new(client.clone(), stores.clone(), &config.lease.identity);
+        tasks.spawn(writer.run(rounds, leading));
+
+        let rebuild = rebuild_loop(&stores, &changed, &publisher, &config, &rounds_tx);
+        tokio::select! {
+            () = rebuild => {}
+            () = shutdown => tracing::info!("controller shutting down"),
+        }
+        // Status writes stop before the Lease is given up, so that the next leader is alone.
+        tasks.shutdown().await;
+        let _ = stop_elector.send(());
+        if let Err(e) = elector.await {
+            tracing::warn!(error = %e, "leader election task failed");
+        }
+    }
+}
+
+/// Waits until every kind is listed, then rebuilds after every settled burst of changes.
+async fn rebuild_loop(
+    stores: &Stores,
+    changed: &Notify,
+    publisher: &Publisher,
+    config: &ControllerConfig,
+    rounds: &channel::Sender<Option<Arc<Round>>>,
+) {
+    while !stores.all_listed() {
+        changed.notified().await;
+        tracing::debug!(pending = ?stores.pending(), "waiting for the first listing");
+    }
+    tracing::info!("every kind is listed; building the first snapshot");
+    let mut reported = BTreeSet::new();
+    loop {
+        let round = rebuild(stores, publisher, config, &mut reported);
+        rounds.send_replace(Some(Arc::new(round)));
+        changed.notified().await;
+        config.debounce.settle(changed).await;
+    }
+}
+
+/// One translation of everything in the stores; publishes the snapshot to every node.
+/// `reported` holds the diagnostics logged so far, so that each is logged once while it lasts.
+fn rebuild(
+    stores: &Stores,
+    publisher: &Publisher,
+    config: &ControllerConfig,
+    reported: &mut BTreeSet<String>,
+) -> Round {
+    let started = std::time::Instant::now();
+    let (objects, mut diagnostics) = stores.objects();
+    let translation = translate(&objects, &config.translate);
+    diagnostics.extend(translation.diagnostics);
+
+    let current: BTreeSet<String> = diagnostics.iter().map(ToString::to_string).collect();
+    for d in &diagnostics {
+        let line = d.to_string();
+        if !reported.contains(&line) {
+            if d.is_error() {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
+        }
+    }
+    *reported = current;
+
+    // Objects with errors are left out of the snapshot, which is otherwise served: one
+    // object's mistake must not freeze everyone's configuration. A snapshot that fails its own
+    // validation is a translator bug; the agents keep what they have.
+    match translation.snapshot.validate() {
+        Ok(()) => match publisher.publish_default(&translation.snapshot) {
+            Some(version) => tracing::info!(
+                version,
+                objects = objects.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "snapshot published"
+            ),
+            None => tracing::debug!(objects = objects.len(), "snapshot unchanged"),
+        },
+        Err(e) => tracing::error!(error = %e, "the translated snapshot is invalid; not published"),
+    }
+    let problems = events::problems(&objects, diagnostics.iter().filter(|d| d.is_error()));
+    Round {
+        status: translation.status,
+        problems,
+    }
+}
+
+/// Whether an API error is a `404 Not Found`.
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Whether an API error is a `409 Conflict` (or `AlreadyExists`).
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Notifies every `every` until `until`, returning when `settle` returned.
+    async fn settle_under(every: Duration, until: Duration) -> Duration {
+        let notify = Arc::new(Notify::new());
+        let n = notify.clone();
+        let start = Instant::now();
+        let noise = tokio::spawn(async move {
+            while start.elapsed() < until {
+                n.notify_one();
+                tokio::time::sleep(every).await;
+            }
+        });
+        notify.notified().await;
+        Debounce::default().settle(&notify).await;
+        noise.abort();
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_settles_after_the_quiet_period() {
+        // Changes every 30 ms for 300 ms: the rebuild comes 100 ms after the last one.
+        let waited = settle_under(Duration::from_millis(30), Duration::from_millis(300)).await;
+        assert!(
+            waited >= Duration::from_millis(300) && waited <= Duration::from_millis(430),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_trickle_is_rebuilt_after_the_maximum_delay() {
+        // A change every 50 ms, for ever: the rebuild still comes after 1 s.
+        let waited = settle_under(Duration::from_millis(50), Duration::from_secs(60)).await;
+        assert!(
+            waited >= Duration::from_secs(1) && waited <= Duration::from_millis(1060),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_change_waits_only_the_quiet_period() {
+        let notify = Notify::new();
+        notify.notify_one();
+        notify.notified().await;
+        let start = Instant::now();
+        Debounce::default().settle(&notify).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+    }
+}
