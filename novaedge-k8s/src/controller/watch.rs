@@ -13,7 +13,7 @@ use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret as CoreSecret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret as CoreSecret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::core::PartialObjectMeta;
@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use crate::crd::{ProxyBackend, ProxyGateway, ProxyRoute, ProxyVip};
 use crate::diagnostics::Diagnostic;
 use crate::objects::{Object, Sourced};
 use crate::policy::ProxyPolicy;
@@ -100,9 +101,13 @@ pub(super) struct Stores {
     ingresses: Store<Ingress>,
     ingress_classes: Store<IngressClass>,
     proxy_policies: Store<ProxyPolicy>,
-    /// For per-node placement, which is not done yet: a change of a Node's labels already
-    /// counts as a change.
-    #[allow(dead_code)]
+    proxy_gateways: Store<ProxyGateway>,
+    proxy_routes: Store<ProxyRoute>,
+    proxy_backends: Store<ProxyBackend>,
+    proxy_vips: Store<ProxyVip>,
+    /// Their labels, which `allowedRoutes.namespaces.selector` selects on.
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Their labels, which node selectors select on.
     nodes: Store<PartialObjectMeta<Node>>,
 }
 
@@ -129,6 +134,11 @@ mod kinds {
     pub(super) const INGRESS: &str = "Ingress";
     pub(super) const INGRESS_CLASS: &str = "IngressClass";
     pub(super) const PROXY_POLICY: &str = "ProxyPolicy";
+    pub(super) const PROXY_GATEWAY: &str = "ProxyGateway";
+    pub(super) const PROXY_ROUTE: &str = "ProxyRoute";
+    pub(super) const PROXY_BACKEND: &str = "ProxyBackend";
+    pub(super) const PROXY_VIP: &str = "ProxyVIP";
+    pub(super) const NAMESPACE: &str = "Namespace";
     pub(super) const NODE: &str = "Node";
 }
 
@@ -170,7 +180,18 @@ impl Stores {
         let ingresses = reflect!(kinds::INGRESS, all);
         let ingress_classes = reflect!(kinds::INGRESS_CLASS, all);
         let proxy_policies = reflect!(kinds::PROXY_POLICY, all);
-        let (nodes, task) = reflect_nodes(Api::all(client.clone()), all, &shared);
+        let proxy_gateways = reflect!(kinds::PROXY_GATEWAY, all);
+        let proxy_routes = reflect!(kinds::PROXY_ROUTE, all);
+        let proxy_backends = reflect!(kinds::PROXY_BACKEND, all);
+        let proxy_vips = reflect!(kinds::PROXY_VIP, all);
+        let (namespaces, task) = reflect_metadata(
+            Api::all(client.clone()),
+            all.clone(),
+            kinds::NAMESPACE,
+            &shared,
+        );
+        tasks.push(task);
+        let (nodes, task) = reflect_metadata(Api::all(client.clone()), all, kinds::NODE, &shared);
         tasks.push(task);
         let stores = Stores {
             shared,
@@ -187,6 +208,11 @@ impl Stores {
             ingresses,
             ingress_classes,
             proxy_policies,
+            proxy_gateways,
+            proxy_routes,
+            proxy_backends,
+            proxy_vips,
+            namespaces,
             nodes,
         };
         (stores, tasks)
@@ -269,6 +295,33 @@ impl Stores {
         take!(self.proxy_policies, kinds::PROXY_POLICY, |p| {
             Object::ProxyPolicy(Box::new(p))
         });
+        take!(self.proxy_gateways, kinds::PROXY_GATEWAY, |g| {
+            Object::ProxyGateway(Box::new(g))
+        });
+        take!(self.proxy_routes, kinds::PROXY_ROUTE, |r| {
+            Object::ProxyRoute(Box::new(r))
+        });
+        take!(self.proxy_backends, kinds::PROXY_BACKEND, |b| {
+            Object::ProxyBackend(Box::new(b))
+        });
+        take!(self.proxy_vips, kinds::PROXY_VIP, |v| Object::ProxyVip(
+            Box::new(v)
+        ));
+        // Only their names and labels matter; their metadata is all that is watched.
+        take!(self.namespaces, kinds::NAMESPACE, |n: PartialObjectMeta<
+            Namespace,
+        >| {
+            Object::Namespace(Namespace {
+                metadata: n.metadata,
+                ..Namespace::default()
+            })
+        });
+        take!(self.nodes, kinds::NODE, |n: PartialObjectMeta<Node>| {
+            Object::Node(Box::new(Node {
+                metadata: n.metadata,
+                ..Node::default()
+            }))
+        });
         if self.shared.get(kinds::SECRET) != Listing::Absent {
             for s in sorted(&self.secrets) {
                 if let Some(secret) = secret(&s, &mut diagnostics) {
@@ -350,21 +403,25 @@ fn watch_failed(kind: &'static str, e: &watcher::Error, shared: &Shared) {
     }
 }
 
-/// Nodes, by metadata only; only a change of labels (what placement will read) is a change.
-fn reflect_nodes(
-    api: Api<PartialObjectMeta<Node>>,
+/// Objects read for their labels only (Nodes, Namespaces), by metadata; only a change of labels
+/// (what node and namespace selectors read) is a change.
+fn reflect_metadata<K>(
+    api: Api<PartialObjectMeta<K>>,
     config: watcher::Config,
+    kind: &'static str,
     shared: &Arc<Shared>,
-) -> (Store<PartialObjectMeta<Node>>, Task) {
+) -> (Store<PartialObjectMeta<K>>, Task)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     type Labels = Option<BTreeMap<String, String>>;
-    let kind = kinds::NODE;
     let (store, writer) = reflector::store();
     let shared = shared.clone();
     shared.set(kind, Listing::Pending);
     // Metadata only: an `Api` of `PartialObjectMeta` asks for no more.
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(slim::<PartialObjectMeta<Node>>)
+        .modify(slim::<PartialObjectMeta<K>>)
         .reflect(writer);
     let task = async move {
         let mut labels: HashMap<String, Labels> = HashMap::new();
