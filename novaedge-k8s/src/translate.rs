@@ -349,6 +349,15 @@ fn route_status(
     }
 }
 
+/// Where a backend reference is written, for reporting that it does not resolve.
+struct RefSite<'s> {
+    file: Option<&'s PathBuf>,
+    object: &'s str,
+    field: &'s str,
+    /// What becomes of the requests, e.g. "its share of requests is answered 500".
+    consequence: &'s str,
+}
+
 /// What a backend reference resolved to.
 enum Resolved<'a> {
     /// A backend already in the snapshot (a ProxyBackend).
@@ -1232,6 +1241,26 @@ impl<'a> Translator<'a> {
         ok.then_some((out, invalid_weight))
     }
 
+    /// Reports a reference that is well formed but does not resolve: a warning under
+    /// `field.sub`, and the route's `ResolvedRefs=False` condition with `reason`.
+    fn unresolved_ref(
+        &mut self,
+        site: &RefSite<'_>,
+        sub: &str,
+        reason: &'static str,
+        message: String,
+    ) -> RefError {
+        let field = format!("{}.{sub}", site.field);
+        self.warning(
+            site.file,
+            site.object.into(),
+            field.clone(),
+            format!("{message}; {}", site.consequence),
+        );
+        self.unresolved(reason, format!("{field}: {message}"));
+        RefError::Unresolved
+    }
+
     /// What a backend reference names: a ProxyBackend (built on first use), or a Service port;
     /// otherwise why not (reported).
     fn resolve_ref(
@@ -1273,15 +1302,14 @@ impl<'a> Translator<'a> {
         file: Option<&PathBuf>,
         consequence: &str,
     ) -> Result<(Key, &'a ServicePort), RefError> {
+        let site = RefSite {
+            file,
+            object,
+            field,
+            consequence,
+        };
         let unresolved = |t: &mut Self, sub: &str, reason: &'static str, message: String| {
-            t.warning(
-                file,
-                object.into(),
-                format!("{field}.{sub}"),
-                format!("{message}; {consequence}"),
-            );
-            t.unresolved(reason, format!("{field}.{sub}: {message}"));
-            Err(RefError::Unresolved)
+            Err(t.unresolved_ref(&site, sub, reason, message))
         };
         if r.group.is_some_and(|g| !g.is_empty()) || r.kind.is_some_and(|k| k != "Service") {
             let kind = r.kind.unwrap_or("Service");

@@ -112,15 +112,14 @@ impl<'a> Translator<'a> {
             );
             return Err(RefError::Invalid);
         }
+        let site = RefSite {
+            file,
+            object,
+            field,
+            consequence,
+        };
         let unresolved = |t: &mut Self, sub: &str, reason: &'static str, message: String| {
-            t.warning(
-                file,
-                object.into(),
-                format!("{field}.{sub}"),
-                format!("{message}; {consequence}"),
-            );
-            t.unresolved(reason, format!("{field}.{sub}: {message}"));
-            Err(RefError::Unresolved)
+            Err(t.unresolved_ref(&site, sub, reason, message))
         };
         if r.namespace.is_some_and(|ns| ns != namespace) {
             return unresolved(
