@@ -55,6 +55,7 @@
 pub mod controller;
 pub mod crd;
 mod diagnostics;
+mod endpoints;
 pub mod file_source;
 mod filters;
 pub mod health;

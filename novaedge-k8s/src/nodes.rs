@@ -55,13 +55,11 @@ impl NodeScope {
         whole: &ConfigSnapshot,
         labels: &BTreeMap<String, String>,
     ) -> ConfigSnapshot {
-        let scope = self;
-        if scope.is_uniform() {
+        if self.is_uniform() {
             return whole.clone();
         }
         let selected = |gateway: &Key| {
-            scope
-                .selectors
+            self.selectors
                 .get(gateway)
                 .is_none_or(|s| s.matches(labels))
         };
@@ -74,8 +72,8 @@ impl NodeScope {
         };
         let mut listeners = HashSet::new();
         for l in &whole.listeners {
-            let keep = scope.ingress_listeners.contains(&l.name)
-                || scope
+            let keep = self.ingress_listeners.contains(&l.name)
+                || self
                     .listener_gateways
                     .get(&l.name)
                     .is_some_and(|gateways| gateways.iter().any(selected));
@@ -89,7 +87,7 @@ impl NodeScope {
             if !listeners.contains(r.listener.as_str()) {
                 continue;
             }
-            let through = scope
+            let through = self
                 .route_gateways
                 .get(&(r.listener.clone(), r.name.clone()));
             if through.is_some_and(|gateways| !gateways.iter().any(selected)) {

@@ -9,7 +9,7 @@ mod tls;
 mod vips;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+
 use std::path::PathBuf;
 
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
@@ -1384,23 +1384,22 @@ impl<'a> Translator<'a> {
         }
         let object = format!("Service {}/{}", service.0, service.1);
         let file = self.services.get(service).and_then(|(_, file)| *file);
-        let protocol = match app_protocol {
-            p if grpc::speaks_h2c(p) => UpstreamProtocol::H2c,
-            p if kind == RouteKind::Grpc => {
-                if let Some(p) = p {
-                    let field = format!("spec.ports[port={}].appProtocol", port.port);
+        let field = format!("spec.ports[port={}].appProtocol", port.port);
+        let protocol = match crate::endpoints::upstream_protocol(app_protocol) {
+            Some(UpstreamProtocol::H2c) => UpstreamProtocol::H2c,
+            _ if kind == RouteKind::Grpc => {
+                if let Some(p) = app_protocol {
                     self.warning(file, object.clone(), field, grpc::not_h2c_message(p));
                 }
                 UpstreamProtocol::H2c
             }
-            None | Some("http" | "kubernetes.io/http" | "kubernetes.io/ws" | "ws") => {
-                UpstreamProtocol::Http1
-            }
-            Some(other) => {
+            Some(protocol) => protocol,
+            None => {
+                let other = app_protocol.unwrap_or_default();
                 self.warning(
                     file,
                     object,
-                    format!("spec.ports[port={}].appProtocol", port.port),
+                    field,
                     format!("{other:?} is not known; speaking HTTP/1.1"),
                 );
                 UpstreamProtocol::Http1
@@ -1532,74 +1531,16 @@ impl<'a> Translator<'a> {
         lb
     }
 
-    /// Endpoints of a Service port from all of the Service's EndpointSlices. The same address
-    /// in several slices (as during a slice migration) is one endpoint, ready if any says so.
-    ///
-    /// A terminating endpoint is not ready: it gets no new requests while it drains (requests
-    /// in flight finish). As kube-proxy does, when no endpoint is ready the terminating ones
-    /// that still serve are used rather than failing every request.
+    /// Endpoints of a Service port from all of the Service's EndpointSlices (see
+    /// [`crate::endpoints::slice_endpoints`]).
     fn endpoints(&mut self, service: &Key, port_name: &str) -> Vec<Endpoint> {
-        // (ready, serving)
-        let mut by_addr: BTreeMap<SocketAddr, (bool, bool)> = BTreeMap::new();
-        let mut slices = self.slices.get(service).cloned().unwrap_or_default();
-        slices.sort_by_key(|(s, _)| s.metadata.name.clone());
-        for (slice, file) in slices {
-            let object = format!(
-                "EndpointSlice {}/{}",
-                service.0,
-                slice.metadata.name.as_deref().unwrap_or_default()
-            );
-            if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-                self.warning(
-                    file,
-                    object,
-                    "addressType".into(),
-                    format!("{} slices are not supported; ignored", slice.address_type),
-                );
-                continue;
-            }
-            let port = slice
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref().unwrap_or("") == port_name)
-                .and_then(|p| p.port)
-                .and_then(|p| u16::try_from(p).ok().filter(|p| *p != 0));
-            let Some(port) = port else {
-                continue; // this slice does not carry the Service port
-            };
-            for (i, e) in slice.endpoints.iter().enumerate() {
-                // Kubernetes: an unknown ready condition is to be read as ready, an unknown
-                // serving condition as the ready one.
-                let conditions = e.conditions.as_ref();
-                let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-                let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
-                for (j, address) in e.addresses.iter().enumerate() {
-                    match address.parse::<IpAddr>() {
-                        Ok(ip) => {
-                            let entry = by_addr.entry(SocketAddr::new(ip, port)).or_default();
-                            entry.0 |= ready;
-                            entry.1 |= serving;
-                        }
-                        Err(_) => self.error(
-                            file,
-                            object.clone(),
-                            format!("endpoints[{i}].addresses[{j}]"),
-                            format!("{address:?} is not an IP address"),
-                        ),
-                    }
-                }
-            }
-        }
-        let any_ready = by_addr.values().any(|(ready, _)| *ready);
-        by_addr
-            .into_iter()
-            .map(|(address, (ready, serving))| Endpoint {
-                address,
-                ready: ready || (!any_ready && serving),
-                weight: 1,
-            })
-            .collect()
+        let slices = self.slices.get(service).cloned().unwrap_or_default();
+        crate::endpoints::slice_endpoints(
+            &service.0,
+            slices.iter().map(|(s, file)| (*s, *file)),
+            port_name,
+            &mut self.diagnostics,
+        )
     }
 }
 

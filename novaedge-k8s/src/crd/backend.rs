@@ -20,7 +20,6 @@
 //! EndpointSlices its `serviceRef` names and the ConfigMaps and Secrets its `tls` names, into a
 //! snapshot [`Backend`], checking every field against what the snapshot accepts.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -474,12 +473,11 @@ fn service_port<'s>(
 /// The protocol a Service port's `appProtocol` asks for; an unknown one is a warning on the
 /// Service and means HTTP/1.1. (The Service path of the translator reads it the same way.)
 fn app_protocol(port: &ServicePort, service: &str, out: &mut Vec<Diagnostic>) -> UpstreamProtocol {
-    match port.app_protocol.as_deref() {
-        Some("kubernetes.io/h2c" | "h2c" | "grpc" | "kubernetes.io/grpc") => UpstreamProtocol::H2c,
-        None | Some("http" | "kubernetes.io/http" | "kubernetes.io/ws" | "ws") => {
-            UpstreamProtocol::Http1
-        }
-        Some(other) => {
+    let app_protocol = port.app_protocol.as_deref();
+    match crate::endpoints::upstream_protocol(app_protocol) {
+        Some(protocol) => protocol,
+        None => {
+            let other = app_protocol.unwrap_or_default();
             out.push(Diagnostic::warning(
                 service,
                 format!("spec.ports[port={}].appProtocol", port.port),
@@ -490,9 +488,8 @@ fn app_protocol(port: &ServicePort, service: &str, out: &mut Vec<Diagnostic>) ->
     }
 }
 
-/// The endpoints of Service `namespace/service`'s port `port_name` in `slices`: IPv4 and IPv6
-/// slices, the address once however many slices list it, ready if any slice says so (an unknown
-/// ready condition counts as ready, as Kubernetes says). Problems name the slice.
+/// The endpoints of Service `namespace/service`'s port `port_name` in `slices` (slices of other
+/// Services are ignored), read as Service backends read them.
 fn endpoints_of(
     service: &str,
     namespace: &str,
@@ -500,65 +497,15 @@ fn endpoints_of(
     slices: &[&EndpointSlice],
     out: &mut Vec<Diagnostic>,
 ) -> Vec<Endpoint> {
-    let mut by_address: BTreeMap<SocketAddr, bool> = BTreeMap::new();
-    let mut slices: Vec<&EndpointSlice> = slices
-        .iter()
-        .copied()
-        .filter(|s| {
-            namespace_of(&s.metadata) == namespace
-                && s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .is_some_and(|name| name == service)
-        })
-        .collect();
-    slices.sort_by_key(|s| s.metadata.name.clone());
-    for slice in slices {
-        let object = format!(
-            "EndpointSlice {namespace}/{}",
-            slice.metadata.name.as_deref().unwrap_or_default()
-        );
-        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
-            out.push(Diagnostic::warning(
-                &object,
-                "addressType",
-                format!("{} slices are not supported; ignored", slice.address_type),
-            ));
-            continue;
-        }
-        let port = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref().unwrap_or("") == port_name)
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok().filter(|p| *p != 0));
-        let Some(port) = port else {
-            continue; // this slice does not carry the Service port
-        };
-        for (i, e) in slice.endpoints.iter().enumerate() {
-            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            for (j, address) in e.addresses.iter().enumerate() {
-                match address.parse::<IpAddr>() {
-                    Ok(ip) => *by_address.entry(SocketAddr::new(ip, port)).or_default() |= ready,
-                    Err(_) => out.push(Diagnostic::error(
-                        &object,
-                        format!("endpoints[{i}].addresses[{j}]"),
-                        format!("{address:?} is not an IP address"),
-                    )),
-                }
-            }
-        }
-    }
-    by_address
-        .into_iter()
-        .map(|(address, ready)| Endpoint {
-            address,
-            ready,
-            weight: 1,
-        })
-        .collect()
+    let of_service = slices.iter().copied().filter(|s| {
+        namespace_of(&s.metadata) == namespace
+            && s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .is_some_and(|name| name == service)
+    });
+    crate::endpoints::slice_endpoints(namespace, of_service.map(|s| (s, None)), port_name, out)
 }
 
 /// Listed endpoints; ready until health checks or outlier detection say otherwise. Addresses

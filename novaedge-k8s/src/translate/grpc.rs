@@ -81,7 +81,7 @@ use gateway_api::httproutes::{
     HttpRouteRulesMatches, HttpRouteRulesMatchesHeaders, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType, HttpRouteSpec,
 };
-use novaedge_snapshot::check_regex;
+use novaedge_snapshot::{UpstreamProtocol, check_regex};
 use regex_syntax::hir::{
     Class, ClassBytes, ClassBytesRange, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Literal,
     Look, Repetition,
@@ -188,10 +188,7 @@ impl AllowedKinds {
 
 /// Whether a Service port's `appProtocol` says HTTP/2 with prior knowledge.
 pub(super) fn speaks_h2c(app_protocol: Option<&str>) -> bool {
-    matches!(
-        app_protocol,
-        Some("kubernetes.io/h2c" | "h2c" | "grpc" | "kubernetes.io/grpc")
-    )
+    crate::endpoints::upstream_protocol(app_protocol) == Some(UpstreamProtocol::H2c)
 }
 
 /// The warning for a Service port whose `appProtocol` is not HTTP/2 but which a GRPCRoute uses.
