@@ -103,8 +103,9 @@ pub fn place(
                 Some(holder) => {
                     out.l2_holders.insert(name.to_owned(), holder.to_owned());
                     let health = nodes.iter().find(|n| n.name == holder).map(|n| n.health);
-                    // A suspect holder is not sent the VIP again, but nobody else gets it.
-                    if health == Some(NodeHealth::Healthy) {
+                    // A suspect holder keeps the VIP in its snapshot: if it is only slow, it
+                    // must not drop the VIP; if it is gone, the snapshot does not reach it.
+                    if health.is_some_and(|h| h != NodeHealth::Fenced) {
                         out.per_node
                             .entry(holder.to_owned())
                             .or_default()
@@ -221,11 +222,12 @@ mod tests {
         let first = place(&vips, &healthy, &BTreeMap::new());
         assert_eq!(first.l2_holders["web"], "a");
 
-        // a goes quiet: while it is only suspect, nobody holds the VIP (a may still answer ARP).
+        // a goes quiet: while it is only suspect, it keeps the VIP (it may still answer ARP) and
+        // nobody else gets it.
         let suspect = [node("a", Suspect, &[]), node("b", Healthy, &[])];
         let p = place(&vips, &suspect, &first.l2_holders);
         assert_eq!(p.l2_holders["web"], "a");
-        assert!(p.per_node.is_empty(), "{p:?}");
+        assert_eq!(held(&p), BTreeMap::from([("a".into(), vec!["web".into()])]));
 
         // Fenced: the VIP moves to b.
         let fenced = [node("a", Fenced, &[]), node("b", Healthy, &[])];

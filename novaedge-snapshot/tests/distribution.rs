@@ -11,7 +11,8 @@ use novaedge_snapshot::distribution::proto::{
     Ack, AgentMessage, ControllerMessage, Heartbeat, Hello, Nack, agent_message,
 };
 use novaedge_snapshot::distribution::{
-    Applier, Authorize, Backoff, Publisher, Subscriber, SubscriberConfig, digest,
+    Applier, Authorize, Backoff, Contact, Publisher, PublisherConfig, Subscriber, SubscriberConfig,
+    digest,
 };
 use novaedge_snapshot::{ConfigSnapshot, Listener, ListenerProtocol};
 use tokio::sync::mpsc;
@@ -118,6 +119,7 @@ fn hello(node: &str) -> Hello {
         current_version: 0,
         current_digest: Vec::new(),
         agent_version: "test".into(),
+        held_vips: Vec::new(),
     }
 }
 
@@ -162,7 +164,10 @@ async fn sends_only_changes_and_records_acks_nacks_and_heartbeats() {
         .say(agent_message::Message::Ack(Ack { version: v1 }))
         .await;
     agent
-        .say(agent_message::Message::Heartbeat(Heartbeat { ready: true }))
+        .say(agent_message::Message::Heartbeat(Heartbeat {
+            ready: true,
+            ..Heartbeat::default()
+        }))
         .await;
     wait_report(&publisher, "a", |r| {
         r.connected && r.acked == Some(v1) && r.sent == Some(v1) && r.ready
@@ -352,5 +357,127 @@ async fn the_subscriber_applies_nacks_and_resumes_after_a_controller_restart() {
         recorder.applied.lock().unwrap().clone(),
         [(v1, 8080), (v3, 8082)]
     );
+    task.abort();
+}
+
+fn beat(sequence: u64, held: &[&str]) -> agent_message::Message {
+    agent_message::Message::Heartbeat(Heartbeat {
+        ready: true,
+        sequence,
+        held_vips: held.iter().map(|h| (*h).to_owned()).collect(),
+    })
+}
+
+#[tokio::test]
+async fn heartbeats_are_answered_in_order_and_never_before_a_pending_snapshot() {
+    let publisher = Publisher::with_config(PublisherConfig {
+        heartbeat: Duration::from_millis(250),
+        fencing_delay: Some(Duration::from_millis(1500)),
+    });
+    let v1 = publisher.publish_default(&snapshot(8080)).unwrap();
+    let (addr, _stop) = serve(&publisher, allow_all(), None).await;
+
+    let mut agent = RawAgent::connect(
+        addr,
+        Hello {
+            held_vips: vec!["web".into()],
+            ..hello("a")
+        },
+    )
+    .await
+    .unwrap();
+    let first = agent.next().await;
+    assert_eq!(first.snapshot.unwrap().version, v1);
+    assert_eq!(first.fencing_delay_ms, 1500);
+    assert_eq!(first.heartbeat_ack, 0);
+    // The Hello's claims are in the report at once.
+    assert_eq!(publisher.reports()["a"].held_vips, ["web"]);
+
+    agent.say(beat(1, &["web", "api"])).await;
+    let answer = agent.next().await;
+    assert_eq!(answer.heartbeat_ack, 1);
+    assert!(answer.snapshot.is_none());
+    assert_eq!(answer.fencing_delay_ms, 1500);
+    wait_report(&publisher, "a", |r| r.held_vips == ["web", "api"]).await;
+
+    // A heartbeat that arrives after a change is answered with or after the new snapshot.
+    let v2 = publisher.publish_default(&snapshot(8081)).unwrap();
+    agent.say(beat(2, &[])).await;
+    let mut saw_v2 = false;
+    loop {
+        let m = agent.next().await;
+        if let Some(s) = &m.snapshot {
+            assert_eq!(s.version, v2);
+            saw_v2 = true;
+        }
+        if m.heartbeat_ack == 2 {
+            assert!(saw_v2, "heartbeat 2 answered before snapshot {v2}");
+            break;
+        }
+        assert_eq!(m.heartbeat_ack, 0, "unexpected answer {m:?}");
+    }
+
+    // An old or repeated sequence number is not answered again.
+    agent.say(beat(2, &[])).await;
+    agent.say(beat(1, &[])).await;
+    agent.nothing().await;
+}
+
+#[tokio::test]
+async fn the_subscriber_tracks_its_contact_with_the_controller() {
+    let publisher = Publisher::with_config(PublisherConfig {
+        heartbeat: Duration::from_millis(50),
+        fencing_delay: Some(Duration::from_millis(700)),
+    });
+    publisher.publish_default(&snapshot(8080)).unwrap();
+    let (addr, stop) = serve(&publisher, allow_all(), None).await;
+    let subscriber = Subscriber::new(
+        SubscriberConfig {
+            endpoint: Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+            node: "a".into(),
+            agent_version: "test".into(),
+            backoff: Backoff {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(100),
+            },
+        },
+        Recorder::default(),
+    );
+    let mut contact = subscriber.contact();
+    assert_eq!(*contact.borrow(), Contact::default());
+    let task = tokio::spawn(subscriber.run());
+
+    // Answers keep coming: the time of the last confirmed heartbeat moves forward.
+    let first = tokio::time::timeout(
+        Duration::from_secs(10),
+        contact.wait_for(|c| c.confirmed.is_some()),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .to_owned();
+    assert_eq!(first.fencing_delay, Some(Duration::from_millis(700)));
+    let margin = Duration::from_millis(100);
+    assert_eq!(
+        first.l2_deadline(margin),
+        Some(first.confirmed.unwrap() + Duration::from_millis(600))
+    );
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        contact.wait_for(|c| c.confirmed > first.confirmed),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    // The controller goes away: the contact stops moving, and its deadline passes.
+    publisher.close();
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let last = *contact.borrow_and_update();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(*contact.borrow(), last);
+    let deadline = last.l2_deadline(margin).unwrap();
+    assert!(deadline < tokio::time::Instant::now());
     task.abort();
 }

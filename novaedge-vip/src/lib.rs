@@ -33,6 +33,7 @@ pub mod bgp;
 pub mod l2;
 #[cfg(feature = "cli")]
 pub mod lab;
+pub mod manager;
 
 /// A boxed, sendable future, so [`VipDriver`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

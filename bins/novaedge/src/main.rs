@@ -88,6 +88,40 @@ impl IngressPorts {
     }
 }
 
+/// How VIPs (ProxyVIPs) are held on this machine.
+#[derive(Debug, Clone, Args)]
+struct VipArgs {
+    /// Valid lifetime of the addresses of L2 VIPs, refreshed while held: if the process is
+    /// killed, the kernel drops them after this long. Whole seconds (the kernel's unit).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    l2_lease: Duration,
+    /// BGP identifier for ProxyVIPs that give none [default: this node's IPv4 address
+    /// towards each peer].
+    #[arg(long)]
+    router_id: Option<std::net::Ipv4Addr>,
+    /// Set `arp_ignore=1` and `arp_announce=2` on the interfaces of L2 VIPs (otherwise they
+    /// are only checked, and weaker values logged).
+    #[arg(long)]
+    set_arp_sysctls: bool,
+}
+
+impl VipArgs {
+    fn options(self) -> Result<cmd::agent::VipOptions, cmd::Error> {
+        if self.l2_lease.subsec_nanos() != 0 || self.l2_lease.is_zero() {
+            return Err(format!(
+                "--l2-lease {:?}: must be a whole number of seconds, at least 1",
+                self.l2_lease
+            )
+            .into());
+        }
+        Ok(cmd::agent::VipOptions {
+            l2_lease: self.l2_lease,
+            router_id: self.router_id,
+            set_arp_sysctls: self.set_arp_sysctls,
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the Kubernetes objects in PATH... (files or directories of YAML); reload on change.
@@ -106,6 +140,8 @@ enum Command {
         /// How long SIGTERM waits for connections to finish.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         drain_timeout: Duration,
+        #[command(flatten)]
+        vip: VipArgs,
     },
     /// Check manifests: print every error (file, object, field) and every status condition that
     /// is not as it should be (e.g. a route that would not be Accepted, and why); exit non-zero
@@ -140,12 +176,14 @@ enum Command {
         listen: SocketAddr,
         #[command(flatten)]
         tls: ControlTls,
-        /// How often agents send heartbeats.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        /// How often agents send heartbeats (each is answered).
+        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
         heartbeat: Duration,
-        /// How long a node must be silent before its L2 VIPs are given to another node; at
-        /// least the agents' L2 address lease plus the time they take to withdraw on their own.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        /// How long a node must be silent before its L2 VIPs are given to another node. Must
+        /// exceed the agents' L2 address lease (`--l2-lease`, 1 s by default) plus one
+        /// heartbeat: a killed agent's addresses expire within the lease. Larger clusters may
+        /// prefer `--heartbeat 1s --fencing-delay 5s --l2-lease 3s` on the agents.
+        #[arg(long, default_value = "1500ms", value_parser = humantime::parse_duration)]
         fencing_delay: Duration,
         #[command(flatten)]
         ingress: IngressPorts,
@@ -172,6 +210,8 @@ enum Command {
         /// How long SIGTERM waits for connections to finish.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         drain_timeout: Duration,
+        #[command(flatten)]
+        vip: VipArgs,
     },
     /// Write a development CA and certificates for the controller and the agents of NODE...
     Certs {
@@ -210,6 +250,7 @@ fn main() -> ExitCode {
                 bind,
                 demo_backends,
                 drain_timeout,
+                vip,
             } => {
                 cmd::run::run(cmd::run::Options {
                     paths,
@@ -217,6 +258,7 @@ fn main() -> ExitCode {
                     bind,
                     demo_backends,
                     drain_timeout,
+                    vip: vip.options()?,
                 })
                 .await
             }
@@ -259,6 +301,7 @@ fn main() -> ExitCode {
                 cache,
                 bind,
                 drain_timeout,
+                vip,
             } => {
                 cmd::agent::agent(cmd::agent::Options {
                     controller,
@@ -268,6 +311,7 @@ fn main() -> ExitCode {
                     cache,
                     bind,
                     drain_timeout,
+                    vip: vip.options()?,
                 })
                 .await
             }

@@ -342,6 +342,11 @@ async fn wait_vips(cluster: &Cluster, node: &str, want: &[&str]) -> Duration {
 /// VIP placement by the controller: an L2 VIP on exactly one node, a BGP VIP on every node; the
 /// L2 VIP moves when its holder dies (after the fencing delay), and does not move back when the
 /// holder returns.
+///
+/// The agents run on this machine, outside any network namespace, so the VIPs are made such
+/// that holding them sends nothing anywhere: the L2 interface does not exist, and the BGP peer
+/// is a closed port on 127.0.0.1. The agents try, and say why they cannot. Holding VIPs for
+/// real is tested in network namespaces (`tests/vip_l2.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_places_vips_and_moves_an_l2_vip_off_a_dead_node() {
     let dir = tempfile::tempdir().unwrap();
@@ -362,7 +367,7 @@ metadata: {name: web, namespace: t}
 spec:
   addresses: [192.0.2.10]
   mode: L2
-  interface: eth0
+  interface: ne-absent0
 ---
 apiVersion: novaedge.io/v1alpha1
 kind: ProxyVIP
@@ -372,8 +377,9 @@ spec:
   mode: BGP
   bgp:
     localASN: 64512
-    peers: [{address: 192.0.2.1, asn: 64500}]
-",
+    peers: [{address: 127.0.0.1, port: BGP_PORT, asn: 64500}]
+"
+        .replace("BGP_PORT", &free_port().to_string()),
     )
     .unwrap();
     write(&conf, &config(free_port(), None, &[]));
@@ -384,6 +390,10 @@ spec:
     let controller = cluster.controller();
     let mut a = cluster.agent("node-a", "node-a", IpAddr::from(AGENTS[0].1));
     wait_vips(&cluster, "node-a", &["t/api", "t/web"]).await;
+    a.wait_log(
+        "L2 VIPs on ne-absent0: interface \"ne-absent0\": no such interface",
+        0,
+    );
     let _b = cluster.agent("node-b", "node-b", IpAddr::from(AGENTS[1].1));
     wait_vips(&cluster, "node-b", &["t/api"]).await;
 

@@ -22,8 +22,8 @@
 //! - [`Elector`]: leader election on a `coordination.k8s.io/v1` Lease, as client-go's
 //!   `leaderelection` does it (expiry judged by when *this* replica last saw the Lease change,
 //!   so clocks need not agree).
-//! - Every snapshot goes to every node ([`Publisher::publish_default`]): per-node placement
-//!   (VIPs) is not done yet. Nodes are watched already, by metadata, for it.
+//! - Each node gets its own snapshot through a [`Distributor`]: the Gateways its labels select
+//!   and the VIPs placed on it, placed again when a Node's labels or an agent's health change.
 //!
 //! # Status and Events
 //!
@@ -74,6 +74,7 @@
 //! Objects are kept without `managedFields` and without kubectl's last-applied annotation (a
 //! full copy of the object, Secret data included).
 
+mod distributor;
 mod events;
 mod leader;
 mod status;
@@ -89,6 +90,7 @@ use novaedge_snapshot::distribution::Publisher;
 use tokio::sync::{Notify, watch as channel};
 use tokio::time::Instant;
 
+pub use distributor::{Desired, Distributor, HEALTH_TICK, lock, watch_health};
 pub use leader::{Elector, LeaseConfig};
 
 use crate::translate::{TranslateOptions, translate};
@@ -216,9 +218,11 @@ impl Controller {
         let writer = StatusWriter::new(client.clone(), stores.clone(), &config.lease.identity);
         tasks.spawn(writer.run(rounds, leading));
 
-        let rebuild = rebuild_loop(&stores, &changed, &publisher, &config, &rounds_tx);
+        let distributor = std::sync::Mutex::new(Distributor::new(publisher));
+        let rebuild = rebuild_loop(&stores, &changed, &distributor, &config, &rounds_tx);
         tokio::select! {
             () = rebuild => {}
+            () = watch_health(&distributor) => {}
             () = shutdown => tracing::info!("controller shutting down"),
         }
         // Status writes stop before the Lease is given up, so that the next leader is alone.
@@ -234,7 +238,7 @@ impl Controller {
 async fn rebuild_loop(
     stores: &Stores,
     changed: &Notify,
-    publisher: &Publisher,
+    distributor: &std::sync::Mutex<Distributor>,
     config: &ControllerConfig,
     rounds: &channel::Sender<Option<Arc<Round>>>,
 ) {
@@ -245,18 +249,19 @@ async fn rebuild_loop(
     tracing::info!("every kind is listed; building the first snapshot");
     let mut reported = BTreeSet::new();
     loop {
-        let round = rebuild(stores, publisher, config, &mut reported);
+        let round = rebuild(stores, distributor, config, &mut reported);
         rounds.send_replace(Some(Arc::new(round)));
         changed.notified().await;
         config.debounce.settle(changed).await;
     }
 }
 
-/// One translation of everything in the stores; publishes the snapshot to every node.
-/// `reported` holds the diagnostics logged so far, so that each is logged once while it lasts.
+/// One translation of everything in the stores, handed to the distributor, which publishes
+/// each node's part. `reported` holds the diagnostics logged so far, so that each is logged
+/// once while it lasts.
 fn rebuild(
     stores: &Stores,
-    publisher: &Publisher,
+    distributor: &std::sync::Mutex<Distributor>,
     config: &ControllerConfig,
     reported: &mut BTreeSet<String>,
 ) -> Round {
@@ -282,15 +287,19 @@ fn rebuild(
     // object's mistake must not freeze everyone's configuration. A snapshot that fails its own
     // validation is a translator bug; the agents keep what they have.
     match translation.snapshot.validate() {
-        Ok(()) => match publisher.publish_default(&translation.snapshot) {
-            Some(version) => tracing::info!(
-                version,
+        Ok(()) => {
+            lock(distributor).load(Desired {
+                snapshot: translation.snapshot,
+                nodes: translation.nodes,
+                node_labels: translation.node_labels,
+                vips: translation.vips,
+            });
+            tracing::debug!(
                 objects = objects.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "snapshot published"
-            ),
-            None => tracing::debug!(objects = objects.len(), "snapshot unchanged"),
-        },
+                "translated"
+            );
+        }
         Err(e) => tracing::error!(error = %e, "the translated snapshot is invalid; not published"),
     }
     let problems = events::problems(&objects, diagnostics.iter().filter(|d| d.is_error()));

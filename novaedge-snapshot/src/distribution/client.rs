@@ -1,10 +1,12 @@
 //! The agent side: one stream to the controller, kept open, with ACK/NACK and heartbeats.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
@@ -22,6 +24,32 @@ pub trait Applier: Send + 'static {
     /// Whether the data plane is ready, for heartbeats.
     fn ready(&self) -> bool {
         true
+    }
+    /// The L2 VIPs (by name) this node holds right now, for the Hello and heartbeats.
+    fn held_vips(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// What the agent knows of its contact with the controller, for L2 VIP fencing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Contact {
+    /// When the agent sent the last heartbeat the controller answered. The controller heard
+    /// from the node at that time or later, so its fencing delay runs out no earlier than
+    /// `confirmed + fencing_delay`. `None`: no answer yet.
+    pub confirmed: Option<Instant>,
+    /// The controller's fencing delay, from its last message (`None`: it never moves L2 VIPs,
+    /// or has not said yet).
+    pub fencing_delay: Option<Duration>,
+}
+
+impl Contact {
+    /// Until when this node may hold L2 VIPs, keeping `margin` for withdrawing them before
+    /// the controller may give them to another node. `None`: it may not (no answered
+    /// heartbeat yet, or no fencing delay known).
+    pub fn l2_deadline(&self, margin: Duration) -> Option<Instant> {
+        let delay = self.fencing_delay?.checked_sub(margin)?;
+        Some(self.confirmed? + delay)
     }
 }
 
@@ -71,6 +99,7 @@ pub struct SubscriberConfig {
 pub struct Subscriber<A> {
     config: SubscriberConfig,
     applier: A,
+    contact: watch::Sender<Contact>,
 }
 
 /// Why one stream ended.
@@ -86,7 +115,16 @@ enum StreamEnd {
 
 impl<A: Applier> Subscriber<A> {
     pub fn new(config: SubscriberConfig, applier: A) -> Self {
-        Self { config, applier }
+        Self {
+            config,
+            applier,
+            contact: watch::Sender::new(Contact::default()),
+        }
+    }
+
+    /// Follows the contact with the controller: changes on every answered heartbeat.
+    pub fn contact(&self) -> watch::Receiver<Contact> {
+        self.contact.subscribe()
     }
 
     /// The applier, e.g. to read what runs now.
@@ -128,6 +166,7 @@ impl<A: Applier> Subscriber<A> {
                 current_version,
                 current_digest,
                 agent_version: self.config.agent_version.clone(),
+                held_vips: self.applier.held_vips(),
             })),
         };
         // The channel has room: this cannot wait.
@@ -140,6 +179,9 @@ impl<A: Applier> Subscriber<A> {
         *delivered = true;
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Heartbeats sent and not answered yet: (sequence, when sent).
+        let mut unanswered: VecDeque<(u64, Instant)> = VecDeque::new();
+        let mut sequence = 0;
         loop {
             tokio::select! {
                 message = inbound.message() => {
@@ -155,15 +197,48 @@ impl<A: Applier> Subscriber<A> {
                             );
                         }
                     }
-                    let answer = self.receive(message);
-                    if tx.send(answer).await.is_err() {
-                        return Err(StreamEnd::Closed);
+                    let fencing_delay = (message.fencing_delay_ms > 0)
+                        .then(|| Duration::from_millis(message.fencing_delay_ms.into()));
+                    let ack = message.heartbeat_ack;
+                    // A snapshot comes before the answer in the same message: apply it first.
+                    if message.snapshot.is_some() {
+                        let answer = self.receive(message);
+                        if tx.send(answer).await.is_err() {
+                            return Err(StreamEnd::Closed);
+                        }
                     }
+                    let mut confirmed = None;
+                    while let Some(&(seq, sent)) = unanswered.front() {
+                        if seq > ack {
+                            break;
+                        }
+                        unanswered.pop_front();
+                        if seq == ack {
+                            confirmed = Some(sent);
+                        }
+                    }
+                    self.contact.send_if_modified(|c| {
+                        let before = *c;
+                        c.fencing_delay = fencing_delay;
+                        if confirmed.is_some() {
+                            c.confirmed = confirmed;
+                        }
+                        *c != before
+                    });
                 }
                 _ = heartbeat.tick() => {
+                    sequence += 1;
+                    // Answers come in order; a controller that answers nothing must not make
+                    // this grow without bound.
+                    if unanswered.len() >= 64 {
+                        unanswered.pop_front();
+                    }
+                    unanswered.push_back((sequence, Instant::now()));
                     let beat = AgentMessage {
                         message: Some(agent_message::Message::Heartbeat(Heartbeat {
                             ready: self.applier.ready(),
+                            sequence,
+                            held_vips: self.applier.held_vips(),
                         })),
                     };
                     if tx.send(beat).await.is_err() {

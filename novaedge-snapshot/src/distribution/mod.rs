@@ -21,8 +21,8 @@
 mod client;
 mod server;
 
-pub use client::{Applier, Backoff, Subscriber, SubscriberConfig};
-pub use server::{Authorize, NodeReport, Publisher};
+pub use client::{Applier, Backoff, Contact, Subscriber, SubscriberConfig};
+pub use server::{Authorize, NodeReport, Publisher, PublisherConfig};
 
 use crate::ConfigSnapshot;
 

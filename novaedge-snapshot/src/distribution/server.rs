@@ -36,7 +36,18 @@ struct Inner {
     state: Mutex<State>,
     /// Bumped on every change of a snapshot; streams wake up and look at their node's.
     changed: watch::Sender<u64>,
-    heartbeat: Duration,
+    config: PublisherConfig,
+}
+
+/// What a [`Publisher`] asks of the agents.
+#[derive(Debug, Clone, Copy)]
+pub struct PublisherConfig {
+    /// How often agents send heartbeats.
+    pub heartbeat: Duration,
+    /// How long after it last heard from a node the controller may give the node's L2 VIPs to
+    /// another node; sent to the agents, which drop their L2 VIPs on their own before then.
+    /// `None`: L2 VIPs are never moved, and agents keep them without the controller.
+    pub fencing_delay: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -74,6 +85,8 @@ pub struct NodeReport {
     pub acked: Option<u64>,
     /// The last version the node refused, and why; cleared by a later ACK.
     pub nacked: Option<(u64, String)>,
+    /// The L2 VIPs (by name) the node said it holds, in its Hello or last heartbeat.
+    pub held_vips: Vec<String>,
     /// The stream the report is from.
     stream: u64,
 }
@@ -89,15 +102,29 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// A publisher with nothing to send yet, asking agents for a heartbeat every `heartbeat`.
+    /// A publisher with nothing to send yet, asking agents for a heartbeat every `heartbeat`,
+    /// and with no fencing delay.
     pub fn new(heartbeat: Duration) -> Self {
+        Self::with_config(PublisherConfig {
+            heartbeat,
+            fencing_delay: None,
+        })
+    }
+
+    /// A publisher with nothing to send yet.
+    pub fn with_config(config: PublisherConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::default(),
                 changed: watch::Sender::new(0),
-                heartbeat,
+                config,
             }),
         }
+    }
+
+    /// What the publisher asks of the agents.
+    pub fn config(&self) -> PublisherConfig {
+        self.inner.config
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -290,6 +317,7 @@ impl SnapshotDistribution for Service {
                     sent: None,
                     acked: (hello.current_version != 0).then_some(hello.current_version),
                     nacked: None,
+                    held_vips: hello.held_vips.clone(),
                     stream: id,
                 },
             );
@@ -303,14 +331,22 @@ impl SnapshotDistribution for Service {
         );
 
         let (tx, rx) = mpsc::channel(4);
-        // Sends the node's snapshot whenever it differs from what the agent runs.
+        // The latest heartbeat to answer, from the reader to the sender.
+        let (beats_tx, mut beats) = watch::channel(0u64);
+        // Sends the node's snapshot whenever it differs from what the agent runs, and answers
+        // heartbeats. One task does both so that an answer never overtakes a snapshot: a
+        // heartbeat that arrives after the node's snapshot changed is answered with (or after)
+        // the new snapshot, which is what lets the agent trust its L2 VIPs until an answer is
+        // overdue.
         let sender = {
             let publisher = publisher.clone();
             let node = node.clone();
             let mut running = hello.current_digest.clone();
             let mut changed = publisher.inner.changed.subscribe();
-            let heartbeat_ms =
-                u32::try_from(publisher.inner.heartbeat.as_millis()).unwrap_or(u32::MAX);
+            let config = publisher.inner.config;
+            let heartbeat_interval_ms = millis(config.heartbeat);
+            let fencing_delay_ms = config.fencing_delay.map_or(0, millis);
+            let mut answered = 0;
             tokio::spawn(async move {
                 loop {
                     changed.borrow_and_update();
@@ -319,23 +355,39 @@ impl SnapshotDistribution for Service {
                         let _ = tx.send(Err(status)).await;
                         return;
                     }
+                    let mut message = ControllerMessage {
+                        snapshot: None,
+                        digest: Vec::new(),
+                        heartbeat_interval_ms,
+                        heartbeat_ack: 0,
+                        fencing_delay_ms,
+                    };
+                    let mut sent = None;
                     if let Some(p) = publisher.effective(&node)
                         && p.digest[..] != running[..]
                     {
-                        let message = ControllerMessage {
-                            snapshot: Some((*p.wire).clone()),
-                            digest: p.digest.to_vec(),
-                            heartbeat_interval_ms: heartbeat_ms,
-                        };
+                        message.snapshot = Some((*p.wire).clone());
+                        message.digest = p.digest.to_vec();
+                        sent = Some((p.version, p.digest));
+                    }
+                    let beat = *beats.borrow_and_update();
+                    if beat > answered {
+                        message.heartbeat_ack = beat;
+                    }
+                    if sent.is_some() || message.heartbeat_ack != 0 {
                         if tx.send(Ok(message)).await.is_err() {
                             return; // the stream is gone
                         }
-                        running = p.digest.to_vec();
-                        publisher.report(&node, stream_id, |r| r.sent = Some(p.version));
-                        tracing::debug!(node, version = p.version, "snapshot sent");
+                        answered = answered.max(beat);
+                        if let Some((version, digest)) = sent {
+                            running = digest.to_vec();
+                            publisher.report(&node, stream_id, |r| r.sent = Some(version));
+                            tracing::debug!(node, version, "snapshot sent");
+                        }
                     }
                     tokio::select! {
                         changed = changed.changed() => if changed.is_err() { return },
+                        beat = beats.changed() => if beat.is_err() { return },
                         () = tx.closed() => return,
                     }
                 }
@@ -365,7 +417,17 @@ impl SnapshotDistribution for Service {
                             });
                         }
                         Some(agent_message::Message::Heartbeat(beat)) => {
-                            publisher.report(&node, stream_id, |r| r.ready = beat.ready);
+                            publisher.report(&node, stream_id, |r| {
+                                r.ready = beat.ready;
+                                r.held_vips = beat.held_vips;
+                            });
+                            if beat.sequence != 0 {
+                                beats_tx.send_if_modified(|last| {
+                                    let newer = beat.sequence > *last;
+                                    *last = (*last).max(beat.sequence);
+                                    newer
+                                });
+                            }
                         }
                         Some(agent_message::Message::Hello(_)) | None => {
                             tracing::warn!(node, "unexpected message from the agent; ignored");
@@ -384,4 +446,8 @@ impl SnapshotDistribution for Service {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }

@@ -1,15 +1,29 @@
 //! `novaedge agent`: the node agent. Receives its node's snapshot from the controller and
 //! applies it to the engine; keeps serving the last good snapshot while the controller is away,
-//! and across its own restarts from a cache file.
+//! and across its own restarts from a cache file. Holds the VIPs its snapshot assigns to the
+//! node.
+//!
+//! # L2 VIPs and the controller
+//!
+//! The controller gives a silent node's L2 VIPs to another node once the node has been silent
+//! for its fencing delay. So that two nodes never answer for one address, the agent holds L2
+//! VIPs only while its contact with the controller is fresh: until the fencing delay, less a
+//! margin ([`l2_margin`]), after it sent the last heartbeat the controller answered. After a
+//! start (even from the cache) it holds none until the controller has answered once. BGP VIPs,
+//! which several nodes announce at once, do not wait for the controller.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use novaedge_core::{Engine, EngineConfig};
-use novaedge_snapshot::ConfigSnapshot;
-use novaedge_snapshot::distribution::{self, Applier, Backoff, Subscriber, SubscriberConfig};
+use novaedge_snapshot::distribution::{
+    self, Applier, Backoff, Contact, Subscriber, SubscriberConfig,
+};
+use novaedge_snapshot::{ConfigSnapshot, Vip};
+use novaedge_vip::manager::{ManagerConfig, VipManager};
+use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
 use super::control_tls::TlsFiles;
@@ -24,19 +38,53 @@ pub(crate) struct Options {
     pub(crate) cache: Option<PathBuf>,
     pub(crate) bind: IpAddr,
     pub(crate) drain_timeout: Duration,
+    pub(crate) vip: VipOptions,
 }
 
-/// Applies snapshots to the engine and remembers the last one in the cache file.
+/// How the agent holds VIPs.
+#[derive(Debug, Clone)]
+pub(crate) struct VipOptions {
+    /// Valid lifetime of L2 VIP addresses (the kernel drops them this long after the agent
+    /// stops refreshing them, e.g. when it is killed).
+    pub(crate) l2_lease: Duration,
+    /// BGP identifier for VIPs that give none.
+    pub(crate) router_id: Option<Ipv4Addr>,
+    /// Set `arp_ignore=1`/`arp_announce=2` on L2 VIP interfaces.
+    pub(crate) set_arp_sysctls: bool,
+}
+
+impl VipOptions {
+    pub(crate) fn manager(&self) -> VipManager {
+        VipManager::new(ManagerConfig {
+            l2_lease: self.l2_lease,
+            router_id: self.router_id,
+            set_arp_sysctls: self.set_arp_sysctls,
+            ..ManagerConfig::default()
+        })
+    }
+}
+
+/// Applies snapshots to the engine, hands their VIPs to the VIP task, and remembers the last
+/// snapshot in the cache file.
 struct EngineApplier {
     engine: Engine,
     cache: Option<PathBuf>,
     version: u64,
     digest: Vec<u8>,
+    vips: watch::Sender<Vec<Vip>>,
+    manager: VipManager,
 }
 
 impl Applier for EngineApplier {
     fn apply(&mut self, snapshot: ConfigSnapshot, digest: Vec<u8>) -> Result<(), String> {
         self.engine.apply(&snapshot).map_err(|e| e.to_string())?;
+        self.vips.send_if_modified(|vips| {
+            let changed = *vips != snapshot.vips;
+            if changed {
+                vips.clone_from(&snapshot.vips);
+            }
+            changed
+        });
         self.version = snapshot.version;
         self.digest = digest;
         if let Some(cache) = &self.cache
@@ -50,6 +98,70 @@ impl Applier for EngineApplier {
 
     fn current(&self) -> (u64, Vec<u8>) {
         (self.version, self.digest.clone())
+    }
+
+    fn held_vips(&self) -> Vec<String> {
+        self.manager.held_l2()
+    }
+}
+
+/// How long before the controller's fencing delay runs out the agent drops its L2 VIPs: a
+/// fifth of the delay, at least 100 ms (removing an address takes a few milliseconds).
+pub(crate) fn l2_margin(fencing_delay: Duration) -> Duration {
+    (fencing_delay / 5).max(Duration::from_millis(100))
+}
+
+/// Holds the VIPs of the snapshot in force; L2 ones only while the contact with the controller
+/// allows (see the module docs).
+async fn hold_vips(
+    manager: VipManager,
+    mut desired: watch::Receiver<Vec<Vip>>,
+    mut contact: watch::Receiver<Contact>,
+) {
+    let mut last: Option<(Vec<Vip>, bool)> = None;
+    loop {
+        let vips = desired.borrow_and_update().clone();
+        let c = *contact.borrow_and_update();
+        let now = tokio::time::Instant::now();
+        let (allowed, until) = match c.fencing_delay {
+            // This controller never moves L2 VIPs: hold them once it has been heard from.
+            None => (c.confirmed.is_some(), None),
+            Some(delay) => match c.l2_deadline(l2_margin(delay)) {
+                Some(deadline) if deadline > now => (true, Some(deadline)),
+                _ => (false, None),
+            },
+        };
+        let was_allowed = last.as_ref().map(|(_, a)| *a);
+        if last.as_ref() != Some(&(vips.clone(), allowed)) {
+            let has_l2 = vips
+                .iter()
+                .any(|v| matches!(v.announce, novaedge_snapshot::VipAnnounce::L2 { .. }));
+            match (was_allowed, allowed) {
+                (Some(true), false) if has_l2 => tracing::warn!(
+                    "no answer from the controller within the fencing delay: dropping L2 VIPs"
+                ),
+                (None, false) if has_l2 => {
+                    tracing::info!("L2 VIPs wait for the controller's first answer")
+                }
+                (Some(false), true) if has_l2 => {
+                    tracing::info!("the controller answers again: holding L2 VIPs")
+                }
+                _ => {}
+            }
+            manager.set(&vips, allowed).await;
+            last = Some((vips, allowed));
+        }
+        let expiry = async {
+            match until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = desired.changed() => if changed.is_err() { return },
+            changed = contact.changed() => if changed.is_err() { return },
+            () = expiry => {}
+        }
     }
 }
 
@@ -67,11 +179,15 @@ pub(crate) async fn agent(options: Options) -> Result<ExitCode, super::Error> {
         default_bind: options.bind,
         ..EngineConfig::default()
     });
+    let manager = options.vip.manager();
+    let (vips_tx, vips) = watch::channel(Vec::new());
     let mut applier = EngineApplier {
         engine: engine.clone(),
         cache: options.cache.clone(),
         version: 0,
         digest: Vec::new(),
+        vips: vips_tx,
+        manager: manager.clone(),
     };
     if let Some(cache) = &options.cache {
         match std::fs::read(cache) {
@@ -117,10 +233,14 @@ pub(crate) async fn agent(options: Options) -> Result<ExitCode, super::Error> {
         controller = options.controller,
         "agent started"
     );
+    let vip_task = tokio::spawn(hold_vips(manager.clone(), vips, subscriber.contact()));
     let stream = tokio::spawn(subscriber.run());
 
     super::terminated().await;
     stream.abort();
+    vip_task.abort();
+    // VIPs go first, so that new traffic moves to other nodes while this one drains.
+    manager.shutdown().await;
     tracing::info!(timeout = ?options.drain_timeout, "draining");
     let report = engine.shutdown(options.drain_timeout).await;
     if !report.drained {

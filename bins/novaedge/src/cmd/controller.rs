@@ -3,7 +3,6 @@
 //! `novaedge_k8s::controller`: watchers, leader election, status); with `--source files:DIR`
 //! from files (watched), so that the whole controller -> agent system runs without a cluster.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use novaedge_k8s::TranslateOptions;
-use novaedge_k8s::controller::{Controller, ControllerConfig, LeaseConfig};
-use novaedge_k8s::file_source::{FileSource, Loaded};
-use novaedge_k8s::placement::{NodeCandidate, NodeHealth, place};
-use novaedge_snapshot::distribution::{Authorize, Publisher};
+use novaedge_k8s::controller::{
+    Controller, ControllerConfig, Distributor, LeaseConfig, lock, watch_health,
+};
+use novaedge_k8s::file_source::FileSource;
+use novaedge_snapshot::distribution::{Authorize, Publisher, PublisherConfig};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
@@ -74,7 +74,10 @@ pub(crate) struct LeaseOptions {
 }
 
 pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Error> {
-    let publisher = Publisher::new(options.heartbeat);
+    let publisher = Publisher::with_config(PublisherConfig {
+        heartbeat: options.heartbeat,
+        fencing_delay: Some(options.fencing_delay),
+    });
     // One shutdown signal for the server and the source.
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
@@ -89,18 +92,11 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
     let source = match options.source {
         Source::Files(paths) => {
             let mut source = FileSource::new(paths).with_options(options.translate);
-            let mut distributor = Distributor {
-                publisher: publisher.clone(),
-                heartbeat: options.heartbeat,
-                fencing_delay: options.fencing_delay,
-                loaded: None,
-                holders: BTreeMap::new(),
-                last_health: Vec::new(),
-            };
+            let mut distributor = Distributor::new(publisher.clone());
             match source.load() {
                 Ok(loaded) => {
                     super::run::report(&loaded.warnings);
-                    distributor.load(loaded);
+                    distributor.load(loaded.into());
                 }
                 // Agents keep what they run (their cache) until the files are fixed.
                 Err(diagnostics) => {
@@ -194,148 +190,27 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
     Ok(ExitCode::SUCCESS)
 }
 
-fn lock(distributor: &Mutex<Distributor>) -> std::sync::MutexGuard<'_, Distributor> {
-    // Every method leaves the distributor consistent; a panic in one cannot corrupt it.
-    distributor.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// How often node health is looked at for VIP placement.
-const HEALTH_TICK: Duration = Duration::from_millis(100);
-
-/// Turns the configuration and what the agents report into each node's snapshot.
-struct Distributor {
-    publisher: Publisher,
-    heartbeat: Duration,
-    fencing_delay: Duration,
-    loaded: Option<Loaded>,
-    /// L2 VIP -> the node holding it.
-    holders: BTreeMap<String, String>,
-    /// The node health the last placement was made with.
-    last_health: Vec<(String, NodeHealth)>,
-}
-
-impl Distributor {
-    fn load(&mut self, loaded: Loaded) {
-        self.loaded = Some(loaded);
-        let health = self.health();
-        self.publish(health);
-    }
-
-    /// Places and publishes again if any node's health changed.
-    fn health_changed(&mut self) {
-        let health = self.health();
-        if health != self.last_health {
-            self.publish(health);
-        }
-    }
-
-    /// Every node known from Node objects or from a stream, with its health: healthy while
-    /// its agent is connected, ready and heartbeating; suspect once not, until it has been
-    /// silent for the fencing delay; fenced after.
-    fn health(&self) -> Vec<(String, NodeHealth)> {
-        let reports = self.publisher.reports();
-        let mut nodes: BTreeSet<&String> = reports.keys().collect();
-        if let Some(loaded) = &self.loaded {
-            nodes.extend(loaded.node_labels.keys());
-        }
-        nodes
-            .into_iter()
-            .map(|name| {
-                let health = match reports.get(name) {
-                    Some(r)
-                        if r.connected && r.ready && r.last_seen.elapsed() < self.heartbeat * 3 =>
-                    {
-                        NodeHealth::Healthy
-                    }
-                    Some(r) if r.last_seen.elapsed() < self.fencing_delay => NodeHealth::Suspect,
-                    _ => NodeHealth::Fenced,
-                };
-                (name.clone(), health)
-            })
-            .collect()
-    }
-
-    /// Places the VIPs and publishes each node's snapshot: the part of the configuration its
-    /// labels select (everything, when no Gateway is limited to some nodes) and its VIPs.
-    /// Nodes nobody knows of get the part that needs no labels, and no VIPs.
-    fn publish(&mut self, health: Vec<(String, NodeHealth)>) {
-        let Some(loaded) = &self.loaded else {
-            return;
-        };
-        let no_labels = BTreeMap::new();
-        let candidates: Vec<NodeCandidate> = health
-            .iter()
-            .map(|(name, health)| NodeCandidate {
-                name: name.clone(),
-                labels: loaded.node_labels.get(name).cloned().unwrap_or_default(),
-                health: *health,
-            })
-            .collect();
-        let placement = place(&loaded.vips, &candidates, &self.holders);
-        for (vip, node) in &placement.l2_holders {
-            if self.holders.get(vip) != Some(node) {
-                tracing::info!(vip, node, "L2 VIP assigned");
-            }
-        }
-        for vip in &placement.unplaced {
-            tracing::warn!(vip, "no healthy node may hold this VIP");
-        }
-        self.holders = placement.l2_holders.clone();
-        self.last_health = health;
-
-        let whole = &loaded.snapshot;
-        match self
-            .publisher
-            .publish_default(&loaded.nodes.snapshot_for(whole, &no_labels))
-        {
-            Some(version) => tracing::info!(version, "snapshot published"),
-            None => tracing::debug!("the default snapshot did not change"),
-        }
-        for (node, _) in &self.last_health {
-            let vips = placement.per_node.get(node);
-            if loaded.nodes.is_uniform() && vips.is_none() {
-                self.publisher.remove_node(node);
-                continue;
-            }
-            let labels = loaded.node_labels.get(node).unwrap_or(&no_labels);
-            let mut snapshot = loaded.nodes.snapshot_for(whole, labels);
-            snapshot.vips = vips.cloned().unwrap_or_default();
-            if let Some(version) = self.publisher.publish_node(node, &snapshot) {
-                tracing::info!(node, version, "node snapshot published");
-            }
-        }
-    }
-}
-
 /// The task of the source, once started.
 enum Running {
     Files(tokio::task::JoinHandle<()>),
     Kubernetes(tokio::task::JoinHandle<()>),
 }
 
-/// Reloads the files on every change and looks at node health every [`HEALTH_TICK`], publishing
-/// what they come to. The health check runs apart from the file watcher, whose quiet period a
-/// timer in the same loop would keep restarting.
+/// Reloads the files on every change and looks at node health every [`HEALTH_TICK`],
+/// publishing what they come to. The health check runs apart from the file watcher, whose quiet
+/// period a timer in the same loop would keep restarting.
 async fn reload(
     mut source: FileSource,
     mut changes: novaedge_k8s::file_source::Changes,
     distributor: Distributor,
 ) {
     let distributor = Mutex::new(distributor);
-    let health = async {
-        let mut tick = tokio::time::interval(HEALTH_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            lock(&distributor).health_changed();
-        }
-    };
     let files = async {
         while changes.next(RELOAD_QUIET).await {
             match source.load() {
                 Ok(loaded) => {
                     super::run::report(&loaded.warnings);
-                    lock(&distributor).load(loaded);
+                    lock(&distributor).load(loaded.into());
                 }
                 Err(diagnostics) => {
                     super::run::report(&diagnostics);
@@ -346,7 +221,7 @@ async fn reload(
         tracing::warn!("file watcher stopped; configuration will no longer reload");
         std::future::pending::<()>().await;
     };
-    tokio::join!(health, files);
+    tokio::join!(watch_health(&distributor), files);
 }
 
 /// This machine's name: the Pod's name in a cluster (Kubernetes sets the host name to it).

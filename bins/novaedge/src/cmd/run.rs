@@ -9,7 +9,7 @@ use novaedge_core::{Engine, EngineConfig};
 use novaedge_echo::EchoServer;
 use novaedge_k8s::file_source::FileSource;
 use novaedge_k8s::{Diagnostic, TranslateOptions};
-use novaedge_snapshot::ConfigSnapshot;
+use novaedge_snapshot::{ConfigSnapshot, Vip};
 
 /// How long the files must be quiet after a change before they are read again.
 const RELOAD_QUIET: Duration = Duration::from_millis(200);
@@ -22,6 +22,7 @@ pub(crate) struct Options {
     pub(crate) bind: IpAddr,
     pub(crate) demo_backends: bool,
     pub(crate) drain_timeout: Duration,
+    pub(crate) vip: super::agent::VipOptions,
 }
 
 pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
@@ -34,13 +35,6 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
         }
     };
     report(&first.warnings);
-    for vip in &first.vips {
-        tracing::warn!(
-            vip = vip.vip.name,
-            "ProxyVIP not held: VIPs are placed on nodes by `novaedge controller`; \
-             `novaedge run` does not hold VIPs yet"
-        );
-    }
 
     // Held until exit: dropping an EchoServer stops it.
     let _demo = if options.demo_backends {
@@ -54,6 +48,11 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
         ..EngineConfig::default()
     });
     engine.apply(&first.snapshot)?;
+    // One machine holds every ProxyVIP of the files (node selectors have no nodes to pick
+    // from here), L2 ones included: there is no other node to fence against.
+    let vips = options.vip.manager();
+    let mut current_vips = vip_list(&first.vips);
+    vips.set(&current_vips, true).await;
     let mut current = first.snapshot;
     let mut changes = source.watch()?;
     tracing::info!(paths = ?source.paths(), "watching for changes");
@@ -69,11 +68,18 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
                     terminated.as_mut().await;
                     break;
                 }
-                reload(&mut source, &engine, &mut current);
+                if let Some(new_vips) = reload(&mut source, &engine, &mut current)
+                    && new_vips != current_vips
+                {
+                    vips.set(&new_vips, true).await;
+                    current_vips = new_vips;
+                }
             }
         }
     }
 
+    // VIPs go first, so that new traffic moves elsewhere while this machine drains.
+    vips.shutdown().await;
     tracing::info!(timeout = ?options.drain_timeout, "draining");
     let report = engine.shutdown(options.drain_timeout).await;
     if report.drained {
@@ -85,8 +91,12 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
 }
 
 /// Loads the files again and applies the result if it differs; on any error the running
-/// configuration stays.
-fn reload(source: &mut FileSource, engine: &Engine, current: &mut ConfigSnapshot) {
+/// configuration (VIPs included) stays. Returns the VIPs of a configuration now in force.
+fn reload(
+    source: &mut FileSource,
+    engine: &Engine,
+    current: &mut ConfigSnapshot,
+) -> Option<Vec<Vip>> {
     let loaded = match source.load() {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
@@ -95,22 +105,33 @@ fn reload(source: &mut FileSource, engine: &Engine, current: &mut ConfigSnapshot
                 serving = current.version,
                 "configuration has errors; keeping the last good one"
             );
-            return;
+            return None;
         }
     };
     report(&loaded.warnings);
+    let vips = vip_list(&loaded.vips);
     if loaded.snapshot.same_config(current) {
-        tracing::debug!("files changed but the configuration did not");
-        return;
+        tracing::debug!("the configuration (VIPs aside) did not change");
+        return Some(vips);
     }
     match engine.apply(&loaded.snapshot) {
-        Ok(()) => *current = loaded.snapshot,
-        Err(e) => tracing::error!(
-            serving = current.version,
-            error = %e,
-            "configuration rejected; keeping the last good one"
-        ),
+        Ok(()) => {
+            *current = loaded.snapshot;
+            Some(vips)
+        }
+        Err(e) => {
+            tracing::error!(
+                serving = current.version,
+                error = %e,
+                "configuration rejected; keeping the last good one"
+            );
+            None
+        }
     }
+}
+
+fn vip_list(scoped: &[novaedge_k8s::placement::ScopedVip]) -> Vec<Vip> {
+    scoped.iter().map(|s| s.vip.clone()).collect()
 }
 
 pub(crate) fn report(diagnostics: &[Diagnostic]) {
