@@ -27,10 +27,27 @@ impl Proxy {
 
     /// As [`start`](Self::start), with these environment variables set.
     pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Proxy {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// As [`start`](Self::start), in network namespace `netns` (`ip netns exec` replaces
+    /// itself with novaedge, so the child's PID is novaedge's).
+    pub(crate) fn start_in_netns(netns: &str, args: &[&str]) -> Proxy {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", netns, BIN])
+            .args(args)
+            .env("RUST_LOG", "info");
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Proxy {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
