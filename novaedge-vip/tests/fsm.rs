@@ -409,3 +409,23 @@ async fn trait_object_and_notification_display() {
         "cease: administrative shutdown (6/2)"
     );
 }
+
+#[tokio::test]
+async fn md5_passwords_are_checked_and_redacted() {
+    for (password, expect) in [
+        (String::new(), "peers[0] (127.0.0.1).password is empty"),
+        ("x".repeat(81), "peers[0] (127.0.0.1).password is 81 bytes"),
+    ] {
+        let mut cfg = BgpConfig::new(LOCAL_AS, Ipv4Addr::new(10, 0, 0, 1));
+        let mut p = PeerConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST), PEER_AS);
+        p.password = Some(password);
+        cfg.peers.push(p);
+        let err = BgpDriver::start(cfg).await.unwrap_err().to_string();
+        assert!(err.contains(expect), "{err}");
+    }
+    let mut p = PeerConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST), PEER_AS);
+    p.password = Some("x".repeat(80));
+    let debug = format!("{p:?}");
+    assert!(debug.contains("password: Some(\"<redacted>\")"), "{debug}");
+    assert!(!debug.contains("xxxx"), "{debug}");
+}

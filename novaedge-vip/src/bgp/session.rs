@@ -14,6 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use super::msg::{
     self, AFI_IPV4, AFI_IPV6, AsSegment, Capability, Codec, DecodeError, Message, Notification,
     Open, PathAttribute, Prefix, SAFI_UNICAST, Update,
 };
-use super::{BgpConfig, PeerConfig, Shared, stopped};
+use super::{BgpConfig, PeerConfig, Shared, md5, stopped};
 use crate::SessionState;
 
 /// How long a TCP connect may take.
@@ -265,12 +266,23 @@ impl PeerTask {
         self.set_state(SessionState::Connect);
         let addr = self.peer_addr();
         let local = self.cfg.local_addr;
+        let password = self.cfg.password.clone();
         let connect = async move {
             let socket = if addr.is_ipv4() {
                 TcpSocket::new_v4()?
             } else {
                 TcpSocket::new_v6()?
             };
+            if let Some(password) = password {
+                // Before connect: the SYN must already be signed.
+                md5::set_key(
+                    socket.as_fd(),
+                    addr.is_ipv6(),
+                    addr.ip(),
+                    password.as_bytes(),
+                )
+                .map_err(std::io::Error::other)?;
+            }
             if let Some(ip) = local {
                 socket.bind(SocketAddr::new(ip, 0))?;
             }
