@@ -21,7 +21,9 @@
 //! during the call. An error (for example a kernel without `CONFIG_TCP_MD5SIG`) ends up in the
 //! peer's `last_error` and in a log line naming the peer.
 //!
-//! Connection collisions (RFC 4271 section 6.8): see `session.rs`.
+//! Connection collisions (RFC 4271 section 6.8) are resolved by BGP identifier (`session.rs`);
+//! an OPEN with identifier 0, a multicast or broadcast one, or our own from an iBGP peer is
+//! answered with OPEN error / Bad BGP Identifier.
 //!
 //! Not implemented yet: extended next hop (RFC 8950); TCP-AO (RFC 5925).
 
