@@ -19,7 +19,8 @@
 //! tasks and return once the desired state is recorded, not once every peer has heard of it.
 //! Progress is observed through [`VipDriver::status`] and [`VipDriver::subscribe`].
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `bgp::md5` allows it for its one `setsockopt(TCP_MD5SIG)` call.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;

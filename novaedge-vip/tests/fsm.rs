@@ -409,3 +409,175 @@ async fn trait_object_and_notification_display() {
         "cease: administrative shutdown (6/2)"
     );
 }
+
+#[tokio::test]
+async fn md5_passwords_are_checked_and_redacted() {
+    for (password, expect) in [
+        (String::new(), "peers[0] (127.0.0.1).password is empty"),
+        ("x".repeat(81), "peers[0] (127.0.0.1).password is 81 bytes"),
+    ] {
+        let mut cfg = BgpConfig::new(LOCAL_AS, Ipv4Addr::new(10, 0, 0, 1));
+        let mut p = PeerConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST), PEER_AS);
+        p.password = Some(password);
+        cfg.peers.push(p);
+        let err = BgpDriver::start(cfg).await.unwrap_err().to_string();
+        assert!(err.contains(expect), "{err}");
+    }
+    let mut p = PeerConfig::new(IpAddr::V4(Ipv4Addr::LOCALHOST), PEER_AS);
+    p.password = Some("x".repeat(80));
+    let debug = format!("{p:?}");
+    assert!(debug.contains("password: Some(\"<redacted>\")"), "{debug}");
+    assert!(!debug.contains("xxxx"), "{debug}");
+}
+
+#[tokio::test]
+async fn bad_bgp_identifier_is_refused() {
+    let ours = Ipv4Addr::new(10, 0, 0, 1);
+    for (ibgp, id) in [
+        (false, Ipv4Addr::UNSPECIFIED),
+        (false, Ipv4Addr::new(224, 0, 0, 5)),
+        (false, Ipv4Addr::BROADCAST),
+        // Our own identifier from an internal peer (RFC 6286 section 2.2).
+        (true, ours),
+    ] {
+        let remote_as = if ibgp { LOCAL_AS } else { PEER_AS };
+        let (l, port) = listener().await;
+        let d = speaker(port, 9, |c| c.peers[0].remote_as = remote_as).await;
+        let mut peer = Scripted::accept(&l).await;
+        assert!(matches!(
+            peer.recv(Duration::from_secs(3)).await,
+            Some(Message::Open(_))
+        ));
+        peer.send(&Message::Open(Open::new(remote_as, 9, id, vec![])))
+            .await;
+        assert_eq!(
+            notification(peer.recv(Duration::from_secs(3)).await),
+            (code::OPEN, subcode::BAD_BGP_ID),
+            "identifier {id} (iBGP: {ibgp})"
+        );
+        let mut rx = d.subscribe();
+        rx.wait_for(|s| {
+            s.peers[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("bad BGP identifier"))
+        })
+        .await
+        .unwrap();
+    }
+    // The same identifier on eBGP is allowed (RFC 6286): the session comes up.
+    let (l, port) = listener().await;
+    let d = speaker(port, 9, |c| c.router_id = Ipv4Addr::new(10, 0, 0, 9)).await;
+    let mut peer = Scripted::accept(&l).await;
+    peer.open(9).await;
+    wait_state(&d, SessionState::Established).await;
+}
+
+/// RFC 4271 section 6.8: the speaker has connected to the peer (`ours`) and the peer connects
+/// to the speaker (`theirs`) before either OPEN exchange finishes. When the peer's OPEN
+/// reveals its identifier, the connection opened by the side with the higher identifier
+/// survives and the other gets Cease / Connection Collision Resolution.
+async fn collision(local_id: Ipv4Addr, peer_id: Ipv4Addr, ours_in_open_confirm: bool) {
+    let what =
+        format!("local {local_id}, peer {peer_id}, ours in OpenConfirm: {ours_in_open_confirm}");
+    let (l, port) = listener().await;
+    let d = speaker(port, 9, |c| {
+        c.router_id = local_id;
+        c.listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let peer_open = Message::Open(Open::new(
+        PEER_AS,
+        9,
+        peer_id,
+        vec![Capability::Multiprotocol {
+            afi: AFI_IPV4,
+            safi: SAFI_UNICAST,
+        }],
+    ));
+    let mut ours = Scripted::accept(&l).await;
+    assert!(matches!(
+        ours.recv(Duration::from_secs(3)).await,
+        Some(Message::Open(_))
+    ));
+    if ours_in_open_confirm {
+        ours.send(&peer_open).await;
+        assert_eq!(
+            ours.recv(Duration::from_secs(3)).await,
+            Some(Message::Keepalive)
+        );
+        wait_state(&d, SessionState::OpenConfirm).await;
+    }
+    let mut theirs = Scripted::connect(d.listen_addr().unwrap()).await;
+    let Some(Message::Open(speaker_open)) = theirs.recv(Duration::from_secs(3)).await else {
+        panic!("{what}: the speaker must answer the peer's connection with OPEN")
+    };
+    assert_eq!(speaker_open.bgp_id, local_id);
+    theirs.send(&peer_open).await;
+
+    let survivor = if u32::from(local_id) < u32::from(peer_id) {
+        // The peer dominates: its connection stays, ours is closed.
+        assert_eq!(
+            notification(ours.recv_non_keepalive(Duration::from_secs(3)).await),
+            (code::CEASE, subcode::COLLISION),
+            "{what}"
+        );
+        assert_eq!(
+            ours.recv(Duration::from_secs(3)).await,
+            None,
+            "{what}: closed"
+        );
+        assert_eq!(
+            theirs.recv(Duration::from_secs(3)).await,
+            Some(Message::Keepalive)
+        );
+        theirs
+    } else {
+        assert_eq!(
+            notification(theirs.recv(Duration::from_secs(3)).await),
+            (code::CEASE, subcode::COLLISION),
+            "{what}"
+        );
+        assert_eq!(
+            theirs.recv(Duration::from_secs(3)).await,
+            None,
+            "{what}: closed"
+        );
+        if !ours_in_open_confirm {
+            ours.send(&peer_open).await;
+            assert_eq!(
+                ours.recv(Duration::from_secs(3)).await,
+                Some(Message::Keepalive)
+            );
+        }
+        ours
+    };
+    let mut survivor = survivor;
+    survivor.send(&Message::Keepalive).await;
+    wait_state(&d, SessionState::Established).await;
+    assert_eq!(d.status().peers[0].established_count, 1, "{what}");
+    // The surviving connection carries the session.
+    d.assign("192.0.2.10".parse().unwrap()).await.unwrap();
+    let Some(Message::Update(u)) = survivor.recv_non_keepalive(Duration::from_secs(3)).await else {
+        panic!("{what}: UPDATE on the surviving connection")
+    };
+    assert_eq!(u.nlri.len(), 1);
+}
+
+#[tokio::test]
+async fn collision_local_id_lower_keeps_the_peers_connection() {
+    let (local, peer) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 9));
+    collision(local, peer, false).await;
+    collision(local, peer, true).await;
+}
+
+#[tokio::test]
+async fn collision_local_id_higher_keeps_our_connection() {
+    // Compared as integers, not as text ("10.0.0.200" < "9.255.255.255" as strings).
+    let (local, peer) = (
+        Ipv4Addr::new(10, 0, 0, 200),
+        Ipv4Addr::new(9, 255, 255, 255),
+    );
+    collision(local, peer, false).await;
+    collision(local, peer, true).await;
+}

@@ -12,16 +12,28 @@
 //! address as next hop (IPv6). An IPv4 VIP is only announced on a session that has an IPv4 next
 //! hop (an IPv4 session, or `next_hop_v4` set), and likewise for IPv6.
 //!
-//! Not implemented yet: TCP-MD5 (RFC 2385) needs `setsockopt(TCP_MD5SIG)`, which neither
-//! tokio nor socket2 0.6 expose safely, and the workspace forbids `unsafe`; extended next hop
-//! (RFC 8950); full connection collision resolution by BGP identifier (a second connection from
-//! a peer that already has one is refused with Cease / Connection Collision Resolution).
+//! TCP-MD5 (RFC 2385): a peer with a `password` gets its key installed with
+//! `setsockopt(TCP_MD5SIG)` on the connecting socket before `connect`, and on the listening
+//! socket for its address (`md5.rs`). That call has no safe wrapper in tokio, socket2, nix or
+//! rustix, so `md5.rs` holds the crate's only `unsafe` block: one `setsockopt` with a pointer to
+//! a fully initialised `#[repr(C)]` copy of the kernel's `struct tcp_md5sig` (its size and field
+//! offsets are checked at compile time) and exactly its length; the kernel only reads it
+//! during the call. An error (for example a kernel without `CONFIG_TCP_MD5SIG`) ends up in the
+//! peer's `last_error` and in a log line naming the peer.
+//!
+//! Connection collisions (RFC 4271 section 6.8) are resolved by BGP identifier (`session.rs`);
+//! an OPEN with identifier 0, a multicast or broadcast one, or our own from an iBGP peer is
+//! answered with OPEN error / Bad BGP Identifier.
+//!
+//! Not implemented yet: extended next hop (RFC 8950); TCP-AO (RFC 5925).
 
+mod md5;
 pub mod msg;
 mod session;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,7 +93,7 @@ impl BgpConfig {
 }
 
 /// One BGP neighbour.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PeerConfig {
     /// The peer's address.
     pub addr: IpAddr,
@@ -97,6 +109,25 @@ pub struct PeerConfig {
     pub next_hop_v4: Option<Ipv4Addr>,
     /// IPv6 next hop to announce; default: our address on an IPv6 session (if not link-local).
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// TCP-MD5 password (RFC 2385), 1 to 80 bytes: set on the connecting socket before
+    /// `connect`, and on the listening socket for this peer's address. `Debug` prints it
+    /// redacted.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("addr", &self.addr)
+            .field("port", &self.port)
+            .field("remote_as", &self.remote_as)
+            .field("passive", &self.passive)
+            .field("local_addr", &self.local_addr)
+            .field("next_hop_v4", &self.next_hop_v4)
+            .field("next_hop_v6", &self.next_hop_v6)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl PeerConfig {
@@ -110,6 +141,7 @@ impl PeerConfig {
             local_addr: None,
             next_hop_v4: None,
             next_hop_v6: None,
+            password: None,
         }
     }
 }
@@ -211,6 +243,23 @@ impl BgpDriver {
                     p.addr
                 )));
             }
+            match p.password.as_deref().map(str::len) {
+                Some(0) => {
+                    return Err(BgpError::Config(format!(
+                        "peers[{i}] ({}).password is empty; leave it unset to disable TCP-MD5",
+                        p.addr
+                    )));
+                }
+                Some(len) if len > md5::MAX_KEY_LEN => {
+                    return Err(BgpError::Config(format!(
+                        "peers[{i}] ({}).password is {len} bytes; TCP-MD5 allows at most {} \
+                         (RFC 2385, Linux TCP_MD5SIG_MAXKEYLEN)",
+                        p.addr,
+                        md5::MAX_KEY_LEN
+                    )));
+                }
+                _ => {}
+            }
         }
         let listener = match config.listen {
             Some(addr) => Some(
@@ -222,7 +271,7 @@ impl BgpDriver {
         };
         let listen_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
 
-        let status = DriverStatus {
+        let mut status = DriverStatus {
             peers: config
                 .peers
                 .iter()
@@ -238,6 +287,14 @@ impl BgpDriver {
                 .collect(),
             ..DriverStatus::default()
         };
+        if let (Some(listener), Some(addr)) = (&listener, listen_addr) {
+            for (p, st) in config.peers.iter().zip(status.peers.iter_mut()) {
+                if let Err(e) = listener_key(listener, addr, p) {
+                    tracing::warn!(peer = %p.addr, error = %e, "BGP: cannot set the TCP-MD5 key on the listening socket; connections from this peer will be dropped by the kernel");
+                    st.last_error = Some(format!("listening socket: {e}"));
+                }
+            }
+        }
         let shared = Arc::new(Shared {
             desired: watch::channel(BTreeSet::new()).0,
             status: watch::channel(status).0,
@@ -352,6 +409,28 @@ impl VipDriver for BgpDriver {
     fn subscribe(&self) -> watch::Receiver<DriverStatus> {
         self.shared.status.subscribe()
     }
+}
+
+/// Installs `peer`'s TCP-MD5 key on the listening socket, so the kernel accepts its signed
+/// connections. Peers of the other address family than an IPv4 listener cannot reach it and
+/// are skipped; an IPv6 listener takes IPv4 peers as v4-mapped addresses.
+fn listener_key(
+    listener: &TcpListener,
+    listen: SocketAddr,
+    peer: &PeerConfig,
+) -> Result<(), md5::Md5Error> {
+    let Some(password) = &peer.password else {
+        return Ok(());
+    };
+    if listen.is_ipv4() && canonical(peer.addr).is_ipv6() {
+        return Ok(());
+    }
+    md5::set_key(
+        listener.as_fd(),
+        listen.is_ipv6(),
+        canonical(peer.addr),
+        password.as_bytes(),
+    )
 }
 
 /// Accepts connections and hands each to the session task of the peer it comes from.

@@ -8,12 +8,22 @@
 //!   +----- any error: NOTIFICATION if we detected it, close, backoff <-- Established
 //! ```
 //!
+//! Connection collisions (RFC 4271 section 6.8): if the peer connects to us while a
+//! connection is in OpenSent or OpenConfirm, both run the OPEN exchange side by side. As soon
+//! as an OPEN arrives on one of them while the other exists, the peer's BGP identifier is known
+//! and the collision is settled: the connection opened by the side with the higher identifier
+//! (compared as unsigned 32-bit integers; on a tie, RFC 6286's higher AS) survives, the other
+//! gets NOTIFICATION Cease / Connection Collision Resolution (6/7). A connection that reaches
+//! Established wins over any other: later ones, and one still in OpenSent, get the same Cease.
+//! GoBGP and BIRD apply the same rule, so both ends close the same connection.
+//!
 //! Reconnects back off exponentially (connect_retry, doubling up to max_connect_retry) with
 //! ±25% jitter so that many nodes restarting together do not reconnect in lockstep; the
 //! backoff resets once a session reaches Established.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +38,7 @@ use super::msg::{
     self, AFI_IPV4, AFI_IPV6, AsSegment, Capability, Codec, DecodeError, Message, Notification,
     Open, PathAttribute, Prefix, SAFI_UNICAST, Update,
 };
-use super::{BgpConfig, PeerConfig, Shared, stopped};
+use super::{BgpConfig, PeerConfig, Shared, md5, stopped};
 use crate::SessionState;
 
 /// How long a TCP connect may take.
@@ -169,6 +179,7 @@ impl PeerTask {
 
     pub(crate) async fn run(mut self) {
         let mut failures: u32 = 0;
+        // A connection the peer opened while we were backing off.
         let mut pending: Option<TcpStream> = None;
         loop {
             if self.is_shutdown() {
@@ -176,10 +187,10 @@ impl PeerTask {
                 return;
             }
             let stream = match pending.take() {
-                Some(s) => Ok(Some(s)),
+                Some(s) => Ok(Some((s, false))),
                 None => self.connect().await,
             };
-            let stream = match stream {
+            let (stream, outbound) = match stream {
                 Ok(Some(s)) => s,
                 Ok(None) => {
                     self.set_state(SessionState::Idle);
@@ -196,7 +207,7 @@ impl PeerTask {
                 }
             };
             let before = self.established_count();
-            let end = self.session(stream).await;
+            let end = self.session(stream, outbound).await;
             self.shared.update_peer(self.idx, |p| p.announced.clear());
             self.shared.refresh_vips();
             self.set_state(SessionState::Idle);
@@ -253,24 +264,35 @@ impl PeerTask {
     }
 
     /// Opens the transport: connect (active) or wait for the peer (passive). `Ok(None)` means
-    /// shutdown was requested.
-    async fn connect(&mut self) -> Result<Option<TcpStream>, String> {
+    /// shutdown was requested; otherwise the stream and whether we opened it (outbound).
+    async fn connect(&mut self) -> Result<Option<(TcpStream, bool)>, String> {
         if self.cfg.passive {
             self.set_state(SessionState::Active);
             return tokio::select! {
-                Some(s) = self.incoming.recv() => Ok(Some(s)),
+                Some(s) = self.incoming.recv() => Ok(Some((s, false))),
                 _ = stopped(&mut self.shutdown) => Ok(None),
             };
         }
         self.set_state(SessionState::Connect);
         let addr = self.peer_addr();
         let local = self.cfg.local_addr;
+        let password = self.cfg.password.clone();
         let connect = async move {
             let socket = if addr.is_ipv4() {
                 TcpSocket::new_v4()?
             } else {
                 TcpSocket::new_v6()?
             };
+            if let Some(password) = password {
+                // Before connect: the SYN must already be signed.
+                md5::set_key(
+                    socket.as_fd(),
+                    addr.is_ipv6(),
+                    addr.ip(),
+                    password.as_bytes(),
+                )
+                .map_err(std::io::Error::other)?;
+            }
             if let Some(ip) = local {
                 socket.bind(SocketAddr::new(ip, 0))?;
             }
@@ -278,11 +300,12 @@ impl PeerTask {
         };
         tokio::select! {
             r = timeout(CONNECT_TIMEOUT, connect) => match r {
-                Ok(Ok(s)) => Ok(Some(s)),
+                Ok(Ok(s)) => Ok(Some((s, true))),
                 Ok(Err(e)) => Err(format!("connect to {addr}: {e}")),
                 Err(_) => Err(format!("connect to {addr}: timed out")),
             },
-            Some(s) = self.incoming.recv() => Ok(Some(s)),
+            // The peer was faster: no collision yet, our attempt is simply dropped.
+            Some(s) = self.incoming.recv() => Ok(Some((s, false))),
             _ = stopped(&mut self.shutdown) => Ok(None),
         }
     }
@@ -339,48 +362,20 @@ impl PeerTask {
     }
 
     /// Runs one session on an open connection until it fails or shutdown completes.
-    async fn session(&mut self, stream: TcpStream) -> End {
-        let _ = stream.set_nodelay(true);
-        let local = match stream.local_addr() {
-            Ok(a) => a.ip(),
-            Err(e) => return End::Error(format!("local address: {e}")),
+    async fn session(&mut self, stream: TcpStream, outbound: bool) -> End {
+        let first = match self.opening(stream, outbound).await {
+            Ok(o) => o,
+            Err(e) => return End::Error(e),
         };
-        let mut conn = Conn::new(stream);
-
-        // OpenSent.
-        if let Err(e) = conn.send(&Message::Open(self.our_open())).await {
-            return End::Error(format!("sending OPEN: {e}"));
-        }
-        self.set_state(SessionState::OpenSent);
-        let open = match self
-            .expect(
-                &mut conn,
-                Instant::now() + OPEN_HOLD,
-                SessionState::OpenSent,
-            )
-            .await
-        {
-            Ok(Message::Open(open)) => open,
-            Ok(other) => {
-                conn.notify_and_close(Notification::new(
-                    msg::code::FSM,
-                    msg::subcode::FSM_IN_OPENSENT,
-                    Vec::new(),
-                ))
-                .await;
-                return End::Error(format!("expected OPEN, got {}", name(&other)));
-            }
+        let Opening {
+            conn, local, open, ..
+        } = match self.handshake(first).await {
+            Ok(o) => o,
             Err(end) => return end,
         };
-        let hold = match self.check_open(&open) {
-            Ok(h) => h,
-            Err(n) => {
-                let e = format!("rejected the peer's OPEN: {n}");
-                conn.notify_and_close(n).await;
-                return End::Error(e);
-            }
+        let Some((open, hold)) = open else {
+            return End::Error("internal: handshake ended without the peer's OPEN".into());
         };
-        conn.codec.four_octet_as = open.four_octet_as().is_some();
         let hold_dur = Duration::from_secs(u64::from(hold));
         let keepalive = if hold == 0 {
             None
@@ -390,36 +385,6 @@ impl PeerTask {
                 self.global.keepalive.map_or(third, |k| k.min(third)),
             )))
         };
-        if let Err(e) = conn.send(&Message::Keepalive).await {
-            return End::Error(format!("sending KEEPALIVE: {e}"));
-        }
-
-        // OpenConfirm.
-        self.set_state(SessionState::OpenConfirm);
-        let deadline = if hold == 0 {
-            Instant::now() + OPEN_HOLD
-        } else {
-            Instant::now() + hold_dur
-        };
-        match self
-            .expect(&mut conn, deadline, SessionState::OpenConfirm)
-            .await
-        {
-            Ok(Message::Keepalive) => {}
-            Ok(other) => {
-                conn.notify_and_close(Notification::new(
-                    msg::code::FSM,
-                    msg::subcode::FSM_IN_OPENCONFIRM,
-                    Vec::new(),
-                ))
-                .await;
-                return End::Error(format!(
-                    "expected KEEPALIVE in OpenConfirm, got {}",
-                    name(&other)
-                ));
-            }
-            Err(end) => return end,
-        }
 
         // Established.
         let peer_fams = open.families();
@@ -456,32 +421,222 @@ impl PeerTask {
         self.established(conn, ann, hold_dur, keepalive).await
     }
 
-    /// Reads the next message during the OPEN exchange, handling NOTIFICATION, errors,
-    /// shutdown and the hold deadline.
-    async fn expect(
-        &mut self,
-        conn: &mut Conn,
-        deadline: Instant,
-        state: SessionState,
-    ) -> Result<Message, End> {
+    /// Starts the OPEN exchange on a new connection: sends our OPEN (OpenSent).
+    async fn opening(&self, stream: TcpStream, outbound: bool) -> Result<Opening, String> {
+        let _ = stream.set_nodelay(true);
+        let local = stream
+            .local_addr()
+            .map_err(|e| format!("local address: {e}"))?
+            .ip();
+        let mut conn = Conn::new(stream);
+        conn.send(&Message::Open(self.our_open()))
+            .await
+            .map_err(|e| format!("sending OPEN: {e}"))?;
+        Ok(Opening {
+            conn,
+            outbound,
+            local,
+            open: None,
+            deadline: Instant::now() + OPEN_HOLD,
+        })
+    }
+
+    /// Which of two connections survives a collision, once the peer's identifier is known
+    /// (RFC 4271 section 6.8): the one opened by the speaker with the higher BGP identifier
+    /// (compared as 32-bit unsigned integers), or, when the identifiers are equal (possible
+    /// with eBGP, RFC 6286 section 2.3), by the speaker with the higher AS. Returns whether
+    /// `older` (the connection that existed first) wins. Two connections opened by the peer
+    /// (it gave up on one and retried) cannot be told apart that way: the older one wins, as
+    /// with an Established session.
+    fn older_wins(&self, remote_id: Ipv4Addr, older: &Opening, newer: &Opening) -> bool {
+        if older.outbound == newer.outbound {
+            return true;
+        }
+        let (local, remote) = (u32::from(self.global.router_id), u32::from(remote_id));
+        let we_dominate =
+            local > remote || (local == remote && self.global.local_as > self.cfg.remote_as);
+        // The dominant side's connection survives.
+        older.outbound == we_dominate
+    }
+
+    /// OpenSent and OpenConfirm, on one connection or, while a collision lasts, on two.
+    /// Returns the connection on which the peer's KEEPALIVE confirmed our OPEN.
+    async fn handshake(&mut self, first: Opening) -> Result<Opening, End> {
+        let peer = self.peer_addr();
+        let mut conns = vec![first];
         loop {
-            tokio::select! {
-                m = conn.next() => return match m {
-                    Ok(Message::Notification(n)) => Err(End::Error(format!("peer sent NOTIFICATION in {state:?}: {n}"))),
-                    Ok(m) => Ok(m),
-                    Err(e) => Err(read_error(conn, e).await),
-                },
-                _ = sleep_until(deadline) => {
-                    conn.notify_and_close(Notification::new(msg::code::HOLD_TIMER_EXPIRED, 0, Vec::new())).await;
-                    return Err(End::Error(format!("hold timer expired in {state:?}")));
+            let confirm = conns.iter().any(|c| c.open.is_some());
+            self.set_state(if confirm {
+                SessionState::OpenConfirm
+            } else {
+                SessionState::OpenSent
+            });
+            let step = {
+                let Some((a, rest)) = conns.split_first_mut() else {
+                    return Err(End::Error(
+                        "internal: no connection in the handshake".into(),
+                    ));
+                };
+                let a_deadline = a.deadline;
+                let has_b = !rest.is_empty();
+                let b_deadline = rest.first().map_or(a_deadline + OPEN_HOLD, |b| b.deadline);
+                tokio::select! {
+                    m = a.conn.next() => Step::Read(0, m),
+                    m = next_on(rest.first_mut()) => Step::Read(1, m),
+                    _ = sleep_until(a_deadline) => Step::Expired(0),
+                    _ = sleep_until(b_deadline), if has_b => Step::Expired(1),
+                    Some(s) = self.incoming.recv() => Step::Incoming(s),
+                    _ = stopped(&mut self.shutdown) => Step::Shutdown,
                 }
-                _ = stopped(&mut self.shutdown) => {
-                    conn.notify_and_close(Notification::admin_shutdown()).await;
+            };
+            // A failure on one connection ends the session only if it was the last one.
+            let failed = |conns: &mut Vec<Opening>, i: usize, why: String| {
+                conns.remove(i);
+                if conns.is_empty() {
+                    Err(End::Error(why))
+                } else {
+                    tracing::info!(peer = %peer, error = %why, "BGP: one of two colliding connections closed; continuing on the other");
+                    Ok(())
+                }
+            };
+            match step {
+                Step::Shutdown => {
+                    for c in &mut conns {
+                        c.conn
+                            .notify_and_close(Notification::admin_shutdown())
+                            .await;
+                    }
                     return Err(End::Shutdown);
                 }
-                Some(s) = self.incoming.recv() => {
-                    // A second connection while this one is being opened: keep the first.
-                    refuse_collision(s).await;
+                Step::Incoming(s) => {
+                    if conns.len() >= 2 {
+                        refuse_collision(s).await;
+                        continue;
+                    }
+                    tracing::info!(peer = %peer, "BGP: the peer opened a second connection during the OPEN exchange; resolving the collision by BGP identifier");
+                    match self.opening(s, false).await {
+                        Ok(o) => conns.push(o),
+                        Err(e) => {
+                            tracing::info!(peer = %peer, error = %e, "BGP: second connection failed")
+                        }
+                    }
+                }
+                Step::Expired(i) => {
+                    let state = conn_state(&conns, i);
+                    if let Some(c) = conns.get_mut(i) {
+                        c.conn
+                            .notify_and_close(Notification::new(
+                                msg::code::HOLD_TIMER_EXPIRED,
+                                0,
+                                Vec::new(),
+                            ))
+                            .await;
+                    }
+                    failed(&mut conns, i, format!("hold timer expired in {state:?}"))?;
+                }
+                Step::Read(i, Err(e)) => {
+                    let Some(c) = conns.get_mut(i) else { continue };
+                    match read_error(&mut c.conn, e).await {
+                        End::Error(why) => failed(&mut conns, i, why)?,
+                        End::Shutdown => return Err(End::Shutdown),
+                    }
+                }
+                Step::Read(i, Ok(Message::Notification(n))) => {
+                    let state = conn_state(&conns, i);
+                    failed(
+                        &mut conns,
+                        i,
+                        format!("peer sent NOTIFICATION in {state:?}: {n}"),
+                    )?;
+                }
+                Step::Read(i, Ok(Message::Open(open)))
+                    if conn_state(&conns, i) == SessionState::OpenSent =>
+                {
+                    let hold = match self.check_open(&open) {
+                        Ok(h) => h,
+                        Err(n) => {
+                            let why = format!("rejected the peer's OPEN: {n}");
+                            if let Some(c) = conns.get_mut(i) {
+                                c.conn.notify_and_close(n).await;
+                            }
+                            failed(&mut conns, i, why)?;
+                            continue;
+                        }
+                    };
+                    // The peer's identifier is known now: settle a collision (RFC 4271
+                    // section 6.8) before this connection goes on to OpenConfirm.
+                    if conns.len() == 2 {
+                        let older_wins = match (conns.first(), conns.get(1)) {
+                            (Some(o), Some(n)) => self.older_wins(open.bgp_id, o, n),
+                            _ => true,
+                        };
+                        let loser = usize::from(older_wins);
+                        let kept_outbound = conns.get(1 - loser).is_some_and(|c| c.outbound);
+                        tracing::info!(
+                            peer = %peer,
+                            local_id = %self.global.router_id,
+                            remote_id = %open.bgp_id,
+                            kept = if kept_outbound { "ours" } else { "the peer's" },
+                            "BGP connection collision resolved"
+                        );
+                        if let Some(c) = conns.get_mut(loser) {
+                            c.conn
+                                .notify_and_close(Notification::new(
+                                    msg::code::CEASE,
+                                    msg::subcode::COLLISION,
+                                    Vec::new(),
+                                ))
+                                .await;
+                        }
+                        conns.remove(loser);
+                        if loser == i {
+                            continue;
+                        }
+                    }
+                    let i = if conns.len() == 1 { 0 } else { i };
+                    let Some(c) = conns.get_mut(i) else { continue };
+                    c.conn.codec.four_octet_as = open.four_octet_as().is_some();
+                    c.deadline = if hold == 0 {
+                        Instant::now() + OPEN_HOLD
+                    } else {
+                        Instant::now() + Duration::from_secs(u64::from(hold))
+                    };
+                    c.open = Some((open, hold));
+                    if let Err(e) = c.conn.send(&Message::Keepalive).await {
+                        failed(&mut conns, i, format!("sending KEEPALIVE: {e}"))?;
+                    }
+                }
+                Step::Read(i, Ok(Message::Keepalive))
+                    if conn_state(&conns, i) == SessionState::OpenConfirm =>
+                {
+                    let winner = conns.remove(i);
+                    // A connection still in OpenSent loses to one about to be Established.
+                    for mut other in conns {
+                        refuse(&mut other.conn).await;
+                    }
+                    return Ok(winner);
+                }
+                Step::Read(i, Ok(other)) => {
+                    let state = conn_state(&conns, i);
+                    let (subcode, expected) = if state == SessionState::OpenSent {
+                        (msg::subcode::FSM_IN_OPENSENT, "OPEN")
+                    } else {
+                        (msg::subcode::FSM_IN_OPENCONFIRM, "KEEPALIVE in OpenConfirm")
+                    };
+                    if let Some(c) = conns.get_mut(i) {
+                        c.conn
+                            .notify_and_close(Notification::new(
+                                msg::code::FSM,
+                                subcode,
+                                Vec::new(),
+                            ))
+                            .await;
+                    }
+                    failed(
+                        &mut conns,
+                        i,
+                        format!("expected {expected}, got {}", name(&other)),
+                    )?;
                 }
             }
         }
@@ -597,16 +752,57 @@ async fn read_error(conn: &mut Conn, e: ReadError) -> End {
     }
 }
 
-/// Refuses a second connection from a peer that already has one (RFC 4271 section 6.8,
-/// simplified: the existing connection always wins).
+/// Refuses a connection from a peer that already has an Established session (or two
+/// connections in the OPEN exchange): the Established one wins (RFC 4271 section 6.8).
 async fn refuse_collision(stream: TcpStream) {
-    let mut c = Conn::new(stream);
-    c.notify_and_close(Notification::new(
+    refuse(&mut Conn::new(stream)).await;
+}
+
+/// Closes a connection that lost a collision: NOTIFICATION Cease / Connection Collision
+/// Resolution (RFC 4486).
+async fn refuse(conn: &mut Conn) {
+    conn.notify_and_close(Notification::new(
         msg::code::CEASE,
         msg::subcode::COLLISION,
         Vec::new(),
     ))
     .await;
+}
+
+/// One connection in OpenSent or OpenConfirm.
+struct Opening {
+    conn: Conn,
+    /// We connected to the peer (false: the peer connected to us).
+    outbound: bool,
+    /// Our address on the connection.
+    local: IpAddr,
+    /// The peer's accepted OPEN and the negotiated hold time: set in OpenConfirm.
+    open: Option<(Open, u16)>,
+    /// When the hold timer of the current state expires.
+    deadline: Instant,
+}
+
+/// What happened during the OPEN exchange.
+enum Step {
+    Read(usize, Result<Message, ReadError>),
+    Expired(usize),
+    Incoming(TcpStream),
+    Shutdown,
+}
+
+fn conn_state(conns: &[Opening], i: usize) -> SessionState {
+    match conns.get(i) {
+        Some(Opening { open: Some(_), .. }) => SessionState::OpenConfirm,
+        _ => SessionState::OpenSent,
+    }
+}
+
+/// The next message on the second connection, if there is one (else never).
+async fn next_on(c: Option<&mut Opening>) -> Result<Message, ReadError> {
+    match c {
+        Some(c) => c.conn.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn send_all(conn: &mut Conn, msgs: Vec<Message>) -> std::io::Result<()> {

@@ -6,7 +6,9 @@
 //!     [--hold 3] [--keepalive 1] [--connect-retry-ms 500] [--vip 192.0.2.10]...
 //! ```
 //!
-//! Peer options after the address and AS: `port=N`, `passive`, `local=IP`, `nh4=IP`, `nh6=IP`.
+//! Peer options after the address and AS: `port=N`, `passive`, `local=IP`, `nh4=IP`, `nh6=IP`,
+//! and the TCP-MD5 password as `password=SECRET` (no commas; visible in `ps`) or
+//! `password-file=PATH` (the file's first line).
 //! Commands on stdin, one per line: `assign IP`, `unassign IP`, `status`, `shutdown`. Each
 //! command is answered on stdout (`ok`, status lines, or `error: ...`). SIGTERM and SIGINT
 //! shut down gracefully (withdraw, then NOTIFICATION Cease) like `shutdown`.
@@ -15,6 +17,7 @@
     clippy::print_stderr,
     reason = "a command-line tool talks on stdout"
 )]
+#![forbid(unsafe_code)]
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -111,6 +114,12 @@ fn parse_peer(s: &str) -> Result<PeerConfig, String> {
             Some(("local", v)) => p.local_addr = Some(v.parse().map_err(|_| "bad local address")?),
             Some(("nh4", v)) => p.next_hop_v4 = Some(v.parse().map_err(|_| "bad nh4")?),
             Some(("nh6", v)) => p.next_hop_v6 = Some(v.parse().map_err(|_| "bad nh6")?),
+            Some(("password", v)) => p.password = Some(v.to_string()),
+            Some(("password-file", path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("password-file {path}: {e}"))?;
+                p.password = Some(text.lines().next().unwrap_or_default().to_string());
+            }
             _ => return Err(format!("unknown peer option {opt:?}")),
         }
     }

@@ -13,6 +13,7 @@
     clippy::print_stderr,
     reason = "a command-line tool talks on stdout"
 )]
+#![forbid(unsafe_code)]
 
 use std::net::IpAddr;
 use std::time::Duration;
