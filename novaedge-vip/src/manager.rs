@@ -13,6 +13,7 @@
 //!   router ID, peer AS, hold time, password); a VIP that disagrees with the first one to name
 //!   the peer is not announced to it, and the reason is in [`VipManager::problems`]. A peer
 //!   whose settings change gets a new session (the old one withdraws and says Cease).
+//!   Peers with a password use TCP-MD5.
 //! - **OSPF** is not supported yet: such VIPs are reported in [`VipManager::problems`].
 //!
 //! Drivers that are left without VIPs are shut down (for BGP: withdraws, then Cease).
@@ -63,13 +64,25 @@ impl Default for ManagerConfig {
 }
 
 /// The settings of one BGP session; VIPs that share a peer must agree on them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Session {
     local_as: u32,
     router_id: Ipv4Addr,
     remote_as: u32,
     hold_time: u16,
     password: Option<String>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("local_as", &self.local_as)
+            .field("router_id", &self.router_id)
+            .field("remote_as", &self.remote_as)
+            .field("hold_time", &self.hold_time)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -335,13 +348,9 @@ impl VipManager {
     }
 
     async fn start_bgp(&self, key: SocketAddr, session: &Session) -> Result<BgpDriver, String> {
-        if session.password.is_some() {
-            return Err("TCP-MD5 passwords are not supported by this agent yet; \
-                        the session is not started"
-                .into());
-        }
         let mut peer = PeerConfig::new(key.ip(), session.remote_as);
         peer.port = key.port();
+        peer.password.clone_from(&session.password);
         let config = BgpConfig {
             hold_time: session.hold_time,
             connect_retry: self.config.bgp_connect_retry,

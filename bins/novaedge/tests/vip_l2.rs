@@ -28,89 +28,16 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use common::netns::{Guard, bridge, epoch_now, link, must, require_root_and_tools, sh, wait_for};
 use common::{BIN, Proxy};
 
 const VIP: &str = "198.51.100.100";
 const CONTROLLER: &str = "10.77.0.1:9400";
-
-fn sh(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn must(args: &[&str]) {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    t.elapsed()
-}
-
-fn epoch_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
-
-fn require_root_and_tools() {
-    let uid = sh(&["id", "-u"]);
-    assert_eq!(
-        String::from_utf8_lossy(&uid.stdout).trim(),
-        "0",
-        "the L2 failover test needs root (network namespaces)"
-    );
-    for tool in ["ip", "tcpdump", "arping"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "`{tool}` is missing: install the Debian packages in scripts/test-packages.txt \
-             (iproute2, tcpdump, iputils-arping)"
-        );
-    }
-}
-
-/// Namespaces and processes of the lab, removed on drop.
-#[derive(Default)]
-struct Guard {
-    namespaces: Vec<String>,
-    children: Vec<Child>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 struct Node {
     name: &'static str,
@@ -134,39 +61,22 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        require_root_and_tools();
+        require_root_and_tools("the L2 failover test", &["ip", "tcpdump", "arping"]);
         let p = format!("nvf{}", std::process::id() % 100_000);
         let mut guard = Guard::default();
-        let mut netns = |name: String| {
-            must(&["ip", "netns", "add", &name]);
-            guard.namespaces.push(name.clone());
-            must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-            name
-        };
-        let sw = netns(format!("{p}s"));
-        let obs = netns(format!("{p}o"));
-        let ctl = netns(format!("{p}c"));
-        let na = netns(format!("{p}a"));
-        let nb = netns(format!("{p}b"));
-        for br in ["br0", "br1"] {
-            must(&["ip", "-n", &sw, "link", "add", br, "type", "bridge"]);
-            must(&["ip", "-n", &sw, "link", "set", br, "up"]);
-        }
-        let link = |ns: &str, port: &str, dev: &str, bridge: &str, addr: &str| {
-            must(&[
-                "ip", "link", "add", port, "netns", &sw, "type", "veth", "peer", "name", dev,
-                "netns", ns,
-            ]);
-            must(&["ip", "-n", &sw, "link", "set", port, "master", bridge, "up"]);
-            must(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-            must(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        };
-        link(&obs, "do", "eth0", "br0", "198.51.100.1/24");
-        link(&ctl, "cc", "ctl0", "br1", "10.77.0.1/24");
-        link(&na, "da", "eth0", "br0", "198.51.100.2/24");
-        link(&na, "ca", "ctl0", "br1", "10.77.0.2/24");
-        link(&nb, "db", "eth0", "br0", "198.51.100.3/24");
-        link(&nb, "cb", "ctl0", "br1", "10.77.0.3/24");
+        let sw = guard.netns(format!("{p}s"));
+        let obs = guard.netns(format!("{p}o"));
+        let ctl = guard.netns(format!("{p}c"));
+        let na = guard.netns(format!("{p}a"));
+        let nb = guard.netns(format!("{p}b"));
+        bridge(&sw, "br0");
+        bridge(&sw, "br1");
+        link(&sw, "br0", "do", &obs, "eth0", "198.51.100.1/24");
+        link(&sw, "br1", "cc", &ctl, "ctl0", "10.77.0.1/24");
+        link(&sw, "br0", "da", &na, "eth0", "198.51.100.2/24");
+        link(&sw, "br1", "ca", &na, "ctl0", "10.77.0.2/24");
+        link(&sw, "br0", "db", &nb, "eth0", "198.51.100.3/24");
+        link(&sw, "br1", "cb", &nb, "ctl0", "10.77.0.3/24");
         // A gratuitous ARP creates the observer's neighbour entry (default: only updates it).
         must(&[
             "ip",

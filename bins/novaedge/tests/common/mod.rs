@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests of the `novaedge` binary.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub(crate) mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
