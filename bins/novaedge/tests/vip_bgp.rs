@@ -45,7 +45,7 @@ struct Lab {
     ctl: String,
     nodes: [String; 2],
     dir: tempfile::TempDir,
-    guard: Guard,
+    _guard: Guard,
 }
 
 impl Lab {
@@ -109,7 +109,7 @@ impl Lab {
             ctl,
             nodes: [na, nb],
             dir,
-            guard,
+            _guard: guard,
         };
         lab.write_vip(true);
         wait_for("gobgpd's API", Duration::from_secs(10), || {
