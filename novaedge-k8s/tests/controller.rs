@@ -12,7 +12,7 @@ use http::Method;
 use novaedge_k8s::controller::{Controller, ControllerConfig, Elector, LeaseConfig};
 use novaedge_snapshot::ConfigSnapshot;
 use novaedge_snapshot::distribution::{
-    Applier, Authorize, Backoff, Publisher, Subscriber, SubscriberConfig,
+    Applier, Authorize, Backoff, Publisher, PublisherConfig, Subscriber, SubscriberConfig,
 };
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
@@ -125,15 +125,19 @@ async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// An agent's applier: keeps every snapshot it is sent.
+/// An agent's applier: keeps every snapshot it is sent (or refuses them, with `refuse`).
 #[derive(Clone, Default)]
 struct Agent {
     applied: Arc<Mutex<Vec<ConfigSnapshot>>>,
     current: Arc<Mutex<(u64, Vec<u8>)>>,
+    refuse: Arc<Mutex<Option<String>>>,
 }
 
 impl Applier for Agent {
     fn apply(&mut self, snapshot: ConfigSnapshot, digest: Vec<u8>) -> Result<(), String> {
+        if let Some(why) = self.refuse.lock().unwrap().clone() {
+            return Err(why);
+        }
         *self.current.lock().unwrap() = (snapshot.version, digest);
         self.applied.lock().unwrap().push(snapshot);
         Ok(())
@@ -756,4 +760,162 @@ async fn only_the_leader_writes_status_and_its_successor_takes_over() {
     .await;
     let after = writes(&fake);
     assert!(after[before.len()..].iter().all(|t| t == "b"), "{after:?}");
+}
+
+// === per-node snapshots, VIPs, the ProxyVIP finalizer, refused snapshots ===
+
+const VIPS: &str = "novaedge.io/v1alpha1/proxyvips";
+
+fn node(name: &str, labels: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels}
+    })
+}
+
+fn proxy_vip(name: &str, address: &str, mode: &str, selector: Value) -> Value {
+    let mut spec = json!({"addresses": [address], "mode": mode, "nodeSelector": selector});
+    if mode == "BGP" {
+        spec["bgp"] = json!({"localASN": 64512, "peers": [{"address": "127.0.0.1", "asn": 64500}]});
+    } else {
+        spec["interface"] = json!("eth0");
+    }
+    json!({
+        "apiVersion": "novaedge.io/v1alpha1", "kind": "ProxyVIP",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": spec
+    })
+}
+
+impl Agent {
+    fn vips(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .latest()
+            .map(|s| s.vips.into_iter().map(|v| v.name).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+fn vip_publisher() -> Publisher {
+    Publisher::with_config(PublisherConfig {
+        heartbeat: Duration::from_millis(50),
+        fencing_delay: Some(Duration::from_millis(300)),
+    })
+}
+
+#[tokio::test]
+async fn the_leader_places_vips_per_node_and_holds_a_deleted_vip_until_it_is_withdrawn() {
+    let fake = FakeApi::new();
+    seed(&fake);
+    fake.apply(node("node-a", json!({"edge": "true"})));
+    fake.apply(node("node-b", json!({})));
+    fake.apply(proxy_vip("web", "192.0.2.10", "L2", json!({})));
+    fake.apply(proxy_vip(
+        "api",
+        "192.0.2.20",
+        "BGP",
+        json!({"matchLabels": {"edge": "true"}}),
+    ));
+    let publisher = vip_publisher();
+    let a = subscribe(&publisher, "node-a").await;
+    let b = subscribe(&publisher, "node-b").await;
+    let client = fake.client_over_tcp("a").await;
+    let _stop = start(client, &publisher, config("a"));
+
+    // The L2 VIP on exactly one node, the BGP VIP on the one edge node.
+    wait_for("the VIPs placed", || {
+        let (va, vb) = (a.vips(), b.vips());
+        va.contains(&"shop/api".to_owned())
+            && !vb.contains(&"shop/api".to_owned())
+            && usize::from(va.contains(&"shop/web".to_owned()))
+                + usize::from(vb.contains(&"shop/web".to_owned()))
+                == 1
+    })
+    .await;
+    // Every node serves the Gateway, which selects no nodes.
+    assert!(b.latest().unwrap().listeners.iter().any(|l| l.port == 8080));
+
+    // node-b becomes an edge node: it announces the BGP VIP too.
+    fake.apply(node("node-b", json!({"edge": "true"})));
+    wait_for("the BGP VIP on node-b", || {
+        b.vips().contains(&"shop/api".to_owned())
+    })
+    .await;
+
+    // The leader put its finalizer on the ProxyVIPs.
+    wait_for("the finalizer", || {
+        fake.get(VIPS, "shop", "api").is_some_and(|v| {
+            v["metadata"]["finalizers"] == json!([novaedge_k8s::controller::VIP_FINALIZER])
+        })
+    })
+    .await;
+
+    // Deleted: the VIP leaves both nodes' snapshots, and only then does the object go.
+    fake.delete(VIPS, "shop", "api");
+    let mut withdrawn_first = true;
+    wait_for("the ProxyVIP gone", || {
+        let gone = fake.get(VIPS, "shop", "api").is_none();
+        if gone {
+            withdrawn_first &= !a.vips().contains(&"shop/api".to_owned())
+                && !b.vips().contains(&"shop/api".to_owned());
+        }
+        gone
+    })
+    .await;
+    assert!(
+        withdrawn_first,
+        "the object went before the nodes withdrew the VIP"
+    );
+    let released = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == Method::PATCH && r.path.ends_with("/proxyvips/api"))
+        .unwrap();
+    assert_eq!(
+        released.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(released.body["metadata"]["finalizers"], json!([]));
+    assert!(released.body["metadata"]["resourceVersion"].is_string());
+
+    // A node that refuses its snapshot gets a Warning Event on its Node.
+    *b.refuse.lock().unwrap() = Some("port 8080 is taken".into());
+    fake.apply(route("store", "app", "shop.example"));
+    wait_for("the Event on node-b", || {
+        event_posts(&fake).iter().any(|e| {
+            e.body["regarding"]["kind"] == "Node"
+                && e.body["regarding"]["name"] == "node-b"
+                && e.body["reason"] == novaedge_k8s::controller::NACK_REASON
+                && e.body["note"].as_str().is_some_and(|n| {
+                    n.ends_with("keeps serving the previous one: port 8080 is taken")
+                })
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn only_the_leader_serves_snapshots() {
+    let fake = FakeApi::new();
+    seed(&fake);
+    let publisher_a = vip_publisher();
+    let publisher_b = vip_publisher();
+    let stop_a = start(fake.client("a"), &publisher_a, config("a"));
+    wait_for("a to lead", || holder(&fake).as_deref() == Some("a")).await;
+    let _stop_b = start(fake.client("b"), &publisher_b, config("b"));
+
+    // An agent of the follower is refused; one of the leader is served.
+    let on_b = subscribe(&publisher_b, "node-b").await;
+    let on_a = subscribe(&publisher_a, "node-a").await;
+    wait_for("the leader's snapshot", || on_a.latest().is_some()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(on_b.latest().is_none(), "a follower served a snapshot");
+    assert!(!publisher_b.reports().contains_key("node-b"));
+
+    // The leader goes: the follower takes over and serves.
+    stop_a.send(()).unwrap();
+    wait_for("b to lead", || holder(&fake).as_deref() == Some("b")).await;
+    wait_for("the new leader's snapshot", || on_b.latest().is_some()).await;
 }

@@ -124,6 +124,36 @@ impl Distributor {
         &self.holders
     }
 
+    /// Whether the VIP named `vip` (`namespace/name`) is gone from every node that can still
+    /// be reached: it is not in the configuration, no node that is not fenced says it holds
+    /// it, and every such node has applied the snapshot published for it now. A fenced node
+    /// cannot be asked; it has dropped its L2 VIPs on its own, but may still announce a BGP
+    /// VIP until it is back.
+    pub fn withdrawn(&self, vip: &str) -> bool {
+        let Some(desired) = &self.desired else {
+            return false;
+        };
+        if desired.vips.iter().any(|v| v.vip.name == vip) {
+            return false;
+        }
+        let reports = self.publisher.reports();
+        self.last_view.iter().all(|(node, health, held)| {
+            *health == NodeHealth::Fenced
+                || (!held.iter().any(|h| h == vip)
+                    && reports.get(node).and_then(|r| r.acked) >= self.publisher.node_version(node))
+        })
+    }
+
+    /// Starts the start-up grace period again: for a replica that has just become the one
+    /// that places VIPs (the leader), which knows nothing of the previous placement but what
+    /// the agents say.
+    pub fn restart(&mut self) {
+        self.started = Instant::now();
+        self.holders.clear();
+        self.releasing.clear();
+        self.last_in_grace = true;
+    }
+
     fn in_grace(&self) -> bool {
         self.started.elapsed() < self.fencing_delay
     }

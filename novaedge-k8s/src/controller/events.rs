@@ -1,5 +1,5 @@
 //! Kubernetes Events (`events.k8s.io/v1`) for translation errors, so that `kubectl describe`
-//! on the object shows why it is not served.
+//! on the object shows why it is not served, and for snapshots an agent refused (on the Node).
 //!
 //! An error becomes one Event when it first appears (while this replica leads); it is not
 //! repeated on every rebuild while it lasts. Once it is gone, its return is a new Event.
@@ -26,14 +26,14 @@ use crate::objects::{Object, Sourced};
 use crate::policy::ProxyPolicy;
 use crate::translate::GATEWAY_CONTROLLER_NAME;
 
-/// The Event's `reason`.
+/// The `reason` of Events for translation errors.
 pub(super) const REASON: &str = "InvalidConfiguration";
-/// The Event's `action`.
+/// The `action` of Events for translation errors.
 pub(super) const ACTION: &str = "Translate";
 /// At most this many Events are created in one go; the rest follow a moment later.
 const BURST: usize = 20;
 /// The API server refuses longer notes.
-const NOTE_MAX: usize = 1024;
+pub(super) const NOTE_MAX: usize = 1024;
 
 /// An error about an object, as an Event will say it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,6 +41,9 @@ pub(super) struct Problem {
     /// `(apiVersion, kind, namespace, name, uid)` of the object.
     pub(super) regarding: (String, String, Option<String>, String, Option<String>),
     pub(super) note: String,
+    /// The Event's `reason` and `action`.
+    pub(super) reason: &'static str,
+    pub(super) action: &'static str,
 }
 
 impl Problem {
@@ -80,6 +83,8 @@ pub(super) fn problems<'a>(
         };
         truncate(&mut note, NOTE_MAX);
         out.insert(Problem {
+            reason: REASON,
+            action: ACTION,
             regarding: (
                 api_version(object),
                 object.kind().to_owned(),
@@ -98,7 +103,7 @@ pub(super) fn problems<'a>(
 }
 
 /// Cuts `text` to at most `max` bytes, on a character boundary, marking the cut.
-fn truncate(text: &mut String, max: usize) {
+pub(super) fn truncate(text: &mut String, max: usize) {
     if text.len() <= max {
         return;
     }
@@ -198,8 +203,8 @@ impl Events {
                 },
                 event_time: Some(MicroTime(Timestamp::now())),
                 type_: Some("Warning".to_owned()),
-                reason: Some(REASON.to_owned()),
-                action: Some(ACTION.to_owned()),
+                reason: Some(problem.reason.to_owned()),
+                action: Some(problem.action.to_owned()),
                 note: Some(problem.note.clone()),
                 regarding: Some(reference),
                 reporting_controller: Some(GATEWAY_CONTROLLER_NAME.to_owned()),

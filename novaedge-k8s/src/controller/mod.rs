@@ -37,14 +37,21 @@
 //! errors about an object become a `Warning` Event on it (`events.k8s.io/v1`, reason
 //! `InvalidConfiguration`), once while the error lasts.
 //!
-//! # Every replica serves snapshots; only the leader writes
+//! # Every replica watches; only the leader serves and writes
 //!
-//! Every replica watches, translates and serves snapshots: the translation is a pure function
-//! of the watched objects, so all replicas publish the same content, and an agent may connect
-//! to any replica behind the controller's Service (and fails over to another one when its
-//! replica goes, without waiting for an election). What must happen once is left to the leader:
-//! the status subresources (server-side apply with the field manager [`FIELD_MANAGER`], forced,
-//! only when the status differs from what the API server has) and the Events for errors. A
+//! Every replica watches and translates, so that a new leader has everything at hand. Only the
+//! leader serves snapshots: VIP placement (an L2 VIP on exactly one node) must be decided in
+//! one place, from the heartbeats of every agent, and two replicas each seeing half of the
+//! agents would each place the VIP. A follower ends every stream and refuses new ones with
+//! `UNAVAILABLE` ([`Publisher::refuse`]); agents retry (with backoff and jitter, through the
+//! controller's Service) until they reach the leader. A new leader waits one fencing delay for
+//! the agents to say which L2 VIPs they hold before it places the others; an agent that cannot
+//! reach a leader drops its L2 VIPs after the fencing delay, so a leader change costs L2 VIPs
+//! their traffic for about the time the election takes.
+//!
+//! What else must happen once is left to the leader too: the status subresources (server-side
+//! apply with the field manager [`FIELD_MANAGER`], forced, only when the status differs from
+//! what the API server has), the Events, and the ProxyVIP finalizer (module `housekeeping`). A
 //! replica that loses the Lease stops writing before its term can have expired for the others
 //! ([`LeaseConfig::renew_deadline`] < [`LeaseConfig::lease_duration`]).
 //!
@@ -76,6 +83,7 @@
 
 mod distributor;
 mod events;
+mod housekeeping;
 mod leader;
 mod status;
 mod watch;
@@ -91,6 +99,7 @@ use tokio::sync::{Notify, watch as channel};
 use tokio::time::Instant;
 
 pub use distributor::{Desired, Distributor, HEALTH_TICK, lock, watch_health};
+pub use housekeeping::{NACK_REASON, VIP_FINALIZER};
 pub use leader::{Elector, LeaseConfig};
 
 use crate::translate::{TranslateOptions, translate};
@@ -214,11 +223,26 @@ impl Controller {
             let _ = elector_stopped.await;
         }));
 
+        // Only the leader serves snapshots: VIP placement must be decided in one place.
+        publisher.refuse(Some(NOT_LEADER.to_owned()));
+        let distributor = Arc::new(std::sync::Mutex::new(Distributor::new(publisher.clone())));
+        tasks.spawn(serve_while_leading(
+            publisher.clone(),
+            distributor.clone(),
+            leading.clone(),
+        ));
+        tasks.spawn(housekeeping::run(
+            client.clone(),
+            stores.clone(),
+            distributor.clone(),
+            publisher,
+            leading.clone(),
+            config.lease.identity.clone(),
+        ));
         let (rounds_tx, rounds) = channel::channel(None);
         let writer = StatusWriter::new(client.clone(), stores.clone(), &config.lease.identity);
         tasks.spawn(writer.run(rounds, leading));
 
-        let distributor = std::sync::Mutex::new(Distributor::new(publisher));
         let rebuild = rebuild_loop(&stores, &changed, &distributor, &config, &rounds_tx);
         tokio::select! {
             () = rebuild => {}
@@ -230,6 +254,30 @@ impl Controller {
         let _ = stop_elector.send(());
         if let Err(e) = elector.await {
             tracing::warn!(error = %e, "leader election task failed");
+        }
+    }
+}
+
+/// Why a follower refuses agents' streams.
+const NOT_LEADER: &str = "this controller replica is not the leader; try another";
+
+/// Serves snapshots while this replica leads, and refuses streams otherwise. A new leader
+/// learns the current VIP holders from the agents' claims during its grace period.
+async fn serve_while_leading(
+    publisher: Publisher,
+    distributor: Arc<std::sync::Mutex<Distributor>>,
+    mut leading: channel::Receiver<bool>,
+) {
+    loop {
+        if *leading.borrow_and_update() {
+            lock(&distributor).restart();
+            publisher.refuse(None);
+            tracing::info!("leading: serving snapshots to the agents");
+        } else {
+            publisher.refuse(Some(NOT_LEADER.to_owned()));
+        }
+        if leading.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -104,7 +104,7 @@ pub(super) struct Stores {
     proxy_gateways: Store<ProxyGateway>,
     proxy_routes: Store<ProxyRoute>,
     proxy_backends: Store<ProxyBackend>,
-    proxy_vips: Store<ProxyVip>,
+    pub(super) proxy_vips: Store<ProxyVip>,
     /// Their labels, which `allowedRoutes.namespaces.selector` selects on.
     namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Their labels, which node selectors select on.
@@ -304,9 +304,15 @@ impl Stores {
         take!(self.proxy_backends, kinds::PROXY_BACKEND, |b| {
             Object::ProxyBackend(Box::new(b))
         });
-        take!(self.proxy_vips, kinds::PROXY_VIP, |v| Object::ProxyVip(
-            Box::new(v)
-        ));
+        // A ProxyVIP being deleted is left out, so that it is withdrawn everywhere before its
+        // finalizer lets it go (see `finalizer`).
+        if self.shared.get(kinds::PROXY_VIP) != Listing::Absent {
+            for v in sorted(&self.proxy_vips) {
+                if v.metadata.deletion_timestamp.is_none() {
+                    add(Object::ProxyVip(Box::new(v.as_ref().clone())));
+                }
+            }
+        }
         // Only their names and labels matter; their metadata is all that is watched.
         take!(self.namespaces, kinds::NAMESPACE, |n: PartialObjectMeta<
             Namespace,

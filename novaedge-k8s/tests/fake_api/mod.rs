@@ -75,6 +75,7 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
         false,
     ),
     ("novaedge.io/v1alpha1", "proxypolicies", "ProxyPolicy", true),
+    ("novaedge.io/v1alpha1", "proxyvips", "ProxyVIP", true),
     ("coordination.k8s.io/v1", "leases", "Lease", true),
     ("events.k8s.io/v1", "events", "Event", true),
 ];
@@ -308,15 +309,31 @@ impl FakeApi {
         }
     }
 
+    /// Deletes an object as a user would: one with finalizers only gets a
+    /// `deletionTimestamp`, and goes once its finalizers are removed.
     pub fn delete(&self, resource: &str, namespace: &str, name: &str) {
         let mut state = self.state.lock().unwrap();
         let key = (resource.to_owned(), namespace.to_owned(), name.to_owned());
-        let object = state.objects.remove(&key).expect("no such object");
-        state.rv += 1;
-        let rv = state.rv;
-        state.log.push((rv, resource.to_owned(), "DELETED", object));
+        let mut object = state.objects.get(&key).cloned().expect("no such object");
+        let finalized = object["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if finalized {
+            object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            Self::store(&mut state, resource, key, object, "MODIFIED");
+        } else {
+            Self::remove(&mut state, resource, &key);
+        }
         drop(state);
         self.changed.send_modify(|g| *g += 1);
+    }
+
+    fn remove(state: &mut State, resource: &str, key: &(String, String, String)) {
+        if let Some(object) = state.objects.remove(key) {
+            state.rv += 1;
+            let rv = state.rv;
+            state.log.push((rv, resource.to_owned(), "DELETED", object));
+        }
     }
 
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
@@ -500,6 +517,15 @@ impl FakeApi {
             (Method::PATCH, Some(name)) if target.subresource.as_deref() == Some("status") => {
                 self.apply_status(&target, name, &body)
             }
+            (Method::PATCH, Some(name))
+                if target.subresource.is_none()
+                    && req
+                        .headers()
+                        .get("content-type")
+                        .is_some_and(|c| c == "application/merge-patch+json") =>
+            {
+                self.merge_metadata(&target, name, &body)
+            }
             (method, _) => failure(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "MethodNotAllowed",
@@ -677,6 +703,56 @@ impl FakeApi {
             + i64::from(old["spec"] != object["spec"]);
         object["metadata"]["generation"] = json!(generation);
         let stored = Self::store(&mut state, &target.resource, key, object, "MODIFIED");
+        drop(state);
+        self.changed.send_modify(|g| *g += 1);
+        respond(StatusCode::OK, &stored)
+    }
+
+    /// A JSON merge patch of `metadata.finalizers` and labels, with `metadata.resourceVersion`
+    /// as a precondition, as the API server takes it; an object being deleted whose last
+    /// finalizer goes is deleted.
+    fn merge_metadata(&self, target: &Target, name: &str, body: &Value) -> Response<Body> {
+        let mut state = self.state.lock().unwrap();
+        let key = (
+            target.resource.clone(),
+            target.namespace.clone().unwrap_or_default(),
+            name.to_owned(),
+        );
+        let Some(mut object) = state.objects.get(&key).cloned() else {
+            return failure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{name:?} not found"),
+            );
+        };
+        let patch = &body["metadata"];
+        if let Some(rv) = patch["resourceVersion"].as_str()
+            && Some(rv) != object["metadata"]["resourceVersion"].as_str()
+        {
+            return failure(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} {name:?}: the object has been modified",
+                    target.kind
+                ),
+            );
+        }
+        for field in ["finalizers", "labels"] {
+            if !patch[field].is_null() {
+                object["metadata"][field] = patch[field].clone();
+            }
+        }
+        let gone = !object["metadata"]["deletionTimestamp"].is_null()
+            && object["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty);
+        let stored = if gone {
+            Self::remove(&mut state, &target.resource, &key);
+            object
+        } else {
+            Self::store(&mut state, &target.resource, key, object, "MODIFIED")
+        };
         drop(state);
         self.changed.send_modify(|g| *g += 1);
         respond(StatusCode::OK, &stored)

@@ -61,6 +61,8 @@ struct State {
     streams: u64,
     /// Set by [`Publisher::close`]: every stream ends, new ones are refused.
     closed: bool,
+    /// Set by [`Publisher::refuse`]: streams end, and new ones are refused, with this reason.
+    refusing: Option<String>,
 }
 
 #[derive(Clone)]
@@ -187,13 +189,36 @@ impl Publisher {
         self.inner.changed.send_modify(|g| *g += 1);
     }
 
-    fn is_closed(&self) -> bool {
-        self.state().closed
+    /// Ends every stream with `UNAVAILABLE` and `reason`, and refuses new ones until called
+    /// with `None`: for a replica that must not serve (not the leader), so that agents retry
+    /// until they reach one that does.
+    pub fn refuse(&self, reason: Option<String>) {
+        let mut state = self.state();
+        if state.refusing == reason {
+            return;
+        }
+        state.refusing = reason;
+        drop(state);
+        self.inner.changed.send_modify(|g| *g += 1);
+    }
+
+    /// Why streams are not served now, if they are not.
+    fn unavailable(&self) -> Option<Status> {
+        let state = self.state();
+        if state.closed {
+            return Some(Status::unavailable("the controller is shutting down"));
+        }
+        state.refusing.as_deref().map(Status::unavailable)
     }
 
     /// What each node said, by node name.
     pub fn reports(&self) -> BTreeMap<String, NodeReport> {
         self.state().reports.clone()
+    }
+
+    /// The version of the snapshot `node` is to run now (its own, or the default).
+    pub fn node_version(&self, node: &str) -> Option<u64> {
+        self.effective(node).map(|p| p.version)
     }
 
     /// The tonic service that serves the snapshots, with `authorize` checking each stream.
@@ -287,8 +312,8 @@ impl SnapshotDistribution for Service {
                 Ok(Err(status)) => return Err(status),
             }
         };
-        if self.publisher.is_closed() {
-            return Err(Status::unavailable("the controller is shutting down"));
+        if let Some(status) = self.publisher.unavailable() {
+            return Err(status);
         }
         if hello.node.is_empty() {
             return Err(Status::invalid_argument("Hello.node is empty"));
@@ -350,8 +375,7 @@ impl SnapshotDistribution for Service {
             tokio::spawn(async move {
                 loop {
                     changed.borrow_and_update();
-                    if publisher.is_closed() {
-                        let status = Status::unavailable("the controller is shutting down");
+                    if let Some(status) = publisher.unavailable() {
                         let _ = tx.send(Err(status)).await;
                         return;
                     }
