@@ -159,20 +159,24 @@ start_agent() { # start_agent I
     --tls-cert "$D/certs/agent-$n.crt" --tls-key "$D/certs/agent-$n.key" --tls-ca "$D/certs/ca.crt"
   APID[$1]=$START_PID
 }
-# measure_takeover FROM_MS I: polls every 100 ms until only node I answers; prints the time.
+holds() { ip -n "${NS[$1]}" -br addr show dev eth0 | grep -q " $VIP/"; }
+# measure_takeover FROM_MS I: polls arping every 100 ms until node I answers; prints the time.
+# Also checks, each time, that the two nodes never hold the VIP's address at once.
 measure_takeover() {
-  local t0=$1 want=${MAC[$2]} deadline=$(( $1 + 15000 )) got seen=
+  local t0=$1 want=${MAC[$2]} deadline=$(( $1 + 15000 )) got seen= both=0 t left
   while :; do
-    local t=$(ms)
+    t=$(ms)
+    holds 0 && holds 1 && both=$(( both + 1 ))
     got=$(who_now)
-    if [ "$got" = "$want" ]; then break; fi
-    case $got in *" "*) echo "  !! two nodes answer at once: $(name_of "$got")";; esac
+    [ "$got" = "$want" ] && break
     [ -n "$got" ] && seen=$got
-    [ "$t" -lt $deadline ] || { echo "  !! ${NODES[$2]} did not take over within 15 s" >&2; return 1; }
-    local left=$(( t + 100 - $(ms) ))
-    [ $left -gt 0 ] && sleep "0.$(printf %03d $left)"
+    [ "$t" -lt $deadline ] || { echo "!! ${NODES[$2]} did not take over within 15 s" >&2; return 1; }
+    left=$(( t + 100 - $(ms) ))
+    if [ $left -gt 0 ]; then sleep "0.$(printf %03d $left)"; fi
   done
-  echo "  ${NODES[$2]} ($want) answers $(( $(ms) - t0 )) ms later${seen:+ (before: $(name_of "$seen"))}"
+  echo "   ${NODES[$2]} ($want) answers $(( $(ms) - t0 )) ms later${seen:+ (before that: $(name_of "$seen"))}"
+  if [ $both = 0 ]; then echo "   the two nodes never held $VIP at the same time"
+  else echo "   !! both nodes held $VIP at once ($both polls)"; fi
 }
 
 # --- run -----------------------------------------------------------------------------------
@@ -211,7 +215,7 @@ echo "== SIGKILL ${NODES[H]}'s agent (pid ${APID[H]}); polling arping every 100 
 mark=$(caplines); massigned=$(grep -c "L2 VIP assigned" "$D/controller.log" || true)
 t0=$(ms); stop KILL "${APID[H]}"
 measure_takeover "$t0" $O
-sleep 0.5
+sleep 1
 echo "-- new gratuitous ARPs:"; garps "$mark"
 tail -n +$(( massigned + 1 )) <(grep -h "L2 VIP assigned" "$D/controller.log") | sed 's/^/   controller: /'
 echo "   observer's neighbour entry: $(ip -n $OBS neigh show $VIP)"
@@ -241,6 +245,7 @@ measure_takeover "$t0" "$H"
 wait_for 5 "the agent's log" sh -c "tail -n +$(( lines + 1 )) '$D/${NODES[O]}.log' | grep -q 'dropping L2 VIPs'"
 tail -n +$(( lines + 1 )) "$D/${NODES[O]}.log" | grep "dropping L2 VIPs" | sed "s/^/   ${NODES[O]}: /"
 tail -n +$(( massigned + 1 )) <(grep -h "L2 VIP assigned" "$D/controller.log") | sed 's/^/   controller: /'
+sleep 1
 echo "-- new gratuitous ARPs:"; garps "$mark"
 echo "   ${NODES[O]}'s eth0 now: $(ip -n "${NS[O]}" -br addr show dev eth0)"
 

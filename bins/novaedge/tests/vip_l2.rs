@@ -504,3 +504,62 @@ fn an_l2_vip_fails_over_in_under_two_seconds_and_never_answers_from_two_nodes() 
     agent.wait_exit();
     assert!(!has_vip(&lab.nodes[other].ns));
 }
+
+/// `novaedge run` (one machine, no controller) holds the ProxyVIPs of its files, and releases
+/// them when it stops.
+#[test]
+fn novaedge_run_holds_the_proxyvips_of_its_files() {
+    require_root_and_tools("the `novaedge run` VIP test", &["ip", "arping"]);
+    let p = format!("nvr{}", std::process::id() % 100_000);
+    let mut guard = Guard::default();
+    let sw = guard.netns(format!("{p}s"));
+    let obs = guard.netns(format!("{p}o"));
+    let node = guard.netns(format!("{p}n"));
+    bridge(&sw, "br0");
+    link(&sw, "br0", "po", &obs, "eth0", "198.51.100.1/24");
+    link(&sw, "br0", "pn", &node, "eth0", "198.51.100.2/24");
+    let mac = String::from_utf8_lossy(
+        &sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &node,
+            "cat",
+            "/sys/class/net/eth0/address",
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_lowercase();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("vip.yaml"),
+        format!(
+            "apiVersion: novaedge.io/v1alpha1
+kind: ProxyVIP
+metadata: {{name: web, namespace: t}}
+spec:
+  addresses: [{VIP}]
+  mode: L2
+  interface: eth0
+"
+        ),
+    )
+    .expect("write the ProxyVIP");
+    let conf = dir.path().display().to_string();
+    let mut run = Proxy::start_in_netns(&node, &["run", &conf]);
+    wait_for(
+        "the node to answer for the VIP",
+        Duration::from_secs(10),
+        || who_answers(&obs, 1) == BTreeSet::from([mac.clone()]),
+    );
+    assert!(has_vip(&node));
+
+    run.terminate();
+    run.wait_exit();
+    assert!(!has_vip(&node), "the VIP outlived `novaedge run`");
+    assert!(who_answers(&obs, 1).is_empty());
+    drop(run);
+    drop(guard);
+}
