@@ -75,6 +75,20 @@ const RESOURCES: &[(&str, &str, &str, bool)] = &[
         false,
     ),
     ("novaedge.io/v1alpha1", "proxypolicies", "ProxyPolicy", true),
+    (
+        "novaedge.io/v1alpha1",
+        "proxygateways",
+        "ProxyGateway",
+        true,
+    ),
+    ("novaedge.io/v1alpha1", "proxyroutes", "ProxyRoute", true),
+    (
+        "novaedge.io/v1alpha1",
+        "proxybackends",
+        "ProxyBackend",
+        true,
+    ),
+    ("novaedge.io/v1alpha1", "proxyvips", "ProxyVIP", true),
     ("coordination.k8s.io/v1", "leases", "Lease", true),
     ("events.k8s.io/v1", "events", "Event", true),
 ];
