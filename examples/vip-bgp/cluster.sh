@@ -3,10 +3,10 @@
 # (files source) and two `novaedge agent`s over mTLS, and a router (GoBGP or BIRD 2) that both
 # nodes peer with, TCP-MD5 signed (the password comes from a Secret).
 #
-#   nvb-rtr (router, AS 64500)  eth0 198.51.100.1 ─┐
-#   nvb-ctl (controller)        eth0 198.51.100.9 ─┤
-#   nvb-a   (node-a, AS 64512)  eth0 198.51.100.2 ─┼─ br0 (netns nvb-sw)
-#   nvb-b   (node-b, AS 64512)  eth0 198.51.100.3 ─┘
+#   nvcb-rtr (router, AS 64500)  eth0 198.51.100.1 ─┐
+#   nvcb-ctl (controller)        eth0 198.51.100.9 ─┤
+#   nvcb-a   (node-a, AS 64512)  eth0 198.51.100.2 ─┼─ br0 (netns nvcb-sw)
+#   nvcb-b   (node-b, AS 64512)  eth0 198.51.100.3 ─┘
 #
 # The ProxyVIP "api" (192.0.2.100, mode BGP) is announced by both nodes: the router has a path
 # through each. Then node-a's agent gets SIGTERM (its path is withdrawn at once), and the
@@ -35,15 +35,15 @@ BIN=$(realpath "$NOVAEDGE_BIN")
 export RUST_LOG=${RUST_LOG:-info}
 
 VIP=192.0.2.100 RTR_IP=198.51.100.1 CTL_IP=198.51.100.9 PASSWORD=novaedge-lab-md5
-SW=nvb-sw RTR=nvb-rtr CTL=nvb-ctl
-NODES=(node-a node-b) NS=(nvb-a nvb-b) IPS=(198.51.100.2 198.51.100.3)
+SW=nvcb-sw RTR=nvcb-rtr CTL=nvcb-ctl
+NODES=(node-a node-b) NS=(nvcb-a nvcb-b) IPS=(198.51.100.2 198.51.100.3)
 ALL_NS=("$SW" "$RTR" "$CTL" "${NS[@]}")
 
 PIDS=() D=
 cleanup() {
   local rc=$? p f
   trap - EXIT INT TERM
-  if [ $rc != 0 ] && [ -n "$D" ]; then
+  if [ $rc != 0 ] && [ $rc != 130 ] && [ $rc != 143 ] && [ -n "$D" ]; then
     for f in "$D"/*.log; do [ -s "$f" ] && { echo "--- $f (last lines)"; tail -n 15 "$f"; }; done
   fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -54,7 +54,7 @@ cleanup() {
   done
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for n in "${ALL_NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-  [ -n "$D" ] && rm -rf "$D"
+  if [ -n "$D" ]; then rm -rf "$D"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -66,8 +66,11 @@ for n in "${ALL_NS[@]}"; do
     echo "removing netns $n left over from an earlier run"
     for p in $(ip netns pids "$n"); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del "$n"
+    LEFTOVER=1
   fi
 done
+# ... and its temporary directory (only this script makes directories with this name).
+if [ -n "${LEFTOVER:-}" ]; then rm -rf "${TMPDIR:-/tmp}"/novaedge-bgp-cluster-????; fi
 
 D=$(mktemp -d -t novaedge-bgp-cluster-XXXX)
 
@@ -82,8 +85,8 @@ link() { # link PORT NETNS ADDR: a veth from the switch's br0 to NETNS's eth0
 }
 link p-rtr $RTR $RTR_IP/24
 link p-ctl $CTL $CTL_IP/24
-link p-a nvb-a ${IPS[0]}/24
-link p-b nvb-b ${IPS[1]}/24
+link p-a nvcb-a "${IPS[0]}/24"
+link p-b nvcb-b "${IPS[1]}/24"
 
 # --- helpers -------------------------------------------------------------------------------
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
@@ -166,7 +169,6 @@ EOF
   }
   ;;
 esac
-RPID=$START_PID
 wait_for 10 "the router ($ROUTER)" router_up
 # has_paths WANT: the router's paths to the VIP are exactly through WANT ("" = none).
 has_paths() { [ "$(paths)" = "$1" ]; }
@@ -236,6 +238,5 @@ sleep 0.5
 tail -n +$(( lines + 1 )) "$D/${NODES[1]}.log" | grep -E "BGP|VIP" | sed "s/^/   ${NODES[1]}: /"
 echo "-- router's neighbors:"; show_neighbors | indent
 echo "-- router's RIB:"; show_rib | indent
-: "$RPID"
 echo
 echo "== done; logs were in $D (removed on exit)"

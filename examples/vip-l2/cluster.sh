@@ -38,7 +38,7 @@ PIDS=() D=
 cleanup() {
   local rc=$? p f
   trap - EXIT INT TERM
-  if [ $rc != 0 ] && [ -n "$D" ]; then
+  if [ $rc != 0 ] && [ $rc != 130 ] && [ $rc != 143 ] && [ -n "$D" ]; then
     for f in "$D"/*.log; do [ -s "$f" ] && { echo "--- $f (last lines)"; tail -n 15 "$f"; }; done
   fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -49,7 +49,7 @@ cleanup() {
   done
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   for n in "${ALL_NS[@]}"; do ip netns del "$n" 2>/dev/null || true; done
-  [ -n "$D" ] && rm -rf "$D"
+  if [ -n "$D" ]; then rm -rf "$D"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -61,8 +61,11 @@ for n in "${ALL_NS[@]}"; do
     echo "removing netns $n left over from an earlier run"
     for p in $(ip netns pids "$n"); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del "$n"
+    LEFTOVER=1
   fi
 done
+# ... and its temporary directory (only this script makes directories with this name).
+if [ -n "${LEFTOVER:-}" ]; then rm -rf "${TMPDIR:-/tmp}"/novaedge-l2-cluster-????; fi
 
 D=$(mktemp -d -t novaedge-l2-cluster-XXXX)
 
@@ -85,7 +88,7 @@ link br1 c-b nvc-b ctl0 10.77.0.3/24
 # A gratuitous ARP creates the observer's neighbour entry (by default it only updates one).
 ip netns exec $OBS sysctl -qw net.ipv4.conf.eth0.arp_accept=1
 MAC=()
-for i in 0 1; do MAC[i]=$(tr 'A-F' 'a-f' < <(ip netns exec "${NS[i]}" cat /sys/class/net/eth0/address)); done
+for i in 0 1; do MAC[i]=$(ip netns exec "${NS[i]}" cat /sys/class/net/eth0/address); done
 
 # --- configuration and certificates --------------------------------------------------------
 "$BIN" certs --out "$D/certs" "${NODES[@]}" >/dev/null
@@ -140,6 +143,8 @@ garps() {
     grep -E "> ff:ff:ff:ff:ff:ff.*(who-has $VIP tell $VIP|Reply $VIP is-at)" || echo "  (none)"
 }
 caplines() { wc -l < "$D/arp.cap"; }
+# The controller's decisions about L2 VIPs.
+L2LOG="L2 VIP (assigned|waits for its release)"
 START_PID=
 start() { # start NETNS LOG COMMAND...: in the background; PID in $START_PID
   local ns=$1 log=$2; shift 2
@@ -160,21 +165,40 @@ start_agent() { # start_agent I
   APID[$1]=$START_PID
 }
 holds() { ip -n "${NS[$1]}" -br addr show dev eth0 | grep -q " $VIP/"; }
-# measure_takeover FROM_MS I: polls arping every 100 ms until node I answers; prints the time.
-# Also checks, each time, that the two nodes never hold the VIP's address at once.
+# measure_takeover FROM_MS I: polls arping every 100 ms until node I answers and prints the
+# time; then goes on for 2.5 s and reports any gap (a VIP given and taken back). Checks all
+# along that the two nodes never hold the VIP's address at once.
 measure_takeover() {
-  local t0=$1 want=${MAC[$2]} deadline=$(( $1 + 15000 )) got seen= both=0 t left
+  local t0=$1 want=${MAC[$2]} deadline=$(( $1 + 15000 )) got seen='' both=0 t left
+  local first='' stop_at='' gap='' gaps=''
   while :; do
     t=$(ms)
     holds 0 && holds 1 && both=$(( both + 1 ))
     got=$(who_now)
-    [ "$got" = "$want" ] && break
-    [ -n "$got" ] && seen=$got
-    [ "$t" -lt $deadline ] || { echo "!! ${NODES[$2]} did not take over within 15 s" >&2; return 1; }
+    if [ -z "$first" ]; then
+      if [ "$got" = "$want" ]; then
+        first=$(( $(ms) - t0 )); stop_at=$(( t + 2500 ))
+        echo "   ${NODES[$2]} ($want) answers $first ms later${seen:+ (before that: $(name_of "$seen"))}"
+      else
+        [ -n "$got" ] && seen=$got
+        [ "$t" -lt $deadline ] || { echo "!! ${NODES[$2]} did not take over within 15 s" >&2; return 1; }
+      fi
+    else
+      if [ "$got" != "$want" ] && [ -z "$gap" ]; then gap=$(( t - t0 )); fi
+      if [ "$got" = "$want" ] && [ -n "$gap" ]; then
+        gaps+=" $gap-$(( t - t0 ))"; gap=''; stop_at=$(( t + 2500 ))
+      fi
+      if [ "$t" -ge "$stop_at" ] || [ "$t" -ge $deadline ]; then break; fi
+    fi
     left=$(( t + 100 - $(ms) ))
     if [ $left -gt 0 ]; then sleep "0.$(printf %03d $left)"; fi
   done
-  echo "   ${NODES[$2]} ($want) answers $(( $(ms) - t0 )) ms later${seen:+ (before that: $(name_of "$seen"))}"
+  if [ -n "$gap" ]; then gaps+=" $gap-(still none)"; fi
+  if [ -n "$gaps" ]; then
+    echo "   !! then no answer from ${NODES[$2]} at (ms after the event):$gaps"
+  else
+    echo "   and answers steadily for the next 2.5 s"
+  fi
   if [ $both = 0 ]; then echo "   the two nodes never held $VIP at the same time"
   else echo "   !! both nodes held $VIP at once ($both polls)"; fi
 }
@@ -182,12 +206,11 @@ measure_takeover() {
 # --- run -----------------------------------------------------------------------------------
 echo "== nodes: ${NODES[0]} eth0 ${MAC[0]}, ${NODES[1]} eth0 ${MAC[1]}; VIP $VIP; files in $D"
 ip netns exec $OBS tcpdump -i eth0 -n -e -l arp >"$D/arp.cap" 2>"$D/tcpdump.log" </dev/null &
-PIDS+=($!)
+PIDS+=("$!")
 wait_for 5 "tcpdump" grep -q "listening on" "$D/tcpdump.log"
 
 start $CTL "$D/controller.log" "$BIN" controller --source "files:$D/conf" --listen 10.77.0.1:9400 \
   --tls-cert "$D/certs/controller.crt" --tls-key "$D/certs/controller.key" --tls-ca "$D/certs/ca.crt"
-CPID=$START_PID
 wait_for 10 "the controller" grep -q "serving snapshots" "$D/controller.log"
 t0=$(ms)
 start_agent 0; start_agent 1
@@ -208,21 +231,21 @@ echo "   other:  ${NODES[O]} ($(ip -n "${NS[O]}" -br addr show dev eth0))"
 echo "   observer's neighbour entry: $(ip -n $OBS neigh show $VIP)"
 echo "-- gratuitous ARPs captured on the observer:"
 garps 0
-grep -h "L2 VIP assigned" "$D/controller.log" | sed 's/^/   controller: /'
+grep -hE "$L2LOG" "$D/controller.log" | sed 's/^/   controller: /'
 
 echo
 echo "== SIGKILL ${NODES[H]}'s agent (pid ${APID[H]}); polling arping every 100 ms"
-mark=$(caplines); massigned=$(grep -c "L2 VIP assigned" "$D/controller.log" || true)
+mark=$(caplines); massigned=$(grep -cE "$L2LOG" "$D/controller.log" || true)
 t0=$(ms); stop KILL "${APID[H]}"
 measure_takeover "$t0" $O
 sleep 1
 echo "-- new gratuitous ARPs:"; garps "$mark"
-tail -n +$(( massigned + 1 )) <(grep -h "L2 VIP assigned" "$D/controller.log") | sed 's/^/   controller: /'
+tail -n +$(( massigned + 1 )) <(grep -hE "$L2LOG" "$D/controller.log") | sed 's/^/   controller: /'
 echo "   observer's neighbour entry: $(ip -n $OBS neigh show $VIP)"
 
 echo
 echo "== restart ${NODES[H]}'s agent; the VIP must stay on ${NODES[O]}"
-massigned=$(grep -c "L2 VIP assigned" "$D/controller.log" || true)
+massigned=$(grep -cE "$L2LOG" "$D/controller.log" || true)
 lines=$(wc -l < "$D/${NODES[H]}.log")
 start_agent "$H"
 wait_for 10 "${NODES[H]}'s agent to apply a snapshot" \
@@ -232,19 +255,22 @@ seen=
 for _ in $(seq 15); do seen+=" $(who_now)"; sleep 0.1; done
 seen=$(echo "$seen" | tr ' ' '\n' | grep . | sort | uniq -c | awk '{printf "%s x%s, ", $2, $1}')
 echo "   answers: ${seen%, }"
-now=$(grep -c "L2 VIP assigned" "$D/controller.log" || true)
-echo "   holder now: $(name_of "$(who 2)"); controller assignments since the restart: $(( now - massigned ))"
+now=$(grep -cE "$L2LOG" "$D/controller.log" || true)
+echo "   holder now: $(name_of "$(who 2)"); controller decisions since the restart: $(( now - massigned ))"
 
 echo
 P=${CTLPORT[O]}
 echo "== cut ${NODES[O]}'s control link (switch port $P down); it still reaches the observer"
-mark=$(caplines); massigned=$(grep -c "L2 VIP assigned" "$D/controller.log" || true)
-lines=$(wc -l < "$D/${NODES[O]}.log")
+mark=$(caplines); massigned=$(grep -cE "$L2LOG" "$D/controller.log" || true)
+lines=$(wc -l < "$D/${NODES[O]}.log"); hlines=$(wc -l < "$D/${NODES[H]}.log")
 t0=$(ms); ip -n $SW link set "$P" down
 measure_takeover "$t0" "$H"
 wait_for 5 "the agent's log" sh -c "tail -n +$(( lines + 1 )) '$D/${NODES[O]}.log' | grep -q 'dropping L2 VIPs'"
-tail -n +$(( lines + 1 )) "$D/${NODES[O]}.log" | grep "dropping L2 VIPs" | sed "s/^/   ${NODES[O]}: /"
-tail -n +$(( massigned + 1 )) <(grep -h "L2 VIP assigned" "$D/controller.log") | sed 's/^/   controller: /'
+tail -n +$(( lines + 1 )) "$D/${NODES[O]}.log" | grep -E "dropping L2 VIPs|VIP released" |
+  sed "s/^/   ${NODES[O]}: /"
+tail -n +$(( massigned + 1 )) <(grep -hE "$L2LOG" "$D/controller.log") | sed 's/^/   controller: /'
+tail -n +$(( hlines + 1 )) "$D/${NODES[H]}.log" | grep -E "VIP (assigned|released)" |
+  sed "s/^/   ${NODES[H]}: /"
 sleep 1
 echo "-- new gratuitous ARPs:"; garps "$mark"
 echo "   ${NODES[O]}'s eth0 now: $(ip -n "${NS[O]}" -br addr show dev eth0)"

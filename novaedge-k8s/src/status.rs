@@ -10,7 +10,9 @@
 //! that does not exist), with `Accepted` and `ResolvedRefs`; Gateways get `Accepted` and
 //! `Programmed`, and each listener `Accepted`, `ResolvedRefs`, `Conflicted` and `Programmed`,
 //! its supported route kinds and the number of routes attached to it; GatewayClasses with
-//! NovaEdge's controller name get `Accepted`.
+//! NovaEdge's controller name get `Accepted`. ProxyGateways and ProxyRoutes get the same as
+//! the Gateways and HTTPRoutes they convert to. Ingresses of NovaEdge's classes are listed with
+//! whether they are served.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -94,8 +96,11 @@ pub type ObjectKey = (String, String);
 pub struct Statuses {
     pub gateway_classes: BTreeMap<String, ObjectStatus>,
     pub gateways: BTreeMap<ObjectKey, GatewayStatus>,
-    /// By route kind (`HTTPRoute`, ...), then namespace and name.
+    /// By route kind (`HTTPRoute`, `GRPCRoute`, `ProxyRoute`), then namespace and name.
     pub routes: BTreeMap<(&'static str, ObjectKey), RouteStatus>,
+    /// The Ingresses of NovaEdge's classes, and whether each is served (`false`: left out for
+    /// its errors). An Ingress has no conditions; the controller writes where it is reachable.
+    pub ingresses: BTreeMap<ObjectKey, bool>,
 }
 
 /// Conditions of an object with no parts.

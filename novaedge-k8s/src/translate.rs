@@ -223,6 +223,8 @@ struct Translator<'a> {
     /// Status of the Gateways served, filled in as their listeners are checked and used.
     gateway_state: BTreeMap<Key, GatewayState>,
     route_status: BTreeMap<(&'static str, Key), RouteStatus>,
+    /// Ingresses of NovaEdge's classes: whether each is served.
+    ingress_status: BTreeMap<Key, bool>,
     /// The first unresolved reference of the route being translated: the reason and message of
     /// its `ResolvedRefs=False` condition.
     unresolved: Option<(&'static str, String)>,

@@ -919,3 +919,331 @@ async fn only_the_leader_serves_snapshots() {
     wait_for("b to lead", || holder(&fake).as_deref() == Some("b")).await;
     wait_for("the new leader's snapshot", || on_b.latest().is_some()).await;
 }
+
+// === publish addresses, and the status of NovaEdge's own kinds ===
+
+const INGRESSES: &str = "networking.k8s.io/v1/ingresses";
+
+fn ingress(name: &str, class: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {
+            "ingressClassName": class,
+            "rules": [{"host": format!("{name}.example"), "http": {"paths": [{
+                "path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "app", "port": {"number": 80}}}
+            }]}}]
+        }
+    })
+}
+
+fn ingress_class(name: &str, controller: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": name},
+        "spec": {"controller": controller}
+    })
+}
+
+/// The one status patch of `path_end` (panics if there is not exactly one).
+fn only_patch(fake: &FakeApi, path_end: &str) -> Recorded {
+    let patches = status_patches(fake, path_end);
+    assert_eq!(patches.len(), 1, "{path_end}: {patches:#?}");
+    patches.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn publish_addresses_are_written_to_served_ingresses_and_accepted_gateways() {
+    let fake = FakeApi::new();
+    seed(&fake);
+    fake.apply(ingress_class("novaedge", "novaedge.io/ingress-controller"));
+    fake.apply(ingress_class("nginx", "k8s.io/ingress-nginx"));
+    fake.apply(ingress("store", "novaedge"));
+    // Another controller's: never written.
+    fake.apply(ingress("theirs", "nginx"));
+    // Ours, but left out for its error (a backend port that is neither number nor name): its
+    // stale address (from an earlier version of it) is removed.
+    let mut broken = ingress("broken", "novaedge");
+    broken["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = json!({});
+    broken["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}});
+    fake.apply(broken);
+
+    let publisher = Publisher::new(Duration::from_millis(200));
+    let mut publishing = config("a");
+    publishing.publish_addresses = vec![
+        "192.0.2.10".parse().unwrap(),
+        "lb.example.com".parse().unwrap(),
+    ];
+    let stop = start(fake.client_over_tcp("a").await, &publisher, publishing);
+    wait_for("the status of the Ingresses and the Gateway", || {
+        !status_patches(&fake, "/ingresses/store/status").is_empty()
+            && !status_patches(&fake, "/ingresses/broken/status").is_empty()
+            && !status_patches(&fake, "/gateways/web/status").is_empty()
+    })
+    .await;
+
+    let patch = only_patch(&fake, "/ingresses/store/status");
+    assert_eq!(
+        patch.path,
+        "/apis/networking.k8s.io/v1/namespaces/shop/ingresses/store/status"
+    );
+    assert_eq!(
+        patch.query.get("fieldManager").map(String::as_str),
+        Some("novaedge-controller")
+    );
+    assert_eq!(patch.query.get("force").map(String::as_str), Some("true"));
+    assert_eq!(
+        patch.content_type.as_deref(),
+        Some("application/apply-patch+yaml")
+    );
+    assert_eq!(
+        patch.body,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "store", "namespace": "shop"},
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "192.0.2.10"},
+                {"hostname": "lb.example.com"}
+            ]}}
+        })
+    );
+    assert_eq!(
+        only_patch(&fake, "/ingresses/broken/status").body["status"],
+        json!({"loadBalancer": {"ingress": []}})
+    );
+    let patch = only_patch(&fake, "/gateways/web/status");
+    assert_eq!(
+        patch.body["status"]["addresses"],
+        json!([
+            {"type": "IPAddress", "value": "192.0.2.10"},
+            {"type": "Hostname", "value": "lb.example.com"}
+        ])
+    );
+
+    // A rebuild changes nothing: nothing is written again.
+    fake.apply(endpoint_slice("app-2", Some("app"), "127.0.0.2"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let ingress_patches = |fake: &FakeApi| {
+        status_patches(fake, "/status")
+            .into_iter()
+            .filter(|r| r.path.contains("/ingresses/"))
+            .count()
+    };
+    assert_eq!(ingress_patches(&fake), 2, "no Ingress is written again");
+    assert_eq!(status_patches(&fake, "/gateways/web/status").len(), 1);
+    let stored = fake.get(INGRESSES, "shop", "store").unwrap();
+    assert_eq!(
+        stored["status"]["loadBalancer"]["ingress"][1]["hostname"],
+        "lb.example.com"
+    );
+
+    // The next leader publishes no addresses: ours are removed, from the Ingress and the
+    // Gateway alike.
+    stop.send(()).unwrap();
+    wait_for("a to give the Lease up", || holder(&fake).is_none()).await;
+    let _stop = start(fake.client_over_tcp("b").await, &publisher, config("b"));
+    wait_for("the addresses removed", || {
+        status_patches(&fake, "/ingresses/store/status").len() == 2
+            && status_patches(&fake, "/gateways/web/status").len() == 2
+    })
+    .await;
+    let patches = status_patches(&fake, "/ingresses/store/status");
+    assert_eq!(patches[1].tag, "b");
+    assert_eq!(
+        patches[1].body["status"],
+        json!({"loadBalancer": {"ingress": []}})
+    );
+    let patches = status_patches(&fake, "/gateways/web/status");
+    assert_eq!(patches[1].body["status"]["addresses"], json!([]));
+    assert_eq!(
+        condition(&patches[1].body["status"]["conditions"], "Accepted")["status"],
+        "True"
+    );
+    // Nothing more to remove from `broken`; `theirs` is never written.
+    assert_eq!(status_patches(&fake, "/ingresses/broken/status").len(), 1);
+    assert_eq!(ingress_patches(&fake), 3, "only `store` is written again");
+}
+
+#[tokio::test]
+async fn proxy_gateways_and_proxy_routes_get_their_status() {
+    const NOVAEDGE: &str = "novaedge.io/v1alpha1";
+    let fake = FakeApi::new();
+    seed(&fake);
+    fake.apply(json!({
+        "apiVersion": NOVAEDGE, "kind": "ProxyGateway",
+        "metadata": {"name": "edge", "namespace": "shop"},
+        "spec": {"listeners": [{"name": "http", "port": 8081, "protocol": "HTTP"}]}
+    }));
+    // Accepted since 2020 (written by an earlier leader), its backend missing then.
+    fake.apply(json!({
+        "apiVersion": NOVAEDGE, "kind": "ProxyRoute",
+        "metadata": {"name": "good", "namespace": "shop", "generation": 2},
+        "spec": {
+            "parentRefs": [{"name": "edge", "sectionName": "http"}],
+            "hostnames": ["good.example"],
+            "rules": [{"backendRefs": [{"name": "app", "port": 80}]}]
+        },
+        "status": {"observedGeneration": 1, "parents": [{
+            "parentRef": {"name": "edge", "sectionName": "http"},
+            "conditions": [
+                {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                 "observedGeneration": 1, "lastTransitionTime": "2020-01-01T00:00:00Z"},
+                {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound",
+                 "message": "gone", "observedGeneration": 1,
+                 "lastTransitionTime": "2020-01-01T00:00:00Z"}
+            ]
+        }]}
+    }));
+    // Its ProxyBackend does not exist, and its second parent is no ProxyGateway.
+    fake.apply(json!({
+        "apiVersion": NOVAEDGE, "kind": "ProxyRoute",
+        "metadata": {"name": "bad", "namespace": "shop"},
+        "spec": {
+            "parentRefs": [{"name": "edge"}, {"name": "nowhere"}],
+            "hostnames": ["bad.example"],
+            "rules": [{"backendRefs": [{"name": "nope", "kind": "ProxyBackend"}]}]
+        }
+    }));
+
+    let publisher = Publisher::new(Duration::from_millis(200));
+    let mut publishing = config("a");
+    // Not for ProxyGateways: they are reached on their ProxyVIP.
+    publishing.publish_addresses = vec!["192.0.2.10".parse().unwrap()];
+    let _stop = start(fake.client_over_tcp("a").await, &publisher, publishing);
+    wait_for(
+        "the status of the ProxyGateway and both ProxyRoutes",
+        || {
+            !status_patches(&fake, "/proxygateways/edge/status").is_empty()
+                && !status_patches(&fake, "/proxyroutes/good/status").is_empty()
+                && !status_patches(&fake, "/proxyroutes/bad/status").is_empty()
+        },
+    )
+    .await;
+
+    // A condition's new transition time: now, which the test cannot know; checked, then
+    // replaced by `NOW` so that the rest compares whole.
+    let stamped = |condition: &mut Value| {
+        let since = condition["lastTransitionTime"].as_str().unwrap();
+        assert!(since > "2024-", "a new transition: {since}");
+        condition["lastTransitionTime"] = json!("NOW");
+    };
+
+    let mut patch = only_patch(&fake, "/proxyroutes/good/status");
+    assert_eq!(
+        patch.path,
+        "/apis/novaedge.io/v1alpha1/namespaces/shop/proxyroutes/good/status"
+    );
+    assert_eq!(
+        patch.query.get("fieldManager").map(String::as_str),
+        Some("novaedge-controller")
+    );
+    assert_eq!(patch.query.get("force").map(String::as_str), Some("true"));
+    stamped(&mut patch.body["status"]["parents"][0]["conditions"][1]);
+    assert_eq!(
+        patch.body,
+        json!({
+            "apiVersion": NOVAEDGE, "kind": "ProxyRoute",
+            "metadata": {"name": "good", "namespace": "shop"},
+            "status": {"observedGeneration": 2, "parents": [{
+                "parentRef": {"name": "edge", "sectionName": "http"},
+                "conditions": [
+                    {"type": "Accepted", "status": "True", "reason": "Accepted",
+                     "message": "", "observedGeneration": 2,
+                     "lastTransitionTime": "2020-01-01T00:00:00Z"},
+                    {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs",
+                     "message": "", "observedGeneration": 2, "lastTransitionTime": "NOW"}
+                ]
+            }]}
+        })
+    );
+
+    let mut patch = only_patch(&fake, "/proxyroutes/bad/status");
+    let status = &mut patch.body["status"];
+    for p in 0..2 {
+        for c in 0..2 {
+            stamped(&mut status["parents"][p]["conditions"][c]);
+        }
+    }
+    let not_found = status["parents"][0]["conditions"][1]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        not_found.contains("spec.rules[0].backendRefs[0]")
+            && not_found.contains("ProxyBackend shop/nope not found"),
+        "{not_found}"
+    );
+    let no_parent = status["parents"][1]["conditions"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        no_parent.contains("no ProxyGateway shop/nowhere"),
+        "{no_parent}"
+    );
+    let unresolved = json!({"type": "ResolvedRefs", "status": "False",
+                            "reason": "BackendNotFound", "message": not_found,
+                            "observedGeneration": 1, "lastTransitionTime": "NOW"});
+    assert_eq!(
+        *status,
+        json!({"observedGeneration": 1, "parents": [
+            {"parentRef": {"name": "edge"}, "conditions": [
+                {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                 "observedGeneration": 1, "lastTransitionTime": "NOW"},
+                unresolved
+            ]},
+            {"parentRef": {"name": "nowhere"}, "conditions": [
+                {"type": "Accepted", "status": "False", "reason": "NoMatchingParent",
+                 "message": no_parent, "observedGeneration": 1, "lastTransitionTime": "NOW"},
+                unresolved
+            ]}
+        ]})
+    );
+
+    let mut patch = only_patch(&fake, "/proxygateways/edge/status");
+    assert_eq!(
+        patch.path,
+        "/apis/novaedge.io/v1alpha1/namespaces/shop/proxygateways/edge/status"
+    );
+    let status = &mut patch.body["status"];
+    for c in 0..2 {
+        stamped(&mut status["conditions"][c]);
+    }
+    for c in 0..4 {
+        stamped(&mut status["listeners"][0]["conditions"][c]);
+    }
+    let condition = |type_: &str, status: &str, reason: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": "",
+               "observedGeneration": 1, "lastTransitionTime": "NOW"})
+    };
+    assert_eq!(
+        patch.body,
+        json!({
+            "apiVersion": NOVAEDGE, "kind": "ProxyGateway",
+            "metadata": {"name": "edge", "namespace": "shop"},
+            "status": {
+                "observedGeneration": 1,
+                "conditions": [
+                    condition("Accepted", "True", "Accepted"),
+                    condition("Programmed", "True", "Programmed"),
+                ],
+                "listeners": [{
+                    "name": "http",
+                    "attachedRoutes": 2,
+                    "conditions": [
+                        condition("Accepted", "True", "Accepted"),
+                        condition("ResolvedRefs", "True", "ResolvedRefs"),
+                        condition("Conflicted", "False", "NoConflicts"),
+                        condition("Programmed", "True", "Programmed"),
+                    ]
+                }]
+            }
+        })
+    );
+    // What was written is what the API server has.
+    let stored = fake
+        .get("novaedge.io/v1alpha1/proxyroutes", "shop", "good")
+        .unwrap();
+    assert_eq!(stored["status"]["observedGeneration"], 2);
+}

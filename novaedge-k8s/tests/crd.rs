@@ -89,15 +89,26 @@ fn there_is_one_namespaced_crd_per_kind_with_a_status_subresource() {
         );
         let status = &schema(c)["properties"]["status"]["properties"];
         assert_eq!(status["observedGeneration"]["type"], "integer");
+        // A ProxyRoute's conditions are per parent, as an HTTPRoute's.
+        let conditions = if c.spec.names.kind == "ProxyRoute" {
+            &status["parents"]["items"]["properties"]["conditions"]
+        } else {
+            &status["conditions"]
+        };
         assert_eq!(
-            status["conditions"]["x-kubernetes-list-map-keys"],
+            conditions["x-kubernetes-list-map-keys"],
             serde_json::json!(["type"])
         );
         assert!(
-            status["conditions"]["items"]["properties"]["lastTransitionTime"].is_object(),
+            conditions["items"]["properties"]["lastTransitionTime"].is_object(),
             "conditions are metav1.Conditions"
         );
     }
+    let gateway = &schema(&all[0])["properties"]["status"]["properties"];
+    assert_eq!(
+        gateway["listeners"]["x-kubernetes-list-map-keys"],
+        serde_json::json!(["name"])
+    );
     assert_eq!(
         all[4].metadata.name.as_deref(),
         Some("proxyvips.novaedge.io")

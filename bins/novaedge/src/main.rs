@@ -187,6 +187,13 @@ enum Command {
         fencing_delay: Duration,
         #[command(flatten)]
         ingress: IngressPorts,
+        /// An address clients reach the proxies on: an IP address (a VIP) or a DNS name (a
+        /// cloud load balancer's). Repeatable. The leader writes them, in this order, to
+        /// `status.loadBalancer.ingress` of every Ingress and `status.addresses` of every
+        /// accepted Gateway NovaEdge serves (`--source kubernetes`); without any, the
+        /// addresses written before are removed.
+        #[arg(long = "publish-address", value_name = "ADDR")]
+        publish_addresses: Vec<novaedge_k8s::controller::PublishAddress>,
     },
     /// The node agent: receive this node's snapshot from the controller and serve it.
     Agent {
@@ -277,6 +284,7 @@ fn main() -> ExitCode {
                 heartbeat,
                 fencing_delay,
                 ingress,
+                publish_addresses,
             } => {
                 cmd::controller::controller(cmd::controller::Options {
                     source,
@@ -285,6 +293,7 @@ fn main() -> ExitCode {
                     heartbeat,
                     fencing_delay,
                     translate: ingress.options(),
+                    publish_addresses,
                     lease: cmd::controller::LeaseOptions {
                         name: lease_name,
                         namespace: lease_namespace,

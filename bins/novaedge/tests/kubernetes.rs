@@ -1,6 +1,7 @@
 //! `novaedge controller --source kubernetes` end to end on 127.0.0.1: the controller reads a
 //! fake API server (novaedge-k8s's test fake, through a kubeconfig), an agent serves what it
-//! is sent, a route changed in the API reaches the agent, the route's status is written, and
+//! is sent, a route changed in the API reaches the agent, the status of the route, an Ingress
+//! (with `--publish-address`), a ProxyGateway and a ProxyRoute is written, and
 //! on SIGTERM the controller gives its Lease up. Every request it made is one that the RBAC
 //! rules of `config/rbac.yaml` allow, and the manifests of `config/` read as the Kubernetes
 //! objects they claim to be.
@@ -100,6 +101,29 @@ async fn the_controller_serves_what_the_api_server_holds_and_writes_status() {
     backend(&fake, "v1", v1.local_addr().port());
     backend(&fake, "v2", v2.local_addr().port());
     fake.apply(route("v1"));
+    // An Ingress and NovaEdge's own kinds, whose status the controller writes too.
+    let ingress_port = free_port();
+    fake.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web", "namespace": "t"},
+        "spec": {"rules": [{"host": "ingress.test", "http": {"paths": [{
+            "path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "v1", "port": {"number": 80}}}
+        }]}}]}
+    }));
+    fake.apply(json!({
+        "apiVersion": "novaedge.io/v1alpha1", "kind": "ProxyGateway",
+        "metadata": {"name": "edge", "namespace": "t"},
+        "spec": {"listeners": [{"name": "http", "port": free_port(), "protocol": "HTTP"}]}
+    }));
+    fake.apply(json!({
+        "apiVersion": "novaedge.io/v1alpha1", "kind": "ProxyRoute",
+        "metadata": {"name": "app", "namespace": "t"},
+        "spec": {
+            "parentRefs": [{"name": "edge"}],
+            "rules": [{"backendRefs": [{"name": "v1", "port": 80}]}]
+        }
+    }));
     let api = fake.serve("controller").await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -128,6 +152,12 @@ current-context: fake
             "--insecure",
             "--listen",
             &format!("127.0.0.1:{controller_port}"),
+            "--ingress-http-port",
+            &ingress_port.to_string(),
+            "--publish-address",
+            "192.0.2.10",
+            "--publish-address",
+            "lb.example.com",
         ],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
@@ -180,6 +210,39 @@ current-context: fake
         r.method == Method::PATCH
             && r.query.get("fieldManager").map(String::as_str) == Some("novaedge-controller")
     }));
+    // The Ingress lists the publish addresses; the ProxyGateway and ProxyRoute have status.
+    let written = |resource: &str, name: &str, pointer: &str| {
+        fake.get(resource, "t", name)
+            .and_then(|o| o.pointer(pointer).cloned())
+            .filter(|v| !v.is_null())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ingress = written(
+            "networking.k8s.io/v1/ingresses",
+            "web",
+            "/status/loadBalancer",
+        );
+        let gateway = written(
+            "novaedge.io/v1alpha1/proxygateways",
+            "edge",
+            "/status/listeners",
+        );
+        let route = written("novaedge.io/v1alpha1/proxyroutes", "app", "/status/parents");
+        if let (Some(ingress), Some(_), Some(route)) = (ingress, gateway, route) {
+            assert_eq!(
+                ingress,
+                json!({"ingress": [{"ip": "192.0.2.10"}, {"hostname": "lb.example.com"}]})
+            );
+            assert_eq!(route[0]["conditions"][0]["status"], "True", "{route:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no status for the Ingress or NovaEdge's kinds"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // SIGTERM: the controller exits cleanly and gives the Lease up.
     controller.terminate();

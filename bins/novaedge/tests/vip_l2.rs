@@ -480,6 +480,14 @@ fn an_l2_vip_fails_over_in_under_two_seconds_and_never_answers_from_two_nodes() 
         lab.nodes[holder].name, lab.nodes[other].name
     );
     assert!(dropped < moved);
+    // The cut-off node stays fenced: nothing it said before the cut takes the VIP back.
+    std::thread::sleep(Duration::from_secs(1));
+    let log = lab.controller().log.lock().unwrap()[skip..].join("\n");
+    assert!(
+        !log.contains("waits for its release"),
+        "the VIP was taken back from its new holder:\n{log}"
+    );
+    assert_eq!(lab.holder(), Some(other));
 
     // The link comes back: the cut-off node reconnects and does not take the VIP back.
     must(&[

@@ -30,7 +30,11 @@
 //! The leader turns the translation's [`Statuses`](crate::Statuses) into Gateway API status:
 //! GatewayClass conditions; Gateway conditions and listeners (name, supported kinds, attached
 //! routes, conditions); HTTPRoute and GRPCRoute `parents` with `controllerName`
-//! [`GATEWAY_CONTROLLER_NAME`](crate::GATEWAY_CONTROLLER_NAME). A condition keeps its
+//! [`GATEWAY_CONTROLLER_NAME`](crate::GATEWAY_CONTROLLER_NAME); and the same for NovaEdge's
+//! ProxyGateways and ProxyRoutes, in their own status types ([`crate::crd`]).
+//! [`ControllerConfig::publish_addresses`] are written to `status.addresses` of every accepted
+//! Gateway and `status.loadBalancer.ingress` of every served Ingress (ProxyBackend, ProxyPolicy
+//! and ProxyVIP have no status written). A condition keeps its
 //! `lastTransitionTime` from the API server's copy while its status holds; `observedGeneration`
 //! is the generation translated. A route's `parents` list is atomic in its schema: the entries
 //! of other controllers are copied from the current status, ours are replaced. Translation
@@ -85,6 +89,7 @@ mod distributor;
 mod events;
 mod housekeeping;
 mod leader;
+mod publish;
 mod status;
 mod watch;
 
@@ -101,6 +106,7 @@ use tokio::time::Instant;
 pub use distributor::{Desired, Distributor, HEALTH_TICK, lock, watch_health};
 pub use housekeeping::{NACK_REASON, VIP_FINALIZER};
 pub use leader::{Elector, LeaseConfig};
+pub use publish::{InvalidPublishAddress, PublishAddress};
 
 use crate::translate::{TranslateOptions, translate};
 use events::Problem;
@@ -154,6 +160,9 @@ pub struct ControllerConfig {
     pub debounce: Debounce,
     /// Objects per page when (re)listing a kind.
     pub page_size: u32,
+    /// The addresses clients reach the proxies on, written to the status of the Ingresses and
+    /// accepted Gateways NovaEdge serves; none: the entries written before are removed.
+    pub publish_addresses: Vec<PublishAddress>,
 }
 
 impl ControllerConfig {
@@ -163,6 +172,7 @@ impl ControllerConfig {
             lease,
             debounce: Debounce::default(),
             page_size: 500,
+            publish_addresses: Vec::new(),
         }
     }
 }
@@ -240,7 +250,7 @@ impl Controller {
             config.lease.identity.clone(),
         ));
         let (rounds_tx, rounds) = channel::channel(None);
-        let writer = StatusWriter::new(client.clone(), stores.clone(), &config.lease.identity);
+        let writer = StatusWriter::new(client.clone(), stores.clone(), &config);
         tasks.spawn(writer.run(rounds, leading));
 
         let rebuild = rebuild_loop(&stores, &changed, &distributor, &config, &rounds_tx);

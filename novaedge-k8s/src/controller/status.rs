@@ -1,7 +1,9 @@
-//! Writing what the translation found to the status subresources, in Gateway API's types:
-//! GatewayClass conditions; Gateway conditions and listeners (name, supported kinds, attached
-//! routes, conditions); HTTPRoute and GRPCRoute `parents`, one per parent reference NovaEdge
-//! answers for, with `controllerName` [`GATEWAY_CONTROLLER_NAME`].
+//! Writing what the translation found to the status subresources: in Gateway API's types,
+//! GatewayClass conditions; Gateway conditions, listeners (name, supported kinds, attached
+//! routes, conditions) and addresses; HTTPRoute and GRPCRoute `parents`, one per parent
+//! reference NovaEdge answers for, with `controllerName` [`GATEWAY_CONTROLLER_NAME`]. In
+//! NovaEdge's own types ([`crate::crd`]), the same for ProxyGateways (conditions and listeners)
+//! and ProxyRoutes (`parents`). For Ingresses of NovaEdge's classes, `loadBalancer.ingress`.
 //!
 //! - `lastTransitionTime` is kept from the current status when a condition's status did not
 //!   change (its reason or message may have), and is now otherwise; `observedGeneration` is the
@@ -13,7 +15,14 @@
 //! - A route's `parents` list is replaced as a whole, as its schema makes it atomic: the
 //!   entries of other controllers are copied from the current status, so that a route attached
 //!   to Gateways of several implementations keeps theirs. An entry of ours whose parent is no
-//!   longer ours to answer for is dropped.
+//!   longer ours to answer for is dropped. A ProxyRoute's parents are all ours.
+//! - Addresses ([`ControllerConfig::publish_addresses`](super::ControllerConfig)): a served
+//!   Ingress's `status.loadBalancer.ingress` and an accepted Gateway's `status.addresses` are
+//!   the publish addresses, in their order. Those lists are atomic and NovaEdge's to say for
+//!   what it serves: an Ingress left out for its errors, a Gateway not accepted, or an empty
+//!   list of publish addresses gets an empty list applied, which removes the entries there
+//!   (whoever wrote them); a status without entries is left alone. An Ingress that changes to
+//!   another controller's class is left to that controller, which replaces the list.
 //!
 //! GRPCRoute's status has the same shape as HTTPRoute's; both are built with the HTTPRoute
 //! types.
@@ -26,12 +35,15 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use gateway_api::gatewayclasses::{GatewayClass, GatewayClassStatus};
 use gateway_api::gateways::{
-    Gateway, GatewayStatus as ApiGatewayStatus, GatewayStatusListeners,
+    Gateway, GatewayStatus as ApiGatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
     GatewayStatusListenersSupportedKinds,
 };
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::{
     HttpRoute, HttpRouteStatus, HttpRouteStatusParents, HttpRouteStatusParentsParentRef,
+};
+use k8s_openapi::api::networking::v1::{
+    Ingress, IngressLoadBalancerIngress, IngressLoadBalancerStatus, IngressStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition as ApiCondition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -45,9 +57,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::events::Events;
+use super::publish::PublishAddress;
 use super::watch::Stores;
-use super::{FIELD_MANAGER, Round, is_not_found};
-use crate::status::{Condition, GatewayStatus, ListenerStatus, ObjectStatus, RouteStatus};
+use super::{ControllerConfig, FIELD_MANAGER, Round, is_not_found};
+use crate::crd::{
+    ParentRef, ProxyGateway, ProxyGatewayStatus, ProxyListenerStatus, ProxyRoute,
+    ProxyRouteParentStatus, ProxyRouteStatus,
+};
+use crate::status::{Condition, GatewayStatus, ListenerStatus, ObjectStatus, RouteStatus, types};
 use crate::translate::GATEWAY_CONTROLLER_NAME;
 
 /// The group of every route kind a listener lists.
@@ -59,19 +76,59 @@ const CONCURRENCY: usize = 8;
 
 // === the statuses ===
 
+/// The kinds whose status the controller writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) enum Kind {
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    GrpcRoute,
+    Ingress,
+    ProxyGateway,
+    ProxyRoute,
+}
+
+impl Kind {
+    /// The kind's name, as objects and the translation's statuses name it.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::GatewayClass => "GatewayClass",
+            Self::Gateway => "Gateway",
+            Self::HttpRoute => "HTTPRoute",
+            Self::GrpcRoute => "GRPCRoute",
+            Self::Ingress => "Ingress",
+            Self::ProxyGateway => "ProxyGateway",
+            Self::ProxyRoute => "ProxyRoute",
+        }
+    }
+
+    fn api_version(self) -> String {
+        match self {
+            Self::GatewayClass => GatewayClass::api_version(&()).into_owned(),
+            Self::Gateway => Gateway::api_version(&()).into_owned(),
+            Self::HttpRoute => HttpRoute::api_version(&()).into_owned(),
+            Self::GrpcRoute => GrpcRoute::api_version(&()).into_owned(),
+            Self::Ingress => <Ingress as Resource>::api_version(&()).into_owned(),
+            Self::ProxyGateway => ProxyGateway::api_version(&()).into_owned(),
+            Self::ProxyRoute => ProxyRoute::api_version(&()).into_owned(),
+        }
+    }
+}
+
 /// A status subresource.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct Target {
-    pub(super) kind: &'static str,
+    pub(super) kind: Kind,
     pub(super) namespace: Option<String>,
     pub(super) name: String,
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = self.kind.name();
         match &self.namespace {
-            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
-            None => write!(f, "{} {}", self.kind, self.name),
+            Some(ns) => write!(f, "{kind} {ns}/{}", self.name),
+            None => write!(f, "{kind} {}", self.name),
         }
     }
 }
@@ -89,19 +146,13 @@ pub(super) struct StatusPatch {
 impl StatusPatch {
     /// The server-side apply body.
     pub(super) fn body(&self) -> Value {
-        let api_version = match self.target.kind {
-            "GatewayClass" => GatewayClass::api_version(&()),
-            "Gateway" => Gateway::api_version(&()),
-            "GRPCRoute" => GrpcRoute::api_version(&()),
-            _ => HttpRoute::api_version(&()),
-        };
         let mut metadata = json!({ "name": self.target.name });
         if let Some(ns) = &self.target.namespace {
             metadata["namespace"] = json!(ns);
         }
         json!({
-            "apiVersion": api_version,
-            "kind": self.target.kind,
+            "apiVersion": self.target.kind.api_version(),
+            "kind": self.target.kind.name(),
             "metadata": metadata,
             "status": self.status,
         })
@@ -174,19 +225,42 @@ pub(super) fn gateway_class_status(desired: &ObjectStatus, current: &Value, now:
     serde_json::to_value(status).unwrap_or(Value::Null)
 }
 
-/// A Gateway's status (conditions and listeners).
-pub(super) fn gateway_status(desired: &GatewayStatus, current: &Value, now: &Time) -> Value {
+/// The conditions of the entry of `previous` that `is` picks (none if there is none), whose
+/// transition times [`conditions`] keeps.
+fn previous_of<T>(
+    previous: &[T],
+    is: impl Fn(&T) -> bool,
+    conditions: impl Fn(&T) -> &[ApiCondition],
+) -> &[ApiCondition] {
+    previous
+        .iter()
+        .find(|p| is(p))
+        .map(conditions)
+        .unwrap_or_default()
+}
+
+/// Whether the translation accepted the object.
+fn is_accepted(desired: &[Condition]) -> bool {
+    desired
+        .iter()
+        .any(|c| c.type_ == types::ACCEPTED && c.status)
+}
+
+/// A Gateway's status (conditions, listeners and, once accepted, `addresses`).
+pub(super) fn gateway_status(
+    desired: &GatewayStatus,
+    addresses: &[PublishAddress],
+    current: &Value,
+    now: &Time,
+) -> Value {
     let current: ApiGatewayStatus = from_json(current);
     let previous_listeners = current.listeners.unwrap_or_default();
     let listeners = desired
         .listeners
         .iter()
         .map(|l: &ListenerStatus| {
-            let previous = previous_listeners
-                .iter()
-                .find(|p| p.name == l.name)
-                .map(|p| p.conditions.as_slice())
-                .unwrap_or_default();
+            let previous =
+                previous_of(&previous_listeners, |p| p.name == l.name, |p| &p.conditions);
             GatewayStatusListeners {
                 name: l.name.clone(),
                 supported_kinds: Some(
@@ -203,6 +277,18 @@ pub(super) fn gateway_status(desired: &GatewayStatus, current: &Value, now: &Tim
             }
         })
         .collect();
+    let addresses: Vec<GatewayStatusAddresses> = if is_accepted(&desired.conditions) {
+        addresses
+            .iter()
+            .map(|a| GatewayStatusAddresses {
+                r#type: Some(a.gateway_type().to_owned()),
+                value: a.to_string(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let had_addresses = current.addresses.as_ref().is_some_and(|a| !a.is_empty());
     let status = ApiGatewayStatus {
         conditions: Some(conditions(
             &desired.conditions,
@@ -211,10 +297,65 @@ pub(super) fn gateway_status(desired: &GatewayStatus, current: &Value, now: &Tim
             now,
         )),
         listeners: Some(listeners),
-        addresses: None,
+        // An empty list only to remove entries: see the module docs.
+        addresses: (!addresses.is_empty() || had_addresses).then_some(addresses),
         attached_listener_sets: None,
     };
     serde_json::to_value(status).unwrap_or(Value::Null)
+}
+
+/// A ProxyGateway's status: as a Gateway's (without addresses), in [`ProxyGatewayStatus`].
+pub(super) fn proxy_gateway_status(desired: &GatewayStatus, current: &Value, now: &Time) -> Value {
+    let current: ProxyGatewayStatus = from_json(current);
+    let listeners = desired
+        .listeners
+        .iter()
+        .map(|l| {
+            let previous = previous_of(&current.listeners, |p| p.name == l.name, |p| &p.conditions);
+            ProxyListenerStatus {
+                name: l.name.clone(),
+                attached_routes: i32::try_from(l.attached_routes).unwrap_or(i32::MAX),
+                conditions: conditions(&l.conditions, previous, desired.generation, now),
+            }
+        })
+        .collect();
+    let status = ProxyGatewayStatus {
+        observed_generation: desired.generation,
+        conditions: conditions(
+            &desired.conditions,
+            &current.conditions,
+            desired.generation,
+            now,
+        ),
+        listeners,
+    };
+    serde_json::to_value(status).unwrap_or(Value::Null)
+}
+
+/// Our entries of a route's status: for each parent of `desired`, its reference (`refs`, by
+/// the parent's index in `spec.parentRefs`) and conditions, keeping the transition times of
+/// the `previous` conditions for the same reference. A parent whose reference is gone is
+/// skipped: the route changed since it was translated, and the next round has it right.
+fn route_parents<'p, R>(
+    desired: &RouteStatus,
+    refs: impl Fn(usize) -> Option<R>,
+    previous: impl Fn(&R) -> &'p [ApiCondition],
+    now: &Time,
+) -> Vec<(R, Vec<ApiCondition>)> {
+    desired
+        .parents
+        .iter()
+        .filter_map(|parent| {
+            let parent_ref = refs(parent.index)?;
+            let conditions = conditions(
+                &parent.conditions,
+                previous(&parent_ref),
+                desired.generation,
+                now,
+            );
+            Some((parent_ref, conditions))
+        })
+        .collect()
 }
 
 /// A route's status (`parents`): the other controllers' entries as they are, then ours for
@@ -238,33 +379,97 @@ pub(super) fn route_status(
         .filter(|p| !ours(p))
         .cloned()
         .collect();
-    for parent in desired.map(|d| d.parents.as_slice()).unwrap_or_default() {
-        let parent_ref = parent_refs.get(parent.index).and_then(|r| {
-            serde_json::from_value::<HttpRouteStatusParentsParentRef>(r.clone()).ok()
-        });
-        let Some(parent_ref) = parent_ref else {
-            // The route changed since it was translated; the next round has it right.
-            continue;
+    if let Some(desired) = desired {
+        let refs = |index: usize| {
+            parent_refs.get(index).and_then(|r| {
+                serde_json::from_value::<HttpRouteStatusParentsParentRef>(r.clone()).ok()
+            })
         };
-        let previous = current
-            .parents
-            .iter()
-            .filter(ours)
-            .find(|p| p.parent_ref == parent_ref)
-            .map(|p| p.conditions.as_slice())
-            .unwrap_or_default();
-        parents.push(HttpRouteStatusParents {
-            conditions: conditions(
-                &parent.conditions,
-                previous,
-                desired.and_then(|d| d.generation),
-                now,
-            ),
-            controller_name: GATEWAY_CONTROLLER_NAME.to_owned(),
-            parent_ref,
-        });
+        let previous = |parent_ref: &HttpRouteStatusParentsParentRef| {
+            previous_of(
+                &current.parents,
+                |p| ours(&p) && p.parent_ref == *parent_ref,
+                |p| &p.conditions,
+            )
+        };
+        parents.extend(route_parents(desired, refs, previous, now).into_iter().map(
+            |(parent_ref, conditions)| HttpRouteStatusParents {
+                conditions,
+                controller_name: GATEWAY_CONTROLLER_NAME.to_owned(),
+                parent_ref,
+            },
+        ));
     }
     serde_json::to_value(HttpRouteStatus { parents }).ok()
+}
+
+/// A ProxyRoute's status: an entry per parent reference of `desired`, all ours.
+pub(super) fn proxy_route_status(
+    desired: &RouteStatus,
+    parent_refs: &[ParentRef],
+    current: &Value,
+    now: &Time,
+) -> Value {
+    let current: ProxyRouteStatus = from_json(current);
+    let previous = |parent_ref: &ParentRef| {
+        previous_of(
+            &current.parents,
+            |p| p.parent_ref == *parent_ref,
+            |p| &p.conditions,
+        )
+    };
+    let parents = route_parents(desired, |i| parent_refs.get(i).cloned(), previous, now)
+        .into_iter()
+        .map(|(parent_ref, conditions)| ProxyRouteParentStatus {
+            parent_ref,
+            conditions,
+        })
+        .collect();
+    let status = ProxyRouteStatus {
+        observed_generation: desired.generation,
+        parents,
+    };
+    serde_json::to_value(status).unwrap_or(Value::Null)
+}
+
+/// An Ingress's status (`loadBalancer.ingress`): the publish addresses if it is `served`, and
+/// otherwise none. `None` when there is nothing to write or remove.
+pub(super) fn ingress_status(
+    addresses: &[PublishAddress],
+    served: bool,
+    current: &Value,
+) -> Option<Value> {
+    let current: IngressStatus = from_json(current);
+    let had = current
+        .load_balancer
+        .and_then(|lb| lb.ingress)
+        .is_some_and(|entries| !entries.is_empty());
+    let entries: Vec<IngressLoadBalancerIngress> = if served {
+        addresses
+            .iter()
+            .map(|a| match a {
+                PublishAddress::Ip(ip) => IngressLoadBalancerIngress {
+                    ip: Some(ip.to_string()),
+                    ..IngressLoadBalancerIngress::default()
+                },
+                PublishAddress::Hostname(name) => IngressLoadBalancerIngress {
+                    hostname: Some(name.clone()),
+                    ..IngressLoadBalancerIngress::default()
+                },
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if entries.is_empty() && !had {
+        return None;
+    }
+    let status = IngressStatus {
+        load_balancer: Some(IngressLoadBalancerStatus {
+            ingress: Some(entries),
+        }),
+    };
+    serde_json::to_value(status).ok()
 }
 
 // === impl StatusWriter ===
@@ -274,6 +479,8 @@ pub(super) struct StatusWriter {
     client: Client,
     stores: Stores,
     events: Events,
+    /// Where clients reach the proxies, without repeats.
+    addresses: Vec<PublishAddress>,
     /// Our last write to each object: the `resourceVersion` it was computed against and the
     /// status sent. While the store still has that version, the write is what the object has.
     written: HashMap<Target, (Option<String>, Value)>,
@@ -288,11 +495,18 @@ impl fmt::Debug for StatusWriter {
 }
 
 impl StatusWriter {
-    pub(super) fn new(client: Client, stores: Stores, identity: &str) -> Self {
+    pub(super) fn new(client: Client, stores: Stores, config: &ControllerConfig) -> Self {
+        let mut addresses: Vec<PublishAddress> = Vec::new();
+        for a in &config.publish_addresses {
+            if !addresses.contains(a) {
+                addresses.push(a.clone());
+            }
+        }
         Self {
-            events: Events::new(client.clone(), identity),
+            events: Events::new(client.clone(), &config.lease.identity),
             client,
             stores,
+            addresses,
             written: HashMap::new(),
         }
     }
@@ -385,7 +599,7 @@ impl StatusWriter {
             let current = to_json(&class.status);
             let status = gateway_class_status(desired, &current, now);
             let target = Target {
-                kind: "GatewayClass",
+                kind: Kind::GatewayClass,
                 namespace: None,
                 name: name.clone(),
             };
@@ -397,46 +611,81 @@ impl StatusWriter {
                 Some(status),
             );
         }
-        // ProxyGateways' statuses are not written yet: only Gateway API Gateways.
-        for ((ns, name), desired) in round
-            .status
-            .gateways
-            .iter()
-            .filter(|(_, desired)| desired.kind == "Gateway")
-        {
-            let Some(gateway) = self.stores.gateways.get(&ObjectRef::new(name).within(ns)) else {
-                continue;
+        for ((ns, name), desired) in &round.status.gateways {
+            let (target, rv, current, status) = if desired.kind == Kind::ProxyGateway.name() {
+                let Some(gateway) = self
+                    .stores
+                    .proxy_gateways
+                    .get(&ObjectRef::new(name).within(ns))
+                else {
+                    continue;
+                };
+                let current = to_json(&gateway.status);
+                let status = proxy_gateway_status(desired, &current, now);
+                let target = Target {
+                    kind: Kind::ProxyGateway,
+                    namespace: Some(ns.clone()),
+                    name: name.clone(),
+                };
+                (target, gateway.resource_version(), current, status)
+            } else {
+                let Some(gateway) = self.stores.gateways.get(&ObjectRef::new(name).within(ns))
+                else {
+                    continue;
+                };
+                let current = to_json(&gateway.status);
+                let status = gateway_status(desired, &self.addresses, &current, now);
+                let target = Target {
+                    kind: Kind::Gateway,
+                    namespace: Some(ns.clone()),
+                    name: name.clone(),
+                };
+                (target, gateway.resource_version(), current, status)
             };
-            let current = to_json(&gateway.status);
-            let status = gateway_status(desired, &current, now);
-            let target = Target {
-                kind: "Gateway",
-                namespace: Some(ns.clone()),
-                name: name.clone(),
-            };
-            consider(
-                self,
-                target,
-                gateway.resource_version(),
-                current,
-                Some(status),
-            );
+            consider(self, target, rv, current, Some(status));
         }
         for route in self.stores.http_routes.state() {
-            let target = route_target("HTTPRoute", route.as_ref());
+            let target = object_target(Kind::HttpRoute, route.as_ref());
             let current = to_json(&route.status);
             let refs = serde_json::to_value(&route.spec.parent_refs).unwrap_or(Value::Null);
-            let desired = round.status.routes.get(&("HTTPRoute", key(&target)));
+            let desired = round
+                .status
+                .routes
+                .get(&(Kind::HttpRoute.name(), key(&target)));
             let status = route_status(desired, &refs, &current, now);
             consider(self, target, route.resource_version(), current, status);
         }
         for route in self.stores.grpc_routes.state() {
-            let target = route_target("GRPCRoute", route.as_ref());
+            let target = object_target(Kind::GrpcRoute, route.as_ref());
             let current = to_json(&route.status);
             let refs = serde_json::to_value(&route.spec.parent_refs).unwrap_or(Value::Null);
-            let desired = round.status.routes.get(&("GRPCRoute", key(&target)));
+            let desired = round
+                .status
+                .routes
+                .get(&(Kind::GrpcRoute.name(), key(&target)));
             let status = route_status(desired, &refs, &current, now);
             consider(self, target, route.resource_version(), current, status);
+        }
+        for route in self.stores.proxy_routes.state() {
+            let target = object_target(Kind::ProxyRoute, route.as_ref());
+            let current = to_json(&route.status);
+            let desired = round
+                .status
+                .routes
+                .get(&(Kind::ProxyRoute.name(), key(&target)));
+            let status =
+                desired.map(|d| proxy_route_status(d, &route.spec.parent_refs, &current, now));
+            consider(self, target, route.resource_version(), current, status);
+        }
+        for ingress in self.stores.ingresses.state() {
+            let target = object_target(Kind::Ingress, ingress.as_ref());
+            // Another controller's Ingress: not ours to write.
+            let Some(&served) = round.status.ingresses.get(&key(&target)) else {
+                continue;
+            };
+            let current = to_json(&ingress.status);
+            let status = ingress_status(&self.addresses, served, &current);
+            consider(self, target, ingress.resource_version(), current, status);
         }
         // Objects that are gone, or no longer ours, need no memory of our writes.
         self.written.retain(|target, _| seen.contains(target));
@@ -486,11 +735,11 @@ impl StatusWriter {
     }
 }
 
-fn route_target<K: Resource>(kind: &'static str, route: &K) -> Target {
+fn object_target<K: Resource>(kind: Kind, object: &K) -> Target {
     Target {
         kind,
-        namespace: route.meta().namespace.clone(),
-        name: route.meta().name.clone().unwrap_or_default(),
+        namespace: object.meta().namespace.clone(),
+        name: object.meta().name.clone().unwrap_or_default(),
     }
 }
 
@@ -514,18 +763,29 @@ async fn apply(client: &Client, patch: &StatusPatch) -> Result<(), kube::Error> 
     let ns = target.namespace.as_deref().unwrap_or_default();
     let body = patch.body();
     match target.kind {
-        "GatewayClass" => {
+        Kind::GatewayClass => {
             patch_status::<GatewayClass>(Api::all(client.clone()), &target.name, &body).await
         }
-        "Gateway" => {
+        Kind::Gateway => {
             patch_status::<Gateway>(Api::namespaced(client.clone(), ns), &target.name, &body).await
         }
-        "GRPCRoute" => {
+        Kind::HttpRoute => {
+            patch_status::<HttpRoute>(Api::namespaced(client.clone(), ns), &target.name, &body)
+                .await
+        }
+        Kind::GrpcRoute => {
             patch_status::<GrpcRoute>(Api::namespaced(client.clone(), ns), &target.name, &body)
                 .await
         }
-        _ => {
-            patch_status::<HttpRoute>(Api::namespaced(client.clone(), ns), &target.name, &body)
+        Kind::Ingress => {
+            patch_status::<Ingress>(Api::namespaced(client.clone(), ns), &target.name, &body).await
+        }
+        Kind::ProxyGateway => {
+            patch_status::<ProxyGateway>(Api::namespaced(client.clone(), ns), &target.name, &body)
+                .await
+        }
+        Kind::ProxyRoute => {
+            patch_status::<ProxyRoute>(Api::namespaced(client.clone(), ns), &target.name, &body)
                 .await
         }
     }
@@ -650,7 +910,7 @@ mod tests {
                 conditions: vec![accepted(true)],
             }],
         };
-        let first = gateway_status(&desired, &Value::Null, &time("2020-01-01T00:00:00Z"));
+        let first = gateway_status(&desired, &[], &Value::Null, &time("2020-01-01T00:00:00Z"));
         assert_eq!(
             first["listeners"][0]["supportedKinds"],
             json!([
@@ -659,15 +919,142 @@ mod tests {
             ])
         );
         assert_eq!(first["listeners"][0]["attachedRoutes"], 2);
-        // The API server adds fields of its own (here `addresses`, someone else's).
+        assert!(first.get("addresses").is_none(), "{first:#}");
+        // The API server adds fields of its own (here `attachedListenerSets`).
         let mut stored = first.clone();
-        stored["addresses"] = json!([{"value": "192.0.2.1"}]);
-        let again = gateway_status(&desired, &stored, &time("2024-06-01T00:00:00Z"));
+        stored["attachedListenerSets"] = json!(0);
+        let again = gateway_status(&desired, &[], &stored, &time("2024-06-01T00:00:00Z"));
         assert!(!differs(&again, &stored), "{again:#} vs {stored:#}");
         let mut more = desired.clone();
         more.listeners[0].attached_routes = 3;
-        let changed = gateway_status(&more, &stored, &time("2024-06-01T00:00:00Z"));
+        let changed = gateway_status(&more, &[], &stored, &time("2024-06-01T00:00:00Z"));
         assert!(differs(&changed, &stored));
         assert_eq!(changed["conditions"], first["conditions"]);
+    }
+
+    fn addresses() -> Vec<PublishAddress> {
+        vec![
+            "192.0.2.10".parse().unwrap(),
+            "lb.example.com".parse().unwrap(),
+        ]
+    }
+
+    #[test]
+    fn an_accepted_gateway_lists_the_addresses_and_one_not_accepted_clears_them() {
+        let mut desired = GatewayStatus {
+            kind: "Gateway",
+            generation: Some(1),
+            conditions: vec![accepted(true)],
+            listeners: Vec::new(),
+        };
+        let now = time("2024-06-01T00:00:00Z");
+        let status = gateway_status(&desired, &addresses(), &Value::Null, &now);
+        assert_eq!(
+            status["addresses"],
+            json!([
+                {"type": "IPAddress", "value": "192.0.2.10"},
+                {"type": "Hostname", "value": "lb.example.com"}
+            ])
+        );
+        // Rejected: the entries are removed, once.
+        desired.conditions = vec![accepted(false)];
+        let cleared = gateway_status(&desired, &addresses(), &status, &now);
+        assert_eq!(cleared["addresses"], json!([]));
+        let again = gateway_status(&desired, &addresses(), &cleared, &now);
+        assert!(again.get("addresses").is_none(), "{again:#}");
+        // Accepted again, but no addresses to publish: the same.
+        desired.conditions = vec![accepted(true)];
+        assert_eq!(
+            gateway_status(&desired, &[], &status, &now)["addresses"],
+            json!([])
+        );
+    }
+
+    #[test]
+    fn a_served_ingress_lists_the_addresses_and_an_unserved_one_clears_them() {
+        let written = ingress_status(&addresses(), true, &Value::Null).unwrap();
+        assert_eq!(
+            written,
+            json!({"loadBalancer": {"ingress": [
+                {"ip": "192.0.2.10"},
+                {"hostname": "lb.example.com"}
+            ]}})
+        );
+        assert!(!differs(
+            &ingress_status(&addresses(), true, &written).unwrap(),
+            &written
+        ));
+        // Someone else's port list is replaced: the list is ours for an Ingress we serve.
+        let mut theirs = written.clone();
+        theirs["loadBalancer"]["ingress"][0]["ports"] = json!([{"port": 80, "protocol": "TCP"}]);
+        assert!(differs(
+            &ingress_status(&addresses(), true, &theirs).unwrap(),
+            &theirs
+        ));
+        let cleared = ingress_status(&addresses(), false, &written).unwrap();
+        assert_eq!(cleared, json!({"loadBalancer": {"ingress": []}}));
+        assert_eq!(ingress_status(&[], true, &written), Some(cleared.clone()));
+        assert_eq!(ingress_status(&[], true, &cleared), None);
+        assert_eq!(ingress_status(&addresses(), false, &Value::Null), None);
+        assert_eq!(
+            ingress_status(&[], true, &json!({"loadBalancer": {}})),
+            None
+        );
+    }
+
+    #[test]
+    fn proxy_route_parents_keep_their_times_by_reference() {
+        let refs: Vec<ParentRef> = serde_json::from_value(json!([
+            {"name": "edge", "sectionName": "http"},
+            {"name": "gone"}
+        ]))
+        .unwrap();
+        let current = json!({"observedGeneration": 1, "parents": [
+            {"parentRef": {"name": "edge", "sectionName": "http"},
+             "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                             "message": "", "observedGeneration": 1,
+                             "lastTransitionTime": "2020-01-01T00:00:00Z"}]}
+        ]});
+        let desired = RouteStatus {
+            generation: Some(2),
+            parents: vec![
+                RouteParentStatus {
+                    index: 0,
+                    parent: "ProxyGateway shop/edge section http".into(),
+                    conditions: vec![accepted(true)],
+                },
+                RouteParentStatus {
+                    index: 1,
+                    parent: "ProxyGateway shop/gone".into(),
+                    conditions: vec![accepted(false)],
+                },
+                // Not in the spec any more.
+                RouteParentStatus {
+                    index: 2,
+                    parent: "ProxyGateway shop/other".into(),
+                    conditions: vec![accepted(true)],
+                },
+            ],
+        };
+        let now = time("2024-06-01T00:00:00Z");
+        let status = proxy_route_status(&desired, &refs, &current, &now);
+        assert_eq!(status["observedGeneration"], 2);
+        let parents = status["parents"].as_array().unwrap();
+        assert_eq!(parents.len(), 2, "{status:#}");
+        assert_eq!(
+            parents[0]["parentRef"],
+            json!({"name": "edge", "sectionName": "http"})
+        );
+        assert_eq!(
+            parents[0]["conditions"][0]["lastTransitionTime"],
+            "2020-01-01T00:00:00Z"
+        );
+        assert_eq!(parents[0]["conditions"][0]["observedGeneration"], 2);
+        assert_eq!(parents[1]["parentRef"], json!({"name": "gone"}));
+        assert_eq!(parents[1]["conditions"][0]["status"], "False");
+        assert_eq!(
+            parents[1]["conditions"][0]["lastTransitionTime"],
+            "2024-06-01T00:00:00Z"
+        );
     }
 }

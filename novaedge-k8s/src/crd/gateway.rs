@@ -34,7 +34,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::status::Status;
+use super::status::ProxyGatewayStatus;
 use super::{
     DNS_LABEL_PATTERN, HOSTNAME_PATTERN, LocalObjectRef, NodeSelector, Problems, SecretObjectRef,
 };
@@ -55,7 +55,7 @@ const NAMED_ADDRESS: &str = "NamedAddress";
     version = "v1alpha1",
     kind = "ProxyGateway",
     namespaced,
-    status = "Status",
+    status = "ProxyGatewayStatus",
     derive = "PartialEq",
     shortname = "pgw",
     category = "novaedge",

@@ -9,7 +9,9 @@
 //! | [`ProxyVip`] (`ProxyVIP`) | virtual addresses announced by L2 (ARP/NDP), BGP or OSPF from selected nodes | a checked [`VipSpec`] ([`to_vip_spec`]) |
 //!
 //! Every kind is namespaced and has a `status` subresource ([`Status`]: `conditions` and
-//! `observedGeneration`, as Gateway API statuses have). The schemas are generated from these
+//! `observedGeneration`, as Gateway API statuses have; a ProxyGateway's adds its `listeners`,
+//! [`ProxyGatewayStatus`], and a ProxyRoute's has `parents` instead of `conditions`,
+//! [`ProxyRouteStatus`]). The schemas are generated from these
 //! types ([`crds`], `novaedge crdgen`, `config/crd/`): field docs become descriptions, and what
 //! OpenAPI and CEL can say is in them (ranges, patterns, enums, "exactly one of" rules), so that
 //! the API server refuses a bad object when it is applied.
@@ -59,7 +61,9 @@ pub use route::{
     RequestRedirect, RouteBackendRef, RouteFilter, RouteFilterType, RouteMatch, RouteRule,
     UrlRewrite,
 };
-pub use status::Status;
+pub use status::{
+    ProxyGatewayStatus, ProxyListenerStatus, ProxyRouteParentStatus, ProxyRouteStatus, Status,
+};
 pub use vip::{
     Announce, BgpAnnounce, BgpPeer, BgpPeerSpec, BgpSpec, OspfAnnounce, OspfInterface,
     OspfInterfaceSpec, OspfNetworkType, OspfSpec, ProxyVip, ProxyVipSpec, SecretKeyRef, VipMode,

@@ -42,7 +42,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::status::Status;
+use super::status::ProxyRouteStatus;
 use super::{
     DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, GROUP, HEADER_NAME_PATTERN, HOSTNAME_PATTERN,
     MAX_WEIGHT, Problems, is_dns_subdomain,
@@ -58,7 +58,7 @@ const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
     version = "v1alpha1",
     kind = "ProxyRoute",
     namespaced,
-    status = "Status",
+    status = "ProxyRouteStatus",
     derive = "PartialEq",
     shortname = "proute",
     category = "novaedge",

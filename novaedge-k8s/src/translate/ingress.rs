@@ -99,6 +99,8 @@ impl<'a> Translator<'a> {
             if !self.ingress_is_ours(ingress, &object, file) {
                 continue;
             }
+            let key = (namespace.clone(), name.clone());
+            self.ingress_status.insert(key.clone(), false);
             let Some(spec) = &ingress.spec else {
                 self.warning(
                     file,
@@ -114,6 +116,7 @@ impl<'a> Translator<'a> {
             if !self.place_ingress(table, &checked, options, &object, file) {
                 continue;
             }
+            self.ingress_status.insert(key, true);
             let created = ingress
                 .metadata
                 .creation_timestamp

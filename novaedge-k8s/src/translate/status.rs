@@ -125,6 +125,7 @@ impl<'a> Translator<'a> {
             out.gateways.insert(key, gateway_status(state));
         }
         out.routes = std::mem::take(&mut self.route_status);
+        out.ingresses = std::mem::take(&mut self.ingress_status);
         out
     }
 }

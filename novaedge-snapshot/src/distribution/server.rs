@@ -77,7 +77,7 @@ struct Published {
 pub struct NodeReport {
     /// A stream from the node is open.
     pub connected: bool,
-    /// When the node last said anything.
+    /// When the node's agent last sent a message (its Hello, a heartbeat, an ACK or NACK).
     pub last_seen: Instant,
     /// The node's data plane said it is ready in its last heartbeat.
     pub ready: bool,
@@ -235,12 +235,18 @@ impl Publisher {
         state.per_node.get(node).or(state.default.as_ref()).cloned()
     }
 
-    fn report(&self, node: &str, stream: u64, update: impl FnOnce(&mut NodeReport)) {
+    /// Updates the report of `node` if it is still from `stream`. `heard`: the update comes
+    /// from a message of the agent, so the node was alive just now. Only such messages count:
+    /// a snapshot sent into a dead connection, or the stream's end, says nothing of the node,
+    /// and counting them would make a silent node look alive (and its old claims current).
+    fn report(&self, node: &str, stream: u64, heard: bool, update: impl FnOnce(&mut NodeReport)) {
         let mut state = self.state();
         if let Some(report) = state.reports.get_mut(node)
             && report.stream == stream
         {
-            report.last_seen = Instant::now();
+            if heard {
+                report.last_seen = Instant::now();
+            }
             update(report);
         }
     }
@@ -405,7 +411,7 @@ impl SnapshotDistribution for Service {
                         answered = answered.max(beat);
                         if let Some((version, digest)) = sent {
                             running = digest.to_vec();
-                            publisher.report(&node, stream_id, |r| r.sent = Some(version));
+                            publisher.report(&node, stream_id, false, |r| r.sent = Some(version));
                             tracing::debug!(node, version, "snapshot sent");
                         }
                     }
@@ -424,7 +430,7 @@ impl SnapshotDistribution for Service {
                     Ok(Some(message)) => match message.message {
                         Some(agent_message::Message::Ack(ack)) => {
                             tracing::info!(node, version = ack.version, "snapshot applied");
-                            publisher.report(&node, stream_id, |r| {
+                            publisher.report(&node, stream_id, true, |r| {
                                 r.acked = Some(ack.version);
                                 r.nacked = None;
                             });
@@ -436,12 +442,12 @@ impl SnapshotDistribution for Service {
                                 error = nack.error,
                                 "snapshot refused by the agent"
                             );
-                            publisher.report(&node, stream_id, |r| {
+                            publisher.report(&node, stream_id, true, |r| {
                                 r.nacked = Some((nack.version, nack.error));
                             });
                         }
                         Some(agent_message::Message::Heartbeat(beat)) => {
-                            publisher.report(&node, stream_id, |r| {
+                            publisher.report(&node, stream_id, true, |r| {
                                 r.ready = beat.ready;
                                 r.held_vips = beat.held_vips;
                             });
@@ -464,7 +470,7 @@ impl SnapshotDistribution for Service {
                     }
                 }
             }
-            publisher.report(&node, stream_id, |r| r.connected = false);
+            publisher.report(&node, stream_id, false, |r| r.connected = false);
             sender.abort();
             tracing::info!(node, "agent unsubscribed");
         });

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use novaedge_k8s::TranslateOptions;
 use novaedge_k8s::controller::{
-    Controller, ControllerConfig, Distributor, LeaseConfig, lock, watch_health,
+    Controller, ControllerConfig, Distributor, LeaseConfig, PublishAddress, lock, watch_health,
 };
 use novaedge_k8s::file_source::FileSource;
 use novaedge_snapshot::distribution::{Authorize, Publisher, PublisherConfig};
@@ -61,6 +61,8 @@ pub(crate) struct Options {
     pub(crate) fencing_delay: Duration,
     pub(crate) translate: TranslateOptions,
     pub(crate) lease: LeaseOptions,
+    /// Written to the status of what is served (`--source kubernetes`).
+    pub(crate) publish_addresses: Vec<PublishAddress>,
 }
 
 /// The Lease the replicas elect their leader on (`--source kubernetes`).
@@ -91,6 +93,12 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
     // The source is ready (files read, API client configured) before the port is opened.
     let source = match options.source {
         Source::Files(paths) => {
+            if !options.publish_addresses.is_empty() {
+                tracing::warn!(
+                    "--publish-address is ignored with --source files: there is no API server \
+                     to write status to"
+                );
+            }
             let mut source = FileSource::new(paths).with_options(options.translate);
             let mut distributor = Distributor::new(publisher.clone());
             match source.load() {
@@ -129,6 +137,7 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
             );
             let config = ControllerConfig {
                 translate: options.translate,
+                publish_addresses: options.publish_addresses,
                 ..ControllerConfig::new(lease)
             };
             let controller = Controller::new(client, publisher.clone(), config);
