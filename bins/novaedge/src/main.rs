@@ -162,7 +162,7 @@ enum Command {
         #[arg(long)]
         source: cmd::controller::Source,
         /// The Lease the replicas elect their leader on (`--source kubernetes`); only the
-        /// leader writes status and Events, every replica serves snapshots.
+        /// leader serves the agents' snapshots and writes status and Events.
         #[arg(long, default_value = "novaedge-controller")]
         lease_name: String,
         /// The Lease's namespace [default: the Pod's namespace, or the kubeconfig's].
