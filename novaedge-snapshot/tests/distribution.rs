@@ -189,9 +189,33 @@ async fn sends_only_changes_and_records_acks_nacks_and_heartbeats() {
     })
     .await;
 
+    // The metrics count what happened.
+    let mut registry = prometheus_client::registry::Registry::default();
+    publisher.register_metrics(&mut registry);
+    let metrics = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    let text = metrics();
+    for line in [
+        "novaedge_config_pushes_total{result=\"ack\"} 1",
+        "novaedge_config_pushes_total{result=\"nack\"} 1",
+        "novaedge_snapshots_sent_total 2",
+        "novaedge_agents_connected 1",
+        &format!("novaedge_snapshot_version {v2}"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+
     // The stream ends: the node is reported disconnected.
     drop(agent);
     wait_report(&publisher, "a", |r| !r.connected).await;
+    assert!(
+        metrics()
+            .lines()
+            .any(|l| l == "novaedge_agents_connected 0")
+    );
 }
 
 #[tokio::test]

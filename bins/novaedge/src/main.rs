@@ -194,6 +194,11 @@ enum Command {
         /// addresses written before are removed.
         #[arg(long = "publish-address", value_name = "ADDR")]
         publish_addresses: Vec<novaedge_k8s::controller::PublishAddress>,
+        /// The admin listener: `/live`, `/ready` (a snapshot to serve), `/metrics` (snapshot
+        /// pushes acked and refused, agents connected) and `/agents` (what each agent said).
+        /// Off unless given, e.g. `127.0.0.1:9902`.
+        #[arg(long)]
+        admin_addr: Option<SocketAddr>,
     },
     /// The node agent: receive this node's snapshot from the controller and serve it.
     Agent {
@@ -285,8 +290,10 @@ fn main() -> ExitCode {
                 fencing_delay,
                 ingress,
                 publish_addresses,
+                admin_addr,
             } => {
                 cmd::controller::controller(cmd::controller::Options {
+                    admin_addr,
                     source,
                     listen,
                     tls: tls.files()?,

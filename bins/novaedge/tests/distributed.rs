@@ -103,6 +103,7 @@ async fn wait_served(addrs: &[SocketAddr], path: &str, backend: &str) -> Duratio
 struct Cluster {
     dir: tempfile::TempDir,
     controller_port: u16,
+    admin_port: u16,
 }
 
 impl Cluster {
@@ -125,6 +126,8 @@ impl Cluster {
             &self.path("certs/controller.key"),
             "--tls-ca",
             &self.path("certs/ca.crt"),
+            "--admin-addr",
+            &format!("127.0.0.1:{}", self.admin_port),
         ]);
         controller.wait_log("serving snapshots", 0);
         controller
@@ -181,6 +184,7 @@ async fn controller_streams_snapshots_to_agents_over_mtls() {
     let cluster = Cluster {
         dir,
         controller_port: free_port(),
+        admin_port: free_port(),
     };
     let addrs: Vec<SocketAddr> = AGENTS
         .iter()
@@ -230,6 +234,29 @@ async fn controller_streams_snapshots_to_agents_over_mtls() {
     );
     wait_served(&addrs[..1], "/nacked", "v2").await;
     controller.wait_log("snapshot refused by the agent node=\"node-b\"", mark);
+    // The refusal shows in the controller's metrics and in its view of the agents.
+    let admin = SocketAddr::from(([127, 0, 0, 1], cluster.admin_port));
+    let (status, metrics) = get(admin, "admin", "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("novaedge_config_pushes_total{result=\"nack\"} ")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l == "novaedge_agents_connected 2"),
+        "{metrics}"
+    );
+    let (_, view) = get(admin, "admin", "/agents").await.unwrap();
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    assert!(
+        view["node-b"]["nacked"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&extra.to_string())),
+        "{view}"
+    );
+    assert!(view["node-a"]["nacked"].is_null(), "{view}");
     assert_eq!(
         answered_by(addrs[1], "/nacked").await.as_deref(),
         Some("v1")
@@ -386,6 +413,7 @@ spec:
     let cluster = Cluster {
         dir,
         controller_port: free_port(),
+        admin_port: free_port(),
     };
     let controller = cluster.controller();
     let mut a = cluster.agent("node-a", "node-a", IpAddr::from(AGENTS[0].1));

@@ -5,6 +5,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,6 +42,28 @@ struct Inner {
     /// Bumped on every change of a snapshot; streams wake up and look at their node's.
     changed: watch::Sender<u64>,
     config: PublisherConfig,
+    metrics: Metrics,
+}
+
+/// The publisher's metrics, registered with [`Publisher::register_metrics`].
+#[derive(Debug, Clone, Default)]
+struct Metrics {
+    pushes: Family<PushLabels, Counter>,
+    sent: Counter,
+    connected: Gauge,
+    version: Gauge,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PushLabels {
+    result: PushResult,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[allow(non_camel_case_types, reason = "label values are lower case")]
+enum PushResult {
+    ack,
+    nack,
 }
 
 /// What a [`Publisher`] asks of the agents.
@@ -120,6 +147,7 @@ impl Publisher {
                 state: Mutex::default(),
                 changed: watch::Sender::new(0),
                 config,
+                metrics: Metrics::default(),
             }),
         }
     }
@@ -127,6 +155,39 @@ impl Publisher {
     /// What the publisher asks of the agents.
     pub fn config(&self) -> PublisherConfig {
         self.inner.config
+    }
+
+    /// Registers the publisher's metrics:
+    /// `novaedge_config_pushes_total{result="ack"|"nack"}` (snapshots the agents applied or
+    /// refused), `novaedge_snapshots_sent_total`, `novaedge_agents_connected` and
+    /// `novaedge_snapshot_version` (the last version published).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let m = &self.inner.metrics;
+        registry.register(
+            "novaedge_config_pushes",
+            "Snapshots the agents applied (ack) or refused (nack)",
+            m.pushes.clone(),
+        );
+        registry.register(
+            "novaedge_snapshots_sent",
+            "Snapshots sent to agents",
+            m.sent.clone(),
+        );
+        registry.register(
+            "novaedge_agents_connected",
+            "Agents with an open snapshot stream",
+            m.connected.clone(),
+        );
+        registry.register(
+            "novaedge_snapshot_version",
+            "Version of the last snapshot published",
+            m.version.clone(),
+        );
+    }
+
+    /// Whether a snapshot has been published (the controller has something to serve).
+    pub fn has_snapshot(&self) -> bool {
+        self.state().default.is_some()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -148,7 +209,7 @@ impl Publisher {
         } = &mut *state;
         let version = stamp(last_version, default, snapshot);
         drop(state);
-        self.changed(version)
+        self.published(version)
     }
 
     /// Sets the snapshot of `node`, overriding the default. Returns its version, or `None` when
@@ -164,7 +225,7 @@ impl Publisher {
         let version = stamp(last_version, &mut slot, snapshot);
         per_node.extend(slot.map(|p| (node.to_owned(), p)));
         drop(state);
-        self.changed(version)
+        self.published(version)
     }
 
     /// Removes the snapshot of `node`; it gets the default again.
@@ -179,6 +240,15 @@ impl Publisher {
             self.inner.changed.send_modify(|g| *g += 1);
         }
         version
+    }
+
+    /// Records a newly published version, and wakes the streams up.
+    fn published(&self, version: Option<u64>) -> Option<u64> {
+        if let Some(v) = version {
+            let v = i64::try_from(v).unwrap_or(i64::MAX);
+            self.inner.metrics.version.set(v);
+        }
+        self.changed(version)
     }
 
     /// Ends every stream with `UNAVAILABLE` and refuses new ones, so that agents reconnect
@@ -354,6 +424,7 @@ impl SnapshotDistribution for Service {
             );
             id
         };
+        publisher.inner.metrics.connected.inc();
         tracing::info!(
             node,
             current_version = hello.current_version,
@@ -410,6 +481,7 @@ impl SnapshotDistribution for Service {
                         }
                         answered = answered.max(beat);
                         if let Some((version, digest)) = sent {
+                            publisher.inner.metrics.sent.inc();
                             running = digest.to_vec();
                             publisher.report(&node, stream_id, false, |r| r.sent = Some(version));
                             tracing::debug!(node, version, "snapshot sent");
@@ -430,6 +502,14 @@ impl SnapshotDistribution for Service {
                     Ok(Some(message)) => match message.message {
                         Some(agent_message::Message::Ack(ack)) => {
                             tracing::info!(node, version = ack.version, "snapshot applied");
+                            publisher
+                                .inner
+                                .metrics
+                                .pushes
+                                .get_or_create(&PushLabels {
+                                    result: PushResult::ack,
+                                })
+                                .inc();
                             publisher.report(&node, stream_id, true, |r| {
                                 r.acked = Some(ack.version);
                                 r.nacked = None;
@@ -442,6 +522,14 @@ impl SnapshotDistribution for Service {
                                 error = nack.error,
                                 "snapshot refused by the agent"
                             );
+                            publisher
+                                .inner
+                                .metrics
+                                .pushes
+                                .get_or_create(&PushLabels {
+                                    result: PushResult::nack,
+                                })
+                                .inc();
                             publisher.report(&node, stream_id, true, |r| {
                                 r.nacked = Some((nack.version, nack.error));
                             });
@@ -471,6 +559,7 @@ impl SnapshotDistribution for Service {
                 }
             }
             publisher.report(&node, stream_id, false, |r| r.connected = false);
+            publisher.inner.metrics.connected.dec();
             sender.abort();
             tracing::info!(node, "agent unsubscribed");
         });

@@ -63,6 +63,7 @@ pub(crate) struct Options {
     pub(crate) lease: LeaseOptions,
     /// Written to the status of what is served (`--source kubernetes`).
     pub(crate) publish_addresses: Vec<PublishAddress>,
+    pub(crate) admin_addr: Option<SocketAddr>,
 }
 
 /// The Lease the replicas elect their leader on (`--source kubernetes`).
@@ -166,6 +167,15 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
         Arc::new(|_: &tonic::Request<()>, _: &str| Ok(()))
     };
 
+    if let Some(addr) = options.admin_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("--admin-addr {addr}: {e}"))?;
+        let admin = admin(&publisher);
+        tracing::info!(addr = %listener.local_addr()?, "admin listener");
+        tokio::spawn(admin.serve(listener, stopped(stop.clone())));
+    }
+
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", options.listen))?;
@@ -231,6 +241,47 @@ async fn reload(
         std::future::pending::<()>().await;
     };
     tokio::join!(watch_health(&distributor), files);
+}
+
+/// The controller's admin listener: readiness is having a snapshot to serve; `/agents` is what
+/// each agent said on its stream.
+fn admin(publisher: &Publisher) -> novaedge_admin::AdminBuilder {
+    let mut admin = novaedge_admin::Admin::builder();
+    publisher.register_metrics(admin.registry_mut());
+    let ready = publisher.clone();
+    let agents = publisher.clone();
+    admin
+        .ready(move || {
+            if ready.has_snapshot() {
+                Ok(())
+            } else {
+                Err("no snapshot to serve yet (configuration not read, or invalid)".into())
+            }
+        })
+        .view("agents", move || {
+            let reports = agents.reports();
+            async move {
+                let agents: serde_json::Map<String, serde_json::Value> = reports
+                    .into_iter()
+                    .map(|(node, r)| {
+                        let value = serde_json::json!({
+                            "connected": r.connected,
+                            "last_seen_ms_ago": u64::try_from(r.last_seen.elapsed().as_millis())
+                                .unwrap_or(u64::MAX),
+                            "ready": r.ready,
+                            "sent": r.sent,
+                            "acked": r.acked,
+                            "nacked": r.nacked.map(|(version, error)| {
+                                serde_json::json!({"version": version, "error": error})
+                            }),
+                            "held_l2_vips": r.held_vips,
+                        });
+                        (node, value)
+                    })
+                    .collect();
+                serde_json::Value::Object(agents)
+            }
+        })
 }
 
 /// This machine's name: the Pod's name in a cluster (Kubernetes sets the host name to it).
