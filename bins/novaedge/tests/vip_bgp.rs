@@ -27,8 +27,11 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{Guard, bridge, link, must, require_root_and_tools, sh, wait_for};
-use common::{BIN, Proxy};
+use common::Proxy;
+use common::netns::{
+    Guard, bridge, dev_certs, link, must, require_root_and_tools, sh, start_agent,
+    start_controller, wait_for,
+};
 
 const VIP: &str = "192.0.2.100";
 const PREFIX: &str = "192.0.2.100/32";
@@ -93,13 +96,7 @@ impl Lab {
             .expect("spawn gobgpd");
         guard.children.push(child);
 
-        let certs = Command::new(BIN)
-            .args(["certs", "--out"])
-            .arg(dir.path().join("certs"))
-            .args([NODES[0].0, NODES[1].0])
-            .output()
-            .expect("novaedge certs");
-        assert!(certs.status.success(), "{certs:?}");
+        dev_certs(dir.path(), &[NODES[0].0, NODES[1].0]);
         std::fs::create_dir(dir.path().join("conf")).expect("conf dir");
         let lab = Lab {
             agents: [None, None],
@@ -118,10 +115,6 @@ impl Lab {
                 .success()
         });
         lab
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
     }
 
     /// Writes the configuration: the ProxyVIP and its password Secret, or nothing.
@@ -154,42 +147,12 @@ stringData: {{password: {PASSWORD}}}
     }
 
     fn start_controller(&mut self) {
-        let args = [
-            "controller".to_owned(),
-            "--source".into(),
-            format!("files:{}", self.path("conf")),
-            "--listen".into(),
-            CONTROLLER.into(),
-            "--tls-cert".into(),
-            self.path("certs/controller.crt"),
-            "--tls-key".into(),
-            self.path("certs/controller.key"),
-            "--tls-ca".into(),
-            self.path("certs/ca.crt"),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let controller = Proxy::start_in_netns(&self.ctl, &args);
-        controller.wait_log("serving snapshots", 0);
-        self.controller = Some(controller);
+        self.controller = Some(start_controller(&self.ctl, self.dir.path(), CONTROLLER));
     }
 
     fn start_agent(&mut self, i: usize) {
-        let name = NODES[i].0;
-        let args = [
-            "agent".to_owned(),
-            "--controller".into(),
-            format!("https://{CONTROLLER}"),
-            "--node".into(),
-            name.into(),
-            "--tls-cert".into(),
-            self.path(&format!("certs/agent-{name}.crt")),
-            "--tls-key".into(),
-            self.path(&format!("certs/agent-{name}.key")),
-            "--tls-ca".into(),
-            self.path("certs/ca.crt"),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.agents[i] = Some(Proxy::start_in_netns(&self.nodes[i], &args));
+        let agent = start_agent(&self.nodes[i], self.dir.path(), CONTROLLER, NODES[i].0);
+        self.agents[i] = Some(agent);
     }
 
     /// The nodes (by address) the router has a path to the VIP through.

@@ -33,8 +33,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use common::netns::{Guard, bridge, epoch_now, link, must, require_root_and_tools, sh, wait_for};
-use common::{BIN, Proxy};
+use common::Proxy;
+use common::netns::{
+    Guard, bridge, dev_certs, epoch_now, l2_vip_yaml, link, mac, must, require_root_and_tools, sh,
+    start_agent, start_controller, wait_for,
+};
 
 const VIP: &str = "198.51.100.100";
 const CONTROLLER: &str = "10.77.0.1:9400";
@@ -87,56 +90,26 @@ impl Lab {
             "-qw",
             "net.ipv4.conf.eth0.arp_accept=1",
         ]);
-        let mac = |ns: &str| {
-            let out = sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "cat",
-                "/sys/class/net/eth0/address",
-            ]);
-            String::from_utf8_lossy(&out.stdout).trim().to_lowercase()
-        };
         let nodes = [
             Node {
                 name: "node-a",
-                mac: mac(&na),
+                mac: mac(&na, "eth0"),
                 ns: na,
                 ctl_port: "ca".into(),
             },
             Node {
                 name: "node-b",
-                mac: mac(&nb),
+                mac: mac(&nb, "eth0"),
                 ns: nb,
                 ctl_port: "cb".into(),
             },
         ];
 
         let dir = tempfile::tempdir().expect("tempdir");
-        let certs = Command::new(BIN)
-            .args(["certs", "--out"])
-            .arg(dir.path().join("certs"))
-            .args(["node-a", "node-b"])
-            .output()
-            .expect("novaedge certs");
-        assert!(certs.status.success(), "{certs:?}");
+        dev_certs(dir.path(), &["node-a", "node-b"]);
         let conf = dir.path().join("conf");
         std::fs::create_dir(&conf).expect("conf dir");
-        std::fs::write(
-            conf.join("vip.yaml"),
-            format!(
-                "apiVersion: novaedge.io/v1alpha1
-kind: ProxyVIP
-metadata: {{name: web, namespace: t}}
-spec:
-  addresses: [{VIP}]
-  mode: L2
-  interface: eth0
-"
-            ),
-        )
-        .expect("write the ProxyVIP");
+        std::fs::write(conf.join("vip.yaml"), l2_vip_yaml(VIP)).expect("write the ProxyVIP");
         Lab {
             agents: [None, None],
             controller: None,
@@ -149,51 +122,20 @@ spec:
         }
     }
 
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
     /// Starts the controller, with default timings.
     fn start_controller(&mut self) {
-        let args = [
-            "controller".to_owned(),
-            "--source".into(),
-            format!("files:{}", self.path("conf")),
-            "--listen".into(),
-            CONTROLLER.into(),
-            "--tls-cert".into(),
-            self.path("certs/controller.crt"),
-            "--tls-key".into(),
-            self.path("certs/controller.key"),
-            "--tls-ca".into(),
-            self.path("certs/ca.crt"),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let controller = Proxy::start_in_netns(&self.ctl, &args);
-        controller.wait_log("serving snapshots", 0);
-        self.controller = Some(controller);
+        self.controller = Some(start_controller(&self.ctl, self.dir.path(), CONTROLLER));
     }
 
     /// Starts node `i`'s agent, with default timings.
     fn start_agent(&mut self, i: usize) {
         let node = &self.nodes[i];
-        let args = [
-            "agent".to_owned(),
-            "--controller".into(),
-            format!("https://{CONTROLLER}"),
-            "--node".into(),
-            node.name.into(),
-            "--tls-cert".into(),
-            self.path(&format!("certs/agent-{}.crt", node.name)),
-            "--tls-key".into(),
-            self.path(&format!("certs/agent-{}.key", node.name)),
-            "--tls-ca".into(),
-            self.path("certs/ca.crt"),
-            "--cache".into(),
-            self.path(&format!("{}.cache", node.name)),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.agents[i] = Some(Proxy::start_in_netns(&node.ns, &args));
+        self.agents[i] = Some(start_agent(
+            &node.ns,
+            self.dir.path(),
+            CONTROLLER,
+            node.name,
+        ));
     }
 
     fn controller(&self) -> &Proxy {
@@ -526,35 +468,9 @@ fn novaedge_run_holds_the_proxyvips_of_its_files() {
     bridge(&sw, "br0");
     link(&sw, "br0", "po", &obs, "eth0", "198.51.100.1/24");
     link(&sw, "br0", "pn", &node, "eth0", "198.51.100.2/24");
-    let mac = String::from_utf8_lossy(
-        &sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &node,
-            "cat",
-            "/sys/class/net/eth0/address",
-        ])
-        .stdout,
-    )
-    .trim()
-    .to_lowercase();
-
+    let mac = mac(&node, "eth0");
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("vip.yaml"),
-        format!(
-            "apiVersion: novaedge.io/v1alpha1
-kind: ProxyVIP
-metadata: {{name: web, namespace: t}}
-spec:
-  addresses: [{VIP}]
-  mode: L2
-  interface: eth0
-"
-        ),
-    )
-    .expect("write the ProxyVIP");
+    std::fs::write(dir.path().join("vip.yaml"), l2_vip_yaml(VIP)).expect("write the ProxyVIP");
     let conf = dir.path().display().to_string();
     let mut run = Proxy::start_in_netns(&node, &["run", &conf]);
     wait_for(

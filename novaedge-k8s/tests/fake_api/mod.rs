@@ -162,6 +162,18 @@ struct Target {
     subresource: Option<String>,
 }
 
+/// `409 Conflict`: a resourceVersion precondition failed.
+fn conflict(target: &Target, name: &str) -> Response<Body> {
+    failure(
+        StatusCode::CONFLICT,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {} {name:?}: the object has been modified",
+            target.kind
+        ),
+    )
+}
+
 fn parse_path(path: &str) -> Option<Target> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (api_version, rest) = match segments.as_slice() {
@@ -700,14 +712,7 @@ impl FakeApi {
         };
         let precondition = object["metadata"]["resourceVersion"].as_str();
         if precondition.is_some_and(|rv| Some(rv) != old["metadata"]["resourceVersion"].as_str()) {
-            return failure(
-                StatusCode::CONFLICT,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} {name:?}: the object has been modified",
-                    target.kind
-                ),
-            );
+            return conflict(target, name);
         }
         let mut object = object;
         object["metadata"]["uid"] = old["metadata"]["uid"].clone();
@@ -742,14 +747,7 @@ impl FakeApi {
         if let Some(rv) = patch["resourceVersion"].as_str()
             && Some(rv) != object["metadata"]["resourceVersion"].as_str()
         {
-            return failure(
-                StatusCode::CONFLICT,
-                "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} {name:?}: the object has been modified",
-                    target.kind
-                ),
-            );
+            return conflict(target, name);
         }
         for field in ["finalizers", "labels"] {
             if !patch[field].is_null() {

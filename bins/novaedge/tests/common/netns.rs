@@ -113,3 +113,94 @@ pub(crate) fn bridge(switch: &str, name: &str) {
     must(&["ip", "-n", switch, "link", "add", name, "type", "bridge"]);
     must(&["ip", "-n", switch, "link", "set", name, "up"]);
 }
+
+/// Writes a development CA and certificates for the controller and `nodes` into `dir/certs`.
+pub(crate) fn dev_certs(dir: &std::path::Path, nodes: &[&str]) {
+    let out = Command::new(super::BIN)
+        .args(["certs", "--out"])
+        .arg(dir.join("certs"))
+        .args(nodes)
+        .output()
+        .expect("novaedge certs");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Starts `novaedge controller` in `ns` with the files of `dir/conf`, listening on `listen`,
+/// with the certificates of [`dev_certs`]; returns once it serves.
+pub(crate) fn start_controller(ns: &str, dir: &std::path::Path, listen: &str) -> super::Proxy {
+    let path = |p: &str| dir.join(p).display().to_string();
+    let controller = super::Proxy::start_in_netns(
+        ns,
+        &[
+            "controller",
+            "--source",
+            &format!("files:{}", path("conf")),
+            "--listen",
+            listen,
+            "--tls-cert",
+            &path("certs/controller.crt"),
+            "--tls-key",
+            &path("certs/controller.key"),
+            "--tls-ca",
+            &path("certs/ca.crt"),
+        ],
+    );
+    controller.wait_log("serving snapshots", 0);
+    controller
+}
+
+/// Starts `novaedge agent` for `node` in `ns`, against the controller at `controller`
+/// (`host:port`), with the certificates of [`dev_certs`] and default timings.
+pub(crate) fn start_agent(
+    ns: &str,
+    dir: &std::path::Path,
+    controller: &str,
+    node: &str,
+) -> super::Proxy {
+    let path = |p: &str| dir.join(p).display().to_string();
+    super::Proxy::start_in_netns(
+        ns,
+        &[
+            "agent",
+            "--controller",
+            &format!("https://{controller}"),
+            "--node",
+            node,
+            "--tls-cert",
+            &path(&format!("certs/agent-{node}.crt")),
+            "--tls-key",
+            &path(&format!("certs/agent-{node}.key")),
+            "--tls-ca",
+            &path("certs/ca.crt"),
+            "--cache",
+            &path(&format!("{node}.cache")),
+        ],
+    )
+}
+
+/// The MAC address of `dev` in `ns`, lower case.
+pub(crate) fn mac(ns: &str, dev: &str) -> String {
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "cat",
+        &format!("/sys/class/net/{dev}/address"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_lowercase()
+}
+
+/// A ProxyVIP `t/web` in L2 mode on `eth0`, as YAML.
+pub(crate) fn l2_vip_yaml(address: &str) -> String {
+    format!(
+        "apiVersion: novaedge.io/v1alpha1
+kind: ProxyVIP
+metadata: {{name: web, namespace: t}}
+spec:
+  addresses: [{address}]
+  mode: L2
+  interface: eth0
+"
+    )
+}
