@@ -178,6 +178,20 @@ impl Engine {
         control.applied.then(|| self.shared.runtime.load().version)
     }
 
+    /// Every backend with its endpoints, health and load, by name (see
+    /// [`BackendView`](crate::BackendView)).
+    pub fn backends(&self) -> Vec<crate::BackendView> {
+        let control = self.shared.control.lock().expect("control lock");
+        let now = std::time::Instant::now();
+        let mut views: Vec<crate::BackendView> = control
+            .balancers
+            .iter()
+            .map(|(name, state)| state.view(name, now))
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+
     /// The address a listener is bound to (useful when its port was 0).
     pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
         let control = self.shared.control.lock().expect("control lock");

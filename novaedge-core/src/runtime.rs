@@ -76,8 +76,8 @@ pub(crate) type Balancers = HashMap<String, BackendState>;
 /// What a backend keeps across runtimes.
 #[derive(Debug, Clone)]
 pub(crate) struct BackendState {
-    endpoints: EndpointSet<SocketAddr>,
-    health: Arc<BackendHealth>,
+    pub(crate) endpoints: EndpointSet<SocketAddr>,
+    pub(crate) health: Arc<BackendHealth>,
     breaker: CircuitBreaker,
     /// Kept while the backend's TLS settings stay the same (TLS session resumption).
     tls: Option<Arc<UpstreamTlsConfig>>,

@@ -142,6 +142,10 @@ enum Command {
         drain_timeout: Duration,
         #[command(flatten)]
         vip: VipArgs,
+        /// The admin listener: `/live`, `/ready`, `/metrics`, `/config_dump`, `/endpoints`,
+        /// `/vips` [default: 127.0.0.1:9901, skipped with a warning if taken].
+        #[arg(long)]
+        admin_addr: Option<SocketAddr>,
     },
     /// Check manifests: print every error (file, object, field) and every status condition that
     /// is not as it should be (e.g. a route that would not be Accepted, and why); exit non-zero
@@ -224,6 +228,10 @@ enum Command {
         drain_timeout: Duration,
         #[command(flatten)]
         vip: VipArgs,
+        /// The admin listener: `/live`, `/ready`, `/metrics`, `/config_dump`, `/endpoints`,
+        /// `/vips` [default: 127.0.0.1:9901, skipped with a warning if taken].
+        #[arg(long)]
+        admin_addr: Option<SocketAddr>,
     },
     /// Write a development CA and certificates for the controller and the agents of NODE...
     Certs {
@@ -263,6 +271,7 @@ fn main() -> ExitCode {
                 demo_backends,
                 drain_timeout,
                 vip,
+                admin_addr,
             } => {
                 cmd::run::run(cmd::run::Options {
                     paths,
@@ -271,6 +280,7 @@ fn main() -> ExitCode {
                     demo_backends,
                     drain_timeout,
                     vip: vip.options()?,
+                    admin_addr,
                 })
                 .await
             }
@@ -318,6 +328,7 @@ fn main() -> ExitCode {
                 bind,
                 drain_timeout,
                 vip,
+                admin_addr,
             } => {
                 cmd::agent::agent(cmd::agent::Options {
                     controller,
@@ -328,6 +339,7 @@ fn main() -> ExitCode {
                     bind,
                     drain_timeout,
                     vip: vip.options()?,
+                    admin_addr,
                 })
                 .await
             }

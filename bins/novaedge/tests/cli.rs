@@ -289,11 +289,14 @@ async fn sigterm_finishes_requests_in_flight_then_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_start_serves_the_readme_examples() {
     let quickstart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart");
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut proxy = Proxy::start(&[
         "run",
         "--bind",
         "127.0.0.1",
         "--demo-backends",
+        "--admin-addr",
+        &admin.to_string(),
         quickstart.to_str().unwrap(),
     ]);
     let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
@@ -302,8 +305,65 @@ async fn quick_start_serves_the_readme_examples() {
     assert_eq!(backend_name(&body), "demo/api:80#0");
     let (status, _) = get(addr, "nowhere.example.com", "/").await.unwrap();
     assert_eq!(status, 404);
+
+    // The admin listener: probes, the snapshot in force, the backends, the VIPs, metrics.
+    assert_eq!(get(admin, "admin", "/live").await.unwrap().0, 200);
+    assert_eq!(get(admin, "admin", "/ready").await.unwrap().0, 200);
+    let json = |body: &str| -> serde_json::Value { serde_json::from_str(body).unwrap() };
+    let (_, dump) = get(admin, "admin", "/config_dump").await.unwrap();
+    let dump = json(&dump);
+    assert!(
+        dump["listeners"].as_array().is_some_and(|l| !l.is_empty()),
+        "{dump}"
+    );
+    let (_, endpoints) = get(admin, "admin", "/endpoints").await.unwrap();
+    let endpoints = json(&endpoints);
+    let api = endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "demo/api:80")
+        .unwrap_or_else(|| panic!("{endpoints}"));
+    assert_eq!(api["endpoints"][0]["address"], "127.0.0.1:9001", "{api}");
+    assert_eq!(api["endpoints"][0]["healthy"], true, "{api}");
+    let (_, vips) = get(admin, "admin", "/vips").await.unwrap();
+    assert_eq!(json(&vips)["drivers"], serde_json::json!([]));
+    let (_, metrics) = get(admin, "admin", "/metrics").await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("novaedge_snapshot_version ")),
+        "{metrics}"
+    );
+    promtool_accepts(&metrics);
+
     proxy.terminate();
     assert!(proxy.wait_exit().success());
+}
+
+/// `promtool check metrics` (Debian `prometheus`) finds nothing wrong with `metrics`.
+fn promtool_accepts(metrics: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; see scripts/test-packages.txt)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Gateway API's filter examples through `novaedge run`, as the echo backend sees them.

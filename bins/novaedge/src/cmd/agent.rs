@@ -15,6 +15,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use novaedge_core::{Engine, EngineConfig};
@@ -39,6 +41,8 @@ pub(crate) struct Options {
     pub(crate) bind: IpAddr,
     pub(crate) drain_timeout: Duration,
     pub(crate) vip: VipOptions,
+    /// `None`: the default address, and only a warning if it is taken.
+    pub(crate) admin_addr: Option<std::net::SocketAddr>,
 }
 
 /// How the agent holds VIPs.
@@ -73,6 +77,8 @@ struct EngineApplier {
     digest: Vec<u8>,
     vips: watch::Sender<Vec<Vip>>,
     manager: VipManager,
+    /// The snapshot in force, for the admin listener.
+    current: watch::Sender<Option<Arc<ConfigSnapshot>>>,
 }
 
 impl Applier for EngineApplier {
@@ -93,6 +99,7 @@ impl Applier for EngineApplier {
             // Serving is what matters; a cache that cannot be written only costs a cold start.
             tracing::warn!(cache = %cache.display(), error = %e, "cannot write the snapshot cache");
         }
+        self.current.send_replace(Some(Arc::new(snapshot)));
         Ok(())
     }
 
@@ -181,6 +188,10 @@ pub(crate) async fn agent(options: Options) -> Result<ExitCode, super::Error> {
     });
     let manager = options.vip.manager();
     let (vips_tx, vips) = watch::channel(Vec::new());
+    let (current_tx, current) = watch::channel(None);
+    let draining = Arc::new(AtomicBool::new(false));
+    let admin = super::admin::node_admin(&engine, current, &manager, draining.clone());
+    super::admin::start(admin, options.admin_addr, std::future::pending()).await?;
     let mut applier = EngineApplier {
         engine: engine.clone(),
         cache: options.cache.clone(),
@@ -188,6 +199,7 @@ pub(crate) async fn agent(options: Options) -> Result<ExitCode, super::Error> {
         digest: Vec::new(),
         vips: vips_tx,
         manager: manager.clone(),
+        current: current_tx,
     };
     if let Some(cache) = &options.cache {
         match std::fs::read(cache) {
@@ -237,6 +249,7 @@ pub(crate) async fn agent(options: Options) -> Result<ExitCode, super::Error> {
     let stream = tokio::spawn(subscriber.run());
 
     super::terminated().await;
+    draining.store(true, Ordering::Relaxed);
     stream.abort();
     vip_task.abort();
     // VIPs go first, so that new traffic moves to other nodes while this one drains.

@@ -215,7 +215,7 @@ enum Running {
     Kubernetes(tokio::task::JoinHandle<()>),
 }
 
-/// Reloads the files on every change and looks at node health every [`HEALTH_TICK`],
+/// Reloads the files on every change and looks at node health every `HEALTH_TICK`,
 /// publishing what they come to. The health check runs apart from the file watcher, whose quiet
 /// period a timer in the same loop would keep restarting.
 async fn reload(

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub(crate) mod admin;
 pub(crate) mod agent;
 pub(crate) mod check;
 pub(crate) mod control_tls;

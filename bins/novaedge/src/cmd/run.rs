@@ -3,7 +3,11 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use novaedge_core::{Engine, EngineConfig};
 use novaedge_echo::EchoServer;
@@ -23,6 +27,8 @@ pub(crate) struct Options {
     pub(crate) demo_backends: bool,
     pub(crate) drain_timeout: Duration,
     pub(crate) vip: super::agent::VipOptions,
+    /// `None`: the default address, and only a warning if it is taken.
+    pub(crate) admin_addr: Option<std::net::SocketAddr>,
 }
 
 pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
@@ -53,6 +59,10 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
     let vips = options.vip.manager();
     let mut current_vips = vip_list(&first.vips);
     vips.set(&current_vips, true).await;
+    let (in_force, in_force_rx) = watch::channel(Some(Arc::new(first.snapshot.clone())));
+    let draining = Arc::new(AtomicBool::new(false));
+    let admin = super::admin::node_admin(&engine, in_force_rx, &vips, draining.clone());
+    super::admin::start(admin, options.admin_addr, std::future::pending()).await?;
     let mut current = first.snapshot;
     let mut changes = source.watch()?;
     tracing::info!(paths = ?source.paths(), "watching for changes");
@@ -68,17 +78,25 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
                     terminated.as_mut().await;
                     break;
                 }
-                if let Some(new_vips) = reload(&mut source, &engine, &mut current)
-                    && new_vips != current_vips
-                {
-                    vips.set(&new_vips, true).await;
-                    current_vips = new_vips;
+                if let Some(new_vips) = reload(&mut source, &engine, &mut current) {
+                    in_force.send_if_modified(|s| {
+                        let changed = s.as_deref() != Some(&current);
+                        if changed {
+                            *s = Some(Arc::new(current.clone()));
+                        }
+                        changed
+                    });
+                    if new_vips != current_vips {
+                        vips.set(&new_vips, true).await;
+                        current_vips = new_vips;
+                    }
                 }
             }
         }
     }
 
     // VIPs go first, so that new traffic moves elsewhere while this machine drains.
+    draining.store(true, Ordering::Relaxed);
     vips.shutdown().await;
     tracing::info!(timeout = ?options.drain_timeout, "draining");
     let report = engine.shutdown(options.drain_timeout).await;
