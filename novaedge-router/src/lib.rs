@@ -159,6 +159,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod explain;
 mod host;
 mod matcher;
 mod path;
@@ -167,6 +168,10 @@ mod route;
 mod router;
 
 pub use error::{Field, RouterError};
+pub use explain::{
+    Condition, ConditionVerdict, Explanation, HostnameVerdict, Outcome, PrecedenceStep,
+    RouteExplanation, ValueCondition,
+};
 pub use host::{HostnameError, intersect_hostnames};
 pub use matcher::{REGEX_SIZE_LIMIT, RequestParts};
 pub use path::{EncodedSlashes, PathError, normalize_path};

@@ -14,6 +14,7 @@ use percent_encoding::percent_decode_str;
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::error::{Field, RouterError};
+use crate::explain::PrecedenceStep;
 use crate::host::{Hostname, parse_hostname};
 use crate::path::{EncodedSlashes, PathError, normalize_path};
 use crate::route::{
@@ -88,15 +89,15 @@ pub(crate) enum ValueMatcher {
 }
 
 #[derive(Debug, Clone)]
-struct CompiledHeader {
-    name: HeaderName,
-    value: ValueMatcher,
+pub(crate) struct CompiledHeader {
+    pub(crate) name: HeaderName,
+    pub(crate) value: ValueMatcher,
 }
 
 #[derive(Debug, Clone)]
-struct CompiledQuery {
-    name: Box<str>,
-    value: ValueMatcher,
+pub(crate) struct CompiledQuery {
+    pub(crate) name: Box<str>,
+    pub(crate) value: ValueMatcher,
 }
 
 impl<T> CompiledRoute<T> {
@@ -206,20 +207,53 @@ impl<T> CompiledRoute<T> {
 
     /// Whether the request meets every condition of the route other than
     /// its hostnames.
+    ///
+    /// [`explain`](crate::Router::explain) tests the same conditions one by
+    /// one, with the same functions.
     pub(crate) fn matches(&self, request: &RequestParts<'_>) -> bool {
         self.path.matches(request.path)
-            && self.method.as_ref().is_none_or(|m| m == request.method)
-            && self.headers.iter().all(|h| {
-                request
-                    .headers
-                    .get_all(&h.name)
-                    .iter()
-                    .any(|v| h.value.matches(v.as_bytes()))
-            })
-            && self.query.iter().all(|q| {
-                first_query_value(request.query, &q.name)
-                    .is_some_and(|raw| q.value.matches(&Cow::<[u8]>::from(percent_decode_str(raw))))
-            })
+            && self.method_matches(request.method)
+            && self.headers.iter().all(|h| h.matches(request.headers))
+            && self.query.iter().all(|q| q.matches(request.query))
+    }
+
+    #[inline]
+    pub(crate) fn method_matches(&self, method: &Method) -> bool {
+        self.method.as_ref().is_none_or(|m| m == method)
+    }
+
+    pub(crate) fn method(&self) -> Option<&Method> {
+        self.method.as_ref()
+    }
+
+    pub(crate) fn headers(&self) -> &[CompiledHeader] {
+        &self.headers
+    }
+
+    pub(crate) fn query(&self) -> &[CompiledQuery] {
+        &self.query
+    }
+}
+
+impl CompiledHeader {
+    /// Whether any of the request's values of the header matches.
+    #[inline]
+    pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(&self.name)
+            .iter()
+            .any(|v| self.value.matches(v.as_bytes()))
+    }
+}
+
+impl CompiledQuery {
+    /// Whether the first occurrence of the parameter matches.
+    #[inline]
+    pub(crate) fn matches(&self, query: &str) -> bool {
+        first_query_value(query, &self.name).is_some_and(|raw| {
+            self.value
+                .matches(&Cow::<[u8]>::from(percent_decode_str(raw)))
+        })
     }
 }
 
@@ -389,7 +423,7 @@ pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 impl CompiledGrpc {
-    fn matches(&self, path: &str) -> bool {
+    pub(crate) fn matches(&self, path: &str) -> bool {
         if self.service.is_none() && self.method.is_none() {
             return true;
         }
@@ -428,7 +462,7 @@ impl ValueMatcher {
         })
     }
 
-    fn matches(&self, value: &[u8]) -> bool {
+    pub(crate) fn matches(&self, value: &[u8]) -> bool {
         match self {
             Self::Exact(exact) => value == &**exact,
             Self::Regex(regex) => regex.is_match(value),
@@ -540,7 +574,7 @@ pub(crate) struct Precedence {
     rank: u64,
     /// The input position: decides only between routes that agree on
     /// everything else, rank included.
-    index: usize,
+    pub(crate) index: usize,
 }
 
 /// How specifically a route hostname matched the request's host; smaller
@@ -577,6 +611,41 @@ impl Key {
             rank: precedence.rank,
             index: precedence.index,
         }
+    }
+
+    /// The first criterion on which `self` comes before `other`, or `None`
+    /// when it does not (`self >= other`).
+    pub(crate) fn decided_by(&self, other: &Key) -> Option<PrecedenceStep> {
+        if self >= other {
+            return None;
+        }
+        let (a, b) = (&self.criteria, &other.criteria);
+        let step = if self.family != other.family {
+            PrecedenceStep::Family
+        } else if self.host_first != other.host_first {
+            PrecedenceStep::Hostname
+        } else if a.path_class != b.path_class {
+            PrecedenceStep::PathKind
+        } else if a.primary_len != b.primary_len {
+            PrecedenceStep::PathLength
+        } else if a.primary_regex != b.primary_regex {
+            PrecedenceStep::PathKind
+        } else if (a.secondary_len, a.secondary_regex) != (b.secondary_len, b.secondary_regex) {
+            PrecedenceStep::GrpcMethod
+        } else if a.any_method != b.any_method {
+            PrecedenceStep::Method
+        } else if a.header_count != b.header_count {
+            PrecedenceStep::HeaderCount
+        } else if a.query_count != b.query_count {
+            PrecedenceStep::QueryParamCount
+        } else if self.host_last != other.host_last {
+            PrecedenceStep::Hostname
+        } else if self.rank != other.rank {
+            PrecedenceStep::Rank
+        } else {
+            PrecedenceStep::Order
+        };
+        Some(step)
     }
 }
 

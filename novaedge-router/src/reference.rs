@@ -78,20 +78,25 @@ impl<T> LinearRouter<T> {
 
 /// How specifically the best of the route's hostnames matches `host`, or
 /// `None` when none does.
-fn host_rank<T>(route: &CompiledRoute<T>, host: &str) -> Option<HostRank> {
+pub(crate) fn host_rank<T>(route: &CompiledRoute<T>, host: &str) -> Option<HostRank> {
     if route.hostnames.is_empty() {
         return Some(HostRank::Any);
     }
     route
         .hostnames
         .iter()
-        .filter_map(|hostname| match hostname {
-            Hostname::Exact(name) => (**name == *host).then_some(HostRank::Exact),
-            Hostname::Wildcard(suffix) => {
-                let one_label = route.dialect == Dialect::Ingress;
-                wildcard_matches(suffix, host, one_label)
-                    .then_some(HostRank::Wildcard(Reverse(suffix.len())))
-            }
-        })
+        .filter_map(|hostname| hostname_rank(hostname, host, route.dialect))
         .min()
+}
+
+/// How specifically one route hostname matches `host`, or `None`.
+pub(crate) fn hostname_rank(hostname: &Hostname, host: &str, dialect: Dialect) -> Option<HostRank> {
+    match hostname {
+        Hostname::Exact(name) => (**name == *host).then_some(HostRank::Exact),
+        Hostname::Wildcard(suffix) => {
+            let one_label = dialect == Dialect::Ingress;
+            wildcard_matches(suffix, host, one_label)
+                .then_some(HostRank::Wildcard(Reverse(suffix.len())))
+        }
+    }
 }

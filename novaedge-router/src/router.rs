@@ -40,7 +40,7 @@ use crate::route::{Dialect, Route};
 #[derive(Debug, Clone)]
 pub struct Router<T> {
     /// Every route, in precedence order; buckets hold indices into this.
-    routes: Vec<CompiledRoute<T>>,
+    pub(crate) routes: Vec<CompiledRoute<T>>,
     /// Exact hostname -> routes declaring it.
     exact: HashMap<Box<str>, Bucket>,
     /// Gateway API wildcard suffix (`example.com` for `*.example.com`) ->
@@ -223,16 +223,8 @@ impl<T> Router<T> {
         req: &'q Request<B>,
     ) -> Result<Resolved<'r, 'q, T>, PathError> {
         let path = normalize_path(req.uri().path(), self.encoded_slashes)?;
-        let host = match req.uri().authority() {
-            Some(authority) => authority.host(),
-            None => req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or(""),
-        };
         let target = self.find_parts(&RequestParts {
-            host,
+            host: request_host(req),
             path: &path,
             query: req.uri().query().unwrap_or(""),
             method: req.method(),
@@ -308,6 +300,19 @@ impl<T> Router<T> {
                 return;
             }
         }
+    }
+}
+
+/// The host a request is routed by: the URI authority (absolute-form
+/// requests, HTTP/2 `:authority`), else the `Host` header, else none.
+pub(crate) fn request_host<B>(req: &Request<B>) -> &str {
+    match req.uri().authority() {
+        Some(authority) => authority.host(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or(""),
     }
 }
 

@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use http::{HeaderMap, HeaderName, Method};
 use novaedge_router::reference::LinearRouter;
 use novaedge_router::{
-    Dialect, EncodedSlashes, GrpcMethodMatch, HeaderMatch, MatchType, PathMatch, QueryParamMatch,
-    RequestParts, Route, RouteMatch, Router, normalize_path,
+    Dialect, EncodedSlashes, GrpcMethodMatch, HeaderMatch, MatchType, Outcome, PathMatch,
+    QueryParamMatch, RequestParts, Route, RouteMatch, Router, normalize_path,
 };
 use proptest::prelude::*;
 use proptest::sample::{Index, select, subsequence};
@@ -180,6 +180,27 @@ fn find(both: &Both, req: &RequestSpec) -> Result<Option<usize>, TestCaseError> 
         "router and reference disagree on {:?}",
         req
     );
+    // The explanation selects the same route, and its per-condition
+    // verdicts agree with the whole test: a route matches exactly when its
+    // hostname and every condition do.
+    let explanation = both.router.explain(&parts);
+    prop_assert_eq!(
+        explanation.selected().map(|r| *r.target),
+        got,
+        "explain disagrees on {:?}",
+        req
+    );
+    for route in &explanation.routes {
+        let all = route.hostname.matched() && route.failed().next().is_none();
+        prop_assert_eq!(
+            all,
+            route.outcome != Outcome::NotMatched,
+            "route #{} on {:?}: {:?}",
+            route.index,
+            req,
+            route
+        );
+    }
     Ok(got)
 }
 

@@ -1,5 +1,6 @@
-//! `novaedge`: the standalone proxy (`run`), the manifest checker (`check`), the echo
-//! backend (`echo`) and the CRD printer (`crdgen`). Each command is assembled from the library crates in `cmd/`.
+//! `novaedge`: the standalone proxy (`run`), the manifest checker (`check`), the routing
+//! explainer (`explain`), the snapshot differ (`snapshot diff`), the echo backend (`echo`) and
+//! the CRD printer (`crdgen`). Each command is assembled from the library crates in `cmd/`.
 
 #![forbid(unsafe_code)]
 
@@ -159,6 +160,32 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
+    /// Explain what the proxy would do with one request: the listener, the route, rule and
+    /// match and why, its backends and filters, and why every other route does not match.
+    /// Exit 0: a route matches; 1: none does (404), or no listener takes the request; 2: usage
+    /// or configuration errors.
+    Explain {
+        /// Manifests, as for `check`.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// `METHOD URL`, e.g. `GET http://shop.example.com:8080/api?x=1` (the method defaults
+        /// to GET). The port picks the listener (default 80, or 443 for https).
+        #[arg(long)]
+        request: String,
+        /// A request header, `name: value`; repeatable. `Host` here overrides the URL's host
+        /// for routing (not for SNI), as it does for curl.
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        #[command(flatten)]
+        ingress: IngressPorts,
+        #[arg(long, value_enum, default_value_t = cmd::explain::OutputFormat::Text)]
+        output: cmd::explain::OutputFormat,
+    },
+    /// Work with snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// The controller: translate the configuration and stream each node agent its snapshot.
     Controller {
         /// Where objects come from: `kubernetes` (the API server: in-cluster, or the
@@ -255,6 +282,22 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Compare two configurations object by object (listeners, routes, backends, VIPs), secrets
+    /// redacted. Each of A and B is an agent's snapshot cache (`novaedge agent --cache`) or
+    /// manifests (a directory or YAML file). Exit 0: equal (versions are not compared);
+    /// 1: different; 2: errors.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        #[command(flatten)]
+        ingress: IngressPorts,
+        #[arg(long, value_enum, default_value_t = cmd::explain::OutputFormat::Text)]
+        output: cmd::explain::OutputFormat,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
@@ -289,6 +332,33 @@ fn main() -> ExitCode {
                 ingress,
                 status,
             } => cmd::check::check(&paths, &ingress.options(), status),
+            Command::Explain {
+                paths,
+                request,
+                headers,
+                ingress,
+                output,
+            } => cmd::explain::explain(cmd::explain::Options {
+                paths,
+                translate: ingress.options(),
+                request,
+                headers,
+                output,
+            }),
+            Command::Snapshot {
+                command:
+                    SnapshotCommand::Diff {
+                        a,
+                        b,
+                        ingress,
+                        output,
+                    },
+            } => cmd::diff::diff(cmd::diff::Options {
+                a,
+                b,
+                translate: ingress.options(),
+                output,
+            }),
             Command::Controller {
                 source,
                 lease_name,

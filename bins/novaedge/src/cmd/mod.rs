@@ -6,7 +6,9 @@ pub(crate) mod check;
 pub(crate) mod control_tls;
 pub(crate) mod controller;
 pub(crate) mod crdgen;
+pub(crate) mod diff;
 pub(crate) mod echo;
+pub(crate) mod explain;
 pub(crate) mod run;
 
 /// Errors a command reports before exiting non-zero.
