@@ -57,6 +57,7 @@ mod health;
 mod introspect;
 mod listener;
 mod proxy;
+pub mod routing;
 mod runtime;
 mod tls;
 mod upstream;

@@ -322,71 +322,63 @@ impl Runtime {
             })
             .collect::<Result<_, CompileError>>()?;
 
-        // Gateway API: among equally specific matches the oldest route wins, then the first by
-        // namespace/name, then the first rule in the route. `rank` encodes exactly that order.
-        let mut order: Vec<&snapshot::Route> = snapshot.routes.iter().collect();
-        order.sort_by(|a, b| (a.creation_timestamp, &a.name).cmp(&(b.creation_timestamp, &b.name)));
-
-        let mut per_listener: HashMap<&str, Vec<router::Route<Arc<MatchTarget>>>> = snapshot
-            .listeners
-            .iter()
-            .map(|l| (l.name.as_str(), Vec::new()))
-            .collect();
-        for (route_index, route) in order.iter().enumerate() {
-            let name: Arc<str> = Arc::from(route.name.as_str());
-            let entries = per_listener.entry(route.listener.as_str()).or_default();
-            for (rule_index, rule) in route.rules.iter().enumerate() {
-                let backends = Arc::new(BackendChoice::build(rule, &clusters));
-                let forward = Forward::new(shared.clone(), name.clone(), backends.clone());
-                let filters = crate::filters::compile(
-                    &rule.filters,
-                    forward,
-                    |backend| {
-                        let cluster = clusters.get(backend)?.clone();
-                        Some(MirrorTarget::new(shared.clone(), name.clone(), cluster))
-                    },
-                    &(name.clone(), rule_index),
-                    filter_state,
-                    &mut next_filter_state,
-                )
-                .map_err(|source| CompileError::Filter {
-                    route: route.name.clone(),
-                    rule: rule_index,
-                    source,
-                })?;
-                let target = Arc::new(RuleTarget {
-                    route: name.clone(),
-                    filters,
-                    backends,
-                });
-                let rank = ((route_index as u64) << 24) | rule_index as u64;
-                let matches = if rule.matches.is_empty() {
-                    vec![snapshot::RouteMatch::default()]
-                } else {
-                    rule.matches.clone()
+        // Each rule's filters and backends are built once, and shared by its matches' entries.
+        let mut rules: HashMap<(usize, usize), Arc<RuleTarget>> = HashMap::new();
+        let mut per_listener: HashMap<&str, Vec<router::Route<Arc<MatchTarget>>>> =
+            HashMap::with_capacity(snapshot.listeners.len());
+        for (listener, entries) in crate::routing::route_entries(snapshot) {
+            let mut compiled = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let at = entry.target;
+                let target = match rules.get(&(at.route, at.rule)) {
+                    Some(target) => target.clone(),
+                    None => {
+                        let route = &snapshot.routes[at.route];
+                        let rule = &route.rules[at.rule];
+                        let name: Arc<str> = Arc::from(route.name.as_str());
+                        let backends = Arc::new(BackendChoice::build(rule, &clusters));
+                        let forward = Forward::new(shared.clone(), name.clone(), backends.clone());
+                        let filters = crate::filters::compile(
+                            &rule.filters,
+                            forward,
+                            |backend| {
+                                let cluster = clusters.get(backend)?.clone();
+                                Some(MirrorTarget::new(shared.clone(), name.clone(), cluster))
+                            },
+                            &(name.clone(), at.rule),
+                            filter_state,
+                            &mut next_filter_state,
+                        )
+                        .map_err(|source| CompileError::Filter {
+                            route: route.name.clone(),
+                            rule: at.rule,
+                            source,
+                        })?;
+                        let target = Arc::new(RuleTarget {
+                            route: name,
+                            filters,
+                            backends,
+                        });
+                        rules.insert((at.route, at.rule), target.clone());
+                        target
+                    }
                 };
-                for m in matches {
-                    let prefix = match &m.path {
-                        snapshot::PathMatch::Prefix(p) => {
-                            Some(MatchedPrefix(Arc::from(p.as_str())))
-                        }
-                        _ => None,
-                    };
-                    entries.push(router::Route {
-                        hostnames: route.hostnames.clone(),
-                        route_match: router_match(m),
-                        rank,
-                        target: Arc::new(MatchTarget {
-                            rule: target.clone(),
-                            prefix,
-                        }),
-                        dialect: match route.dialect {
-                            snapshot::RouteDialect::GatewayApi => router::Dialect::GatewayApi,
-                            snapshot::RouteDialect::Ingress => router::Dialect::Ingress,
-                        },
-                    });
-                }
+                let prefix = match at.route_match(snapshot).path {
+                    snapshot::PathMatch::Prefix(p) => Some(MatchedPrefix(Arc::from(p.as_str()))),
+                    _ => None,
+                };
+                compiled.push(router::Route {
+                    hostnames: entry.hostnames,
+                    route_match: entry.route_match,
+                    rank: entry.rank,
+                    target: Arc::new(MatchTarget {
+                        rule: target,
+                        prefix,
+                    }),
+                    dialect: entry.dialect,
+                });
             }
+            per_listener.insert(listener, compiled);
         }
 
         let mut listeners = HashMap::with_capacity(snapshot.listeners.len());
@@ -528,41 +520,5 @@ impl BackendChoice {
             [(Some(cluster), _)] => BackendChoice::One(cluster.clone()),
             _ => BackendChoice::Weighted(WeightedRoundRobin::new(weighted)),
         }
-    }
-}
-
-fn match_type(kind: snapshot::MatchType) -> router::MatchType {
-    match kind {
-        snapshot::MatchType::Exact => router::MatchType::Exact,
-        snapshot::MatchType::RegularExpression => router::MatchType::RegularExpression,
-    }
-}
-
-fn router_match(m: snapshot::RouteMatch) -> router::RouteMatch {
-    router::RouteMatch {
-        path: match m.path {
-            snapshot::PathMatch::Exact(p) => router::PathMatch::Exact(p),
-            snapshot::PathMatch::Prefix(p) => router::PathMatch::Prefix(p),
-            snapshot::PathMatch::RegularExpression(p) => router::PathMatch::RegularExpression(p),
-        },
-        method: m.method,
-        headers: m
-            .headers
-            .into_iter()
-            .map(|h| router::HeaderMatch {
-                name: h.name,
-                value: h.value,
-                kind: match_type(h.kind),
-            })
-            .collect(),
-        query_params: m
-            .query_params
-            .into_iter()
-            .map(|q| router::QueryParamMatch {
-                name: q.name,
-                value: q.value,
-                kind: match_type(q.kind),
-            })
-            .collect(),
     }
 }

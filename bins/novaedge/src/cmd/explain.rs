@@ -161,99 +161,18 @@ fn parse_request(request: &str, headers: &[String]) -> Result<Asked, String> {
 }
 
 /// What a router entry stands for: one match of one rule of one snapshot route.
-#[derive(Debug, Clone, Copy)]
-struct MatchRef {
-    route: usize,
-    rule: usize,
-    /// Index into the rule's matches; `None` for a rule without matches (every request).
-    matched: Option<usize>,
-}
+type MatchRef = novaedge_core::routing::EntryRef;
 
-/// The router the data plane builds for `listener`, with the same entries, ranks and order as
-/// `novaedge-core` (`runtime.rs`, `Runtime::prepare`): routes ordered by creation time then
-/// name, `rank = route position << 24 | rule index`, one entry per match, a rule without
-/// matches standing for `PathPrefix /`.
+/// The router the data plane builds for `listener`: the same entries, ranks and order
+/// (`novaedge_core::routing`).
 fn listener_router(
     snapshot: &ConfigSnapshot,
     listener: &str,
 ) -> Result<Router<MatchRef>, router::RouterError> {
-    let mut order: Vec<(usize, &snapshot::Route)> = snapshot.routes.iter().enumerate().collect();
-    order.sort_by(|(_, a), (_, b)| {
-        (a.creation_timestamp, &a.name).cmp(&(b.creation_timestamp, &b.name))
-    });
-    let mut entries = Vec::new();
-    for (position, (route_index, route)) in order.into_iter().enumerate() {
-        if route.listener != listener {
-            continue;
-        }
-        for (rule_index, rule) in route.rules.iter().enumerate() {
-            let rank = ((position as u64) << 24) | rule_index as u64;
-            let matches: Vec<(Option<usize>, snapshot::RouteMatch)> = if rule.matches.is_empty() {
-                vec![(None, snapshot::RouteMatch::default())]
-            } else {
-                rule.matches
-                    .iter()
-                    .cloned()
-                    .enumerate()
-                    .map(|(i, m)| (Some(i), m))
-                    .collect()
-            };
-            for (matched, m) in matches {
-                entries.push(router::Route {
-                    hostnames: route.hostnames.clone(),
-                    route_match: router_match(m),
-                    rank,
-                    target: MatchRef {
-                        route: route_index,
-                        rule: rule_index,
-                        matched,
-                    },
-                    dialect: match route.dialect {
-                        snapshot::RouteDialect::GatewayApi => router::Dialect::GatewayApi,
-                        snapshot::RouteDialect::Ingress => router::Dialect::Ingress,
-                    },
-                });
-            }
-        }
-    }
+    let entries = novaedge_core::routing::route_entries(snapshot)
+        .remove(listener)
+        .unwrap_or_default();
     Router::new(entries)
-}
-
-fn match_type(kind: snapshot::MatchType) -> router::MatchType {
-    match kind {
-        snapshot::MatchType::Exact => router::MatchType::Exact,
-        snapshot::MatchType::RegularExpression => router::MatchType::RegularExpression,
-    }
-}
-
-/// As `novaedge-core`'s `router_match`.
-fn router_match(m: snapshot::RouteMatch) -> router::RouteMatch {
-    router::RouteMatch {
-        path: match m.path {
-            snapshot::PathMatch::Exact(p) => router::PathMatch::Exact(p),
-            snapshot::PathMatch::Prefix(p) => router::PathMatch::Prefix(p),
-            snapshot::PathMatch::RegularExpression(p) => router::PathMatch::RegularExpression(p),
-        },
-        method: m.method,
-        headers: m
-            .headers
-            .into_iter()
-            .map(|h| router::HeaderMatch {
-                name: h.name,
-                value: h.value,
-                kind: match_type(h.kind),
-            })
-            .collect(),
-        query_params: m
-            .query_params
-            .into_iter()
-            .map(|q| router::QueryParamMatch {
-                name: q.name,
-                value: q.value,
-                kind: match_type(q.kind),
-            })
-            .collect(),
-    }
 }
 
 pub(crate) fn explain(options: Options) -> Result<ExitCode, super::Error> {
