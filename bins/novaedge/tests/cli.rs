@@ -335,6 +335,8 @@ async fn quick_start_serves_the_readme_examples() {
             .any(|l| l.starts_with("novaedge_snapshot_version ")),
         "{metrics}"
     );
+    let healthy = "novaedge_backend_endpoints{backend=\"demo/api:80\",health=\"healthy\"} 1";
+    assert!(metrics.lines().any(|l| l == healthy), "{metrics}");
     promtool_accepts(&metrics);
 
     proxy.terminate();

@@ -432,7 +432,18 @@ spec:
     // The fencing delay counts from when node-a was last heard of (its last heartbeat, up to
     // one heartbeat interval before the kill), so this is between 0 and 1 s plus delivery.
     eprintln!("L2 VIP moved {moved:?} after its holder was killed (fencing delay 1s)");
-    controller.wait_log("L2 VIP assigned vip=\"t/web\" node=\"node-b\"", 0);
+    controller.wait_log(
+        "L2 VIP assigned vip=\"t/web\" node=\"node-b\" from=\"node-a\"",
+        0,
+    );
+    let admin = SocketAddr::from(([127, 0, 0, 1], cluster.admin_port));
+    let (_, metrics) = get(admin, "admin", "/metrics").await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "novaedge_vip_failovers_total 1"),
+        "{metrics}"
+    );
 
     // node-a returns: it announces the BGP VIP again, and node-b keeps the L2 VIP.
     let _a = cluster.agent("node-a", "node-a", IpAddr::from(AGENTS[0].1));

@@ -80,6 +80,8 @@ pub struct Distributor {
     holders: BTreeMap<String, String>,
     /// L2 VIPs whose new holder waits for another node to release them (logged once).
     releasing: BTreeSet<String>,
+    /// L2 VIP -> the node last sent it (a later different one is a failover).
+    assigned: BTreeMap<String, String>,
     last_view: View,
     /// Whether the last placement was made in the start-up grace period.
     last_in_grace: bool,
@@ -98,6 +100,7 @@ impl Distributor {
             desired: None,
             holders: BTreeMap::new(),
             releasing: BTreeSet::new(),
+            assigned: BTreeMap::new(),
             last_view: Vec::new(),
             last_in_grace: true,
         }
@@ -151,6 +154,7 @@ impl Distributor {
         self.started = Instant::now();
         self.holders.clear();
         self.releasing.clear();
+        self.assigned.clear();
         self.last_in_grace = true;
     }
 
@@ -256,8 +260,14 @@ impl Distributor {
                     tracing::info!(vip, node, from = ?others, "L2 VIP waits for its release");
                 }
                 releasing.insert(vip.clone());
-            } else if self.holders.get(vip) != Some(node) {
-                tracing::info!(vip, node, "L2 VIP assigned");
+            } else if self.assigned.get(vip) != Some(node) {
+                match self.assigned.insert(vip.clone(), node.clone()) {
+                    Some(from) => {
+                        tracing::info!(vip, node, from, "L2 VIP assigned");
+                        self.publisher.record_vip_failover();
+                    }
+                    None => tracing::info!(vip, node, "L2 VIP assigned"),
+                }
             }
         }
         for vip in &placement.unplaced {
@@ -268,6 +278,10 @@ impl Distributor {
         }
         self.holders = placement.l2_holders.clone();
         self.releasing = releasing;
+        if let Some(desired) = &self.desired {
+            self.assigned
+                .retain(|vip, _| desired.vips.iter().any(|v| v.vip.name == *vip));
+        }
 
         let whole = &desired.snapshot;
         match self

@@ -52,6 +52,7 @@ struct Metrics {
     sent: Counter,
     connected: Gauge,
     version: Gauge,
+    vip_failovers: Counter,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -159,8 +160,9 @@ impl Publisher {
 
     /// Registers the publisher's metrics:
     /// `novaedge_config_pushes_total{result="ack"|"nack"}` (snapshots the agents applied or
-    /// refused), `novaedge_snapshots_sent_total`, `novaedge_agents_connected` and
-    /// `novaedge_snapshot_version` (the last version published).
+    /// refused), `novaedge_snapshots_sent_total`, `novaedge_agents_connected`,
+    /// `novaedge_snapshot_version` (the last version published) and
+    /// `novaedge_vip_failovers_total` (see [`Publisher::record_vip_failover`]).
     pub fn register_metrics(&self, registry: &mut Registry) {
         let m = &self.inner.metrics;
         registry.register(
@@ -183,6 +185,16 @@ impl Publisher {
             "Version of the last snapshot published",
             m.version.clone(),
         );
+        registry.register(
+            "novaedge_vip_failovers",
+            "L2 VIPs given to another node because their holder was fenced or no longer selected",
+            m.vip_failovers.clone(),
+        );
+    }
+
+    /// Counts an L2 VIP moved from one node to another (`novaedge_vip_failovers_total`).
+    pub fn record_vip_failover(&self) {
+        self.inner.metrics.vip_failovers.inc();
     }
 
     /// Whether a snapshot has been published (the controller has something to serve).

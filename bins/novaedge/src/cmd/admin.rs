@@ -12,6 +12,9 @@ use novaedge_core::{BackendView, Engine};
 use novaedge_snapshot::ConfigSnapshot;
 use novaedge_vip::manager::VipManager;
 use novaedge_vip::{DriverStatus, SessionState, VipState};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -37,6 +40,11 @@ pub(crate) fn node_admin(
         "Version of the snapshot in force",
         version.clone(),
     );
+    admin
+        .registry_mut()
+        .register_collector(Box::new(EndpointHealth {
+            engine: engine.clone(),
+        }));
     let mut watched = current.clone();
     tokio::spawn(async move {
         loop {
@@ -101,6 +109,46 @@ pub(crate) async fn start(
     tracing::info!(addr = %listener.local_addr()?, "admin listener");
     tokio::spawn(admin.serve(listener, stop));
     Ok(())
+}
+
+/// `novaedge_backend_endpoints{backend, health}`, read from the engine at each scrape.
+#[derive(Debug)]
+struct EndpointHealth {
+    engine: Engine,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    backend: String,
+    health: &'static str,
+}
+
+impl Collector for EndpointHealth {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let family = Family::<EndpointLabels, Gauge>::default();
+        for backend in self.engine.backends() {
+            for health in ["healthy", "unhealthy"] {
+                let n = backend
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.healthy == (health == "healthy"))
+                    .count();
+                family
+                    .get_or_create(&EndpointLabels {
+                        backend: backend.name.clone(),
+                        health,
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        let metric = encoder.encode_descriptor(
+            "novaedge_backend_endpoints",
+            "Endpoints of each backend the balancer sends traffic to (healthy) or not",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
+    }
 }
 
 fn backend_json(b: &BackendView) -> Value {
