@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /live` | `200 live` while the process serves HTTP at all |
 //! | `GET /ready` | `200 ready`, or `503` with the reason the process is not ready yet |
-//! | `GET /metrics` | every metric of the [`Registry`], OpenMetrics text format |
+//! | `GET /metrics` | every metric of the [`Registry`]: OpenMetrics text when the client accepts it (Prometheus asks for it), the classic Prometheus text format (0.0.4) otherwise |
 //! | `GET /<view>` | a JSON view added with [`AdminBuilder::view`] (`/config_dump`, `/vips`, ...) |
 //!
 //! Anything else is `404` (listing the paths) or `405` for a method other than `GET`/`HEAD`.
@@ -40,8 +40,10 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-/// The content type of `/metrics`.
+/// The content type of `/metrics` in OpenMetrics.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of `/metrics` in the classic Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type View = Arc<dyn Fn() -> BoxFuture<serde_json::Value> + Send + Sync>;
@@ -155,9 +157,16 @@ impl AdminBuilder {
                 Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
             },
             "/metrics" => {
+                let openmetrics = request
+                    .headers()
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.contains("application/openmetrics-text"));
                 let mut body = String::new();
                 match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
-                    Ok(()) => typed(StatusCode::OK, OPENMETRICS, body),
+                    Ok(()) if openmetrics => typed(StatusCode::OK, OPENMETRICS, body),
+                    Ok(()) => typed(StatusCode::OK, PROMETHEUS_TEXT, classic_text(&body)),
                     Err(e) => text(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!("cannot encode the metrics: {e}\n"),
@@ -187,6 +196,37 @@ impl AdminBuilder {
         }
         response
     }
+}
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition, for clients that
+/// do not ask for OpenMetrics (`curl`, `promtool check metrics`). The two differ, for what
+/// prometheus-client writes, in counters, whose family is named without `_total` in OpenMetrics
+/// but with it in the classic format, and in the `# EOF` and `# UNIT` lines.
+pub fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -4,14 +4,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use novaedge_admin::{Admin, OPENMETRICS};
+use novaedge_admin::{Admin, OPENMETRICS, PROMETHEUS_TEXT};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One request on its own connection; returns the status line, headers and body.
 async fn get(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    get_with(addr, method, path, "").await
+}
+
+/// As [`get`], with `extra` header lines (each ending in CRLF).
+async fn get_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &str,
+) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("{method} {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n");
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n{extra}\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
@@ -54,7 +65,9 @@ async fn serves_probes_metrics_and_views() {
     assert_eq!(get(addr, "GET", "/ready").await.0, 200);
 
     requests.inc_by(3);
-    let (status, head, body) = get(addr, "GET", "/metrics").await;
+    // Prometheus asks for OpenMetrics...
+    let accept = "accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n";
+    let (status, head, body) = get_with(addr, "GET", "/metrics", accept).await;
     assert_eq!(status, 200);
     assert!(
         head.contains(&format!("content-type: {OPENMETRICS}")),
@@ -66,6 +79,19 @@ async fn serves_probes_metrics_and_views() {
     );
     assert!(body.contains("novaedge_test_requests_total 3"), "{body}");
     assert!(body.ends_with("# EOF\n"), "{body}");
+    // ...anything else gets the classic text format, where a counter's family ends in _total.
+    let (status, head, body) = get(addr, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        head.contains(&format!("content-type: {PROMETHEUS_TEXT}")),
+        "{head}"
+    );
+    assert_eq!(
+        body,
+        "# HELP novaedge_test_requests_total Requests seen.\n\
+         # TYPE novaedge_test_requests_total counter\n\
+         novaedge_test_requests_total 3\n"
+    );
 
     let (status, head, body) = get(addr, "GET", "/config_dump").await;
     assert_eq!(status, 200);

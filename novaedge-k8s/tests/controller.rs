@@ -242,7 +242,10 @@ async fn a_watched_route_is_translated_and_reaches_a_subscribed_agent() {
     let publisher = Publisher::new(Duration::from_millis(200));
     let agent = subscribe(&publisher, "node-a").await;
     let client = fake.client_over_tcp("a").await;
-    let _stop = start(client, &publisher, config("a"));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = config("a");
+    config.metrics.register(&mut registry);
+    let _stop = start(client, &publisher, config);
 
     wait_for("the first snapshot", || {
         agent
@@ -292,6 +295,33 @@ async fn a_watched_route_is_translated_and_reaches_a_subscribed_agent() {
         agent.latest().is_some_and(|s| s.routes.is_empty())
     })
     .await;
+
+    // The watch events and the reconciliations were counted (the route's own status writes
+    // come back as watch events too).
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &registry).unwrap();
+    for line in [
+        "novaedge_watch_events_total{kind=\"HTTPRoute\",event=\"delete\"} 1",
+        "novaedge_watch_events_total{kind=\"EndpointSlice\",event=\"apply\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l
+                .starts_with("novaedge_watch_events_total{kind=\"HTTPRoute\",event=\"apply\"} ")),
+        "{metrics}"
+    );
+    let reconciliations: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("novaedge_reconciliation_duration_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(reconciliations >= 3, "{metrics}");
 
     // What was asked of the API server: EndpointSlices of Services only, in pages; only TLS
     // Secrets.

@@ -343,31 +343,6 @@ async fn quick_start_serves_the_readme_examples() {
     assert!(proxy.wait_exit().success());
 }
 
-/// `promtool check metrics` (Debian `prometheus`) finds nothing wrong with `metrics`.
-fn promtool_accepts(metrics: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; see scripts/test-packages.txt)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{metrics}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Gateway API's filter examples through `novaedge run`, as the echo backend sees them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_api_filters_behave_as_the_spec_examples() {

@@ -248,6 +248,12 @@ async fn controller_streams_snapshots_to_agents_over_mtls() {
         metrics.lines().any(|l| l == "novaedge_agents_connected 2"),
         "{metrics}"
     );
+    let reconciled = "novaedge_reconciliation_duration_seconds_count ";
+    assert!(
+        metrics.lines().any(|l| l.starts_with(reconciled)),
+        "{metrics}"
+    );
+    promtool_accepts(&metrics);
     let (_, view) = get(admin, "admin", "/agents").await.unwrap();
     let view: serde_json::Value = serde_json::from_str(&view).unwrap();
     assert!(

@@ -89,6 +89,7 @@ mod distributor;
 mod events;
 mod housekeeping;
 mod leader;
+mod metrics;
 mod publish;
 mod status;
 mod watch;
@@ -106,6 +107,7 @@ use tokio::time::Instant;
 pub use distributor::{Desired, Distributor, HEALTH_TICK, lock, watch_health};
 pub use housekeeping::{NACK_REASON, VIP_FINALIZER};
 pub use leader::{Elector, LeaseConfig};
+pub use metrics::ControllerMetrics;
 pub use publish::{InvalidPublishAddress, PublishAddress};
 
 use crate::translate::{TranslateOptions, translate};
@@ -163,6 +165,8 @@ pub struct ControllerConfig {
     /// The addresses clients reach the proxies on, written to the status of the Ingresses and
     /// accepted Gateways NovaEdge serves; none: the entries written before are removed.
     pub publish_addresses: Vec<PublishAddress>,
+    /// Where the controller counts watch events and times reconciliations.
+    pub metrics: ControllerMetrics,
 }
 
 impl ControllerConfig {
@@ -173,6 +177,7 @@ impl ControllerConfig {
             debounce: Debounce::default(),
             page_size: 500,
             publish_addresses: Vec::new(),
+            metrics: ControllerMetrics::default(),
         }
     }
 }
@@ -220,7 +225,12 @@ impl Controller {
             config,
         } = self;
         let changed = Arc::new(Notify::new());
-        let (stores, watchers) = Stores::watch(&client, config.page_size, changed.clone());
+        let (stores, watchers) = Stores::watch(
+            &client,
+            config.page_size,
+            changed.clone(),
+            config.metrics.clone(),
+        );
         let mut tasks = tokio::task::JoinSet::new();
         for watcher in watchers {
             tasks.spawn(watcher);
@@ -361,6 +371,7 @@ fn rebuild(
         Err(e) => tracing::error!(error = %e, "the translated snapshot is invalid; not published"),
     }
     let problems = events::problems(&objects, diagnostics.iter().filter(|d| d.is_error()));
+    config.metrics.reconciled(started.elapsed());
     Round {
         status: translation.status,
         problems,

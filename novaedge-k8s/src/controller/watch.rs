@@ -56,6 +56,7 @@ enum Listing {
 struct Shared {
     listing: Mutex<BTreeMap<&'static str, Listing>>,
     changed: Arc<Notify>,
+    metrics: super::ControllerMetrics,
 }
 
 impl Shared {
@@ -149,10 +150,12 @@ impl Stores {
         client: &Client,
         page_size: u32,
         changed: Arc<Notify>,
+        metrics: super::ControllerMetrics,
     ) -> (Self, Vec<Task>) {
         let shared = Arc::new(Shared {
             listing: Mutex::default(),
             changed,
+            metrics,
         });
         let all = watcher::Config::default().page_size(page_size);
         let mut tasks = Vec::new();
@@ -386,7 +389,14 @@ where
                     shared.set(kind, Listing::Listed);
                     shared.changed.notify_one();
                 }
-                Ok(Event::Apply(_) | Event::Delete(_)) => shared.changed.notify_one(),
+                Ok(Event::Apply(_)) => {
+                    shared.metrics.watch_event(kind, "apply");
+                    shared.changed.notify_one();
+                }
+                Ok(Event::Delete(_)) => {
+                    shared.metrics.watch_event(kind, "delete");
+                    shared.changed.notify_one();
+                }
                 Err(e) => watch_failed(kind, &e, &shared),
             }
         }
@@ -451,10 +461,14 @@ where
                     true
                 }
                 Ok(Event::Apply(node)) => {
+                    shared.metrics.watch_event(kind, "apply");
                     let name = node.name_any();
                     labels.insert(name, node.metadata.labels.clone()) != Some(node.metadata.labels)
                 }
-                Ok(Event::Delete(node)) => labels.remove(&node.name_any()).is_some(),
+                Ok(Event::Delete(node)) => {
+                    shared.metrics.watch_event(kind, "delete");
+                    labels.remove(&node.name_any()).is_some()
+                }
                 Err(e) => {
                     watch_failed(kind, &e, &shared);
                     false

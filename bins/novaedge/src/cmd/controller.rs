@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use novaedge_k8s::TranslateOptions;
 use novaedge_k8s::controller::{
-    Controller, ControllerConfig, Distributor, LeaseConfig, PublishAddress, lock, watch_health,
+    Controller, ControllerConfig, ControllerMetrics, Distributor, LeaseConfig, PublishAddress,
+    lock, watch_health,
 };
 use novaedge_k8s::file_source::FileSource;
 use novaedge_snapshot::distribution::{Authorize, Publisher, PublisherConfig};
@@ -81,6 +82,7 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
         heartbeat: options.heartbeat,
         fencing_delay: Some(options.fencing_delay),
     });
+    let metrics = ControllerMetrics::default();
     // One shutdown signal for the server and the source.
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
@@ -116,7 +118,12 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
                 }
             }
             let changes = source.watch()?;
-            Running::Files(tokio::spawn(reload(source, changes, distributor)))
+            Running::Files(tokio::spawn(reload(
+                source,
+                changes,
+                distributor,
+                metrics.clone(),
+            )))
         }
         Source::Kubernetes => {
             let client = kube::Client::try_default()
@@ -138,6 +145,7 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
             );
             let config = ControllerConfig {
                 translate: options.translate,
+                metrics: metrics.clone(),
                 publish_addresses: options.publish_addresses,
                 ..ControllerConfig::new(lease)
             };
@@ -171,7 +179,7 @@ pub(crate) async fn controller(options: Options) -> Result<ExitCode, super::Erro
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("--admin-addr {addr}: {e}"))?;
-        let admin = admin(&publisher);
+        let admin = admin(&publisher, &metrics);
         tracing::info!(addr = %listener.local_addr()?, "admin listener");
         tokio::spawn(admin.serve(listener, stopped(stop.clone())));
     }
@@ -222,14 +230,17 @@ async fn reload(
     mut source: FileSource,
     mut changes: novaedge_k8s::file_source::Changes,
     distributor: Distributor,
+    metrics: ControllerMetrics,
 ) {
     let distributor = Mutex::new(distributor);
     let files = async {
         while changes.next(RELOAD_QUIET).await {
+            let started = std::time::Instant::now();
             match source.load() {
                 Ok(loaded) => {
                     super::run::report(&loaded.warnings);
                     lock(&distributor).load(loaded.into());
+                    metrics.reconciled(started.elapsed());
                 }
                 Err(diagnostics) => {
                     super::run::report(&diagnostics);
@@ -245,9 +256,10 @@ async fn reload(
 
 /// The controller's admin listener: readiness is having a snapshot to serve; `/agents` is what
 /// each agent said on its stream.
-fn admin(publisher: &Publisher) -> novaedge_admin::AdminBuilder {
+fn admin(publisher: &Publisher, metrics: &ControllerMetrics) -> novaedge_admin::AdminBuilder {
     let mut admin = novaedge_admin::Admin::builder();
     publisher.register_metrics(admin.registry_mut());
+    metrics.register(admin.registry_mut());
     let ready = publisher.clone();
     let agents = publisher.clone();
     admin
