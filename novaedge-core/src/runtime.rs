@@ -62,6 +62,8 @@ pub(crate) struct Runtime {
 /// What a listening socket serves under one runtime.
 #[derive(Debug)]
 pub(crate) struct ListenerRuntime {
+    /// The listener's name, for metrics and logs.
+    pub(crate) name: Arc<str>,
     pub(crate) router: Router<Arc<MatchTarget>>,
     /// HTTPS: the configuration new connections handshake with.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
@@ -410,6 +412,7 @@ impl Runtime {
             listeners.insert(
                 SocketKey::of(listener, default_bind),
                 ListenerRuntime {
+                    name: Arc::from(listener.name.as_str()),
                     router,
                     tls,
                     https_redirect_port: listener.https_redirect_port,
