@@ -69,5 +69,5 @@ printf '%-28s %12s %12s %8s\n' "h2c (h2load, c=$conns m=10)" "$a" "$b" "$(ratio 
 
 kill -INT "$bench_pid"
 wait "$bench_pid" || true
-tail -n1 "$work/ports"
+tail -n +2 "$work/ports"
 echo "access log lines written: $(wc -l <"$work/access.log")"

@@ -2,7 +2,8 @@
 //! every request observer off (no request id, no metrics, no access log), one with request ids,
 //! metrics and a JSON access log to the file named by the first argument. Prints
 //! `off=PORT on=PORT backend=PORT` and serves until SIGINT, then prints how many requests the
-//! metrics counted.
+//! metrics counted. `NOVAEDGE_BENCH_OBSERVE=metrics` (or `log`) turns on only that observer in
+//! the second engine, to see what each costs.
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -79,22 +80,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     off.apply(&snapshot)?;
 
+    let mode = std::env::var("NOVAEDGE_BENCH_OBSERVE").unwrap_or_else(|_| "all".into());
     let file = tokio::fs::File::create(&log_path).await?;
+    let access_log = matches!(mode.as_str(), "all" | "log")
+        .then(|| AccessLog::new(AccessLogFormat::Json, file, AccessLog::DEFAULT_QUEUE));
     let on = Engine::new(EngineConfig {
         default_bind: LOCALHOST,
         observe: ObserveConfig {
             request_id: true,
-            access_log: Some(AccessLog::new(
-                AccessLogFormat::Json,
-                file,
-                AccessLog::DEFAULT_QUEUE,
-            )),
+            access_log: access_log.clone(),
             tracer: None,
         },
         ..EngineConfig::default()
     });
     let mut registry = Registry::default();
-    on.register_metrics(&mut registry);
+    if matches!(mode.as_str(), "all" | "metrics") {
+        on.register_metrics(&mut registry);
+    }
     on.apply(&snapshot)?;
 
     let port = |engine: &Engine| engine.local_addr("bench").map_or(0, |a| a.port());
@@ -109,6 +111,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Until the script says stop.
     tokio::signal::ctrl_c().await?;
+    if let Some(log) = &access_log {
+        log.flush().await;
+        writeln!(
+            std::io::stdout(),
+            "access log lines dropped: {}",
+            log.dropped()
+        )?;
+    }
 
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)?;

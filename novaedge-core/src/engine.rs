@@ -176,7 +176,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Registers the request metrics (see [`observe::metrics`](crate::observe)) into
+    /// Registers the request metrics (see [`observe::metrics`](crate::observe::metrics)) into
     /// `registry`, and starts counting: until the first call, no request pays for metrics.
     /// Further calls register the same metrics into other registries.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {

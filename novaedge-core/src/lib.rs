@@ -44,6 +44,14 @@
 //!
 //! Health state, load and breaker counts survive reloads; detectors are rebuilt only when
 //! their own settings change.
+//!
+//! # Observability
+//!
+//! Every request gets an `x-request-id` (the client's if sane), sent upstream and returned.
+//! Off by default and free when off: access logs (JSON or Apache combined, written by a task
+//! of their own, dropped rather than waited for), request spans exported over OTLP/gRPC with
+//! W3C `traceparent` propagation ([`ObserveConfig`]), and Prometheus request metrics
+//! ([`Engine::register_metrics`]). See [`observe`].
 
 #![forbid(unsafe_code)]
 

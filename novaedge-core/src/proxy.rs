@@ -359,7 +359,7 @@ async fn forward(
     let peer = client.peer;
     let exchange = Exchange::of(&req);
     if let Some(exchange) = &exchange {
-        exchange.forwarding(&cluster.name);
+        exchange.forwarding(&cluster.label);
     }
     let overloaded = |overflow| ProxyError::Overloaded {
         backend: cluster.name.clone(),

@@ -177,6 +177,8 @@ impl BackendChoice {
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub(crate) name: String,
+    /// The name again, as metrics labels and access logs share it.
+    pub(crate) label: Arc<str>,
     pub(crate) wire: Wire,
     pub(crate) endpoints: EndpointSet<SocketAddr>,
     /// Where request outcomes go: passive health.
@@ -474,6 +476,7 @@ impl Cluster {
         };
         let cluster = Cluster {
             name: backend.name.clone(),
+            label: Arc::from(backend.name.as_str()),
             wire: match backend.protocol {
                 UpstreamProtocol::Http1 => Wire::Http1,
                 UpstreamProtocol::H2c => Wire::H2c,

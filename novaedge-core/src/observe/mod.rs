@@ -272,14 +272,13 @@ impl Exchange {
     }
 
     /// Forwarding to `backend` begins: the request filters are done.
-    pub(crate) fn forwarding(&self, backend: &str) {
-        if let Some(mut span) = self.filters_span.lock().expect("filters span").take() {
+    pub(crate) fn forwarding(&self, backend: &Arc<str>) {
+        if self.tracer.is_some()
+            && let Some(mut span) = self.filters_span.lock().expect("filters span").take()
+        {
             span.end();
         }
-        let mut upstream = self.upstream.lock().expect("exchange");
-        if upstream.backend.as_deref() != Some(backend) {
-            upstream.backend = Some(Arc::from(backend));
-        }
+        self.upstream.lock().expect("exchange").backend = Some(backend.clone());
     }
 
     /// A try to `endpoint` begins: records it, starts its span and tells the upstream about it
@@ -410,10 +409,17 @@ impl Observed {
         }
         let time = SystemTime::now();
         let start = Instant::now();
-        let path = capped(req.uri().path(), access_log::MAX_PATH).to_owned();
-        let authority = match req.uri().authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => req.headers().get(header::HOST).cloned(),
+        let logging = observe.config.access_log.is_some();
+        // What only the access log and spans show; metrics alone need none of it.
+        let described = logging || observe.config.tracer.is_some();
+        let path = match described {
+            true => capped(req.uri().path(), access_log::MAX_PATH).to_owned(),
+            false => String::new(),
+        };
+        let authority = match (described, req.uri().authority()) {
+            (false, _) => None,
+            (true, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),
+            (true, None) => req.headers().get(header::HOST).cloned(),
         };
         let incoming = TraceParent::of(req.headers());
         let (span, trace_id) = match &observe.config.tracer {
@@ -463,7 +469,6 @@ impl Observed {
             bytes_in: AtomicU64::new(0),
         });
         req.extensions_mut().insert(ExchangeRef(exchange.clone()));
-        let logging = observe.config.access_log.is_some();
         let header =
             |name: header::HeaderName| logging.then(|| req.headers().get(name).cloned()).flatten();
         let active = Active {
@@ -527,6 +532,8 @@ impl Observed {
     /// The client's request body, counted when observed.
     pub(crate) fn request_body(&self, body: Incoming) -> RequestBody {
         match &self.active {
+            // Nothing to count (a GET, say): no need to wrap.
+            Some(_) if body.is_end_stream() => RequestBody::from(body),
             None => RequestBody::from(body),
             Some(active) => RequestBody::filtered(CountingBody {
                 inner: body,
