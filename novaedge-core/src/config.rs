@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use crate::observe::ObserveConfig;
+
 /// Process-level settings for an [`Engine`](crate::Engine).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -20,6 +22,9 @@ pub struct EngineConfig {
     pub listen_backlog: i32,
     /// How long a client has to complete a TLS handshake on an HTTPS listener.
     pub tls_handshake_timeout: Duration,
+    /// Request ids, access logs and request spans ([`ObserveConfig`]); metrics are turned on
+    /// by [`Engine::register_metrics`](crate::Engine::register_metrics).
+    pub observe: ObserveConfig,
 }
 
 impl Default for EngineConfig {
@@ -32,6 +37,7 @@ impl Default for EngineConfig {
             header_read_timeout: Duration::from_secs(30),
             listen_backlog: 1024,
             tls_handshake_timeout: Duration::from_secs(10),
+            observe: ObserveConfig::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::EngineConfig;
 use crate::filters::FilterState;
 use crate::listener::{self, ListenerHandle};
+use crate::observe::Observe;
 use crate::runtime::{Balancers, CompileError, Runtime, SocketKey};
 use crate::tls::TlsState;
 use crate::upstream::Upstreams;
@@ -63,6 +64,7 @@ pub(crate) struct Shared {
     /// connections.
     pub(crate) cut: CancellationToken,
     pub(crate) config: EngineConfig,
+    pub(crate) observe: Observe,
     /// Serialises `apply` and `shutdown`; never taken on the request path.
     control: Mutex<Control>,
 }
@@ -95,6 +97,7 @@ impl Engine {
                 http,
                 tasks: TaskTracker::new(),
                 cut: CancellationToken::new(),
+                observe: Observe::new(&config.observe),
                 config,
                 control: Mutex::default(),
             }),
@@ -147,6 +150,7 @@ impl Engine {
         control.tls = committed.tls;
         self.shared.runtime.store(Arc::new(committed.runtime));
         control.applied = true;
+        self.shared.observe.retain(snapshot);
 
         for (key, name, socket) in fresh {
             // Only fails if there is no tokio runtime, which `new` already required.
@@ -170,6 +174,13 @@ impl Engine {
         });
         tracing::info!(version, "snapshot applied");
         Ok(())
+    }
+
+    /// Registers the request metrics (see [`observe::metrics`](crate::observe::metrics)) into
+    /// `registry`, and starts counting: until the first call, no request pays for metrics.
+    /// Further calls register the same metrics into other registries.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.shared.observe.register(registry);
     }
 
     /// The version of the snapshot being served, if one was applied.

@@ -95,6 +95,9 @@ impl ProxyError {
         }
         let mut response = Response::new(ProxyBody::local(Bytes::from_static(reason.as_bytes())));
         *response.status_mut() = status;
+        response
+            .extensions_mut()
+            .insert(crate::observe::LocalReply::of(&self));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -44,6 +44,14 @@
 //!
 //! Health state, load and breaker counts survive reloads; detectors are rebuilt only when
 //! their own settings change.
+//!
+//! # Observability
+//!
+//! Every request gets an `x-request-id` (the client's if sane), sent upstream and returned.
+//! Off by default and free when off: access logs (JSON or Apache combined, written by a task
+//! of their own, dropped rather than waited for), request spans exported over OTLP/gRPC with
+//! W3C `traceparent` propagation ([`ObserveConfig`]), and Prometheus request metrics
+//! ([`Engine::register_metrics`]). See [`observe`].
 
 #![forbid(unsafe_code)]
 
@@ -56,6 +64,7 @@ mod headers;
 mod health;
 mod introspect;
 mod listener;
+pub mod observe;
 mod proxy;
 pub mod routing;
 mod runtime;
@@ -68,6 +77,7 @@ pub use engine::{ApplyError, Engine, ShutdownReport};
 pub use error::{OVERLOADED_HEADER, UPSTREAM_TLS_HEADER};
 pub use filters::FilterError;
 pub use introspect::{BackendView, EndpointView};
+pub use observe::{AccessLog, AccessLogFormat, ObserveConfig, OtlpConfig, OtlpTracer, TraceError};
 pub use runtime::CompileError;
 pub use tls::TlsError;
 pub use upstream_tls::{TlsProblem, UpstreamTlsError};

@@ -120,11 +120,12 @@ async fn accept_loop(
         };
         // The TLS configuration of the runtime the connection is accepted under: a rotated
         // certificate serves from the next connection on.
-        let tls = shared
-            .runtime
-            .load()
-            .listener(&key)
-            .and_then(|l| l.tls.clone());
+        let (tls, open) = {
+            let runtime = shared.runtime.load();
+            let listener = runtime.listener(&key);
+            let open = shared.observe.connection_opened(listener);
+            (listener.and_then(|l| l.tls.clone()), open)
+        };
         let service = ProxyService {
             shared: shared.clone(),
             key: key.clone(),
@@ -137,6 +138,7 @@ async fn accept_loop(
         let handshake_timeout = shared.config.tls_handshake_timeout;
         let http = shared.http.clone();
         shared.tasks.spawn(async move {
+            let _open = open;
             let _ = stream.set_nodelay(true);
             let serve = async move {
                 match tls {

@@ -18,8 +18,9 @@ use crate::body::{Held, InFlightBody, ProxyBody, RequestBody};
 use crate::engine::Shared;
 use crate::error::ProxyError;
 use crate::headers;
+use crate::observe::{Exchange, Observed};
 use crate::runtime::Cluster;
-use crate::runtime::{BackendChoice, SocketKey};
+use crate::runtime::{BackendChoice, MatchTarget, SocketKey};
 use crate::tls::Session;
 use crate::upstream::{SendError, UpstreamError, Wire};
 use novaedge_filters::mirror::MirrorRequestBody;
@@ -47,29 +48,35 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let mut observed = Observed::start(&self.shared, &mut req, self.peer);
         // Route while the current runtime is borrowed, and keep only the chosen target: the
         // request then finishes on what it started with, whatever reloads happen meanwhile.
         let routed = {
             let runtime = self.shared.runtime.load();
             match runtime.listener(&self.key) {
-                None => Err(ProxyError::NoRoute),
-                Some(listener) if listener.https_redirect_port.is_some() => {
-                    let port = listener.https_redirect_port.unwrap_or(443);
-                    let response = https_redirect(&req, port);
-                    return Box::pin(async move { Ok(response) });
+                None => Err(ProxyError::NoRoute.into_response()),
+                Some(listener) => {
+                    let (routed, route) = match listener.https_redirect_port {
+                        Some(port) => (Err(https_redirect(&req, port)), None),
+                        None => match listener.router.resolve(&req) {
+                            Err(e) => (Err(ProxyError::BadPath(e).into_response()), None),
+                            Ok(resolved) => {
+                                // The upstream gets the path that was routed, not the raw one.
+                                let normalized = (resolved.path != req.uri().path())
+                                    .then(|| resolved.path.into_owned());
+                                match resolved.target {
+                                    Some(target) => {
+                                        let route = target.rule.route.clone();
+                                        (Ok((target.clone(), normalized)), Some(route))
+                                    }
+                                    None => (Err(ProxyError::NoRoute.into_response()), None),
+                                }
+                            }
+                        },
+                    };
+                    observed.routed(Some(&listener.name), route.as_ref());
+                    routed
                 }
-                Some(listener) => match listener.router.resolve(&req) {
-                    Err(e) => Err(ProxyError::BadPath(e)),
-                    Ok(resolved) => {
-                        // The upstream gets the path that was routed, not the raw one.
-                        let normalized =
-                            (resolved.path != req.uri().path()).then(|| resolved.path.into_owned());
-                        match resolved.target {
-                            Some(target) => Ok((target.clone(), normalized)),
-                            None => Err(ProxyError::NoRoute),
-                        }
-                    }
-                },
             }
         };
         let shared = self.shared.clone();
@@ -78,53 +85,77 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let client_cert = self.session.as_ref().and_then(|s| s.client.clone());
         let https = self.session.is_some();
         Box::pin(async move {
-            let (target, normalized) = match routed {
-                Ok(routed) => routed,
-                Err(e) => return Ok(e.into_response()),
+            let response = match routed {
+                Err(response) => response,
+                Ok((target, normalized)) => {
+                    let client = ClientInfo {
+                        peer,
+                        host: request_host(&req),
+                        https,
+                        client_cert,
+                    };
+                    serve(
+                        &shared,
+                        &mut observed,
+                        req,
+                        &target,
+                        normalized,
+                        client,
+                        local,
+                    )
+                    .await
+                }
             };
-            if let Some(path) = normalized {
-                set_path(&mut req, &path);
-            }
-            let rule = &target.rule;
-            let client = ClientInfo {
-                peer,
-                host: request_host(&req),
-                https,
-                client_cert: client_cert.clone(),
-            };
-            let Some(filters) = &rule.filters else {
-                let forwarded = match rule.backends.pick() {
-                    Some(cluster) => {
-                        forward(
-                            &shared,
-                            &rule.route,
-                            cluster,
-                            &client,
-                            req.map(RequestBody::from),
-                        )
-                        .await
-                    }
-                    None => Err(ProxyError::NoBackend),
-                };
-                return Ok(forwarded.unwrap_or_else(ProxyError::into_response));
-            };
-            // What filters may need to know about the request besides the request itself.
-            let extensions = req.extensions_mut();
-            extensions.insert(ClientAddr(peer));
-            extensions.insert(LocalListener {
-                port: local.port(),
-                scheme: if https { Scheme::HTTPS } else { Scheme::HTTP },
-            });
-            if let Some(cert) = client_cert {
-                extensions.insert(cert);
-            }
-            if let Some(prefix) = &target.prefix {
-                extensions.insert(prefix.clone());
-            }
-            extensions.insert(client);
-            Ok(crate::filters::serve(filters, req.map(RequestBody::from)).await)
+            Ok(observed.finish(response))
         })
     }
+}
+
+/// Serves a routed request: through the rule's filters, if it has any, to its backend.
+async fn serve(
+    shared: &Arc<Shared>,
+    observed: &mut Observed,
+    mut req: Request<Incoming>,
+    target: &MatchTarget,
+    normalized: Option<String>,
+    client: ClientInfo,
+    local: SocketAddr,
+) -> Response<ProxyBody> {
+    if let Some(path) = normalized {
+        set_path(&mut req, &path);
+    }
+    let rule = &target.rule;
+    let Some(filters) = &rule.filters else {
+        let forwarded = match rule.backends.pick() {
+            Some(cluster) => {
+                let req = req.map(|body| observed.request_body(body));
+                forward(shared, &rule.route, cluster, &client, req).await
+            }
+            None => Err(ProxyError::NoBackend),
+        };
+        return forwarded.unwrap_or_else(ProxyError::into_response);
+    };
+    // What filters may need to know about the request besides the request itself.
+    let extensions = req.extensions_mut();
+    extensions.insert(ClientAddr(client.peer));
+    extensions.insert(LocalListener {
+        port: local.port(),
+        scheme: if client.https {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        },
+    });
+    if let Some(cert) = client.client_cert.clone() {
+        extensions.insert(cert);
+    }
+    if let Some(prefix) = &target.prefix {
+        extensions.insert(prefix.clone());
+    }
+    extensions.insert(client);
+    observed.filters_start();
+    let req = req.map(|body| observed.request_body(body));
+    crate::filters::serve(filters, req).await
 }
 
 /// Forwarding as a tower service: the innermost service of a rule's filters, built once per
@@ -203,7 +234,8 @@ impl tower::Service<Request<MirrorRequestBody>> for MirrorTarget {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<MirrorRequestBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<MirrorRequestBody>) -> Self::Future {
+        Exchange::detach(&mut req);
         let this = self.clone();
         Box::pin(async move {
             let shared = this.shared.upgrade().ok_or(ProxyError::ShuttingDown)?;
@@ -325,6 +357,10 @@ async fn forward(
     mut req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let peer = client.peer;
+    let exchange = Exchange::of(&req);
+    if let Some(exchange) = &exchange {
+        exchange.forwarding(&cluster.label);
+    }
     let overloaded = |overflow| ProxyError::Overloaded {
         backend: cluster.name.clone(),
         overflow,
@@ -377,6 +413,9 @@ async fn forward(
             prepared = true;
         }
         tracing::trace!(route = %route, backend = %cluster.name, %endpoint, "forwarding");
+        let attempt = exchange
+            .as_ref()
+            .map(|x| x.attempt(&mut req, &cluster.name, endpoint));
         let started = Instant::now();
         match shared
             .upstreams
@@ -389,11 +428,14 @@ async fn forward(
             )
             .await
         {
-            Ok(response) => {
+            Ok(mut response) => {
                 // Latency to the response head feeds the latency-aware balancers; the request
                 // stays in flight until its body ends.
                 let now = Instant::now();
                 state.observe_rtt(now - started, now);
+                if let (Some(attempt), Some(exchange)) = (attempt, &exchange) {
+                    attempt.answered(&shared.observe, exchange, &mut response, now - started);
+                }
                 cluster
                     .health
                     .outlier
@@ -404,6 +446,9 @@ async fn forward(
                 error: UpstreamError::Overloaded(overflow),
                 ..
             }) => {
+                if let Some(attempt) = attempt {
+                    attempt.failed(&overflow);
+                }
                 // The breaker said no before anything was tried: not the endpoint's fault.
                 return Err(ProxyError::Overloaded {
                     backend: cluster.name.clone(),
@@ -411,6 +456,9 @@ async fn forward(
                 });
             }
             Err(SendError { error, unsent }) => {
+                if let Some(attempt) = attempt {
+                    attempt.failed(&error);
+                }
                 cluster
                     .health
                     .outlier

@@ -62,6 +62,8 @@ pub(crate) struct Runtime {
 /// What a listening socket serves under one runtime.
 #[derive(Debug)]
 pub(crate) struct ListenerRuntime {
+    /// The listener's name, for metrics and logs.
+    pub(crate) name: Arc<str>,
     pub(crate) router: Router<Arc<MatchTarget>>,
     /// HTTPS: the configuration new connections handshake with.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
@@ -175,6 +177,8 @@ impl BackendChoice {
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub(crate) name: String,
+    /// The name again, as metrics labels and access logs share it.
+    pub(crate) label: Arc<str>,
     pub(crate) wire: Wire,
     pub(crate) endpoints: EndpointSet<SocketAddr>,
     /// Where request outcomes go: passive health.
@@ -402,6 +406,7 @@ impl Runtime {
             listeners.insert(
                 SocketKey::of(listener, default_bind),
                 ListenerRuntime {
+                    name: Arc::from(listener.name.as_str()),
                     router,
                     tls,
                     https_redirect_port: listener.https_redirect_port,
@@ -463,6 +468,7 @@ impl Cluster {
         };
         let cluster = Cluster {
             name: backend.name.clone(),
+            label: Arc::from(backend.name.as_str()),
             wire: match backend.protocol {
                 UpstreamProtocol::Http1 => Wire::Http1,
                 UpstreamProtocol::H2c => Wire::H2c,

@@ -89,6 +89,32 @@ impl IngressPorts {
     }
 }
 
+/// Request observability: access logs and OpenTelemetry spans.
+#[derive(Debug, Clone, Args)]
+struct ObserveArgs {
+    /// One line per request on stdout: `json` or `common` (Apache combined, with the request
+    /// id, upstream and timings added). Off unless given.
+    #[arg(long, value_name = "FORMAT")]
+    access_log: Option<novaedge_core::AccessLogFormat>,
+    /// Export a span per request (and per upstream attempt) over OTLP/gRPC to this collector,
+    /// e.g. `http://127.0.0.1:4317`. Off unless given; `traceparent` is passed through either way.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// The spans' `service.name`.
+    #[arg(long, default_value = "novaedge")]
+    otlp_service_name: String,
+}
+
+impl ObserveArgs {
+    fn options(self) -> cmd::observe::ObserveOptions {
+        cmd::observe::ObserveOptions {
+            otlp_endpoint: self.otlp_endpoint,
+            service_name: Some(self.otlp_service_name),
+            access_log: self.access_log,
+        }
+    }
+}
+
 /// How VIPs (ProxyVIPs) are held on this machine.
 #[derive(Debug, Clone, Args)]
 struct VipArgs {
@@ -147,6 +173,8 @@ enum Command {
         /// `/vips` [default: 127.0.0.1:9901, skipped with a warning if taken].
         #[arg(long)]
         admin_addr: Option<SocketAddr>,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Check manifests: print every error (file, object, field) and every status condition that
     /// is not as it should be (e.g. a route that would not be Accepted, and why); exit non-zero
@@ -259,6 +287,8 @@ enum Command {
         /// `/vips` [default: 127.0.0.1:9901, skipped with a warning if taken].
         #[arg(long)]
         admin_addr: Option<SocketAddr>,
+        #[command(flatten)]
+        observe: ObserveArgs,
     },
     /// Write a development CA and certificates for the controller and the agents of NODE...
     Certs {
@@ -315,6 +345,7 @@ fn main() -> ExitCode {
                 drain_timeout,
                 vip,
                 admin_addr,
+                observe,
             } => {
                 cmd::run::run(cmd::run::Options {
                     paths,
@@ -324,6 +355,7 @@ fn main() -> ExitCode {
                     drain_timeout,
                     vip: vip.options()?,
                     admin_addr,
+                    observe: observe.options(),
                 })
                 .await
             }
@@ -399,6 +431,7 @@ fn main() -> ExitCode {
                 drain_timeout,
                 vip,
                 admin_addr,
+                observe,
             } => {
                 cmd::agent::agent(cmd::agent::Options {
                     controller,
@@ -410,6 +443,7 @@ fn main() -> ExitCode {
                     drain_timeout,
                     vip: vip.options()?,
                     admin_addr,
+                    observe: observe.options(),
                 })
                 .await
             }

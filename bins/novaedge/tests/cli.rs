@@ -337,6 +337,22 @@ async fn quick_start_serves_the_readme_examples() {
     );
     let healthy = "novaedge_backend_endpoints{backend=\"demo/api:80\",health=\"healthy\"} 1";
     assert!(metrics.lines().any(|l| l == healthy), "{metrics}");
+    // The requests above, by route, backend and status class (the 404 has no route).
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("novaedge_requests_total{")
+                && l.contains("backend=\"demo/api:80\"")
+                && l.contains("code_class=\"2xx\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("novaedge_requests_total{route=\"\"")
+                && l.contains("code_class=\"4xx\"")),
+        "{metrics}"
+    );
     promtool_accepts(&metrics);
 
     proxy.terminate();

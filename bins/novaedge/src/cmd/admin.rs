@@ -34,6 +34,7 @@ pub(crate) fn node_admin(
     draining: Arc<AtomicBool>,
 ) -> AdminBuilder {
     let mut admin = Admin::builder();
+    engine.register_metrics(admin.registry_mut());
     let version = Gauge::<i64>::default();
     admin.registry_mut().register(
         "novaedge_snapshot_version",

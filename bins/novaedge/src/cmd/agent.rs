@@ -43,6 +43,7 @@ pub(crate) struct Options {
     pub(crate) vip: VipOptions,
     /// `None`: the default address, and only a warning if it is taken.
     pub(crate) admin_addr: Option<std::net::SocketAddr>,
+    pub(crate) observe: super::observe::ObserveOptions,
 }
 
 /// How the agent holds VIPs.
@@ -182,8 +183,10 @@ fn write_cache(path: &Path, snapshot: &ConfigSnapshot) -> std::io::Result<()> {
 }
 
 pub(crate) async fn agent(options: Options) -> Result<ExitCode, super::Error> {
+    let observability = options.observe.start()?;
     let engine = Engine::new(EngineConfig {
         default_bind: options.bind,
+        observe: observability.config.clone(),
         ..EngineConfig::default()
     });
     let manager = options.vip.manager();
@@ -259,5 +262,6 @@ pub(crate) async fn agent(options: Options) -> Result<ExitCode, super::Error> {
     if !report.drained {
         tracing::warn!("drain timeout reached; remaining connections were cut");
     }
+    observability.finish().await;
     Ok(ExitCode::SUCCESS)
 }

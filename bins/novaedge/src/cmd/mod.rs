@@ -9,6 +9,7 @@ pub(crate) mod crdgen;
 pub(crate) mod diff;
 pub(crate) mod echo;
 pub(crate) mod explain;
+pub(crate) mod observe;
 pub(crate) mod run;
 
 /// Errors a command reports before exiting non-zero.

@@ -29,6 +29,7 @@ pub(crate) struct Options {
     pub(crate) vip: super::agent::VipOptions,
     /// `None`: the default address, and only a warning if it is taken.
     pub(crate) admin_addr: Option<std::net::SocketAddr>,
+    pub(crate) observe: super::observe::ObserveOptions,
 }
 
 pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
@@ -49,8 +50,10 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
         Vec::new()
     };
 
+    let observability = options.observe.start()?;
     let engine = Engine::new(EngineConfig {
         default_bind: options.bind,
+        observe: observability.config.clone(),
         ..EngineConfig::default()
     });
     engine.apply(&first.snapshot)?;
@@ -105,6 +108,7 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
     } else {
         tracing::warn!("drain timeout reached; remaining connections were cut");
     }
+    observability.finish().await;
     Ok(ExitCode::SUCCESS)
 }
 

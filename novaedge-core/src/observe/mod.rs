@@ -1,0 +1,804 @@
+//! Request-path observability: the correlation id, W3C trace context and spans, access logs
+//! and request metrics.
+//!
+//! Everything is off by default except the request id, and what is off costs a branch per
+//! request: nothing is allocated, timed or looked up for an observer that is not there.
+//! [`ObserveConfig`] (in [`EngineConfig::observe`](crate::EngineConfig::observe)) turns on the
+//! access log and tracing; [`Engine::register_metrics`](crate::Engine::register_metrics) turns on
+//! metrics.
+//!
+//! One request is followed by two objects: an [`Observed`] that the connection's service owns
+//! from the request's arrival until its response body ends (it writes the access log line,
+//! counts the metrics and ends the request span then), and an [`Exchange`] shared with the
+//! forwarding path through a request extension, into which forwarding writes what only it
+//! knows (backend, endpoint, upstream spans). Filters carry request extensions along (retries
+//! copy them); mirrored copies have theirs removed, so a mirror never speaks for the request.
+//!
+//! Details: [`request_id`] for `x-request-id`, [`trace`] for trace context and spans,
+//! [`access_log`] for formats and response flags, [`metrics`] for metric names and labels.
+
+pub mod access_log;
+pub mod metrics;
+pub mod request_id;
+pub mod trace;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use novaedge_health::Limit;
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{SdkTracer, Span};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use access_log::{AccessLog, AccessLogFormat};
+pub use request_id::REQUEST_ID_HEADER;
+pub use trace::{OtlpConfig, OtlpTracer, TraceError};
+
+use crate::body::{BoxError, ProxyBody, RequestBody};
+use crate::error::ProxyError;
+use crate::runtime::ListenerRuntime;
+use access_log::Entry;
+use metrics::Metrics;
+use trace::{TRACEPARENT, TRACESTATE, TraceParent};
+
+/// What the engine observes besides metrics.
+#[derive(Debug, Clone)]
+pub struct ObserveConfig {
+    /// Keep the client's `x-request-id` when it is sane, make one up otherwise; send it to the
+    /// upstream and back to the client. On by default (as in Envoy).
+    pub request_id: bool,
+    /// Where access log lines go; `None` (the default): no access log.
+    pub access_log: Option<AccessLog>,
+    /// Where request spans go; `None` (the default): no spans, and `traceparent` passes
+    /// through untouched.
+    pub tracer: Option<OtlpTracer>,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        Self {
+            request_id: true,
+            access_log: None,
+            tracer: None,
+        }
+    }
+}
+
+/// The engine's observers.
+#[derive(Debug)]
+pub(crate) struct Observe {
+    config: ObserveConfig,
+    metrics: OnceLock<Metrics>,
+    /// The label of "no route" and "no backend".
+    none: Arc<str>,
+}
+
+impl Observe {
+    pub(crate) fn new(config: &ObserveConfig) -> Self {
+        Self {
+            config: config.clone(),
+            metrics: OnceLock::new(),
+            none: Arc::from(""),
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.config.access_log.is_some()
+            || self.config.tracer.is_some()
+            || self.metrics.get().is_some()
+    }
+
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        let metrics = self.metrics.get_or_init(Metrics::new);
+        let dropped = self
+            .config
+            .access_log
+            .as_ref()
+            .map(AccessLog::dropped_counter);
+        metrics.register(registry, dropped);
+    }
+
+    /// After a reload: forget the metric series of what the snapshot no longer has.
+    pub(crate) fn retain(&self, snapshot: &novaedge_snapshot::ConfigSnapshot) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics.retain(snapshot);
+        }
+    }
+
+    /// Counts a client connection accepted on `listener` until the guard is dropped.
+    pub(crate) fn connection_opened(
+        &self,
+        listener: Option<&ListenerRuntime>,
+    ) -> Option<ConnectionGuard> {
+        let metrics = self.metrics.get()?;
+        Some(ConnectionGuard(metrics.connection_opened(&listener?.name)))
+    }
+}
+
+/// One open client connection on its listener's gauge.
+#[derive(Debug)]
+pub(crate) struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+// === response flags ===
+
+/// Envoy-style response flags (see [`access_log`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Flags(u16);
+
+impl Flags {
+    pub(crate) const NR: u16 = 1 << 0;
+    pub(crate) const NC: u16 = 1 << 1;
+    pub(crate) const UH: u16 = 1 << 2;
+    pub(crate) const UO: u16 = 1 << 3;
+    pub(crate) const UF: u16 = 1 << 4;
+    pub(crate) const UC: u16 = 1 << 5;
+    pub(crate) const UT: u16 = 1 << 6;
+    pub(crate) const RL: u16 = 1 << 7;
+    pub(crate) const DC: u16 = 1 << 8;
+    pub(crate) const DPE: u16 = 1 << 9;
+    pub(crate) const UPE: u16 = 1 << 10;
+    pub(crate) const SD: u16 = 1 << 11;
+    const NAMES: [&str; 12] = [
+        "NR", "NC", "UH", "UO", "UF", "UC", "UT", "RL", "DC", "DPE", "UPE", "SD",
+    ];
+
+    pub(crate) fn set(&mut self, flag: u16) {
+        self.0 |= flag;
+    }
+
+    pub(crate) fn has(self, flag: u16) -> bool {
+        self.0 & flag != 0
+    }
+}
+
+impl fmt::Display for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for (bit, name) in Self::NAMES.iter().enumerate() {
+            if self.0 & (1 << bit) != 0 {
+                if !first {
+                    f.write_str(",")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Marks a response the proxy made itself from a [`ProxyError`]: why, for the access log and
+/// the breaker overflow counter. Inserted by `ProxyError::into_response`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalReply {
+    flags: Flags,
+    limit: Option<Limit>,
+}
+
+impl LocalReply {
+    pub(crate) fn of(error: &ProxyError) -> Self {
+        let flag = match error {
+            ProxyError::BadPath(_) | ProxyError::NoHost => Flags::DPE,
+            ProxyError::NoRoute => Flags::NR,
+            ProxyError::NoBackend => Flags::NC,
+            ProxyError::ShuttingDown => Flags::SD,
+            ProxyError::NoEndpoint { .. } => Flags::UH,
+            ProxyError::UpgradeToH2 { .. } => Flags::UPE,
+            ProxyError::Overloaded { .. } => Flags::UO,
+            ProxyError::Upstream { source, .. }
+                if source.is_connect() || source.tls_reason().is_some() =>
+            {
+                Flags::UF
+            }
+            ProxyError::Upstream { .. } => Flags::UC,
+        };
+        Self {
+            flags: Flags(flag),
+            limit: match error {
+                ProxyError::Overloaded { overflow, .. } => Some(overflow.limit),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Marks a response that came from an upstream (not from the proxy or a filter).
+#[derive(Debug, Clone, Copy)]
+struct FromUpstream;
+
+// === the shared part: what forwarding records ===
+
+/// What forwarding learns about a request, shared with its [`Observed`] through the
+/// [`ExchangeRef`] request extension.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    tracer: Option<SdkTracer>,
+    /// The request span's context, parent of the upstream and filter spans.
+    span: Option<SpanContext>,
+    filters_span: Mutex<Option<Span>>,
+    upstream: Mutex<Upstream>,
+    bytes_in: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Upstream {
+    backend: Option<Arc<str>>,
+    endpoint: Option<SocketAddr>,
+}
+
+/// The request extension that carries an [`Exchange`] to forwarding.
+#[derive(Debug, Clone)]
+pub(crate) struct ExchangeRef(Arc<Exchange>);
+
+impl Exchange {
+    /// The request's exchange, if it is observed.
+    pub(crate) fn of<B>(req: &Request<B>) -> Option<Arc<Exchange>> {
+        req.extensions().get::<ExchangeRef>().map(|x| x.0.clone())
+    }
+
+    /// Forgets the exchange of a request copy (a mirror's), which must not speak for it.
+    pub(crate) fn detach<B>(req: &mut Request<B>) {
+        req.extensions_mut().remove::<ExchangeRef>();
+    }
+
+    fn child_context(&self) -> Option<(&SdkTracer, Context)> {
+        Some((
+            self.tracer.as_ref()?,
+            Context::new().with_remote_span_context(self.span.clone()?),
+        ))
+    }
+
+    /// Forwarding to `backend` begins: the request filters are done.
+    pub(crate) fn forwarding(&self, backend: &Arc<str>) {
+        if self.tracer.is_some()
+            && let Some(mut span) = self.filters_span.lock().expect("filters span").take()
+        {
+            span.end();
+        }
+        self.upstream.lock().expect("exchange").backend = Some(backend.clone());
+    }
+
+    /// A try to `endpoint` begins: records it, starts its span and tells the upstream about it
+    /// in `traceparent`.
+    pub(crate) fn attempt(
+        &self,
+        req: &mut Request<RequestBody>,
+        backend: &str,
+        endpoint: SocketAddr,
+    ) -> Attempt {
+        self.upstream.lock().expect("exchange").endpoint = Some(endpoint);
+        let span = self.child_context().map(|(tracer, parent)| {
+            let span = tracer
+                .span_builder(format!("upstream {backend}"))
+                .with_kind(SpanKind::Client)
+                .with_attributes([
+                    KeyValue::new("novaedge.backend", backend.to_owned()),
+                    KeyValue::new("server.address", endpoint.ip().to_string()),
+                    KeyValue::new("server.port", i64::from(endpoint.port())),
+                ])
+                .start_with_context(tracer, &parent);
+            let context = span.span_context();
+            let traceparent = TraceParent {
+                trace_id: u128::from_be_bytes(context.trace_id().to_bytes()),
+                parent_id: u64::from_be_bytes(context.span_id().to_bytes()),
+                flags: context.trace_flags().to_u8(),
+            };
+            req.headers_mut()
+                .insert(TRACEPARENT, traceparent.to_header());
+            span
+        });
+        Attempt { span }
+    }
+}
+
+/// One try to an endpoint.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    span: Option<Span>,
+}
+
+impl Attempt {
+    /// The endpoint answered with `response`'s head after `rtt`.
+    pub(crate) fn answered(
+        self,
+        observe: &Observe,
+        exchange: &Exchange,
+        response: &mut Response<Incoming>,
+        rtt: Duration,
+    ) {
+        response.extensions_mut().insert(FromUpstream);
+        if let Some(metrics) = observe.metrics.get() {
+            let backend = exchange.upstream.lock().expect("exchange").backend.clone();
+            metrics.upstream_rtt(backend.as_ref().unwrap_or(&observe.none), rtt);
+        }
+        if let Some(mut span) = self.span {
+            let status = response.status().as_u16();
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+            if status >= 500 {
+                span.set_status(Status::error(""));
+            }
+            span.end();
+        }
+    }
+
+    /// The try failed with `error`.
+    pub(crate) fn failed(self, error: &dyn fmt::Display) {
+        if let Some(mut span) = self.span {
+            span.set_status(Status::error(error.to_string()));
+            span.end();
+        }
+    }
+}
+
+// === the owned part: from arrival to the end of the response ===
+
+/// A request being observed; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Observed {
+    request_id: Option<HeaderValue>,
+    active: Option<Box<Active>>,
+}
+
+#[derive(Debug)]
+struct Active {
+    shared: Arc<crate::engine::Shared>,
+    exchange: Arc<Exchange>,
+    start: Instant,
+    time: SystemTime,
+    request_id: Option<HeaderValue>,
+    trace_id: Option<u128>,
+    client: SocketAddr,
+    method: Method,
+    authority: Option<HeaderValue>,
+    path: String,
+    version: Version,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    listener: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    status: u16,
+    flags: Flags,
+    limit: Option<Limit>,
+    span: Option<Span>,
+}
+
+impl Observed {
+    /// A request arrived from `client`: settles its id and trace context, and, if anything
+    /// observes requests, starts following it.
+    pub(crate) fn start(
+        shared: &Arc<crate::engine::Shared>,
+        req: &mut Request<Incoming>,
+        client: SocketAddr,
+    ) -> Self {
+        let observe = &shared.observe;
+        let request_id = observe
+            .config
+            .request_id
+            .then(|| request_id::ensure(req.headers_mut()));
+        if !observe.active() {
+            return Self {
+                request_id,
+                active: None,
+            };
+        }
+        let time = SystemTime::now();
+        let start = Instant::now();
+        let logging = observe.config.access_log.is_some();
+        // What only the access log and spans show; metrics alone need none of it.
+        let described = logging || observe.config.tracer.is_some();
+        let path = match described {
+            true => capped(req.uri().path(), access_log::MAX_PATH).to_owned(),
+            false => String::new(),
+        };
+        let authority = match (described, req.uri().authority()) {
+            (false, _) => None,
+            (true, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),
+            (true, None) => req.headers().get(header::HOST).cloned(),
+        };
+        let incoming = TraceParent::of(req.headers());
+        let (span, trace_id) = match &observe.config.tracer {
+            None => (None, incoming.map(|tp| tp.trace_id)),
+            Some(tracer) => {
+                let parent = match incoming {
+                    Some(tp) => {
+                        Context::new().with_remote_span_context(tp.span_context(req.headers()))
+                    }
+                    None => {
+                        // A new trace: a `tracestate` without its `traceparent` means nothing.
+                        req.headers_mut().remove(TRACESTATE);
+                        Context::new()
+                    }
+                };
+                let mut attributes = vec![
+                    KeyValue::new("http.request.method", req.method().as_str().to_owned()),
+                    KeyValue::new("url.path", path.clone()),
+                    KeyValue::new("network.protocol.version", protocol_version(req.version())),
+                    KeyValue::new("client.address", client.ip().to_string()),
+                ];
+                if let Some(authority) = authority.as_ref().and_then(|a| a.to_str().ok()) {
+                    attributes.push(KeyValue::new(
+                        "server.address",
+                        capped(authority, access_log::MAX_HEADER).to_owned(),
+                    ));
+                }
+                if let Some(id) = request_id.as_ref().and_then(|id| id.to_str().ok()) {
+                    attributes.push(KeyValue::new("novaedge.request_id", id.to_owned()));
+                }
+                let span = tracer
+                    .tracer
+                    .span_builder(req.method().as_str().to_owned())
+                    .with_kind(SpanKind::Server)
+                    .with_start_time(time)
+                    .with_attributes(attributes)
+                    .start_with_context(&tracer.tracer, &parent);
+                let trace_id = u128::from_be_bytes(span.span_context().trace_id().to_bytes());
+                (Some(span), Some(trace_id))
+            }
+        };
+        let exchange = Arc::new(Exchange {
+            tracer: observe.config.tracer.as_ref().map(|t| t.tracer.clone()),
+            span: span.as_ref().map(|s| s.span_context().clone()),
+            filters_span: Mutex::new(None),
+            upstream: Mutex::new(Upstream::default()),
+            bytes_in: AtomicU64::new(0),
+        });
+        req.extensions_mut().insert(ExchangeRef(exchange.clone()));
+        let header =
+            |name: header::HeaderName| logging.then(|| req.headers().get(name).cloned()).flatten();
+        let active = Active {
+            shared: shared.clone(),
+            exchange,
+            start,
+            time,
+            request_id: request_id.clone(),
+            trace_id,
+            client,
+            method: req.method().clone(),
+            authority,
+            path,
+            version: req.version(),
+            user_agent: header(header::USER_AGENT),
+            referer: header(header::REFERER),
+            listener: None,
+            route: None,
+            status: 0,
+            flags: Flags::default(),
+            limit: None,
+            span,
+        };
+        Self {
+            request_id,
+            active: Some(Box::new(active)),
+        }
+    }
+
+    /// The request was routed on `listener` to `route` (`None`: no route).
+    pub(crate) fn routed(&mut self, listener: Option<&Arc<str>>, route: Option<&Arc<str>>) {
+        let Some(active) = &mut self.active else {
+            return;
+        };
+        active.listener = listener.cloned();
+        active.route = route.cloned();
+        if let (Some(span), Some(route)) = (&mut active.span, route) {
+            span.update_name(format!("{} {route}", active.method));
+            span.add_event(
+                "route matched",
+                vec![KeyValue::new("novaedge.route", route.to_string())],
+            );
+        }
+    }
+
+    /// The route's filters start working on the request.
+    pub(crate) fn filters_start(&mut self) {
+        let Some(active) = &self.active else {
+            return;
+        };
+        let exchange = &active.exchange;
+        if let Some((tracer, parent)) = exchange.child_context() {
+            let span = tracer
+                .span_builder("filters")
+                .with_kind(SpanKind::Internal)
+                .start_with_context(tracer, &parent);
+            *exchange.filters_span.lock().expect("filters span") = Some(span);
+        }
+    }
+
+    /// The client's request body, counted when observed.
+    pub(crate) fn request_body(&self, body: Incoming) -> RequestBody {
+        match &self.active {
+            // Nothing to count (a GET, say): no need to wrap.
+            Some(_) if body.is_end_stream() => RequestBody::from(body),
+            None => RequestBody::from(body),
+            Some(active) => RequestBody::filtered(CountingBody {
+                inner: body,
+                exchange: active.exchange.clone(),
+            }),
+        }
+    }
+
+    /// The response head is ready: adds the request id, and follows the body to its end.
+    pub(crate) fn finish(self, mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+        if let Some(id) = self.request_id {
+            response.headers_mut().insert(REQUEST_ID_HEADER, id);
+        }
+        let Some(mut active) = self.active else {
+            return response;
+        };
+        let status = response.status().as_u16();
+        active.status = status;
+        let extensions = response.extensions();
+        if let Some(reply) = extensions.get::<LocalReply>() {
+            active.flags = reply.flags;
+            active.limit = reply.limit;
+        } else if extensions.get::<FromUpstream>().is_none() {
+            // A filter answered: the rate limiter's 429, a timeout's 504.
+            match status {
+                429 => active.flags.set(Flags::RL),
+                504 => active.flags.set(Flags::UT),
+                _ => {}
+            }
+        }
+        response.map(|inner| {
+            ProxyBody::boxed(ObservedBody {
+                inner,
+                bytes: 0,
+                active: Some(active),
+            })
+        })
+    }
+}
+
+impl Active {
+    /// The response ended after `bytes_out` body bytes; `flags` says how if not cleanly.
+    fn complete(mut self: Box<Self>, bytes_out: u64, flags: Flags) {
+        let duration = self.start.elapsed();
+        self.flags.set(flags.0);
+        let shared = self.shared.clone();
+        let observe = &shared.observe;
+        let upstream = self.exchange.upstream.lock().expect("exchange").clone();
+        if let Some(metrics) = observe.metrics.get() {
+            let route = self.route.as_ref().unwrap_or(&observe.none);
+            let backend = upstream.backend.as_ref().unwrap_or(&observe.none);
+            metrics.request(route, backend, self.status, duration);
+            if let (true, Some(limit)) = (self.flags.has(Flags::UO), self.limit) {
+                metrics.overflow(backend, limit);
+            }
+            if self.flags.has(Flags::RL) {
+                metrics.rate_limited(route);
+            }
+        }
+        if let Some(mut span) = self
+            .exchange
+            .filters_span
+            .lock()
+            .expect("filters span")
+            .take()
+        {
+            span.end();
+        }
+        if let Some(mut span) = self.span.take() {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(self.status),
+            ));
+            for (key, value) in [
+                ("novaedge.listener", &self.listener),
+                ("novaedge.route", &self.route),
+                ("novaedge.backend", &upstream.backend),
+            ] {
+                if let Some(value) = value {
+                    span.set_attribute(KeyValue::new(key, value.to_string()));
+                }
+            }
+            span.set_attribute(KeyValue::new(
+                "novaedge.response_flags",
+                self.flags.to_string(),
+            ));
+            if self.status >= 500 {
+                span.set_status(Status::error(""));
+            }
+            span.end();
+        }
+        if let Some(log) = &observe.config.access_log {
+            let this = *self;
+            log.log(Entry {
+                time: this.time,
+                request_id: this.request_id,
+                trace_id: this.trace_id,
+                client: this.client,
+                method: this.method,
+                authority: this.authority,
+                path: this.path,
+                version: this.version,
+                status: this.status,
+                bytes_in: this.exchange.bytes_in.load(Ordering::Relaxed),
+                bytes_out,
+                duration,
+                upstream: upstream.endpoint,
+                listener: this.listener,
+                route: this.route,
+                backend: upstream.backend,
+                flags: this.flags,
+                user_agent: this.user_agent,
+                referer: this.referer,
+            });
+        }
+    }
+}
+
+fn capped(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "0.9",
+    }
+}
+
+// === bodies ===
+
+pin_project_lite::pin_project! {
+    /// The client's request body, its bytes counted for the access log.
+    #[derive(Debug)]
+    struct CountingBody {
+        #[pin]
+        inner: Incoming,
+        exchange: Arc<Exchange>,
+    }
+}
+
+impl Body for CountingBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.exchange
+                .bytes_in
+                .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body followed to its end: then the request is complete.
+    struct ObservedBody {
+        #[pin]
+        inner: ProxyBody,
+        bytes: u64,
+        active: Option<Box<Active>>,
+    }
+
+    impl PinnedDrop for ObservedBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(active) = this.active.take() {
+                // Dropped unread: fine if there was nothing left to send (HEAD, 204, 304),
+                // otherwise the client went away first.
+                let flags = match this.inner.is_end_stream() {
+                    true => Flags::default(),
+                    false => Flags(Flags::DC),
+                };
+                active.complete(*this.bytes, flags);
+            }
+        }
+    }
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.remaining() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(active) = this.active.take() {
+                    active.complete(*this.bytes, Flags::default());
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(active) = this.active.take() {
+                    let flag = match e.is::<novaedge_filters::timeout::ResponseBodyTimeout>() {
+                        true => Flags::UT,
+                        false => Flags::UC,
+                    };
+                    active.complete(*this.bytes, Flags(flag));
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_display_like_envoy() {
+        let mut flags = Flags::default();
+        assert_eq!(flags.to_string(), "-");
+        flags.set(Flags::UO);
+        assert_eq!(flags.to_string(), "UO");
+        flags.set(Flags::NR);
+        flags.set(Flags::SD);
+        assert_eq!(flags.to_string(), "NR,UO,SD");
+    }
+
+    #[test]
+    fn capped_cuts_on_char_boundaries() {
+        assert_eq!(capped("abcdef", 3), "abc");
+        assert_eq!(capped("aé", 2), "a");
+        assert_eq!(capped("ab", 10), "ab");
+    }
+}

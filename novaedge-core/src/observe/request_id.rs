@@ -1,0 +1,118 @@
+//! The correlation id: `x-request-id`, kept from the client when it is a sane value, otherwise
+//! made up, so that one id ties the client's request, the upstream's log, our access log line and
+//! our trace together.
+
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+
+/// The header that carries the request id, to the upstream and back to the client.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client id kept. UUIDs (36), W3C trace ids (32) and the ids of common proxies and
+/// frameworks fit well; longer values are more likely junk or an attempt to bloat logs.
+pub(crate) const MAX_LEN: usize = 128;
+
+/// Whether a client-supplied id is kept: 1 to [`MAX_LEN`] bytes, all visible ASCII (no spaces,
+/// no control characters, nothing a log line would have to escape beyond quotes).
+pub(crate) fn is_sane(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= MAX_LEN && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// The request's id: the client's single sane `x-request-id`, or a new one, which then replaces
+/// whatever the client sent (several values, or an invalid one).
+pub(crate) fn ensure(headers: &mut HeaderMap) -> HeaderValue {
+    let mut values = headers.get_all(&REQUEST_ID_HEADER).iter();
+    if let (Some(value), None) = (values.next(), values.next())
+        && is_sane(value)
+    {
+        return value.clone();
+    }
+    let id = generate();
+    headers.insert(REQUEST_ID_HEADER, id.clone());
+    id
+}
+
+/// A random version 4 UUID (122 random bits) in its usual 36-character form: the form most log
+/// tools and upstream frameworks already recognise.
+pub(crate) fn generate() -> HeaderValue {
+    let mut bits: u128 = rand::random();
+    // Version 4, variant 10 (RFC 9562 section 5.4).
+    bits = (bits & !(0xf << 76)) | (0x4 << 76);
+    bits = (bits & !(0x3 << 62)) | (0x2 << 62);
+    let mut out = [0u8; 36];
+    let mut pos = 0;
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out[pos] = b'-';
+            pos += 1;
+        }
+        let nibble = ((bits >> (124 - 4 * i)) & 0xf) as u8;
+        out[pos] = HEX[nibble as usize];
+        pos += 1;
+    }
+    HeaderValue::from_bytes(&out).expect("hex digits and dashes are a valid header value")
+}
+
+pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_uuid_v4_and_differ() {
+        let a = generate();
+        let b = generate();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        let groups: Vec<&str> = s.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(groups[2].starts_with('4'), "{s}");
+        assert!(matches!(&groups[3][..1], "8" | "9" | "a" | "b"), "{s}");
+        assert!(is_sane(&a));
+    }
+
+    #[test]
+    fn keeps_a_sane_id_and_replaces_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("abc-123"));
+        assert_eq!(ensure(&mut headers), "abc-123");
+
+        for bad in ["", "has space", "tab\there"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(bad).unwrap());
+            let id = ensure(&mut headers);
+            assert_ne!(id, bad);
+            assert_eq!(headers.get(REQUEST_ID_HEADER).unwrap(), &id);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            REQUEST_ID_HEADER,
+            HeaderValue::from_str(&"x".repeat(MAX_LEN + 1)).unwrap(),
+        );
+        assert_eq!(ensure(&mut headers).len(), 36);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            REQUEST_ID_HEADER,
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        assert_eq!(ensure(&mut headers).len(), 36);
+
+        // Two ids: which one would the upstream use? Neither.
+        let mut headers = HeaderMap::new();
+        headers.append(REQUEST_ID_HEADER, HeaderValue::from_static("one"));
+        headers.append(REQUEST_ID_HEADER, HeaderValue::from_static("two"));
+        let id = ensure(&mut headers);
+        assert_eq!(headers.get_all(REQUEST_ID_HEADER).iter().count(), 1);
+        assert_eq!(headers.get(REQUEST_ID_HEADER).unwrap(), &id);
+
+        let mut headers = HeaderMap::new();
+        let id = ensure(&mut headers);
+        assert_eq!(headers.get(REQUEST_ID_HEADER).unwrap(), &id);
+    }
+}
