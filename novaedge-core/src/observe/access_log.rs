@@ -1,6 +1,6 @@
 //! Access logs: one line per request, written by a task of its own.
 //!
-//! The request path only moves an [`Entry`] into a bounded queue (`try_send`, never waiting);
+//! The request path only moves an `Entry` into a bounded queue (`try_send`, never waiting);
 //! when the writer falls behind and the queue is full, the line is dropped and counted
 //! ([`AccessLog::dropped`], and `novaedge_access_log_dropped_total` when metrics are
 //! registered). The writer formats lines into one buffer, writes whatever is queued in one

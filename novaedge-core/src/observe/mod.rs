@@ -7,9 +7,9 @@
 //! access log and tracing; [`Engine::register_metrics`](crate::Engine::register_metrics) turns on
 //! metrics.
 //!
-//! One request is followed by two objects: an [`Observed`] that the connection's service owns
+//! One request is followed by two objects: an `Observed` that the connection's service owns
 //! from the request's arrival until its response body ends (it writes the access log line,
-//! counts the metrics and ends the request span then), and an [`Exchange`] shared with the
+//! counts the metrics and ends the request span then), and an `Exchange` shared with the
 //! forwarding path through a request extension, into which forwarding writes what only it
 //! knows (backend, endpoint, upstream spans). Filters carry request extensions along (retries
 //! copy them); mirrored copies have theirs removed, so a mirror never speaks for the request.
