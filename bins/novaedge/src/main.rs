@@ -254,7 +254,8 @@ enum Command {
         #[arg(long = "publish-address", value_name = "ADDR")]
         publish_addresses: Vec<novaedge_k8s::controller::PublishAddress>,
         /// The admin listener: `/live`, `/ready` (a snapshot to serve), `/metrics` (snapshot
-        /// pushes acked and refused, agents connected) and `/agents` (what each agent said).
+        /// pushes acked and refused, agents connected, reconciliations), `/config_dump` (the
+        /// published snapshot, redacted) and `/agents` (what each agent said).
         /// Off unless given, e.g. `127.0.0.1:9902`.
         #[arg(long)]
         admin_addr: Option<SocketAddr>,

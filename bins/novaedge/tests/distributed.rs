@@ -263,6 +263,15 @@ async fn controller_streams_snapshots_to_agents_over_mtls() {
         "{view}"
     );
     assert!(view["node-a"]["nacked"].is_null(), "{view}");
+    let (_, dump) = get(admin, "admin", "/config_dump").await.unwrap();
+    let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    assert!(
+        dump["default"]["routes"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{dump}"
+    );
+    assert!(dump["node_versions"]["node-b"].is_u64(), "{dump}");
     assert_eq!(
         answered_by(addrs[1], "/nacked").await.as_deref(),
         Some("v1")

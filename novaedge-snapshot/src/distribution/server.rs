@@ -202,6 +202,16 @@ impl Publisher {
         self.state().default.is_some()
     }
 
+    /// The snapshot `node` is to run (`None`: the default one), as published; `None` if there
+    /// is none.
+    pub fn snapshot(&self, node: Option<&str>) -> Option<ConfigSnapshot> {
+        let published = match node {
+            Some(node) => self.effective(node),
+            None => self.state().default.clone(),
+        }?;
+        ConfigSnapshot::try_from((*published.wire).clone()).ok()
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // The state is consistent after every statement; a panic elsewhere cannot break it.
         self.inner

@@ -262,12 +262,32 @@ fn admin(publisher: &Publisher, metrics: &ControllerMetrics) -> novaedge_admin::
     metrics.register(admin.registry_mut());
     let ready = publisher.clone();
     let agents = publisher.clone();
+    let dump = publisher.clone();
     admin
         .ready(move || {
             if ready.has_snapshot() {
                 Ok(())
             } else {
                 Err("no snapshot to serve yet (configuration not read, or invalid)".into())
+            }
+        })
+        .view("config_dump", move || {
+            // The default snapshot (what a node without VIPs or node-selected Gateways runs),
+            // and each connected node's own version; secrets redacted.
+            let snapshot = dump.snapshot(None);
+            let nodes: serde_json::Map<String, serde_json::Value> = dump
+                .reports()
+                .into_keys()
+                .map(|node| {
+                    let version = dump.node_version(&node);
+                    (node, serde_json::json!(version))
+                })
+                .collect();
+            async move {
+                serde_json::json!({
+                    "default": snapshot.map(|s| serde_json::to_value(&s).unwrap_or_default()),
+                    "node_versions": nodes,
+                })
             }
         })
         .view("agents", move || {
