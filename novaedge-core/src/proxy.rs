@@ -93,6 +93,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                         host: request_host(&req),
                         https,
                         client_cert,
+                        exchange: observed.exchange(),
                     };
                     serve(
                         &shared,
@@ -234,12 +235,13 @@ impl tower::Service<Request<MirrorRequestBody>> for MirrorTarget {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<MirrorRequestBody>) -> Self::Future {
-        Exchange::detach(&mut req);
+    fn call(&mut self, req: Request<MirrorRequestBody>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
             let shared = this.shared.upgrade().ok_or(ProxyError::ShuttingDown)?;
-            let client = ClientInfo::of(&req);
+            let mut client = ClientInfo::of(&req);
+            // A mirrored copy must not speak for the request.
+            client.exchange = None;
             let req = req.map(RequestBody::filtered);
             forward(&shared, &this.route, &this.cluster, &client, req).await
         })
@@ -297,6 +299,8 @@ pub(crate) struct ClientInfo {
     https: bool,
     /// The client's verified certificate.
     client_cert: Option<ClientCertificate>,
+    /// The request's observation, if it is observed (retries share it; mirrors drop it).
+    exchange: Option<Arc<Exchange>>,
 }
 
 impl ClientInfo {
@@ -310,6 +314,7 @@ impl ClientInfo {
                 host: request_host(req),
                 https: false,
                 client_cert: None,
+                exchange: None,
             })
     }
 }
@@ -357,8 +362,8 @@ async fn forward(
     mut req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let peer = client.peer;
-    let exchange = Exchange::of(&req);
-    if let Some(exchange) = &exchange {
+    let exchange = client.exchange.as_deref();
+    if let Some(exchange) = exchange {
         exchange.forwarding(&cluster.label);
     }
     let overloaded = |overflow| ProxyError::Overloaded {
@@ -413,9 +418,7 @@ async fn forward(
             prepared = true;
         }
         tracing::trace!(route = %route, backend = %cluster.name, %endpoint, "forwarding");
-        let attempt = exchange
-            .as_ref()
-            .map(|x| x.attempt(&mut req, &cluster.name, endpoint));
+        let attempt = exchange.map(|x| x.attempt(&mut req, &cluster.name, endpoint));
         let started = Instant::now();
         match shared
             .upstreams
@@ -433,7 +436,7 @@ async fn forward(
                 // stays in flight until its body ends.
                 let now = Instant::now();
                 state.observe_rtt(now - started, now);
-                if let (Some(attempt), Some(exchange)) = (attempt, &exchange) {
+                if let (Some(attempt), Some(exchange)) = (attempt, exchange) {
                     attempt.answered(&shared.observe, exchange, &mut response, now - started);
                 }
                 cluster

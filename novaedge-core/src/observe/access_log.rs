@@ -4,7 +4,8 @@
 //! when the writer falls behind and the queue is full, the line is dropped and counted
 //! ([`AccessLog::dropped`], and `novaedge_access_log_dropped_total` when metrics are
 //! registered). The writer formats lines into one buffer, writes whatever is queued in one
-//! write, and flushes whenever the queue runs empty, so a quiet proxy's lines appear at once.
+//! write, and flushes whenever the queue runs empty (after letting the proxy's tasks run once,
+//! so that lines queued meanwhile share the write), so a quiet proxy's lines appear at once.
 //!
 //! Both formats carry the same fields. The path is logged **without its query**: queries carry
 //! tokens, session ids and personal data more often than paths, and their length is the
@@ -96,8 +97,11 @@ pub(crate) struct Entry {
     pub(crate) referer: Option<HeaderValue>,
 }
 
+/// Lines go by value: a box would be one more allocation on the request path, freed on the
+/// writer's thread.
+#[expect(clippy::large_enum_variant, reason = "see above; Flush is rare")]
 enum Message {
-    Line(Box<Entry>),
+    Line(Entry),
     Flush(oneshot::Sender<()>),
 }
 
@@ -154,29 +158,48 @@ impl AccessLog {
     }
 
     pub(crate) fn log(&self, entry: Entry) {
-        if self.tx.try_send(Message::Line(Box::new(entry))).is_err() {
+        if self.tx.try_send(Message::Line(entry)).is_err() {
             self.dropped.inc();
         }
     }
 }
 
+/// Bytes of lines written at most in one write.
+const CHUNK: usize = 64 * 1024;
+
 async fn write<W>(format: AccessLogFormat, mut out: W, mut rx: mpsc::Receiver<Message>)
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let mut buf = String::with_capacity(16 * 1024);
+    let mut buf = String::with_capacity(CHUNK + 4 * 1024);
     let mut flushed = Vec::new();
     let mut failed = false;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Line(entry) => format.write(&entry, &mut buf),
-                Message::Flush(done) => flushed.push(done),
+        let mut yielded = false;
+        loop {
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Line(entry) => format.write(&entry, &mut buf),
+                    Message::Flush(done) => flushed.push(done),
+                }
+                // Write in chunks of a reasonable size even while the queue stays busy.
+                if buf.len() < CHUNK {
+                    next = rx.try_recv().ok();
+                }
             }
-            // Write in chunks of a reasonable size even while the queue stays busy.
-            if buf.len() < 64 * 1024 {
-                next = rx.try_recv().ok();
+            // The queue ran dry. Under load more lines are a moment away: let the proxy's
+            // tasks run once and take what they queued meanwhile, rather than pay a write (for
+            // a file, a trip through the blocking pool) for a handful of lines. Once only, so a
+            // quiet proxy's lines still appear at once.
+            if yielded || buf.len() >= CHUNK || !flushed.is_empty() {
+                break;
+            }
+            yielded = true;
+            tokio::task::yield_now().await;
+            match rx.try_recv() {
+                Ok(message) => next = Some(message),
+                Err(_) => break,
             }
         }
         if !buf.is_empty() {
@@ -236,13 +259,14 @@ fn json(e: &Entry, out: &mut String) {
     json_str(e.path.as_bytes(), out);
     let _ = write!(
         out,
-        ",\"protocol\":\"{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3},\"upstream\":",
+        ",\"protocol\":\"{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":",
         protocol(e.version),
         e.status,
         e.bytes_in,
         e.bytes_out,
-        e.duration.as_secs_f64() * 1000.0
     );
+    millis(e.duration, out);
+    out.push_str(",\"upstream\":");
     match e.upstream {
         Some(addr) => {
             let _ = write!(out, "\"{addr}\"");
@@ -281,17 +305,35 @@ fn json_opt(value: Option<&[u8]>, out: &mut String) {
 /// byte by byte (header values may hold obs-text, which is not UTF-8).
 fn json_str(value: &[u8], out: &mut String) {
     out.push('"');
-    for &b in value {
+    let mut rest = value;
+    while !rest.is_empty() {
+        // Runs of plain bytes are copied whole: most values are nothing else.
+        let plain = rest
+            .iter()
+            .position(|&b| !(0x20..=0x7e).contains(&b) || b == b'"' || b == b'\\')
+            .unwrap_or(rest.len());
+        // Printable ASCII, so always UTF-8.
+        out.push_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default());
+        let Some(&b) = rest.get(plain) else {
+            break;
+        };
         match b {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
             _ => {
                 let _ = write!(out, "\\u{b:04x}");
             }
         }
+        rest = &rest[plain + 1..];
     }
     out.push('"');
+}
+
+/// Milliseconds with three decimals, rounded half up (`1.234`): integer arithmetic, as float
+/// formatting costs more than the rest of a line.
+fn millis(duration: Duration, out: &mut String) {
+    let micros = (duration.as_nanos() + 500) / 1000;
+    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
 }
 
 fn common(e: &Entry, out: &mut String) {
@@ -326,11 +368,9 @@ fn common(e: &Entry, out: &mut String) {
         }
         None => out.push('-'),
     }
-    let _ = write!(
-        out,
-        " dur_ms={:.3} authority=",
-        e.duration.as_secs_f64() * 1000.0
-    );
+    out.push_str(" dur_ms=");
+    millis(e.duration, out);
+    out.push_str(" authority=");
     clf_quoted(
         e.authority.as_ref().map(|a| cap(a.as_bytes(), MAX_HEADER)),
         out,
@@ -507,6 +547,31 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    #[test]
+    fn millis_round_half_up_to_microseconds() {
+        for (nanos, want) in [
+            (0, "0.000"),
+            (499, "0.000"),
+            (500, "0.001"),
+            (1_234_000, "1.234"),
+            (1_234_500, "1.235"),
+            (61_000_000_000, "61000.000"),
+        ] {
+            let mut out = String::new();
+            millis(Duration::from_nanos(nanos), &mut out);
+            assert_eq!(out, want, "{nanos} ns");
+        }
+    }
+
+    #[test]
+    fn json_strings_escape_only_what_they_must() {
+        let mut out = String::new();
+        json_str(b"plain", &mut out);
+        json_str(b"\"q\\\x01\x7f end", &mut out);
+        json_str(b"", &mut out);
+        assert_eq!(out, r#""plain""\"q\\\u0001\u007f end""""#);
     }
 
     #[test]
