@@ -250,9 +250,9 @@ impl Distributor {
         // other live node holds it.
         let mut releasing = BTreeSet::new();
         for (vip, node) in &placement.l2_holders {
-            let others: Vec<&str> = claimers(vip).into_iter().filter(|c| c != node).collect();
-            let holds_it = claimers(vip).contains(&node.as_str());
-            if !others.is_empty() && !holds_it {
+            let (holds_it, others): (Vec<&str>, Vec<&str>) =
+                claimers(vip).into_iter().partition(|c| c == node);
+            if !others.is_empty() && holds_it.is_empty() {
                 if let Some(list) = placement.per_node.get_mut(node) {
                     list.retain(|v| v.name != *vip);
                 }

@@ -162,6 +162,26 @@ struct Target {
     subresource: Option<String>,
 }
 
+/// (`apiVersion/plural`, namespace, name) of a stored object.
+type Key = (String, String, String);
+
+/// The key of `target`'s object `name` and the object, or `404 Not Found`.
+fn stored(state: &State, target: &Target, name: &str) -> Result<(Key, Value), Box<Response<Body>>> {
+    let key = (
+        target.resource.clone(),
+        target.namespace.clone().unwrap_or_default(),
+        name.to_owned(),
+    );
+    match state.objects.get(&key).cloned() {
+        Some(object) => Ok((key, object)),
+        None => Err(Box::new(failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{name:?} not found"),
+        ))),
+    }
+}
+
 /// `409 Conflict`: a resourceVersion precondition failed.
 fn conflict(target: &Target, name: &str) -> Response<Body> {
     failure(
@@ -698,17 +718,9 @@ impl FakeApi {
 
     fn replace(&self, target: &Target, name: &str, object: Value) -> Response<Body> {
         let mut state = self.state.lock().unwrap();
-        let key = (
-            target.resource.clone(),
-            target.namespace.clone().unwrap_or_default(),
-            name.to_owned(),
-        );
-        let Some(old) = state.objects.get(&key).cloned() else {
-            return failure(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("{name:?} not found"),
-            );
+        let (key, old) = match stored(&state, target, name) {
+            Ok(found) => found,
+            Err(response) => return *response,
         };
         let precondition = object["metadata"]["resourceVersion"].as_str();
         if precondition.is_some_and(|rv| Some(rv) != old["metadata"]["resourceVersion"].as_str()) {
@@ -731,17 +743,9 @@ impl FakeApi {
     /// finalizer goes is deleted.
     fn merge_metadata(&self, target: &Target, name: &str, body: &Value) -> Response<Body> {
         let mut state = self.state.lock().unwrap();
-        let key = (
-            target.resource.clone(),
-            target.namespace.clone().unwrap_or_default(),
-            name.to_owned(),
-        );
-        let Some(mut object) = state.objects.get(&key).cloned() else {
-            return failure(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("{name:?} not found"),
-            );
+        let (key, mut object) = match stored(&state, target, name) {
+            Ok(found) => found,
+            Err(response) => return *response,
         };
         let patch = &body["metadata"];
         if let Some(rv) = patch["resourceVersion"].as_str()
@@ -771,17 +775,9 @@ impl FakeApi {
 
     fn apply_status(&self, target: &Target, name: &str, body: &Value) -> Response<Body> {
         let mut state = self.state.lock().unwrap();
-        let key = (
-            target.resource.clone(),
-            target.namespace.clone().unwrap_or_default(),
-            name.to_owned(),
-        );
-        let Some(mut object) = state.objects.get(&key).cloned() else {
-            return failure(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                format!("{name:?} not found"),
-            );
+        let (key, mut object) = match stored(&state, target, name) {
+            Ok(found) => found,
+            Err(response) => return *response,
         };
         if !object["status"].is_object() {
             object["status"] = json!({});

@@ -140,7 +140,10 @@ async fn hold_vips(
             },
         };
         let was_allowed = last.as_ref().map(|(_, a)| *a);
-        if last.as_ref() != Some(&(vips.clone(), allowed)) {
+        if last
+            .as_ref()
+            .is_none_or(|(v, a)| *v != vips || *a != allowed)
+        {
             let has_l2 = vips
                 .iter()
                 .any(|v| matches!(v.announce, novaedge_snapshot::VipAnnounce::L2 { .. }));
