@@ -81,9 +81,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     off.apply(&snapshot)?;
 
     let mode = std::env::var("NOVAEDGE_BENCH_OBSERVE").unwrap_or_else(|_| "all".into());
-    let file = tokio::fs::File::create(&log_path).await?;
+    let file = std::fs::File::create(&log_path)?;
     let access_log = matches!(mode.as_str(), "all" | "log")
-        .then(|| AccessLog::new(AccessLogFormat::Json, file, AccessLog::DEFAULT_QUEUE));
+        .then(|| AccessLog::new(AccessLogFormat::Json, file, AccessLog::DEFAULT_QUEUE))
+        .transpose()?;
     let on = Engine::new(EngineConfig {
         default_bind: LOCALHOST,
         observe: ObserveConfig {

@@ -28,7 +28,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::net::unix::pipe;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -443,7 +444,15 @@ async fn route_filters_get_a_span_of_their_own() {
 
 // === access log ===
 
-async fn next_line(lines: &mut tokio::io::Lines<BufReader<DuplexStream>>) -> String {
+/// An access log writing into a pipe, and the pipe's lines.
+fn piped_log(format: AccessLogFormat) -> (AccessLog, Lines<BufReader<pipe::Receiver>>) {
+    let (read, write) = std::io::pipe().unwrap();
+    let log = AccessLog::new(format, write, 64).unwrap();
+    let read = pipe::Receiver::from_owned_fd(read.into()).unwrap();
+    (log, BufReader::new(read).lines())
+}
+
+async fn next_line(lines: &mut Lines<BufReader<pipe::Receiver>>) -> String {
     tokio::time::timeout(Duration::from_secs(5), lines.next_line())
         .await
         .expect("an access log line is written")
@@ -453,8 +462,7 @@ async fn next_line(lines: &mut tokio::io::Lines<BufReader<DuplexStream>>) -> Str
 
 #[tokio::test]
 async fn access_log_json_lines() {
-    let (out, read) = tokio::io::duplex(1 << 16);
-    let log = AccessLog::new(AccessLogFormat::Json, out, 64);
+    let (log, mut lines) = piped_log(AccessLogFormat::Json);
     let server = echo("echo").await;
     let engine = engine_with(ObserveConfig {
         access_log: Some(log.clone()),
@@ -464,7 +472,6 @@ async fn access_log_json_lines() {
         &engine,
         backend("echo", UpstreamProtocol::Http1, &[&server]),
     );
-    let mut lines = BufReader::new(read).lines();
     let mut client = Client::connect(Proto::Http1, addr).await;
 
     let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
@@ -530,8 +537,7 @@ async fn access_log_json_lines() {
 
 #[tokio::test]
 async fn access_log_common_lines() {
-    let (out, read) = tokio::io::duplex(1 << 16);
-    let log = AccessLog::new(AccessLogFormat::Common, out, 64);
+    let (log, mut lines) = piped_log(AccessLogFormat::Common);
     // An endpoint that refuses connections: the upstream connect failure is flagged.
     let dead = endpoint(SocketAddr::new(LOCALHOST, free_port()));
     let server = echo("echo").await;
@@ -543,7 +549,6 @@ async fn access_log_common_lines() {
         &engine,
         backend("echo", UpstreamProtocol::Http1, &[&server]),
     );
-    let mut lines = BufReader::new(read).lines();
     let mut client = Client::connect(Proto::H2c, addr).await;
 
     let ok = get_with(&mut client, "app", "/a/b?q=1", &[("x-request-id", "rid-7")]).await;

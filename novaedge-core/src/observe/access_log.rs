@@ -1,11 +1,12 @@
-//! Access logs: one line per request, written by a task of its own.
+//! Access logs: one line per request, written by a thread of its own.
 //!
 //! The request path only moves an `Entry` into a bounded queue (`try_send`, never waiting);
 //! when the writer falls behind and the queue is full, the line is dropped and counted
 //! ([`AccessLog::dropped`], and `novaedge_access_log_dropped_total` when metrics are
-//! registered). The writer formats lines into one buffer, writes whatever is queued in one
-//! write, and flushes whenever the queue runs empty (after letting the proxy's tasks run once,
-//! so that lines queued meanwhile share the write), so a quiet proxy's lines appear at once.
+//! registered). The writer, a thread of its own, formats lines into one buffer and writes
+//! whatever is queued in one write whenever the queue runs empty; under load it lingers a
+//! millisecond between writes, so that lines share writes and queueing one wakes nobody, while
+//! a quiet proxy's lines appear at once.
 //!
 //! Both formats carry the same fields. The path is logged **without its query**: queries carry
 //! tokens, session ids and personal data more often than paths, and their length is the
@@ -32,17 +33,17 @@
 //! own `SD` for a request refused because the engine is shutting down. Several are joined by
 //! commas; none is `-`.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Version};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Flags;
+use super::request_id::HEX;
 
 /// Longest path logged; longer ones are cut.
 pub(crate) const MAX_PATH: usize = 1024;
@@ -72,9 +73,11 @@ impl std::str::FromStr for AccessLogFormat {
     }
 }
 
-/// One request, as the access log sees it.
+/// What a request looked like when it arrived, as the access log and spans show it. Made only
+/// when something shows it (not for metrics alone), and boxed, so that what moves with every
+/// observed request stays small.
 #[derive(Debug)]
-pub(crate) struct Entry {
+pub(crate) struct Arrival {
     pub(crate) time: SystemTime,
     pub(crate) request_id: Option<HeaderValue>,
     pub(crate) trace_id: Option<u128>,
@@ -84,6 +87,14 @@ pub(crate) struct Entry {
     /// Already capped to [`MAX_PATH`].
     pub(crate) path: String,
     pub(crate) version: Version,
+    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) referer: Option<HeaderValue>,
+}
+
+/// One request, as the access log sees it.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) arrival: Box<Arrival>,
     pub(crate) status: u16,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
@@ -93,20 +104,15 @@ pub(crate) struct Entry {
     pub(crate) route: Option<Arc<str>>,
     pub(crate) backend: Option<Arc<str>>,
     pub(crate) flags: Flags,
-    pub(crate) user_agent: Option<HeaderValue>,
-    pub(crate) referer: Option<HeaderValue>,
 }
 
-/// Lines go by value: a box would be one more allocation on the request path, freed on the
-/// writer's thread.
-#[expect(clippy::large_enum_variant, reason = "see above; Flush is rare")]
 enum Message {
     Line(Entry),
     Flush(oneshot::Sender<()>),
 }
 
-/// The access log: a handle on its writer task. Cheap to clone; clones share the queue. The
-/// task ends once every handle is dropped and the queue is written out.
+/// The access log: a handle on its writer thread. Cheap to clone; clones share the queue. The
+/// thread ends once every handle is dropped and the queue is written out.
 #[derive(Clone)]
 pub struct AccessLog {
     tx: mpsc::Sender<Message>,
@@ -126,18 +132,28 @@ impl AccessLog {
     /// Lines queued at most while the writer is busy; more are dropped.
     pub const DEFAULT_QUEUE: usize = 4096;
 
-    /// Starts a writer task writing `format` lines to `out`, with room for `queue` lines
-    /// waiting. Must be called within a tokio runtime.
-    pub fn new<W>(format: AccessLogFormat, out: W, queue: usize) -> Self
+    /// Starts a writer thread writing `format` lines to `out`, with room for `queue` lines
+    /// waiting.
+    ///
+    /// The writer is a thread of its own, not a task: formatting and `write(2)` stay off the
+    /// proxy's runtime threads, and a slow disk or a full pipe blocks only the writer (whose
+    /// queue then fills, and lines are dropped and counted) — never a request.
+    ///
+    /// # Errors
+    ///
+    /// When the operating system cannot start the thread.
+    pub fn new<W>(format: AccessLogFormat, out: W, queue: usize) -> std::io::Result<Self>
     where
-        W: AsyncWrite + Unpin + Send + 'static,
+        W: Write + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(queue.max(1));
-        tokio::spawn(write(format, out, rx));
-        Self {
+        std::thread::Builder::new()
+            .name("novaedge-access-log".into())
+            .spawn(move || write(format, out, rx))?;
+        Ok(Self {
             tx,
             dropped: Counter::default(),
-        }
+        })
     }
 
     /// Lines dropped so far because the queue was full.
@@ -167,48 +183,34 @@ impl AccessLog {
 /// Bytes of lines written at most in one write.
 const CHUNK: usize = 64 * 1024;
 
-async fn write<W>(format: AccessLogFormat, mut out: W, mut rx: mpsc::Receiver<Message>)
-where
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let mut buf = String::with_capacity(CHUNK + 4 * 1024);
+/// How long the writer waits, after writing a batch, before it looks at the queue again.
+///
+/// A writer that went back to waiting on the queue at once would be woken by the next line —
+/// under load, one wake-up (a futex call on the request's thread) per request. Lingering
+/// instead, it is not waiting while lines arrive, so queueing one costs the request a few
+/// atomic operations, and the lines of the last millisecond share one write. Lines of a quiet
+/// proxy still go out at once: the first line after a quiet spell wakes the writer.
+const LINGER: Duration = Duration::from_millis(1);
+
+fn write<W: Write>(format: AccessLogFormat, mut out: W, mut rx: mpsc::Receiver<Message>) {
+    let mut buf = Vec::with_capacity(CHUNK + 4 * 1024);
     let mut flushed = Vec::new();
     let mut failed = false;
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        let mut yielded = false;
-        loop {
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Line(entry) => format.write(&entry, &mut buf),
-                    Message::Flush(done) => flushed.push(done),
-                }
-                // Write in chunks of a reasonable size even while the queue stays busy.
-                if buf.len() < CHUNK {
-                    next = rx.try_recv().ok();
-                }
+    let mut next = rx.blocking_recv();
+    while next.is_some() {
+        while let Some(message) = next.take() {
+            match message {
+                Message::Line(entry) => format.write(&entry, &mut buf),
+                Message::Flush(done) => flushed.push(done),
             }
-            // The queue ran dry. Under load more lines are a moment away: let the proxy's
-            // tasks run once and take what they queued meanwhile, rather than pay a write (for
-            // a file, a trip through the blocking pool) for a handful of lines. Once only, so a
-            // quiet proxy's lines still appear at once.
-            if yielded || buf.len() >= CHUNK || !flushed.is_empty() {
-                break;
-            }
-            yielded = true;
-            tokio::task::yield_now().await;
-            match rx.try_recv() {
-                Ok(message) => next = Some(message),
-                Err(_) => break,
+            // Write in chunks of a reasonable size even while the queue stays busy.
+            if buf.len() < CHUNK {
+                next = rx.try_recv().ok();
             }
         }
-        if !buf.is_empty() {
-            let result = async {
-                out.write_all(buf.as_bytes()).await?;
-                out.flush().await
-            }
-            .await;
-            match result {
+        let wrote = !buf.is_empty();
+        if wrote {
+            match out.write_all(&buf).and_then(|()| out.flush()) {
                 // Logged once per run of failures: a full disk must not flood the log too.
                 Err(e) if !failed => {
                     tracing::warn!(error = %e, "access log write failed; lines are lost");
@@ -222,13 +224,31 @@ where
         for done in flushed.drain(..) {
             let _ = done.send(());
         }
+        next = match rx.try_recv() {
+            Ok(message) => Some(message),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if wrote {
+                    std::thread::sleep(LINGER);
+                }
+                match rx.try_recv() {
+                    Ok(message) => Some(message),
+                    Err(mpsc::error::TryRecvError::Empty) => rx.blocking_recv(),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+        };
     }
 }
 
 // === formats ===
+//
+// Lines are built byte by byte into a `Vec<u8>` without `core::fmt`: its machinery (padding,
+// alignment, dynamic dispatch) cost several times the rest of a line together, and a line is
+// made for every request. Everything written is ASCII; request bytes are escaped.
 
 impl AccessLogFormat {
-    pub(crate) fn write(self, e: &Entry, out: &mut String) {
+    pub(crate) fn write(self, e: &Entry, out: &mut Vec<u8>) {
         match self {
             AccessLogFormat::Json => json(e, out),
             AccessLogFormat::Common => common(e, out),
@@ -236,75 +256,85 @@ impl AccessLogFormat {
     }
 }
 
-fn json(e: &Entry, out: &mut String) {
-    out.push_str("{\"time\":\"");
-    rfc3339(e.time, out);
-    out.push_str("\",\"request_id\":");
-    json_opt(e.request_id.as_ref().map(HeaderValue::as_bytes), out);
-    out.push_str(",\"trace_id\":");
-    match e.trace_id {
+fn json(e: &Entry, out: &mut Vec<u8>) {
+    let a = &e.arrival;
+    out.extend_from_slice(b"{\"time\":\"");
+    rfc3339(a.time, out);
+    out.extend_from_slice(b"\",\"request_id\":");
+    json_opt(a.request_id.as_ref().map(HeaderValue::as_bytes), out);
+    out.extend_from_slice(b",\"trace_id\":");
+    match a.trace_id {
         Some(id) => {
-            let _ = write!(out, "\"{id:032x}\"");
+            out.push(b'"');
+            hex128(id, out);
+            out.push(b'"');
         }
-        None => out.push_str("null"),
+        None => out.extend_from_slice(b"null"),
     }
-    let _ = write!(out, ",\"client\":\"{}\",\"method\":", e.client);
-    json_str(e.method.as_str().as_bytes(), out);
-    out.push_str(",\"authority\":");
+    out.extend_from_slice(b",\"client\":\"");
+    socket_addr(a.client, out);
+    out.extend_from_slice(b"\",\"method\":");
+    json_str(a.method.as_str().as_bytes(), out);
+    out.extend_from_slice(b",\"authority\":");
     json_opt(
-        e.authority.as_ref().map(|a| cap(a.as_bytes(), MAX_HEADER)),
+        a.authority.as_ref().map(|a| cap(a.as_bytes(), MAX_HEADER)),
         out,
     );
-    out.push_str(",\"path\":");
-    json_str(e.path.as_bytes(), out);
-    let _ = write!(
-        out,
-        ",\"protocol\":\"{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":",
-        protocol(e.version),
-        e.status,
-        e.bytes_in,
-        e.bytes_out,
-    );
+    out.extend_from_slice(b",\"path\":");
+    json_str(a.path.as_bytes(), out);
+    out.extend_from_slice(b",\"protocol\":\"");
+    out.extend_from_slice(protocol(a.version).as_bytes());
+    out.extend_from_slice(b"\",\"status\":");
+    number(u64::from(e.status), out);
+    out.extend_from_slice(b",\"bytes_in\":");
+    number(e.bytes_in, out);
+    out.extend_from_slice(b",\"bytes_out\":");
+    number(e.bytes_out, out);
+    out.extend_from_slice(b",\"duration_ms\":");
     millis(e.duration, out);
-    out.push_str(",\"upstream\":");
+    out.extend_from_slice(b",\"upstream\":");
     match e.upstream {
         Some(addr) => {
-            let _ = write!(out, "\"{addr}\"");
+            out.push(b'"');
+            socket_addr(addr, out);
+            out.push(b'"');
         }
-        None => out.push_str("null"),
+        None => out.extend_from_slice(b"null"),
     }
     for (key, value) in [
-        ("listener", &e.listener),
-        ("route", &e.route),
-        ("backend", &e.backend),
+        (&b",\"listener\":"[..], &e.listener),
+        (b",\"route\":", &e.route),
+        (b",\"backend\":", &e.backend),
     ] {
-        let _ = write!(out, ",\"{key}\":");
+        out.extend_from_slice(key);
         json_opt(value.as_deref().map(str::as_bytes), out);
     }
-    let _ = write!(out, ",\"flags\":\"{}\",\"user_agent\":", e.flags);
+    out.extend_from_slice(b",\"flags\":\"");
+    flags(e.flags, out);
+    out.extend_from_slice(b"\",\"user_agent\":");
     json_opt(
-        e.user_agent.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
+        a.user_agent.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
         out,
     );
-    out.push_str(",\"referer\":");
+    out.extend_from_slice(b",\"referer\":");
     json_opt(
-        e.referer.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
+        a.referer.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
         out,
     );
-    out.push_str("}\n");
+    out.extend_from_slice(b"}\n");
 }
 
-fn json_opt(value: Option<&[u8]>, out: &mut String) {
+fn json_opt(value: Option<&[u8]>, out: &mut Vec<u8>) {
     match value {
         Some(v) => json_str(v, out),
-        None => out.push_str("null"),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
 /// A JSON string of header or path bytes: printable ASCII as is, everything else escaped
 /// byte by byte (header values may hold obs-text, which is not UTF-8).
-fn json_str(value: &[u8], out: &mut String) {
-    out.push('"');
+fn json_str(value: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
     let mut rest = value;
     while !rest.is_empty() {
         // Runs of plain bytes are copied whole: most values are nothing else.
@@ -312,114 +342,118 @@ fn json_str(value: &[u8], out: &mut String) {
             .iter()
             .position(|&b| !(0x20..=0x7e).contains(&b) || b == b'"' || b == b'\\')
             .unwrap_or(rest.len());
-        // Printable ASCII, so always UTF-8.
-        out.push_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default());
+        out.extend_from_slice(&rest[..plain]);
         let Some(&b) = rest.get(plain) else {
             break;
         };
         match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
             _ => {
-                let _ = write!(out, "\\u{b:04x}");
+                out.extend_from_slice(b"\\u00");
+                hex_byte(b, out);
             }
         }
         rest = &rest[plain + 1..];
     }
-    out.push('"');
+    out.push(b'"');
 }
 
-/// Milliseconds with three decimals, rounded half up (`1.234`): integer arithmetic, as float
-/// formatting costs more than the rest of a line.
-fn millis(duration: Duration, out: &mut String) {
-    let micros = (duration.as_nanos() + 500) / 1000;
-    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+/// Milliseconds with three decimals, rounded half up (`1.234`), in integer arithmetic.
+fn millis(duration: Duration, out: &mut Vec<u8>) {
+    let micros = u64::try_from((duration.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
+    number(micros / 1000, out);
+    out.push(b'.');
+    digits(micros % 1000, 3, out);
 }
 
-fn common(e: &Entry, out: &mut String) {
-    let _ = write!(out, "{} - - [", e.client.ip());
-    clf_time(e.time, out);
-    out.push_str("] \"");
-    out.push_str(e.method.as_str());
-    out.push(' ');
-    clf_escape(e.path.as_bytes(), out);
-    let _ = write!(
-        out,
-        " {}\" {} {} ",
-        protocol(e.version),
-        e.status,
-        e.bytes_out
-    );
+fn common(e: &Entry, out: &mut Vec<u8>) {
+    let a = &e.arrival;
+    ip(a.client.ip(), out);
+    out.extend_from_slice(b" - - [");
+    clf_time(a.time, out);
+    out.extend_from_slice(b"] \"");
+    out.extend_from_slice(a.method.as_str().as_bytes());
+    out.push(b' ');
+    clf_escape(a.path.as_bytes(), out);
+    out.push(b' ');
+    out.extend_from_slice(protocol(a.version).as_bytes());
+    out.extend_from_slice(b"\" ");
+    number(u64::from(e.status), out);
+    out.push(b' ');
+    number(e.bytes_out, out);
+    out.push(b' ');
     clf_quoted(
-        e.referer.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
+        a.referer.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
         out,
     );
-    out.push(' ');
+    out.push(b' ');
     clf_quoted(
-        e.user_agent.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
+        a.user_agent.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
         out,
     );
-    out.push_str(" rid=");
-    clf_bare(e.request_id.as_ref().map(HeaderValue::as_bytes), out);
-    out.push_str(" trace=");
-    match e.trace_id {
-        Some(id) => {
-            let _ = write!(out, "{id:032x}");
-        }
-        None => out.push('-'),
+    out.extend_from_slice(b" rid=");
+    clf_bare(a.request_id.as_ref().map(HeaderValue::as_bytes), out);
+    out.extend_from_slice(b" trace=");
+    match a.trace_id {
+        Some(id) => hex128(id, out),
+        None => out.push(b'-'),
     }
-    out.push_str(" dur_ms=");
+    out.extend_from_slice(b" dur_ms=");
     millis(e.duration, out);
-    out.push_str(" authority=");
+    out.extend_from_slice(b" authority=");
     clf_quoted(
-        e.authority.as_ref().map(|a| cap(a.as_bytes(), MAX_HEADER)),
+        a.authority.as_ref().map(|a| cap(a.as_bytes(), MAX_HEADER)),
         out,
     );
-    out.push_str(" upstream=");
+    out.extend_from_slice(b" upstream=");
     match e.upstream {
-        Some(addr) => {
-            let _ = write!(out, "{addr}");
-        }
-        None => out.push('-'),
+        Some(addr) => socket_addr(addr, out),
+        None => out.push(b'-'),
     }
     for (key, value) in [
-        ("listener", &e.listener),
-        ("route", &e.route),
-        ("backend", &e.backend),
+        (&b" listener="[..], &e.listener),
+        (b" route=", &e.route),
+        (b" backend=", &e.backend),
     ] {
-        let _ = write!(out, " {key}=");
+        out.extend_from_slice(key);
         clf_bare(value.as_deref().map(str::as_bytes), out);
     }
-    let _ = writeln!(out, " flags={} bytes_in={}", e.flags, e.bytes_in);
+    out.extend_from_slice(b" flags=");
+    flags(e.flags, out);
+    out.extend_from_slice(b" bytes_in=");
+    number(e.bytes_in, out);
+    out.push(b'\n');
 }
 
-fn clf_quoted(value: Option<&[u8]>, out: &mut String) {
-    out.push('"');
+fn clf_quoted(value: Option<&[u8]>, out: &mut Vec<u8>) {
+    out.push(b'"');
     match value {
         Some(v) => clf_escape(v, out),
-        None => out.push('-'),
+        None => out.push(b'-'),
     }
-    out.push('"');
+    out.push(b'"');
 }
 
 /// An unquoted value (names from the configuration, request ids): `-` when absent or empty.
-fn clf_bare(value: Option<&[u8]>, out: &mut String) {
+fn clf_bare(value: Option<&[u8]>, out: &mut Vec<u8>) {
     match value {
         Some(v) if !v.is_empty() => clf_escape(v, out),
-        _ => out.push('-'),
+        _ => out.push(b'-'),
     }
 }
 
 /// Apache's escaping: `"` and `\` backslashed, bytes outside printable ASCII as `\xHH`; spaces
 /// too, so that a field never splits.
-fn clf_escape(value: &[u8], out: &mut String) {
+fn clf_escape(value: &[u8], out: &mut Vec<u8>) {
     for &b in value {
         match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x21..=0x7e => out.push(b as char),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x21..=0x7e => out.push(b),
             _ => {
-                let _ = write!(out, "\\x{b:02x}");
+                out.extend_from_slice(b"\\x");
+                hex_byte(b, out);
             }
         }
     }
@@ -438,6 +472,75 @@ fn protocol(version: Version) -> &'static str {
         Version::HTTP_3 => "HTTP/3",
         _ => "HTTP/?",
     }
+}
+
+fn flags(flags: Flags, out: &mut Vec<u8>) {
+    if flags.0 == 0 {
+        out.push(b'-');
+        return;
+    }
+    // Rare (a request that went wrong), so the Display impl is good enough.
+    let _ = write!(out, "{flags}");
+}
+
+// === numbers and addresses ===
+
+/// A decimal number.
+fn number(n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// The `width` low decimal digits of `n`, zero-padded.
+fn digits(mut n: u64, width: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+fn hex_byte(b: u8, out: &mut Vec<u8>) {
+    out.push(HEX[usize::from(b >> 4)]);
+    out.push(HEX[usize::from(b & 0xf)]);
+}
+
+/// 32 lowercase hex digits, as W3C trace ids are written.
+fn hex128(id: u128, out: &mut Vec<u8>) {
+    for byte in id.to_be_bytes() {
+        hex_byte(byte, out);
+    }
+}
+
+fn ip(addr: IpAddr, out: &mut Vec<u8>) {
+    match addr {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                number(u64::from(octet), out);
+            }
+        }
+        // RFC 5952's zero compression is std's to get right; IPv6 clients pay for it.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// `1.2.3.4:80` or `[::1]:80` (scope ids and flow info are not shown).
+fn socket_addr(addr: SocketAddr, out: &mut Vec<u8>) {
+    match addr.ip() {
+        IpAddr::V4(_) => ip(addr.ip(), out),
+        IpAddr::V6(_) => {
+            out.push(b'[');
+            ip(addr.ip(), out);
+            out.push(b']');
+        }
+    }
+    out.push(b':');
+    number(u64::from(addr.port()), out);
 }
 
 /// Calendar fields of a UTC time: (year, month, day, hour, minute, second, millisecond).
@@ -467,22 +570,35 @@ fn civil(time: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
 }
 
 /// `2026-11-26T10:00:00.123Z`.
-pub(crate) fn rfc3339(time: SystemTime, out: &mut String) {
+fn rfc3339(time: SystemTime, out: &mut Vec<u8>) {
     let (y, mo, d, h, mi, s, ms) = civil(time);
-    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
+    digits(y.unsigned_abs(), 4, out);
+    for (sep, value) in [(b'-', mo), (b'-', d), (b'T', h), (b':', mi), (b':', s)] {
+        out.push(sep);
+        digits(u64::from(value), 2, out);
+    }
+    out.push(b'.');
+    digits(u64::from(ms), 3, out);
+    out.push(b'Z');
 }
 
 /// `26/Nov/2026:10:00:00 +0000`.
-fn clf_time(time: SystemTime, out: &mut String) {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+fn clf_time(time: SystemTime, out: &mut Vec<u8>) {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
     ];
     let (y, mo, d, h, mi, s, _) = civil(time);
-    let _ = write!(
-        out,
-        "{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000",
-        MONTHS[(mo - 1) as usize]
-    );
+    digits(u64::from(d), 2, out);
+    out.push(b'/');
+    out.extend_from_slice(MONTHS[(mo - 1) as usize]);
+    out.push(b'/');
+    digits(y.unsigned_abs(), 4, out);
+    for value in [h, mi, s] {
+        out.push(b':');
+        digits(u64::from(value), 2, out);
+    }
+    out.extend_from_slice(b" +0000");
 }
 
 #[cfg(test)]
@@ -491,15 +607,19 @@ mod tests {
 
     fn entry() -> Entry {
         Entry {
-            // 2026-11-26T10:00:00.123Z
-            time: UNIX_EPOCH + Duration::from_millis(1_795_687_200_123),
-            request_id: Some(HeaderValue::from_static("rid-1")),
-            trace_id: Some(0x4bf92f3577b34da6a3ce929d0e0e4736),
-            client: "10.0.0.1:5123".parse().unwrap(),
-            method: Method::GET,
-            authority: Some(HeaderValue::from_static("shop.example")),
-            path: "/a\"b".into(),
-            version: Version::HTTP_11,
+            arrival: Box::new(Arrival {
+                // 2026-11-26T10:00:00.123Z
+                time: UNIX_EPOCH + Duration::from_millis(1_795_687_200_123),
+                request_id: Some(HeaderValue::from_static("rid-1")),
+                trace_id: Some(0x4bf92f3577b34da6a3ce929d0e0e4736),
+                client: "10.0.0.1:5123".parse().unwrap(),
+                method: Method::GET,
+                authority: Some(HeaderValue::from_static("shop.example")),
+                path: "/a\"b".into(),
+                version: Version::HTTP_11,
+                user_agent: Some(HeaderValue::from_bytes(b"ua \xff").unwrap()),
+                referer: None,
+            }),
             status: 200,
             bytes_in: 3,
             bytes_out: 512,
@@ -509,17 +629,15 @@ mod tests {
             route: Some("shop/cart".into()),
             backend: None,
             flags: Flags::default(),
-            user_agent: Some(HeaderValue::from_bytes(b"ua \xff").unwrap()),
-            referer: None,
         }
     }
 
     #[test]
     fn json_line() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         AccessLogFormat::Json.write(&entry(), &mut out);
         assert_eq!(
-            out,
+            String::from_utf8(out).unwrap(),
             concat!(
                 r#"{"time":"2026-11-26T10:00:00.123Z","request_id":"rid-1","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","#,
                 r#""client":"10.0.0.1:5123","method":"GET","authority":"shop.example","path":"/a\"b","#,
@@ -536,10 +654,10 @@ mod tests {
         let mut e = entry();
         e.flags.set(Flags::UF);
         e.flags.set(Flags::UT);
-        let mut out = String::new();
+        let mut out = Vec::new();
         AccessLogFormat::Common.write(&e, &mut out);
         assert_eq!(
-            out,
+            String::from_utf8(out).unwrap(),
             concat!(
                 r#"10.0.0.1 - - [26/Nov/2026:10:00:00 +0000] "GET /a\"b HTTP/1.1" 200 512 "-" "ua\x20\xff" "#,
                 r#"rid=rid-1 trace=4bf92f3577b34da6a3ce929d0e0e4736 dur_ms=1.234 authority="shop.example" "#,
@@ -559,40 +677,111 @@ mod tests {
             (1_234_500, "1.235"),
             (61_000_000_000, "61000.000"),
         ] {
-            let mut out = String::new();
+            let mut out = Vec::new();
             millis(Duration::from_nanos(nanos), &mut out);
-            assert_eq!(out, want, "{nanos} ns");
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{nanos} ns");
         }
     }
 
     #[test]
     fn json_strings_escape_only_what_they_must() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         json_str(b"plain", &mut out);
         json_str(b"\"q\\\x01\x7f end", &mut out);
         json_str(b"", &mut out);
-        assert_eq!(out, r#""plain""\"q\\\u0001\u007f end""""#);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#""plain""\"q\\\u0001\u007f end""""#
+        );
+    }
+
+    #[test]
+    fn addresses_and_numbers() {
+        let mut out = Vec::new();
+        for addr in [
+            "10.0.0.1:5123",
+            "255.255.255.255:65535",
+            "[::1]:80",
+            "[fd00::1:2]:8080",
+        ] {
+            out.clear();
+            socket_addr(addr.parse().unwrap(), &mut out);
+            assert_eq!(out, addr.as_bytes());
+        }
+        out.clear();
+        ip("0.0.0.0".parse().unwrap(), &mut out);
+        out.push(b' ');
+        number(0, &mut out);
+        out.push(b' ');
+        number(u64::MAX, &mut out);
+        out.push(b' ');
+        digits(7, 3, &mut out);
+        out.push(b' ');
+        hex128(0xab, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0.0.0.0 0 18446744073709551615 007 000000000000000000000000000000ab"
+        );
     }
 
     #[test]
     fn civil_dates() {
-        let mut out = String::new();
+        let mut out = Vec::new();
         rfc3339(UNIX_EPOCH, &mut out);
-        assert_eq!(out, "1970-01-01T00:00:00.000Z");
+        assert_eq!(out, b"1970-01-01T00:00:00.000Z");
         out.clear();
         // 2000-02-29T23:59:59Z, a leap day in a century leap year.
         rfc3339(UNIX_EPOCH + Duration::from_secs(951_868_799), &mut out);
-        assert_eq!(out, "2000-02-29T23:59:59.000Z");
+        assert_eq!(out, b"2000-02-29T23:59:59.000Z");
+    }
+
+    /// A writer that, once entered, blocks until told to go on, then takes everything.
+    struct Stuck {
+        entered: Arc<std::sync::atomic::AtomicBool>,
+        go: std::sync::mpsc::Receiver<()>,
+        written: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.entered
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = self.go.recv();
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[tokio::test]
-    async fn full_queue_drops_and_counts() {
-        // A writer that never accepts a byte: the queue fills up.
-        let (stuck, _other) = tokio::io::duplex(1);
-        let log = AccessLog::new(AccessLogFormat::Json, stuck, 2);
+    async fn full_queue_drops_and_counts_and_flush_waits_for_the_rest() {
+        let (go, wait) = std::sync::mpsc::channel();
+        let entered = Arc::<std::sync::atomic::AtomicBool>::default();
+        let written = Arc::<std::sync::Mutex<Vec<u8>>>::default();
+        let stuck = Stuck {
+            entered: Arc::clone(&entered),
+            go: wait,
+            written: Arc::clone(&written),
+        };
+        let log = AccessLog::new(AccessLogFormat::Json, stuck, 2).unwrap();
+        // The writer takes the first line and blocks writing it; two more fill the queue.
+        log.log(entry());
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !entered.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
         for _ in 0..10 {
             log.log(entry());
         }
-        assert!(log.dropped() >= 7, "dropped {}", log.dropped());
+        assert_eq!(log.dropped(), 8);
+        drop(go);
+        log.flush().await;
+        let written = written.lock().unwrap();
+        assert_eq!(written.iter().filter(|&&b| b == b'\n').count(), 3);
     }
 }

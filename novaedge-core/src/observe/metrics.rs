@@ -19,18 +19,20 @@
 //! finishing on the old configuration may add one back; the next reload removes it again.)
 //! Counters of routes that stay keep counting across reloads.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use novaedge_health::Limit;
 use novaedge_snapshot::ConfigSnapshot;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Latency buckets, in seconds: sub-millisecond for local hops up to a minute for slow
@@ -40,12 +42,89 @@ const BUCKETS: [f64; 16] = [
     60.0,
 ];
 
+/// [`BUCKETS`] in nanoseconds, for comparing durations without floating point.
+const BUCKET_NANOS: [u64; 16] = [
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+];
+
+/// A latency histogram over [`BUCKETS`] whose `observe` is two atomic adds.
+///
+/// prometheus-client's `Histogram` takes a lock for every observation; this one, on the request
+/// path of every request, takes none. The count is the sum of the buckets, so a scrape never
+/// sees a count that disagrees with them; the sum (kept in nanoseconds, exact) may run ahead
+/// or behind them by the observations made while the scrape reads.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Latency(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Latency {
+    pub(crate) fn observe(&self, duration: Duration) {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKET_NANOS.partition_point(|&bound| bound < nanos);
+        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut count = 0;
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.0.buckets)
+            .map(|(bound, n)| {
+                let n = n.load(Ordering::Relaxed);
+                count += n;
+                (bound, n)
+            })
+            .collect();
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a sum of seconds for Prometheus"
+        )]
+        let sum = self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// Makes [`Latency`] histograms for a family.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Buckets;
 
-impl MetricConstructor<Histogram> for Buckets {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(BUCKETS)
+impl MetricConstructor<Latency> for Buckets {
+    fn new_metric(&self) -> Latency {
+        Latency::default()
     }
 }
 
@@ -135,11 +214,88 @@ where
 #[derive(Debug)]
 pub(crate) struct Metrics {
     requests: Tracked<RequestLabels, Counter>,
-    duration: Tracked<RouteBackend, Histogram, Buckets>,
-    upstream_rtt: Tracked<BackendLabel, Histogram, Buckets>,
+    duration: Tracked<RouteBackend, Latency, Buckets>,
+    upstream_rtt: Tracked<BackendLabel, Latency, Buckets>,
     connections: Tracked<ListenerLabel, Gauge>,
     overflows: Tracked<OverflowLabels, Counter>,
     rate_limited: Tracked<RouteLabel, Counter>,
+    /// The series every request updates, by route and backend, read without a lock.
+    by_route: Handles<Arc<RouteSeries>>,
+    /// `novaedge_upstream_rtt_seconds` by backend, under the route name [`Self::empty`].
+    rtt_by_backend: Handles<Latency>,
+    empty: Arc<str>,
+}
+
+/// The series of one route and backend: counters per status class (made at first use, so
+/// that classes never seen show no series) and the duration histogram.
+#[derive(Debug)]
+struct RouteSeries {
+    labels: RouteBackend,
+    classes: [OnceLock<Counter>; 5],
+    duration: Latency,
+}
+
+/// Metric handles by route and backend name, for the request path: a lookup is an atomic load
+/// and two hash probes on `str` keys, where a `Family` lookup takes a read lock, hashes the
+/// label set with SipHash and clones its `Arc`s. Entries are added under a mutex the first time
+/// a series is used, by copying the map (rare: the set is bounded by the configuration), and
+/// dropped with their series by [`Metrics::retain`].
+struct Handles<V> {
+    map: ArcSwap<HandleMap<V>>,
+    write: Mutex<()>,
+}
+
+type HandleMap<V> = HashMap<
+    Arc<str>,
+    HashMap<Arc<str>, V, foldhash::fast::RandomState>,
+    foldhash::fast::RandomState,
+>;
+
+impl<V> std::fmt::Debug for Handles<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handles")
+            .field("routes", &self.map.load().len())
+            .finish()
+    }
+}
+
+impl<V: Clone> Handles<V> {
+    fn new() -> Self {
+        Self {
+            map: ArcSwap::from_pointee(HashMap::default()),
+            write: Mutex::new(()),
+        }
+    }
+
+    /// The handle of `(outer, inner)`, made by `make` the first time.
+    fn get(&self, outer: &Arc<str>, inner: &Arc<str>, make: impl FnOnce() -> V) -> V {
+        if let Some(v) = self.map.load().get(&**outer).and_then(|m| m.get(&**inner)) {
+            return v.clone();
+        }
+        let _write = self.write.lock().expect("metric handles");
+        let current = self.map.load_full();
+        if let Some(v) = current.get(&**outer).and_then(|m| m.get(&**inner)) {
+            return v.clone();
+        }
+        let v = make();
+        let mut next = HandleMap::clone(&current);
+        next.entry(outer.clone())
+            .or_default()
+            .insert(inner.clone(), v.clone());
+        self.map.store(Arc::new(next));
+        v
+    }
+
+    /// Keeps the handles for which `keep(outer, inner)` holds.
+    fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        let _write = self.write.lock().expect("metric handles");
+        let mut next = HandleMap::clone(&self.map.load_full());
+        next.retain(|outer, inners| {
+            inners.retain(|inner, _| keep(outer, inner));
+            !inners.is_empty()
+        });
+        self.map.store(Arc::new(next));
+    }
 }
 
 impl Metrics {
@@ -151,6 +307,9 @@ impl Metrics {
             connections: Tracked::new(Family::default()),
             overflows: Tracked::new(Family::default()),
             rate_limited: Tracked::new(Family::default()),
+            by_route: Handles::new(),
+            rtt_by_backend: Handles::new(),
+            empty: Arc::from(""),
         }
     }
 
@@ -204,26 +363,41 @@ impl Metrics {
         status: u16,
         duration: Duration,
     ) {
-        let labels = RequestLabels {
-            route: route.clone(),
-            backend: backend.clone(),
-            code_class: code_class(status),
-        };
-        self.requests.with(&labels, |c| c.inc());
-        let labels = RouteBackend {
-            route: labels.route,
-            backend: labels.backend,
-        };
-        self.duration
-            .with(&labels, |h| h.observe(duration.as_secs_f64()));
+        let series = self.by_route.get(route, backend, || {
+            let labels = RouteBackend {
+                route: route.clone(),
+                backend: backend.clone(),
+            };
+            Arc::new(RouteSeries {
+                duration: self.duration.with(&labels, Latency::clone),
+                labels,
+                classes: Default::default(),
+            })
+        });
+        let class = code_class(status);
+        let index = usize::from(class.as_bytes()[0] - b'1');
+        series.classes[index]
+            .get_or_init(|| {
+                let labels = RequestLabels {
+                    route: series.labels.route.clone(),
+                    backend: series.labels.backend.clone(),
+                    code_class: class,
+                };
+                self.requests.with(&labels, Counter::clone)
+            })
+            .inc();
+        series.duration.observe(duration);
     }
 
     pub(crate) fn upstream_rtt(&self, backend: &Arc<str>, rtt: Duration) {
-        let labels = BackendLabel {
-            backend: backend.clone(),
-        };
-        self.upstream_rtt
-            .with(&labels, |h| h.observe(rtt.as_secs_f64()));
+        self.rtt_by_backend
+            .get(&self.empty, backend, || {
+                let labels = BackendLabel {
+                    backend: backend.clone(),
+                };
+                self.upstream_rtt.with(&labels, Latency::clone)
+            })
+            .observe(rtt);
     }
 
     pub(crate) fn overflow(&self, backend: &Arc<str>, limit: Limit) {
@@ -276,6 +450,9 @@ impl Metrics {
         // their own handle, unseen.
         self.connections
             .retain(|l| listeners.contains(&*l.listener));
+        self.by_route
+            .retain(|route, backend| route_ok(route) && backend_ok(backend));
+        self.rtt_by_backend.retain(|_, backend| backend_ok(backend));
     }
 }
 
@@ -360,6 +537,35 @@ mod tests {
         );
         metrics.retain(&snapshot);
         assert!(!text(&metrics).contains(r#"route="ns/b""#));
+    }
+
+    #[test]
+    fn bucket_bounds_agree() {
+        for (secs, nanos) in BUCKETS.iter().zip(BUCKET_NANOS) {
+            assert_eq!((secs * 1e9).round() as u64, nanos, "{secs}");
+        }
+    }
+
+    #[test]
+    fn latency_buckets_count_and_sum() {
+        let metrics = Metrics::new();
+        let be: Arc<str> = "be".into();
+        for micros in [300, 1_000, 1_001, 120_000_000] {
+            metrics.upstream_rtt(&be, Duration::from_micros(micros));
+        }
+        let out = text(&metrics);
+        for line in [
+            r#"novaedge_upstream_rtt_seconds_bucket{le="0.0005",backend="be"} 1"#,
+            // A bound is inclusive.
+            r#"novaedge_upstream_rtt_seconds_bucket{le="0.001",backend="be"} 2"#,
+            r#"novaedge_upstream_rtt_seconds_bucket{le="0.0025",backend="be"} 3"#,
+            r#"novaedge_upstream_rtt_seconds_bucket{le="60.0",backend="be"} 3"#,
+            r#"novaedge_upstream_rtt_seconds_bucket{le="+Inf",backend="be"} 4"#,
+            r#"novaedge_upstream_rtt_seconds_count{backend="be"} 4"#,
+            r#"novaedge_upstream_rtt_seconds_sum{backend="be"} 120.002301"#,
+        ] {
+            assert!(out.contains(line), "{line} missing from\n{out}");
+        }
     }
 
     #[test]

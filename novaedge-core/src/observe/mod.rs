@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, Version};
+use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use novaedge_health::Limit;
@@ -59,7 +59,7 @@ pub use trace::{OtlpConfig, OtlpTracer, TraceError};
 use crate::body::{BoxError, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::runtime::ListenerRuntime;
-use access_log::Entry;
+use access_log::{Arrival, Entry};
 use metrics::Metrics;
 use trace::{TRACEPARENT, TRACESTATE, TraceParent};
 
@@ -365,16 +365,8 @@ struct Active {
     shared: Arc<crate::engine::Shared>,
     exchange: Arc<Exchange>,
     start: Instant,
-    time: SystemTime,
-    request_id: Option<HeaderValue>,
-    trace_id: Option<u128>,
-    client: SocketAddr,
-    method: Method,
-    authority: Option<HeaderValue>,
-    path: String,
-    version: Version,
-    user_agent: Option<HeaderValue>,
-    referer: Option<HeaderValue>,
+    /// What the access log and spans show of the request; `None` when nothing shows it.
+    arrival: Option<Box<Arrival>>,
     listener: Option<Arc<str>>,
     route: Option<Arc<str>>,
     status: u16,
@@ -468,20 +460,25 @@ impl Observed {
         });
         let header =
             |name: header::HeaderName| logging.then(|| req.headers().get(name).cloned()).flatten();
+        let arrival = described.then(|| {
+            Box::new(Arrival {
+                time,
+                request_id: request_id.clone(),
+                trace_id,
+                client,
+                method: req.method().clone(),
+                authority,
+                path,
+                version: req.version(),
+                user_agent: header(header::USER_AGENT),
+                referer: header(header::REFERER),
+            })
+        });
         let active = Active {
             shared: shared.clone(),
             exchange,
             start,
-            time,
-            request_id: request_id.clone(),
-            trace_id,
-            client,
-            method: req.method().clone(),
-            authority,
-            path,
-            version: req.version(),
-            user_agent: header(header::USER_AGENT),
-            referer: header(header::REFERER),
+            arrival,
             listener: None,
             route: None,
             status: 0,
@@ -502,8 +499,9 @@ impl Observed {
         };
         active.listener = listener.cloned();
         active.route = route.cloned();
-        if let (Some(span), Some(route)) = (&mut active.span, route) {
-            span.update_name(format!("{} {route}", active.method));
+        if let (Some(span), Some(route), Some(arrival)) = (&mut active.span, route, &active.arrival)
+        {
+            span.update_name(format!("{} {route}", arrival.method));
             span.add_event(
                 "route matched",
                 vec![KeyValue::new("novaedge.route", route.to_string())],
@@ -630,17 +628,10 @@ impl Active {
             }
             span.end();
         }
-        if let Some(log) = &observe.config.access_log {
+        if let (Some(log), Some(arrival)) = (&observe.config.access_log, self.arrival.take()) {
             let this = self;
             log.log(Entry {
-                time: this.time,
-                request_id: this.request_id,
-                trace_id: this.trace_id,
-                client: this.client,
-                method: this.method,
-                authority: this.authority,
-                path: this.path,
-                version: this.version,
+                arrival,
                 status: this.status,
                 bytes_in: this.exchange.bytes_in.load(Ordering::Relaxed),
                 bytes_out,
@@ -650,8 +641,6 @@ impl Active {
                 route: this.route,
                 backend: upstream.backend,
                 flags: this.flags,
-                user_agent: this.user_agent,
-                referer: this.referer,
             });
         }
     }

@@ -38,7 +38,9 @@ impl ObserveOptions {
         };
         let access_log = self
             .access_log
-            .map(|format| AccessLog::new(format, tokio::io::stdout(), AccessLog::DEFAULT_QUEUE));
+            .map(|format| AccessLog::new(format, std::io::stdout(), AccessLog::DEFAULT_QUEUE))
+            .transpose()
+            .map_err(|e| format!("--access-log: cannot start the writer thread: {e}"))?;
         Ok(Observability {
             config: ObserveConfig {
                 access_log,
