@@ -89,7 +89,6 @@ pub(crate) fn add_forwarded(
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let client = client.to_canonical().to_string();
     // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3): fold them into one line
     // and append this client.
     let mut xff = Vec::new();
@@ -99,8 +98,8 @@ pub(crate) fn add_forwarded(
             xff.extend_from_slice(b", ");
         }
     }
-    xff.extend_from_slice(client.as_bytes());
-    if let Ok(xff) = HeaderValue::from_bytes(&xff) {
+    crate::ascii::ip(client.to_canonical(), &mut xff);
+    if let Ok(xff) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         headers.insert(X_FORWARDED_FOR, xff);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));

@@ -55,6 +55,7 @@
 
 #![forbid(unsafe_code)]
 
+mod ascii;
 mod body;
 mod config;
 mod engine;

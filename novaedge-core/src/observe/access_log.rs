@@ -34,7 +34,7 @@
 //! commas; none is `-`.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,7 +43,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Flags;
-use super::request_id::HEX;
+use crate::ascii::{digits, hex_byte, hex128, ip, number, socket_addr};
 
 /// Longest path logged; longer ones are cut.
 pub(crate) const MAX_PATH: usize = 1024;
@@ -483,66 +483,6 @@ fn flags(flags: Flags, out: &mut Vec<u8>) {
     let _ = write!(out, "{flags}");
 }
 
-// === numbers and addresses ===
-
-/// A decimal number.
-fn number(n: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-}
-
-/// The `width` low decimal digits of `n`, zero-padded.
-fn digits(mut n: u64, width: usize, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.resize(start + width, b'0');
-    for slot in out[start..].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-}
-
-fn hex_byte(b: u8, out: &mut Vec<u8>) {
-    out.push(HEX[usize::from(b >> 4)]);
-    out.push(HEX[usize::from(b & 0xf)]);
-}
-
-/// 32 lowercase hex digits, as W3C trace ids are written.
-fn hex128(id: u128, out: &mut Vec<u8>) {
-    for byte in id.to_be_bytes() {
-        hex_byte(byte, out);
-    }
-}
-
-fn ip(addr: IpAddr, out: &mut Vec<u8>) {
-    match addr {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                number(u64::from(octet), out);
-            }
-        }
-        // RFC 5952's zero compression is std's to get right; IPv6 clients pay for it.
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
-}
-
-/// `1.2.3.4:80` or `[::1]:80` (scope ids and flow info are not shown).
-fn socket_addr(addr: SocketAddr, out: &mut Vec<u8>) {
-    match addr.ip() {
-        IpAddr::V4(_) => ip(addr.ip(), out),
-        IpAddr::V6(_) => {
-            out.push(b'[');
-            ip(addr.ip(), out);
-            out.push(b']');
-        }
-    }
-    out.push(b':');
-    number(u64::from(addr.port()), out);
-}
-
 /// Calendar fields of a UTC time: (year, month, day, hour, minute, second, millisecond).
 fn civil(time: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -692,35 +632,6 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#""plain""\"q\\\u0001\u007f end""""#
-        );
-    }
-
-    #[test]
-    fn addresses_and_numbers() {
-        let mut out = Vec::new();
-        for addr in [
-            "10.0.0.1:5123",
-            "255.255.255.255:65535",
-            "[::1]:80",
-            "[fd00::1:2]:8080",
-        ] {
-            out.clear();
-            socket_addr(addr.parse().unwrap(), &mut out);
-            assert_eq!(out, addr.as_bytes());
-        }
-        out.clear();
-        ip("0.0.0.0".parse().unwrap(), &mut out);
-        out.push(b' ');
-        number(0, &mut out);
-        out.push(b' ');
-        number(u64::MAX, &mut out);
-        out.push(b' ');
-        digits(7, 3, &mut out);
-        out.push(b' ');
-        hex128(0xab, &mut out);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "0.0.0.0 0 18446744073709551615 007 000000000000000000000000000000ab"
         );
     }
 

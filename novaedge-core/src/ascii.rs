@@ -1,0 +1,100 @@
+//! Numbers and addresses written as ASCII into a byte buffer, for what the request path writes
+//! (access log lines, `X-Forwarded-For`): `core::fmt` costs several times more, with padding and
+//! alignment nobody asked for.
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::observe::request_id::HEX;
+
+/// A decimal number.
+pub(crate) fn number(n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// The `width` low decimal digits of `n`, zero-padded.
+pub(crate) fn digits(mut n: u64, width: usize, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for slot in out[start..].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+pub(crate) fn hex_byte(b: u8, out: &mut Vec<u8>) {
+    out.push(HEX[usize::from(b >> 4)]);
+    out.push(HEX[usize::from(b & 0xf)]);
+}
+
+/// 32 lowercase hex digits, as W3C trace ids are written.
+pub(crate) fn hex128(id: u128, out: &mut Vec<u8>) {
+    for byte in id.to_be_bytes() {
+        hex_byte(byte, out);
+    }
+}
+
+pub(crate) fn ip(addr: IpAddr, out: &mut Vec<u8>) {
+    match addr {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                number(u64::from(octet), out);
+            }
+        }
+        // RFC 5952's zero compression is std's to get right; IPv6 clients pay for it.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// `1.2.3.4:80` or `[::1]:80` (scope ids and flow info are not shown).
+pub(crate) fn socket_addr(addr: SocketAddr, out: &mut Vec<u8>) {
+    match addr.ip() {
+        IpAddr::V4(_) => ip(addr.ip(), out),
+        IpAddr::V6(_) => {
+            out.push(b'[');
+            ip(addr.ip(), out);
+            out.push(b']');
+        }
+    }
+    out.push(b':');
+    number(u64::from(addr.port()), out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_numbers() {
+        let mut out = Vec::new();
+        for addr in [
+            "10.0.0.1:5123",
+            "255.255.255.255:65535",
+            "[::1]:80",
+            "[fd00::1:2]:8080",
+        ] {
+            out.clear();
+            socket_addr(addr.parse().unwrap(), &mut out);
+            assert_eq!(out, addr.as_bytes());
+        }
+        out.clear();
+        ip("0.0.0.0".parse().unwrap(), &mut out);
+        out.push(b' ');
+        number(0, &mut out);
+        out.push(b' ');
+        number(u64::MAX, &mut out);
+        out.push(b' ');
+        digits(7, 3, &mut out);
+        out.push(b' ');
+        hex128(0xab, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "0.0.0.0 0 18446744073709551615 007 000000000000000000000000000000ab"
+        );
+    }
+}
