@@ -65,7 +65,7 @@ pub const DEFAULT_MAX_LSAS: usize = 100_000;
 /// Neighbours kept per interface; Hellos from more are dropped.
 pub const MAX_NEIGHBORS: usize = 256;
 /// How long a graceful shutdown waits for the flushed LSAs to be acknowledged.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(1500);
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the core needs to know about an interface: its configuration and what the system
 /// says about it.
@@ -1969,6 +1969,7 @@ impl Instance {
     /// MinLSInterval per LSA, and flushes what is no longer wanted.
     fn reconcile(&mut self, now: Instant) {
         let desired = self.desired();
+        self.next_origination = None;
         let unwanted: Vec<LsaKey> = self
             .lsdb
             .own_keys()
@@ -1977,14 +1978,25 @@ impl Instance {
             .collect();
         for key in unwanted {
             let live = self.lsdb.get(&key).is_some_and(|e| e.age(now) < MAX_AGE);
-            if live {
-                self.flush(key, now);
-            }
             if let Some(o) = self.own.get_mut(&key) {
                 o.force = false;
             }
+            if !live {
+                continue;
+            }
+            // A flush is a new instance too: the neighbours drop it if it follows the one
+            // we originated by less than MinLSArrival (section 13, step 5a).
+            let earliest = self
+                .own
+                .get(&key)
+                .and_then(|o| o.originated)
+                .map(|t| t + MIN_LS_ARRIVAL);
+            if let Some(t) = earliest.filter(|t| *t > now) {
+                self.next_origination = Some(self.next_origination.map_or(t, |x| x.min(t)));
+                continue;
+            }
+            self.flush(key, now);
         }
-        self.next_origination = None;
         for (key, body) in desired {
             let mut bytes = Vec::new();
             if let Err(e) = body.encode(&mut bytes) {
@@ -2084,11 +2096,14 @@ impl Instance {
             return;
         };
         let lsdb = &self.lsdb;
-        let pending = self
-            .ifaces
-            .iter()
-            .flat_map(|i| &i.nbrs)
-            .any(|n| n.rxmt.keys().any(|k| lsdb.is_self(k)));
+        let mut nbrs = self.ifaces.iter().flat_map(|i| &i.nbrs);
+        let flooding = nbrs.clone().any(|n| n.state >= NbrState::Exchange);
+        // Flushes not acknowledged yet, or not sent yet (MinLSArrival).
+        let pending = flooding
+            && (nbrs.any(|n| n.rxmt.keys().any(|k| lsdb.is_self(k)))
+                || lsdb
+                    .own_keys()
+                    .any(|k| lsdb.get(k).is_some_and(|e| e.age(now) < MAX_AGE)));
         if pending && now < deadline {
             return;
         }

@@ -1095,7 +1095,12 @@ fn graceful_shutdown_flushes_everything_and_says_goodbye() {
     lab.at(MIN_LS_INTERVAL);
     lab.sent();
     lab.inst.shutdown(lab.now);
-    let flushed = lsus(&lab.sent_bodies());
+    // The Router-LSA was originated just now (MinLSInterval after t0): its flush follows
+    // MinLSArrival later.
+    let mut flushed = lsus(&lab.sent_bodies());
+    assert!(!lab.inst.is_finished());
+    lab.advance(MIN_LS_ARRIVAL);
+    flushed.extend(lsus(&lab.sent_bodies()));
     let keys: BTreeSet<LsaKey> = flushed.iter().map(|(_, l)| l.key()).collect();
     assert_eq!(
         keys,
@@ -1339,4 +1344,39 @@ fn waiting_ends_early_when_a_dr_is_declared() {
         })
         .unwrap();
     assert_eq!((hello.dr, hello.bdr), (ip("172.31.1.1"), ip("172.31.1.5")));
+}
+
+#[test]
+fn a_flush_right_after_an_origination_waits_for_min_ls_arrival() {
+    // Routers drop an instance that follows the previous one by less than MinLSArrival, so a
+    // withdrawal (or a shutdown) right after an assignment is flushed a second later.
+    let mut lab = Lab::new(ptp());
+    ptp_full_as_slave(&mut lab);
+    lab.advance(Duration::from_secs(1));
+    lab.sent();
+    lab.inst.advertise(VIP, lab.now);
+    let first = lsus(&lab.sent_bodies());
+    assert_eq!(first.len(), 1);
+    lab.advance(Duration::from_millis(300));
+    lab.inst.shutdown(lab.now);
+    let early = lsus(&lab.sent_bodies());
+    assert!(
+        early.iter().all(|(_, l)| l.key() != first[0].1.key()),
+        "{early:?}"
+    );
+    assert!(!lab.inst.is_finished());
+    lab.advance(Duration::from_millis(700));
+    let flush: Vec<_> = lsus(&lab.sent_bodies())
+        .into_iter()
+        .filter(|(_, l)| l.key() == first[0].1.key())
+        .collect();
+    assert_eq!(flush.len(), 1);
+    assert_eq!(flush[0].1.header().age, MAX_AGE);
+    let acked: Vec<LsaHeader> = early
+        .iter()
+        .chain(&flush)
+        .map(|(_, l)| *l.header())
+        .collect();
+    lab.feed("172.31.0.1", ALL_SPF_ROUTERS, HIGH, Body::LsAck(acked));
+    assert!(lab.inst.is_finished());
 }

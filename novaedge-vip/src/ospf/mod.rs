@@ -38,9 +38,10 @@
 //! # Withdrawal and shutdown
 //!
 //! `unassign` re-issues that VIP's LSA at MaxAge and floods it, so every router drops it at
-//! once; the Router-LSA loses its E bit when the last VIP goes. `shutdown` flushes every
+//! once (if the LSA was originated less than MinLSArrival, 1 s, before, the flush waits for
+//! that second: routers drop instances that follow each other faster); the Router-LSA loses its E bit when the last VIP goes. `shutdown` flushes every
 //! self-originated LSA (the AS-external-LSAs, the Network-LSA if any and the Router-LSA),
-//! waits until the neighbours acknowledged the flushes or 1.5 s passed, then sends a last
+//! waits until the neighbours acknowledged the flushes or 2 s passed, then sends a last
 //! Hello that lists no neighbour (the routers drop the adjacency at once instead of after
 //! the dead interval) and stops. A speaker killed without shutdown is dropped by the routers
 //! after the dead interval; its LSAs then stay in their databases, unreachable, until they
