@@ -418,17 +418,22 @@ fn validate(config: &OspfConfig) -> Result<Vec<InterfaceSpec>, OspfError> {
     Ok(specs)
 }
 
-/// The interface's index, first IPv4 address with its prefix length, and MTU (from
-/// /sys/class/net/NAME/mtu).
-fn resolve_interface(name: &str) -> Result<(u32, Ipv4Addr, u8, u16), OspfError> {
-    let bad = |reason: String| OspfError::Interface {
+/// The first IPv4 address of interface `name` (the default router ID of the agent's OSPF
+/// speaker).
+pub fn interface_ipv4(name: &str) -> Result<Ipv4Addr, OspfError> {
+    let (_, address, _) = interface_index_and_ipv4(name)?;
+    Ok(address)
+}
+
+fn interface_index_and_ipv4(name: &str) -> Result<(u32, Ipv4Addr, u8), OspfError> {
+    let bad = |reason: &str| OspfError::Interface {
         name: name.to_string(),
-        reason,
+        reason: reason.to_string(),
     };
     let iface = pnet_datalink::interfaces()
         .into_iter()
         .find(|i| i.name == name)
-        .ok_or_else(|| bad("no such interface".into()))?;
+        .ok_or_else(|| bad("no such interface"))?;
     let (address, prefix) = iface
         .ips
         .iter()
@@ -436,7 +441,18 @@ fn resolve_interface(name: &str) -> Result<(u32, Ipv4Addr, u8, u16), OspfError> 
             IpAddr::V4(a) => Some((a, n.prefix())),
             IpAddr::V6(_) => None,
         })
-        .ok_or_else(|| bad("has no IPv4 address".into()))?;
+        .ok_or_else(|| bad("has no IPv4 address"))?;
+    Ok((iface.index, address, prefix))
+}
+
+/// The interface's index, first IPv4 address with its prefix length, and MTU (from
+/// /sys/class/net/NAME/mtu).
+fn resolve_interface(name: &str) -> Result<(u32, Ipv4Addr, u8, u16), OspfError> {
+    let bad = |reason: String| OspfError::Interface {
+        name: name.to_string(),
+        reason,
+    };
+    let (index, address, prefix) = interface_index_and_ipv4(name)?;
     let path = format!("/sys/class/net/{name}/mtu");
     let mtu = std::fs::read_to_string(&path)
         .map_err(|e| bad(format!("cannot read {path}: {e}")))?
@@ -447,7 +463,7 @@ fn resolve_interface(name: &str) -> Result<(u32, Ipv4Addr, u8, u16), OspfError> 
         return Err(bad(format!("MTU {mtu} is below the 576 bytes OSPF needs")));
     }
     let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
-    Ok((iface.index, address, prefix, mtu))
+    Ok((index, address, prefix, mtu))
 }
 
 /// A packet read from an interface.
