@@ -184,7 +184,8 @@ pub enum OspfInterfaceState {
     Dr,
 }
 
-/// OSPF neighbour state (RFC 2328 section 10.1); `Attempt` (NBMA only) is never used.
+/// OSPF neighbour state (RFC 2328 section 10.1). `Attempt` (NBMA networks only) is not
+/// modelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OspfNeighborState {
     /// Nothing heard within the dead interval.

@@ -378,11 +378,9 @@ impl VipManager {
         let stop_ospf = drivers.ospf.as_ref().is_some_and(|(settings, r)| {
             r.assigned.is_empty() || ospf.as_ref().is_none_or(|(wanted, _)| wanted != settings)
         });
-        if stop_ospf {
-            if let Some((settings, r)) = drivers.ospf.take() {
-                tracing::info!(area = %settings.announce.area, "stopping the OSPF speaker");
-                let _ = r.driver.shutdown().await;
-            }
+        if stop_ospf && let Some((settings, r)) = drivers.ospf.take() {
+            tracing::info!(area = %settings.announce.area, "stopping the OSPF speaker");
+            let _ = r.driver.shutdown().await;
         }
 
         // The names are claimed before the addresses are bound.

@@ -829,11 +829,11 @@ impl Instance {
             return;
         };
         let name = &ifc.spec.name;
-        if let Some(nbr) = ifc.nbrs.get_mut(n) {
-            if nbr.state != state {
-                tracing::info!(iface = %name, neighbor = %nbr.router_id, address = %nbr.address, from = ?nbr.state, to = ?state, "OSPF neighbour state");
-                nbr.state = state;
-            }
+        if let Some(nbr) = ifc.nbrs.get_mut(n)
+            && nbr.state != state
+        {
+            tracing::info!(iface = %name, neighbor = %nbr.router_id, address = %nbr.address, from = ?nbr.state, to = ?state, "OSPF neighbour state");
+            nbr.state = state;
         }
     }
 
@@ -1475,7 +1475,7 @@ impl Instance {
         let Some(nbr) = ifc.nbrs.get_mut(n) else {
             return;
         };
-        if !nbr.rxmt_due.is_some_and(|t| now >= t) {
+        if nbr.rxmt_due.is_none_or(|t| now < t) {
             return;
         }
         let mut lsas = Vec::new();
@@ -1614,10 +1614,10 @@ impl Instance {
         let cmp = db.map(|e| h.compare_recency(&e.header(now)));
         // (5) new or newer.
         if cmp.is_none_or(|c| c == Ordering::Greater) {
-            if let Some(r) = db.and_then(|e| e.received) {
-                if now.saturating_duration_since(r) < MIN_LS_ARRIVAL {
-                    return Ok(());
-                }
+            if let Some(r) = db.and_then(|e| e.received)
+                && now.saturating_duration_since(r) < MIN_LS_ARRIVAL
+            {
+                return Ok(());
             }
             if self.lsdb.is_full_for(&key) && !self.lsdb.is_self(&key) {
                 self.lsdb_full_drops += 1;
@@ -1728,16 +1728,16 @@ impl Instance {
                 if nbr.state < NbrState::Exchange {
                     continue;
                 }
-                if nbr.state != NbrState::Full {
-                    if let Some(req) = nbr.requests.get(&key) {
-                        let c = h.compare_recency(req);
-                        if c != Ordering::Less {
-                            nbr.requests.remove(&key);
-                            nbr.outstanding.remove(&key);
-                        }
-                        if c != Ordering::Greater {
-                            continue;
-                        }
+                if nbr.state != NbrState::Full
+                    && let Some(req) = nbr.requests.get(&key)
+                {
+                    let c = h.compare_recency(req);
+                    if c != Ordering::Less {
+                        nbr.requests.remove(&key);
+                        nbr.outstanding.remove(&key);
+                    }
+                    if c != Ordering::Greater {
+                        continue;
                     }
                 }
                 if origin == Some((i, n)) {
@@ -1750,18 +1750,18 @@ impl Instance {
             if !added {
                 continue;
             }
-            if let Some((oi, on)) = origin {
-                if oi == i {
-                    let from_dr_or_bdr = ifc.spec.network == OspfNetwork::Broadcast
-                        && ifc
-                            .nbrs
-                            .get(on)
-                            .is_some_and(|o| o.address == ifc.dr || o.address == ifc.bdr);
-                    if from_dr_or_bdr || ifc.state == IfState::Backup {
-                        continue;
-                    }
-                    back = true;
+            if let Some((oi, on)) = origin
+                && oi == i
+            {
+                let from_dr_or_bdr = ifc.spec.network == OspfNetwork::Broadcast
+                    && ifc
+                        .nbrs
+                        .get(on)
+                        .is_some_and(|o| o.address == ifc.dr || o.address == ifc.bdr);
+                if from_dr_or_bdr || ifc.state == IfState::Backup {
+                    continue;
                 }
+                back = true;
             }
             ifc.flood_queue.push(lsa.with_age(tx_age(h.age)));
         }

@@ -1380,3 +1380,35 @@ fn a_flush_right_after_an_origination_waits_for_min_ls_arrival() {
     lab.feed("172.31.0.1", ALL_SPF_ROUTERS, HIGH, Body::LsAck(acked));
     assert!(lab.inst.is_finished());
 }
+
+#[test]
+fn a_routers_flush_is_acknowledged_and_the_lsa_removed() {
+    let mut lab = Lab::new(ptp());
+    ptp_full_as_slave(&mut lab);
+    let e = external(ip("203.0.113.0"), HIGH, INITIAL_SEQUENCE_NUMBER, 1);
+    lab.feed(
+        "172.31.0.1",
+        ALL_SPF_ROUTERS,
+        HIGH,
+        Body::LsUpdate(vec![e.clone()]),
+    );
+    lab.advance(Duration::from_secs(2));
+    lab.sent();
+    // The router flushes it: the same instance at MaxAge is the more recent one.
+    let flush = e.with_age(MAX_AGE);
+    lab.feed(
+        "172.31.0.1",
+        ALL_SPF_ROUTERS,
+        HIGH,
+        Body::LsUpdate(vec![flush.clone()]),
+    );
+    assert_eq!(
+        lab.inst.lsa(&e.key(), lab.now).map(|l| l.header().age),
+        Some(MAX_AGE)
+    );
+    lab.advance(Duration::from_secs(1));
+    let sent = lab.sent_bodies();
+    assert_eq!(acks(&sent), vec![(ALL_SPF_ROUTERS, *flush.header())]);
+    assert!(lsus(&sent).is_empty(), "not flooded again: {sent:?}");
+    assert!(lab.inst.lsa(&e.key(), lab.now).is_none(), "removed");
+}

@@ -107,12 +107,14 @@ impl Lsdb {
         if !is_self && self.is_full_for(&key) {
             return false;
         }
+        // A MaxAge LSA is installed only as it is flooded (received, or our flush).
+        let maxage_flooded = lsa.header().effective_age() >= MAX_AGE;
         let entry = Entry {
             lsa,
             stamp: now,
             received,
             echoed: None,
-            maxage_flooded: false,
+            maxage_flooded,
         };
         self.map.insert(key, entry);
         if is_self {

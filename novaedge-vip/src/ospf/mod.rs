@@ -480,6 +480,7 @@ struct Inbound {
 async fn read_loop(iface: usize, name: String, socket: Arc<RawSocket>, tx: mpsc::Sender<Inbound>) {
     let mut buf = vec![0u8; 65_535];
     let mut dropped = 0u64;
+    let mut errors = 0u64;
     loop {
         match socket.recv(&mut buf).await {
             Ok(r) => {
@@ -505,7 +506,10 @@ async fn read_loop(iface: usize, name: String, socket: Arc<RawSocket>, tx: mpsc:
                 }
             }
             Err(e) => {
-                tracing::warn!(iface = %name, error = %e, "OSPF: receive failed");
+                errors += 1;
+                if errors.is_power_of_two() {
+                    tracing::warn!(iface = %name, error = %e, errors, "OSPF: receive failed");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -546,21 +550,21 @@ async fn run(
             advertised = want;
         }
         while let Some(t) = inst.poll_transmit() {
-            if let Some(s) = sockets.get(t.iface) {
-                if let Err(e) = s.send(t.dst, &t.packet).await {
-                    tracing::debug!(dst = %t.dst, error = %e, "OSPF: send failed");
-                }
+            if let Some(s) = sockets.get(t.iface)
+                && let Err(e) = s.send(t.dst, &t.packet).await
+            {
+                tracing::debug!(dst = %t.dst, error = %e, "OSPF: send failed");
             }
         }
         for (i, s) in sockets.iter().enumerate() {
             let want = inst.wants_all_d_routers(i);
-            if let Some(j) = joined.get_mut(i) {
-                if *j != want {
-                    match s.set_all_d_routers(want) {
-                        Ok(()) => *j = want,
-                        Err(e) => {
-                            tracing::warn!(error = %e, join = want, "OSPF: AllDRouters membership")
-                        }
+            if let Some(j) = joined.get_mut(i)
+                && *j != want
+            {
+                match s.set_all_d_routers(want) {
+                    Ok(()) => *j = want,
+                    Err(e) => {
+                        tracing::warn!(error = %e, join = want, "OSPF: AllDRouters membership")
                     }
                 }
             }

@@ -277,7 +277,7 @@ impl<'a> Reader<'a> {
     /// Splits the rest into `entry`-byte pieces; fails unless it divides evenly.
     fn entries(&mut self, entry: usize) -> Result<std::slice::ChunksExact<'a, u8>, DecodeError> {
         let rest = self.rest();
-        if rest.len() % entry != 0 {
+        if !rest.len().is_multiple_of(entry) {
             return Err(DecodeError::Ragged {
                 field: self.field,
                 len: rest.len(),
