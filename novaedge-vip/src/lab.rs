@@ -1,4 +1,5 @@
-//! The command loop of the lab binaries (`novaedge-vip-bgp`, `novaedge-vip-l2`): one driver,
+//! The command loop of the lab binaries (`novaedge-vip-bgp`, `novaedge-vip-ospf`,
+//! `novaedge-vip-l2`): one driver,
 //! driven from stdin, for the namespace tests and `examples/vip-*/lab.sh`.
 //!
 //! Commands, one per line: `assign IP`, `unassign IP`, `status`, `shutdown`. Each is answered

@@ -10,6 +10,10 @@
 //! - [`l2::L2Driver`]: binds each assigned VIP to a configured interface with rtnetlink (/32 or
 //!   /128) and announces it with gratuitous ARP (IPv4) or unsolicited neighbour advertisement
 //!   (IPv6); the kernel then answers ARP/ND for it. Removes only the addresses it added.
+//! - [`ospf::OspfDriver`]: an OSPFv2 speaker that joins one area on one or more interfaces,
+//!   forms adjacencies with the routers there, and advertises each assigned IPv4 VIP as an
+//!   AS-external LSA (type 5, E2); withdrawal and shutdown flush the LSAs (MaxAge). It
+//!   computes no routes.
 //!
 //! # The trait as an object
 //!
@@ -25,7 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 
 use tokio::sync::watch;
@@ -35,6 +39,7 @@ pub mod l2;
 #[cfg(feature = "cli")]
 pub mod lab;
 pub mod manager;
+pub mod ospf;
 
 /// A boxed, sendable future, so [`VipDriver`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -138,8 +143,11 @@ pub struct DriverStatus {
     /// Per-VIP detail of the L2 driver (empty for BGP).
     pub l2: BTreeMap<IpAddr, L2VipStatus>,
     /// Conditions an operator should know about that do not belong to one VIP (for L2: ARP
-    /// sysctls that let the node answer for the VIP on the wrong interface).
+    /// sysctls that let the node answer for the VIP on the wrong interface; for OSPF: a full
+    /// link-state database, IPv6 VIPs).
     pub warnings: Vec<String>,
+    /// Per-interface OSPF state with its neighbours (OSPF only; empty for the others).
+    pub ospf: Vec<OspfInterfaceStatus>,
 }
 
 /// What the L2 driver did for one VIP.
@@ -156,4 +164,100 @@ pub struct L2VipStatus {
     pub announcements: u64,
     /// The last error (address management or sending), if any.
     pub last_error: Option<String>,
+}
+
+/// OSPF interface state (RFC 2328 section 9.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OspfInterfaceState {
+    /// Not running.
+    Down,
+    /// Broadcast, eligible to become DR: waiting (RouterDeadInterval) to learn the current DR
+    /// and BDR before taking part in the election.
+    Waiting,
+    /// A point-to-point interface that is up.
+    PointToPoint,
+    /// Broadcast: neither DR nor BDR (always so with priority 0).
+    DrOther,
+    /// Broadcast: the Backup Designated Router.
+    Backup,
+    /// Broadcast: the Designated Router.
+    Dr,
+}
+
+/// OSPF neighbour state (RFC 2328 section 10.1). `Attempt` (NBMA networks only) is not
+/// modelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OspfNeighborState {
+    /// Nothing heard within the dead interval.
+    Down,
+    /// A Hello heard, but it does not list us yet.
+    Init,
+    /// Bidirectional, without an adjacency (broadcast: neither side is DR or BDR).
+    TwoWay,
+    /// Forming an adjacency: master/slave negotiation.
+    ExStart,
+    /// Exchanging database descriptions.
+    Exchange,
+    /// Requesting the LSAs we lack.
+    Loading,
+    /// Fully adjacent.
+    Full,
+}
+
+/// One OSPF neighbour on an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OspfNeighborStatus {
+    /// Its router ID.
+    pub router_id: Ipv4Addr,
+    /// Its interface address.
+    pub address: Ipv4Addr,
+    /// Its state.
+    pub state: OspfNeighborState,
+    /// Its router priority.
+    pub priority: u8,
+    /// The DR its last Hello declared (0.0.0.0: none).
+    pub dr: Ipv4Addr,
+    /// The BDR its last Hello declared (0.0.0.0: none).
+    pub bdr: Ipv4Addr,
+}
+
+/// Packet counters of one OSPF interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OspfCounters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Received packets that did not decode (bad checksum, truncated, ...).
+    pub rx_malformed: u64,
+    /// Received packets dropped for an authentication type other than null (unsupported).
+    pub rx_auth_dropped: u64,
+    /// Received packets dropped for a mismatch: area, Hello or dead interval, network mask,
+    /// options, MTU, source outside the subnet, or from no known neighbour.
+    pub rx_mismatched: u64,
+    /// LSAs dropped because their checksum did not verify.
+    pub lsa_checksum_errors: u64,
+}
+
+/// One OSPF interface: its state, DR/BDR, neighbours and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OspfInterfaceStatus {
+    /// Interface name.
+    pub name: String,
+    /// Its IPv4 address.
+    pub address: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// Interface state.
+    pub state: OspfInterfaceState,
+    /// The Designated Router (broadcast only; 0.0.0.0: none).
+    pub dr: Ipv4Addr,
+    /// The Backup Designated Router (broadcast only; 0.0.0.0: none).
+    pub bdr: Ipv4Addr,
+    /// The neighbours heard from.
+    pub neighbors: Vec<OspfNeighborStatus>,
+    /// Packet counters.
+    pub counters: OspfCounters,
+    /// The last problem seen on the interface (a dropped packet and why).
+    pub last_problem: Option<String>,
 }

@@ -14,9 +14,17 @@
 //!   the peer is not announced to it, and the reason is in [`VipManager::problems`]. A peer
 //!   whose settings change gets a new session (the old one withdraws and says Cease).
 //!   Peers with a password use TCP-MD5.
-//! - **OSPF** is not supported yet: such VIPs are reported in [`VipManager::problems`].
+//! - **OSPF**: one [`OspfDriver`] for all OSPF VIPs, joining the area on the interfaces the
+//!   first OSPF VIP names (with their hello/dead intervals, priority, network type and cost).
+//!   A VIP whose OSPF settings (area and interfaces) differ from the first one's is not
+//!   advertised, and the reason is in [`VipManager::problems`]; so are IPv6 addresses of OSPF
+//!   VIPs (OSPFv2 carries IPv4 only). When the settings change, the speaker is restarted: the
+//!   old one flushes its LSAs, a new one joins the area. The router ID is
+//!   [`ManagerConfig::router_id`] if set, else the first IPv4 address of the first OSPF
+//!   interface.
 //!
-//! Drivers that are left without VIPs are shut down (for BGP: withdraws, then Cease).
+//! Drivers that are left without VIPs are shut down (for BGP: withdraws, then Cease; for
+//! OSPF: every LSA flushed).
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,11 +32,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::Duration;
 
-use novaedge_snapshot::{BgpAnnounce, BgpPeer, Vip, VipAnnounce};
+use novaedge_snapshot::{BgpAnnounce, BgpPeer, OspfAnnounce, Vip, VipAnnounce};
 use tokio::sync::Mutex;
 
 use crate::bgp::{BgpConfig, BgpDriver, PeerConfig};
 use crate::l2::{L2Config, L2Driver};
+use crate::ospf::{OspfConfig, OspfDriver, OspfInterfaceConfig, OspfNetwork};
 use crate::{DriverStatus, VipDriver, VipState};
 
 /// Settings of a [`VipManager`] that do not come from the snapshot.
@@ -43,8 +52,9 @@ pub struct ManagerConfig {
     pub l2_announce_interval: Duration,
     /// Set `arp_ignore=1`/`arp_announce=2` on the VIP interfaces.
     pub set_arp_sysctls: bool,
-    /// The BGP identifier for VIPs that do not give one; `None`: this node's IPv4 address
-    /// towards each peer.
+    /// The BGP identifier for VIPs that do not give one, and the OSPF router ID; `None`: for
+    /// BGP this node's IPv4 address towards each peer, for OSPF the first IPv4 address of the
+    /// first OSPF interface.
     pub router_id: Option<Ipv4Addr>,
     /// First reconnect delay of BGP sessions (doubles up to a minute).
     pub bgp_connect_retry: Duration,
@@ -85,6 +95,90 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// The settings of the OSPF speaker; OSPF VIPs must agree on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OspfSettings {
+    router_id: Ipv4Addr,
+    announce: OspfAnnounce,
+}
+
+/// What the OSPF VIPs of a snapshot ask for: the settings (area and interfaces) of the first
+/// OSPF VIP, the IPv4 addresses of the VIPs that agree with it, and that VIP's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OspfPlan {
+    announce: OspfAnnounce,
+    addresses: BTreeSet<IpAddr>,
+    owner: String,
+}
+
+/// Groups the OSPF VIPs of `vips`: the first one decides the area and interfaces; VIPs that
+/// differ, and IPv6 addresses, are reported in `problems` and left out.
+fn plan_ospf(vips: &[Vip], problems: &mut Vec<String>) -> Option<OspfPlan> {
+    let mut plan: Option<OspfPlan> = None;
+    for vip in vips {
+        let VipAnnounce::Ospf(o) = &vip.announce else {
+            continue;
+        };
+        let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = vip.addresses.iter().partition(|a| a.is_ipv4());
+        for a in v6 {
+            problems.push(format!(
+                "VIP {}: {a}: OSPFv2 advertises IPv4 addresses only; not advertised",
+                vip.name
+            ));
+        }
+        match &mut plan {
+            None => {
+                plan = Some(OspfPlan {
+                    announce: o.clone(),
+                    addresses: v4.into_iter().collect(),
+                    owner: vip.name.clone(),
+                });
+            }
+            Some(p) if p.announce == *o => p.addresses.extend(v4),
+            Some(p) => problems.push(format!(
+                "VIP {}: its OSPF settings (area {}, interfaces {}) differ from those of VIP {} \
+                 (area {}, interfaces {}), which decide the node's OSPF speaker; not advertised",
+                vip.name,
+                o.area,
+                interface_list(o),
+                p.owner,
+                p.announce.area,
+                interface_list(&p.announce),
+            )),
+        }
+    }
+    plan
+}
+
+fn interface_list(o: &OspfAnnounce) -> String {
+    let names: Vec<&str> = o.interfaces.iter().map(|i| i.name.as_str()).collect();
+    format!("[{}]", names.join(", "))
+}
+
+/// The driver's configuration for `settings`.
+fn ospf_config(settings: &OspfSettings) -> OspfConfig {
+    let mut config = OspfConfig::new(settings.router_id, settings.announce.area);
+    config.interfaces = settings
+        .announce
+        .interfaces
+        .iter()
+        .map(|i| OspfInterfaceConfig {
+            hello_interval: i.hello_interval,
+            dead_interval: i.dead_interval,
+            priority: i.priority,
+            cost: i.cost,
+            ..OspfInterfaceConfig::new(
+                i.name.clone(),
+                match i.network {
+                    novaedge_snapshot::OspfNetwork::Broadcast => OspfNetwork::Broadcast,
+                    novaedge_snapshot::OspfNetwork::PointToPoint => OspfNetwork::PointToPoint,
+                },
+            )
+        })
+        .collect();
+    config
+}
+
 #[derive(Debug)]
 struct Running<D> {
     driver: D,
@@ -96,6 +190,7 @@ struct Running<D> {
 struct Drivers {
     l2: BTreeMap<String, Running<L2Driver>>,
     bgp: BTreeMap<SocketAddr, (Session, Running<BgpDriver>)>,
+    ospf: Option<(OspfSettings, Running<OspfDriver>)>,
     /// L2 VIP address -> VIP name, for what the node says it holds.
     l2_names: BTreeMap<IpAddr, String>,
 }
@@ -132,7 +227,8 @@ impl VipManager {
         lock(&self.problems).clone()
     }
 
-    /// The status of every running driver, named `l2/<interface>` or `bgp/<peer>`.
+    /// The status of every running driver, named `l2/<interface>`, `bgp/<peer>` or
+    /// `ospf/<area>`.
     pub async fn statuses(&self) -> Vec<(String, DriverStatus)> {
         let drivers = self.drivers.lock().await;
         let l2 = drivers
@@ -143,7 +239,11 @@ impl VipManager {
             .bgp
             .iter()
             .map(|(p, (_, r))| (format!("bgp/{p}"), r.driver.status()));
-        l2.chain(bgp).collect()
+        let ospf = drivers
+            .ospf
+            .iter()
+            .map(|(s, r)| (format!("ospf/{}", s.announce.area), r.driver.status()));
+        l2.chain(bgp).chain(ospf).collect()
     }
 
     /// Makes the drivers hold exactly `vips` (L2 ones only if `l2_allowed`).
@@ -206,12 +306,29 @@ impl VipManager {
                         }
                     }
                 }
-                VipAnnounce::Ospf(_) => problems.push(format!(
-                    "VIP {}: OSPF announcement is not supported by this agent yet",
-                    vip.name
-                )),
+                // Grouped by `plan_ospf` below.
+                VipAnnounce::Ospf(_) => {}
             }
         }
+        let ospf = match plan_ospf(vips, &mut problems) {
+            Some(plan) => match self.ospf_router_id(&plan.announce) {
+                Ok(router_id) => Some((
+                    OspfSettings {
+                        router_id,
+                        announce: plan.announce,
+                    },
+                    plan.addresses,
+                )),
+                Err(e) => {
+                    problems.push(format!(
+                        "OSPF VIPs (settings of VIP {}): {e}; not advertised",
+                        plan.owner
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
 
         // Removals first: an address leaves its old interface or peer before it is added
         // anywhere else.
@@ -224,6 +341,13 @@ impl VipManager {
                 .get(key)
                 .filter(|(wanted, _, _)| wanted == session)
                 .map(|(_, addrs, _)| addrs);
+            unassign_missing(running, keep).await;
+        }
+        if let Some((settings, running)) = &mut drivers.ospf {
+            let keep = ospf
+                .as_ref()
+                .filter(|(wanted, _)| wanted == settings)
+                .map(|(_, addrs)| addrs);
             unassign_missing(running, keep).await;
         }
         let idle_l2: Vec<String> = drivers
@@ -250,6 +374,13 @@ impl VipManager {
                 tracing::info!(peer = %key, "stopping the BGP session");
                 let _ = r.driver.shutdown().await;
             }
+        }
+        let stop_ospf = drivers.ospf.as_ref().is_some_and(|(settings, r)| {
+            r.assigned.is_empty() || ospf.as_ref().is_none_or(|(wanted, _)| wanted != settings)
+        });
+        if stop_ospf && let Some((settings, r)) = drivers.ospf.take() {
+            tracing::info!(area = %settings.announce.area, "stopping the OSPF speaker");
+            let _ = r.driver.shutdown().await;
         }
 
         // The names are claimed before the addresses are bound.
@@ -309,6 +440,27 @@ impl VipManager {
             }
         }
 
+        if let Some((settings, addrs)) = ospf {
+            if drivers.ospf.is_none() && !addrs.is_empty() {
+                match OspfDriver::start(ospf_config(&settings)).await {
+                    Ok(driver) => {
+                        tracing::info!(area = %settings.announce.area, router_id = %settings.router_id, "starting the OSPF speaker");
+                        drivers.ospf = Some((
+                            settings,
+                            Running {
+                                driver,
+                                assigned: BTreeSet::new(),
+                            },
+                        ));
+                    }
+                    Err(e) => problems.push(format!("OSPF VIPs not advertised: {e}")),
+                }
+            }
+            if let Some((_, running)) = &mut drivers.ospf {
+                assign_new(running, &addrs).await;
+            }
+        }
+
         // Addresses that could not be bound are not claimed.
         let bound: Vec<IpAddr> = drivers
             .l2
@@ -335,6 +487,7 @@ impl VipManager {
         let mut drivers = self.drivers.lock().await;
         let l2 = std::mem::take(&mut drivers.l2);
         let bgp = std::mem::take(&mut drivers.bgp);
+        let ospf = drivers.ospf.take();
         let stops = l2
             .into_values()
             .map(|r| Box::new(r.driver) as Box<dyn VipDriver>)
@@ -342,6 +495,7 @@ impl VipManager {
                 bgp.into_values()
                     .map(|(_, r)| Box::new(r.driver) as Box<dyn VipDriver>),
             )
+            .chain(ospf.map(|(_, r)| Box::new(r.driver) as Box<dyn VipDriver>))
             .collect::<Vec<_>>();
         futures_util::future::join_all(stops.iter().map(|d| d.shutdown())).await;
         lock(&self.held).clear();
@@ -358,6 +512,24 @@ impl VipManager {
             ..BgpConfig::new(session.local_as, session.router_id)
         };
         BgpDriver::start(config).await.map_err(|e| e.to_string())
+    }
+
+    /// The OSPF router ID: the configured one, else the first IPv4 address of the first
+    /// interface.
+    fn ospf_router_id(&self, o: &OspfAnnounce) -> Result<Ipv4Addr, String> {
+        if let Some(id) = self.config.router_id {
+            return Ok(id);
+        }
+        let first = o
+            .interfaces
+            .first()
+            .ok_or("no interface given".to_string())?;
+        crate::ospf::interface_ipv4(&first.name).map_err(|e| {
+            format!(
+                "cannot choose a router ID from interface {}: {e}; set the agent's router ID",
+                first.name
+            )
+        })
     }
 
     fn session(&self, b: &BgpAnnounce, peer: &BgpPeer) -> Result<Session, String> {
@@ -460,5 +632,194 @@ fn local_ipv4_towards(peer: IpAddr) -> Result<Ipv4Addr, String> {
         Ok(SocketAddr::V4(a)) if !a.ip().is_unspecified() => Ok(*a.ip()),
         Ok(_) => Err("cannot choose a router ID: no local IPv4 address".into()),
         Err(e) => Err(format!("cannot choose a router ID: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use novaedge_snapshot::OspfInterface;
+
+    use super::*;
+
+    fn iface(name: &str, hello: u64) -> OspfInterface {
+        OspfInterface {
+            name: name.into(),
+            hello_interval: Duration::from_secs(hello),
+            dead_interval: Duration::from_secs(hello * 4),
+            priority: 0,
+            network: novaedge_snapshot::OspfNetwork::Broadcast,
+            cost: 10,
+        }
+    }
+
+    fn ospf_vip(name: &str, addrs: &[&str], area: &str, ifaces: Vec<OspfInterface>) -> Vip {
+        Vip {
+            name: name.into(),
+            addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            announce: VipAnnounce::Ospf(OspfAnnounce {
+                area: area.parse().unwrap(),
+                interfaces: ifaces,
+            }),
+        }
+    }
+
+    fn addrs(v: &[&str]) -> BTreeSet<IpAddr> {
+        v.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn ospf_vips_that_agree_share_one_speaker() {
+        let vips = vec![
+            ospf_vip(
+                "a/one",
+                &["198.51.100.1"],
+                "0.0.0.0",
+                vec![iface("eth0", 10)],
+            ),
+            Vip {
+                name: "a/l2".into(),
+                addresses: vec!["198.51.100.9".parse().unwrap()],
+                announce: VipAnnounce::L2 { interface: None },
+            },
+            ospf_vip(
+                "a/two",
+                &["198.51.100.2", "198.51.100.3"],
+                "0.0.0.0",
+                vec![iface("eth0", 10)],
+            ),
+        ];
+        let mut problems = Vec::new();
+        let plan = plan_ospf(&vips, &mut problems).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(plan.owner, "a/one");
+        assert_eq!(
+            plan.addresses,
+            addrs(&["198.51.100.1", "198.51.100.2", "198.51.100.3"])
+        );
+    }
+
+    #[test]
+    fn ospf_vips_that_disagree_or_are_ipv6_are_reported() {
+        let vips = vec![
+            ospf_vip(
+                "a/one",
+                &["198.51.100.1"],
+                "0.0.0.0",
+                vec![iface("eth0", 10)],
+            ),
+            ospf_vip(
+                "a/area",
+                &["198.51.100.2"],
+                "0.0.0.1",
+                vec![iface("eth0", 10)],
+            ),
+            ospf_vip(
+                "a/timers",
+                &["198.51.100.3"],
+                "0.0.0.0",
+                vec![iface("eth0", 1)],
+            ),
+            ospf_vip(
+                "a/v6",
+                &["198.51.100.4", "2001:db8::4"],
+                "0.0.0.0",
+                vec![iface("eth0", 10)],
+            ),
+        ];
+        let mut problems = Vec::new();
+        let plan = plan_ospf(&vips, &mut problems).unwrap();
+        assert_eq!(plan.addresses, addrs(&["198.51.100.1", "198.51.100.4"]));
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("VIP a/area: its OSPF settings (area 0.0.0.1, interfaces [eth0]) differ from those of VIP a/one (area 0.0.0.0, interfaces [eth0])"), "{}", problems[0]);
+        assert!(
+            problems[1].starts_with("VIP a/timers: its OSPF settings"),
+            "{}",
+            problems[1]
+        );
+        assert_eq!(
+            problems[2],
+            "VIP a/v6: 2001:db8::4: OSPFv2 advertises IPv4 addresses only; not advertised"
+        );
+    }
+
+    #[test]
+    fn no_ospf_vips_no_plan() {
+        let mut problems = Vec::new();
+        assert_eq!(plan_ospf(&[], &mut problems), None);
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn ospf_driver_configuration_follows_the_snapshot() {
+        let mut i = iface("eth1", 2);
+        i.network = novaedge_snapshot::OspfNetwork::PointToPoint;
+        i.priority = 5;
+        i.cost = 42;
+        let settings = OspfSettings {
+            router_id: "10.0.0.7".parse().unwrap(),
+            announce: OspfAnnounce {
+                area: "0.0.0.3".parse().unwrap(),
+                interfaces: vec![i],
+            },
+        };
+        let c = ospf_config(&settings);
+        assert_eq!(c.router_id, settings.router_id);
+        assert_eq!(c.area, settings.announce.area);
+        assert_eq!(c.external_metric, 20);
+        assert_eq!(
+            c.interfaces,
+            vec![OspfInterfaceConfig {
+                name: "eth1".into(),
+                network: OspfNetwork::PointToPoint,
+                hello_interval: Duration::from_secs(2),
+                dead_interval: Duration::from_secs(8),
+                retransmit_interval: Duration::from_secs(5),
+                priority: 5,
+                cost: 42,
+            }]
+        );
+    }
+
+    #[test]
+    fn the_configured_router_id_wins_and_a_missing_interface_is_named() {
+        let announce = OspfAnnounce {
+            area: Ipv4Addr::UNSPECIFIED,
+            interfaces: vec![iface("nvtest-no-such-if0", 10)],
+        };
+        let m = VipManager::new(ManagerConfig {
+            router_id: Some("10.9.9.9".parse().unwrap()),
+            ..ManagerConfig::default()
+        });
+        assert_eq!(m.ospf_router_id(&announce), Ok("10.9.9.9".parse().unwrap()));
+        let m = VipManager::new(ManagerConfig::default());
+        let e = m.ospf_router_id(&announce).unwrap_err();
+        assert!(e.contains("interface nvtest-no-such-if0"), "{e}");
+        assert!(e.contains("no such interface"), "{e}");
+    }
+
+    /// A snapshot with OSPF VIPs on an interface that does not exist: the manager reports it
+    /// instead of advertising, and holds nothing.
+    #[tokio::test]
+    async fn an_unusable_ospf_interface_is_a_problem() {
+        let m = VipManager::new(ManagerConfig {
+            router_id: Some("10.9.9.9".parse().unwrap()),
+            ..ManagerConfig::default()
+        });
+        let vips = vec![ospf_vip(
+            "a/one",
+            &["198.51.100.1"],
+            "0.0.0.0",
+            vec![iface("nvtest-no-such-if0", 10)],
+        )];
+        m.set(&vips, true).await;
+        let problems = m.problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("OSPF interface nvtest-no-such-if0: no such interface"),
+            "{problems:?}"
+        );
+        assert!(m.statuses().await.is_empty());
     }
 }

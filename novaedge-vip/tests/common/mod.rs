@@ -1,9 +1,11 @@
-//! Helpers shared by the namespace tests (`interop.rs`, `md5.rs`, `capture.rs`, `l2.rs`): root and tool checks that
+//! Helpers shared by the namespace tests (`interop.rs`, `md5.rs`, `capture.rs`, `l2.rs`,
+//! `ospf_interop.rs`, `ospf_capture.rs`): root and tool checks that
 //! fail loudly instead of skipping, command runners, and a guard that deletes network
 //! namespaces and kills the processes a test started (by PID) when it is dropped.
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 pub(crate) mod bgplab;
+pub(crate) mod ospflab;
 
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};

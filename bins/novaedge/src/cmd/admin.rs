@@ -207,6 +207,20 @@ fn driver_json(name: &str, s: &DriverStatus) -> Value {
             "announced": p.announced.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "last_error": p.last_error,
         })).collect::<Vec<_>>(),
+        "ospf": s.ospf.iter().map(|i| json!({
+            "interface": i.name,
+            "address": format!("{}/{}", i.address, i.prefix_len),
+            "state": format!("{:?}", i.state),
+            "dr": i.dr.to_string(),
+            "bdr": i.bdr.to_string(),
+            "neighbors": i.neighbors.iter().map(|n| json!({
+                "router_id": n.router_id.to_string(),
+                "address": n.address.to_string(),
+                "state": format!("{:?}", n.state),
+                "priority": n.priority,
+            })).collect::<Vec<_>>(),
+            "last_problem": i.last_problem,
+        })).collect::<Vec<_>>(),
         "warnings": s.warnings,
         "shut_down": s.shut_down,
     })
