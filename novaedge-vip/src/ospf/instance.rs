@@ -1937,14 +1937,14 @@ impl Instance {
                 }
             }
         }
-        let flags = if self.vips.is_empty() {
-            0
-        } else {
-            router_flags::E
-        };
+        // Always an ASBR, VIPs or not (see the module docs: the first VIP must not wait for
+        // MinLSInterval after the Router-LSA changed with the adjacency).
         out.insert(
             self.router_key(),
-            LsaBody::Router(RouterLsa { flags, links }),
+            LsaBody::Router(RouterLsa {
+                flags: router_flags::E,
+                links,
+            }),
         );
         for vip in &self.vips {
             out.insert(

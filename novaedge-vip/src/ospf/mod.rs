@@ -9,9 +9,11 @@
 //! - its **Router-LSA**: on a point-to-point interface a type 1 link to each Full neighbour
 //!   plus a type 3 stub link for the interface subnet; on a broadcast interface a type 2
 //!   transit link to the DR while fully adjacent to it (or while DR with a Full neighbour),
-//!   else a stub link for the subnet. Link cost = interface cost. The E (ASBR) bit is set
-//!   while any VIP is advertised, since routers only use AS-external-LSAs from an ASBR they
-//!   can reach;
+//!   else a stub link for the subnet. Link cost = interface cost. The E (ASBR) bit is always
+//!   set: routers only use AS-external-LSAs from an ASBR they can reach, and setting it only
+//!   while a VIP is advertised would hold the first VIP back by up to MinLSInterval (5 s)
+//!   whenever the Router-LSA changed just before (as it does when the adjacency comes up).
+//!   An ASBR with no external LSAs costs the routers nothing;
 //! - a **Network-LSA** while it is DR of a broadcast network with a Full neighbour (only
 //!   possible with a non-zero priority; the agent's default is 0, which never becomes DR);
 //! - one **AS-external-LSA** (type 5) per VIP: link-state ID = the VIP, mask /32, E2 (type 2
@@ -39,7 +41,7 @@
 //!
 //! `unassign` re-issues that VIP's LSA at MaxAge and floods it, so every router drops it at
 //! once (if the LSA was originated less than MinLSArrival, 1 s, before, the flush waits for
-//! that second: routers drop instances that follow each other faster); the Router-LSA loses its E bit when the last VIP goes. `shutdown` flushes every
+//! that second: routers drop instances that follow each other faster). `shutdown` flushes every
 //! self-originated LSA (the AS-external-LSAs, the Network-LSA if any and the Router-LSA),
 //! waits until the neighbours acknowledged the flushes or 2 s passed, then sends a last
 //! Hello that lists no neighbour (the routers drop the adjacency at once instead of after
@@ -52,9 +54,8 @@
 //! LSAs start at InitialSequenceNumber. If a router holds a newer instance of one of our LSAs
 //! (after a restart, say), we issue one with a sequence number past it, or flush it if we no
 //! longer want it (section 13.4). Our LSAs are refreshed every LSRefreshTime (30 minutes);
-//! an LSA is re-originated at most once per MinLSInterval (5 s), so a VIP assigned shortly
-//! after an earlier change of the same LSA (for example the Router-LSA's E bit just after the
-//! adjacency came up) reaches the routers up to 5 s later. The database ages every LSA and
+//! an LSA is re-originated at most once per MinLSInterval (5 s), so a VIP re-assigned shortly
+//! after its LSA changed (a quick unassign and assign) reaches the routers up to 5 s later. The database ages every LSA and
 //! removes MaxAge LSAs once no retransmission list holds them. The database is capped at
 //! [`instance::DEFAULT_MAX_LSAS`] LSAs: further LSAs are dropped (unacknowledged, so the
 //! router keeps retransmitting them) with a warning in the status.
