@@ -231,7 +231,8 @@ pub struct OspfInterfaceSpec {
     /// 65535s; default four hello intervals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_interval: Option<GatewayDuration>,
-    /// Router priority in the designated router election (0: never); default 1.
+    /// Router priority in the designated router election; default 0, never the designated
+    /// router: a node should not become the DR of its routers' network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u8>,
     /// `broadcast` (the default; elects a designated router) or `pointToPoint`.
@@ -670,7 +671,7 @@ fn ospf_announce(ospf: &OspfSpec, p: &mut Problems) -> OspfAnnounce {
                 name: iface.name.clone(),
                 hello_interval: Duration::from_secs(hello),
                 dead_interval: Duration::from_secs(dead),
-                priority: iface.priority.unwrap_or(1),
+                priority: iface.priority.unwrap_or(0),
                 network_type: iface.network_type.unwrap_or(OspfNetworkType::Broadcast),
                 cost: iface.cost.filter(|c| *c != 0).unwrap_or(10),
             }
@@ -780,7 +781,7 @@ mod tests {
 
         let ospf = to_vip_spec(&vip(
             "  addresses: [192.0.2.10]\n  mode: OSPF\n  ospf:\n    area: '1'\n    interfaces:\n      \
-             - {name: eth1}\n      - {name: eth2, helloInterval: 1s, deadInterval: 3s, priority: 0, \
+             - {name: eth1}\n      - {name: eth2, helloInterval: 1s, deadInterval: 3s, priority: 5, \
              networkType: pointToPoint, cost: 100}",
         ))
         .unwrap();
@@ -793,7 +794,7 @@ mod tests {
                         name: "eth1".into(),
                         hello_interval: Duration::from_secs(10),
                         dead_interval: Duration::from_secs(40),
-                        priority: 1,
+                        priority: 0,
                         network_type: OspfNetworkType::Broadcast,
                         cost: 10,
                     },
@@ -801,7 +802,7 @@ mod tests {
                         name: "eth2".into(),
                         hello_interval: Duration::from_secs(1),
                         dead_interval: Duration::from_secs(3),
-                        priority: 0,
+                        priority: 5,
                         network_type: OspfNetworkType::PointToPoint,
                         cost: 100,
                     },
