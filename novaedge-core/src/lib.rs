@@ -69,6 +69,7 @@ pub mod observe;
 mod proxy;
 pub mod routing;
 mod runtime;
+mod sync;
 mod tls;
 mod upstream;
 mod upstream_tls;

@@ -510,6 +510,10 @@ where
 {
     type Output = Result<Response<B>, E>;
 
+    #[allow(
+        clippy::expect_used,
+        reason = "Future's contract: a future polled after it completed may panic"
+    )]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Inner { future, status } => {

@@ -111,7 +111,11 @@ impl RedirectBuilder {
             return Err(RewriteError::InvalidPort);
         }
         let status = match self.status.unwrap_or(302) {
-            s @ (301 | 302 | 303 | 307 | 308) => StatusCode::from_u16(s).expect("valid status"),
+            301 => StatusCode::MOVED_PERMANENTLY,
+            302 => StatusCode::FOUND,
+            303 => StatusCode::SEE_OTHER,
+            307 => StatusCode::TEMPORARY_REDIRECT,
+            308 => StatusCode::PERMANENT_REDIRECT,
             other => return Err(RewriteError::InvalidStatus(other)),
         };
         let path = match self.path {

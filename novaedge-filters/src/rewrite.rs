@@ -182,8 +182,10 @@ impl UrlRewrite {
                 }
             }
             if req.uri().authority().is_none() || req.headers().contains_key(header::HOST) {
-                let value = HeaderValue::from_str(hostname.as_str()).expect("checked hostname");
-                req.headers_mut().insert(header::HOST, value);
+                // Always a valid value: the hostname was checked when the rewrite was built.
+                if let Ok(value) = HeaderValue::from_str(hostname.as_str()) {
+                    req.headers_mut().insert(header::HOST, value);
+                }
             }
         }
     }

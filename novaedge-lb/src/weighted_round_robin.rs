@@ -207,7 +207,7 @@ fn effective_weights(configured: &[u32], cap: u64) -> Box<[u32]> {
     weights
         .into_iter()
         // Reduced or scaled weights never exceed the configured ones, which were u32.
-        .map(|w| u32::try_from(w).expect("effective weights never exceed the configured u32 ones"))
+        .map(|w| u32::try_from(w).unwrap_or(u32::MAX))
         .collect()
 }
 
@@ -284,7 +284,7 @@ fn smooth_schedule(weights: &[u32]) -> Box<[u32]> {
     for (index, &weight) in weights.iter().enumerate() {
         if weight > 0 {
             // `new` checked that every index fits a u32.
-            let index = u32::try_from(index).expect("endpoint index fits u32");
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
             by_weight.entry(weight).or_default().push(index);
         }
     }
@@ -304,7 +304,7 @@ fn smooth_schedule(weights: &[u32]) -> Box<[u32]> {
     // `effective_weights`). A `current_weight` stays above `-total` (see the module docs) and,
     // as they sum to `total` before a pick, below `n * total <= total^2`: at most 2^32 here.
     debug_assert!(total <= MAX_SCHEDULE_LEN as u64);
-    let total = i64::try_from(total).expect("schedule total fits i64");
+    let total = i64::try_from(total).unwrap_or(i64::MAX);
 
     let (weight, members): (Vec<i64>, Vec<Vec<u32>>) = by_weight
         .into_iter()

@@ -297,8 +297,8 @@ fn normalize_slow(path: &[u8], encoded_slashes: EncodedSlashes) -> Result<String
     if out.is_empty() || trailing_slash || ended_in_dot_segment {
         out.push(b'/');
     }
-    // Every byte pushed above is ASCII.
-    Ok(String::from_utf8(out).expect("canonical paths are ASCII"))
+    // Every byte pushed above is ASCII, so this never fails.
+    String::from_utf8(out).map_err(|_| PathError::BadPercentEncoding)
 }
 
 #[cfg(test)]

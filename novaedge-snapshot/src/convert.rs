@@ -15,12 +15,7 @@ impl ConfigSnapshot {
     /// Decodes and validates a protobuf-encoded snapshot.
     pub fn decode(bytes: &[u8]) -> Result<Self, ValidationErrors> {
         let wire = proto::ConfigSnapshot::decode(bytes).map_err(|e| {
-            ValidationErrors::check(vec![FieldError::new(
-                "snapshot",
-                "(encoding)",
-                e.to_string(),
-            )])
-            .unwrap_err()
+            ValidationErrors::one(FieldError::new("snapshot", "(encoding)", e.to_string()))
         })?;
         Self::try_from(wire)
     }

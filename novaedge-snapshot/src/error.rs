@@ -40,6 +40,11 @@ impl std::error::Error for FieldError {}
 pub struct ValidationErrors(Vec<FieldError>);
 
 impl ValidationErrors {
+    /// A single error.
+    pub(crate) fn one(error: FieldError) -> Self {
+        Self(vec![error])
+    }
+
     /// Wraps a non-empty list; returns `Ok(())` for an empty one.
     pub(crate) fn check(errors: Vec<FieldError>) -> Result<(), Self> {
         if errors.is_empty() {

@@ -188,24 +188,18 @@ where
         if let Some(metric) = self.family.get(labels) {
             return f(&metric);
         }
-        self.made
-            .lock()
-            .expect("metric label index")
-            .insert(labels.clone());
+        crate::sync::lock(&self.made).insert(labels.clone());
         f(&self.family.get_or_create(labels))
     }
 
     fn retain(&self, keep: impl Fn(&S) -> bool) {
-        self.made
-            .lock()
-            .expect("metric label index")
-            .retain(|labels| {
-                let kept = keep(labels);
-                if !kept {
-                    self.family.remove(labels);
-                }
-                kept
-            });
+        crate::sync::lock(&self.made).retain(|labels| {
+            let kept = keep(labels);
+            if !kept {
+                self.family.remove(labels);
+            }
+            kept
+        });
     }
 }
 
@@ -272,7 +266,7 @@ impl<V: Clone> Handles<V> {
         if let Some(v) = self.map.load().get(&**outer).and_then(|m| m.get(&**inner)) {
             return v.clone();
         }
-        let _write = self.write.lock().expect("metric handles");
+        let _write = crate::sync::lock(&self.write);
         let current = self.map.load_full();
         if let Some(v) = current.get(&**outer).and_then(|m| m.get(&**inner)) {
             return v.clone();
@@ -288,7 +282,7 @@ impl<V: Clone> Handles<V> {
 
     /// Keeps the handles for which `keep(outer, inner)` holds.
     fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
-        let _write = self.write.lock().expect("metric handles");
+        let _write = crate::sync::lock(&self.write);
         let mut next = HandleMap::clone(&self.map.load_full());
         next.retain(|outer, inners| {
             inners.retain(|inner, _| keep(outer, inner));

@@ -268,11 +268,11 @@ impl Exchange {
     /// Forwarding to `backend` begins: the request filters are done.
     pub(crate) fn forwarding(&self, backend: &Arc<str>) {
         if self.tracer.is_some()
-            && let Some(mut span) = self.filters_span.lock().expect("filters span").take()
+            && let Some(mut span) = crate::sync::lock(&self.filters_span).take()
         {
             span.end();
         }
-        self.upstream.lock().expect("exchange").backend = Some(backend.clone());
+        crate::sync::lock(&self.upstream).backend = Some(backend.clone());
     }
 
     /// A try to `endpoint` begins: records it, starts its span and tells the upstream about it
@@ -283,7 +283,7 @@ impl Exchange {
         backend: &str,
         endpoint: SocketAddr,
     ) -> Attempt {
-        self.upstream.lock().expect("exchange").endpoint = Some(endpoint);
+        crate::sync::lock(&self.upstream).endpoint = Some(endpoint);
         let span = self.child_context().map(|(tracer, parent)| {
             let span = tracer
                 .span_builder(format!("upstream {backend}"))
@@ -325,7 +325,7 @@ impl Attempt {
     ) {
         response.extensions_mut().insert(FromUpstream);
         if let Some(metrics) = observe.metrics.get() {
-            let backend = exchange.upstream.lock().expect("exchange").backend.clone();
+            let backend = crate::sync::lock(&exchange.upstream).backend.clone();
             metrics.upstream_rtt(backend.as_ref().unwrap_or(&observe.none), rtt);
         }
         if let Some(mut span) = self.span {
@@ -528,7 +528,7 @@ impl Observed {
                 .span_builder("filters")
                 .with_kind(SpanKind::Internal)
                 .start_with_context(tracer, &parent);
-            *exchange.filters_span.lock().expect("filters span") = Some(span);
+            *crate::sync::lock(&exchange.filters_span) = Some(span);
         }
     }
 
@@ -584,7 +584,7 @@ impl Active {
         self.flags.set(flags.0);
         let shared = self.shared.clone();
         let observe = &shared.observe;
-        let upstream = self.exchange.upstream.lock().expect("exchange").clone();
+        let upstream = crate::sync::lock(&self.exchange.upstream).clone();
         if let Some(metrics) = observe.metrics.get() {
             let route = self.route.as_ref().unwrap_or(&observe.none);
             let backend = upstream.backend.as_ref().unwrap_or(&observe.none);
@@ -596,13 +596,7 @@ impl Active {
                 metrics.rate_limited(route);
             }
         }
-        if let Some(mut span) = self
-            .exchange
-            .filters_span
-            .lock()
-            .expect("filters span")
-            .take()
-        {
+        if let Some(mut span) = crate::sync::lock(&self.exchange.filters_span).take() {
             span.end();
         }
         if let Some(mut span) = self.span.take() {

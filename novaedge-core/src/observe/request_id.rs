@@ -35,6 +35,10 @@ pub(crate) fn ensure(headers: &mut HeaderMap) -> HeaderValue {
 
 /// A random version 4 UUID (122 random bits) in its usual 36-character form: the form most log
 /// tools and upstream frameworks already recognise.
+#[allow(
+    clippy::expect_used,
+    reason = "hex digits and dashes are always a valid header value"
+)]
 pub(crate) fn generate() -> HeaderValue {
     let mut bits: u128 = rand::random();
     // Version 4, variant 10 (RFC 9562 section 5.4).

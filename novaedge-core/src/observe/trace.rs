@@ -100,6 +100,10 @@ impl TraceParent {
     }
 
     /// `00-{trace id}-{parent id}-{flags}`.
+    #[allow(
+        clippy::expect_used,
+        reason = "hex digits and dashes are always a valid header value"
+    )]
     pub(crate) fn to_header(self) -> HeaderValue {
         let mut out = [0u8; 55];
         out[..3].copy_from_slice(b"00-");

@@ -787,6 +787,10 @@ where
 {
     type Output = Result<Response<ResB>, S::Error>;
 
+    #[allow(
+        clippy::expect_used,
+        reason = "Future's contract: a future polled after it completed may panic"
+    )]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {

@@ -20,11 +20,15 @@ pub(crate) async fn terminated() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; stopping on Ctrl-C only");
+                let _ = ctrl_c.await;
+            }
         }
     }
     #[cfg(not(unix))]
