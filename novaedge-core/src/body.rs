@@ -205,3 +205,69 @@ impl Body for RequestBody {
         }
     }
 }
+
+/// The error of a request body that went past the configured limit: the request is answered
+/// `413` if its response has not begun.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {limit} bytes")]
+pub(crate) struct BodyTooLarge {
+    pub(crate) limit: u64,
+}
+
+pin_project_lite::pin_project! {
+    /// A request body failed with [`BodyTooLarge`] once it goes past its limit, before the
+    /// data past the limit is sent on.
+    #[derive(Debug)]
+    pub(crate) struct LimitedBody<B> {
+        #[pin]
+        inner: B,
+        left: u64,
+        limit: u64,
+    }
+}
+
+impl<B> LimitedBody<B> {
+    pub(crate) fn new(inner: B, limit: u64) -> Self {
+        Self {
+            inner,
+            left: limit,
+            limit,
+        }
+    }
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let len = data.len() as u64;
+            if len > *this.left {
+                *this.left = 0;
+                let limit = *this.limit;
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
+            }
+            *this.left -= len;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -57,9 +57,11 @@
 
 mod body;
 mod config;
+mod conn;
 mod engine;
 mod error;
 mod filters;
+mod framing;
 mod headers;
 mod health;
 mod introspect;
