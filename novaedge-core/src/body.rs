@@ -1,6 +1,8 @@
 //! Response bodies that carry what must live exactly as long as the response does.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -206,32 +208,53 @@ impl Body for RequestBody {
     }
 }
 
-/// The error of a request body that went past the configured limit: the request is answered
-/// `413` if its response has not begun.
+/// The error of a request body that went past the configured limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds the limit of {limit} bytes")]
 pub(crate) struct BodyTooLarge {
     pub(crate) limit: u64,
 }
 
+/// Shared by a [`LimitedBody`] and the forwarding of its request: whether the body went past
+/// its limit. hyper reports a request body that failed with the body's own error on HTTP/1.1,
+/// but on HTTP/2 only as the stream it reset, so forwarding asks this instead.
+#[derive(Debug)]
+pub(crate) struct LimitTrip {
+    pub(crate) limit: u64,
+    tripped: AtomicBool,
+}
+
+impl LimitTrip {
+    pub(crate) fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            tripped: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::Acquire)
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// A request body failed with [`BodyTooLarge`] once it goes past its limit, before the
+    /// A request body that fails with [`BodyTooLarge`] once it goes past its limit, before the
     /// data past the limit is sent on.
     #[derive(Debug)]
     pub(crate) struct LimitedBody<B> {
         #[pin]
         inner: B,
         left: u64,
-        limit: u64,
+        trip: Arc<LimitTrip>,
     }
 }
 
 impl<B> LimitedBody<B> {
-    pub(crate) fn new(inner: B, limit: u64) -> Self {
+    pub(crate) fn new(inner: B, trip: Arc<LimitTrip>) -> Self {
         Self {
             inner,
-            left: limit,
-            limit,
+            left: trip.limit,
+            trip,
         }
     }
 }
@@ -255,7 +278,8 @@ where
             let len = data.len() as u64;
             if len > *this.left {
                 *this.left = 0;
-                let limit = *this.limit;
+                this.trip.tripped.store(true, Ordering::Release);
+                let limit = this.trip.limit;
                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
             }
             *this.left -= len;

@@ -12,7 +12,9 @@
 //!   [`ConnState::wind_down`] resolves when the connection has had nothing in flight for the
 //!   idle timeout, or when it is told to drain (its last allowed request on HTTP/2), and the
 //!   connection then shuts down gracefully: HTTP/1.1 closes between requests, HTTP/2 sends
-//!   GOAWAY and finishes its open streams.
+//!   GOAWAY and finishes its open streams. A client that keeps the connection from ending
+//!   (an HTTP/2 client that never acknowledges the GOAWAY's PING) is dropped once it has had
+//!   nothing in flight for another idle timeout.
 
 use std::future::Future;
 use std::io;
@@ -86,27 +88,33 @@ impl ConnState {
     /// Resolves when the connection should shut down gracefully: it was told to drain, or it
     /// had no request in flight for `idle`.
     pub(crate) async fn wind_down(&self, idle: Duration) {
-        let mut deadline = self.last_active() + idle;
-        loop {
-            tokio::select! {
-                () = self.drain.notified() => return,
-                () = tokio::time::sleep_until(deadline) => {
-                    let now = Instant::now();
-                    let idle_until = self.last_active() + idle;
-                    deadline = if self.in_flight.load(Ordering::Acquire) > 0 {
-                        // Busy: look again in a while, not at once.
-                        now + idle
-                    } else if idle_until <= now {
-                        return;
-                    } else {
-                        idle_until
-                    };
-                }
-            }
+        tokio::select! {
+            () = self.drain.notified() => {}
+            () = self.idle(idle) => {}
         }
     }
 
-    fn touch(&self) {
+    /// Resolves once the connection has had no request in flight for `idle`, counted from the
+    /// last time a request began or ended, or the connection was [touched](Self::touch).
+    pub(crate) async fn idle(&self, idle: Duration) {
+        let mut deadline = self.last_active() + idle;
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let now = Instant::now();
+            let idle_until = self.last_active() + idle;
+            deadline = if self.in_flight.load(Ordering::Acquire) > 0 {
+                // Busy: look again in a while, not at once.
+                now + idle
+            } else if idle_until <= now {
+                return;
+            } else {
+                idle_until
+            };
+        }
+    }
+
+    /// Counts now as activity: [`idle`](Self::idle) starts over.
+    pub(crate) fn touch(&self) {
         let since = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_active.store(since, Ordering::Release);
     }

@@ -233,9 +233,12 @@ impl Scanner {
         let head = std::mem::take(&mut self.head);
         self.line_start = 0;
         let verdict = self.judge(&head);
-        // Keep the allocation for the next head.
-        self.head = head;
-        self.head.clear();
+        // Keep the allocation for the next head, unless a large head made it large: idle
+        // connections should not each hold a head's worth of memory.
+        if head.capacity() <= 4096 {
+            self.head = head;
+            self.head.clear();
+        }
         verdict
     }
 

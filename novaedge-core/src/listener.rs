@@ -264,11 +264,15 @@ async fn serve_connection<I>(
         () = conn_state.wind_down(idle) => {
             tracing::trace!(%peer, "client connection idle or done, closing");
             conn.as_mut().graceful_shutdown();
+            // HTTP/2 ends the connection once the client acknowledges the GOAWAY's PING and
+            // its streams are done; a client that never does is dropped.
+            conn_state.touch();
             tokio::select! {
                 result = conn.as_mut() => result,
-                // The connection may wind down and then be told to stop: nothing more to do
-                // than wait for it, but the signal must not be missed for the await below.
-                _ = stopped(&mut stop) => conn.await,
+                () = conn_state.idle(idle) => {
+                    tracing::debug!(%peer, "client connection did not end after GOAWAY, dropped");
+                    Ok(())
+                }
             }
         }
     };

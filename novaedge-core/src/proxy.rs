@@ -15,7 +15,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Held, InFlightBody, LimitedBody, ProxyBody, RequestBody};
+use crate::body::{Held, InFlightBody, LimitTrip, LimitedBody, ProxyBody, RequestBody};
 use crate::conn::{ConnBody, ConnState};
 use crate::engine::Shared;
 use crate::error::{ProxyError, Rejection};
@@ -111,6 +111,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                         https,
                         client_cert,
                         exchange: observed.exchange(),
+                        body_limit: None,
                     };
                     serve(
                         &shared,
@@ -165,14 +166,21 @@ impl ProxyService {
 
 /// The client's request body on its way to forwarding: observed, and held to the body limit
 /// unless its length is declared (a declared length was checked before routing, and hyper, or
-/// the h2 crate, holds the body to it).
-fn client_body(observed: &Observed, body: Incoming, limit: Option<u64>) -> RequestBody {
+/// the h2 crate, holds the body to it). With a limit, also what tells forwarding that the body
+/// went past it.
+fn client_body(
+    observed: &Observed,
+    body: Incoming,
+    limit: Option<u64>,
+) -> (RequestBody, Option<Arc<LimitTrip>>) {
     let body = observed.request_body(body);
     match limit {
         Some(limit) if !body.is_end_stream() && body.size_hint().exact().is_none() => {
-            RequestBody::filtered(LimitedBody::new(body, limit))
+            let trip = LimitTrip::new(limit);
+            let body = RequestBody::filtered(LimitedBody::new(body, trip.clone()));
+            (body, Some(trip))
         }
-        _ => body,
+        _ => (body, None),
     }
 }
 
@@ -183,18 +191,20 @@ async fn serve(
     mut req: Request<Incoming>,
     target: &MatchTarget,
     normalized: Option<String>,
-    client: ClientInfo,
+    mut client: ClientInfo,
     local: SocketAddr,
 ) -> Response<ProxyBody> {
     if let Some(path) = normalized {
         set_path(&mut req, &path);
     }
     let rule = &target.rule;
-    let body_limit = shared.config.max_request_body_bytes;
+    let (parts, body) = req.into_parts();
+    let (body, limit) = client_body(observed, body, shared.config.max_request_body_bytes);
+    client.body_limit = limit;
+    let mut req = Request::from_parts(parts, body);
     let Some(filters) = &rule.filters else {
         let forwarded = match rule.backends.pick() {
             Some(cluster) => {
-                let req = req.map(|body| client_body(observed, body, body_limit));
                 // A rule without filters has no timeouts of its own.
                 let timeout = shared.config.upstream_response_timeout;
                 forward(shared, &rule.route, cluster, &client, req, timeout).await
@@ -222,7 +232,6 @@ async fn serve(
     }
     extensions.insert(client);
     observed.filters_start();
-    let req = req.map(|body| client_body(observed, body, body_limit));
     crate::filters::serve(filters, req).await
 }
 
@@ -381,6 +390,8 @@ pub(crate) struct ClientInfo {
     client_cert: Option<ClientCertificate>,
     /// The request's observation, if it is observed (retries share it; mirrors drop it).
     exchange: Option<Arc<Exchange>>,
+    /// Set when the request body is held to the body limit: whether it went past it.
+    body_limit: Option<Arc<LimitTrip>>,
 }
 
 impl ClientInfo {
@@ -395,6 +406,7 @@ impl ClientInfo {
                 https: false,
                 client_cert: None,
                 exchange: None,
+                body_limit: None,
             })
     }
 }
@@ -546,6 +558,13 @@ async fn forward(
                 });
             }
             Err(SendError { error, unsent }) => {
+                // HTTP/2 loses why the body failed: the limit says if it was its doing.
+                let error = match client.body_limit.as_deref() {
+                    Some(trip) if trip.tripped() && unsent.is_none() => {
+                        UpstreamError::BodyTooLarge(trip.limit)
+                    }
+                    _ => error,
+                };
                 if let Some(attempt) = attempt {
                     attempt.failed(&error);
                 }

@@ -43,7 +43,6 @@ use tokio::net::TcpStream;
 
 use novaedge_health::{CircuitBreaker, Overflow, Permit};
 
-use crate::body::BodyTooLarge;
 use crate::config::EngineConfig;
 use crate::upstream_tls::{ALPN_H2, TlsDial};
 
@@ -76,6 +75,9 @@ pub(crate) enum UpstreamError {
     /// No response head within the response timeout.
     #[error("no response within {0:?}")]
     ResponseTimeout(Duration),
+    /// The request body went past the body size limit, and the request failed with it.
+    #[error("request body over the limit of {0} bytes")]
+    BodyTooLarge(u64),
     /// The backend's circuit breaker refused a new connection or a pending request.
     #[error(transparent)]
     Overloaded(#[from] Overflow),
@@ -103,20 +105,27 @@ impl UpstreamError {
     /// How the request's own body failed the request, if it did; such a failure is the
     /// client's (or the body limit's), not the upstream's.
     pub(crate) fn body_fault(&self) -> Option<BodyFault> {
-        let UpstreamError::Request(e) = self else {
-            return None;
+        let e = match self {
+            UpstreamError::BodyTooLarge(_) => return Some(BodyFault::TooLarge),
+            UpstreamError::Request(e) => e,
+            _ => return None,
         };
-        // hyper reports a request body that failed as the user's error, caused by the body's.
-        if !e.is_user() {
-            return None;
-        }
+        // HTTP/1.1: hyper reports a request body that failed as the user's error, caused by
+        // the body's (the client connection's hyper error, as it read the body).
+        let user = e.is_user();
         let mut cause = std::error::Error::source(e);
         while let Some(c) = cause {
-            if c.is::<BodyTooLarge>() {
-                return Some(BodyFault::TooLarge);
+            if user && c.is::<hyper::Error>() {
+                return Some(BodyFault::Client);
             }
-            // The client connection's error, as its hyper server read the body.
-            if c.is::<hyper::Error>() {
+            // HTTP/2: hyper resets the stream itself when the body fails, and the request
+            // fails with that reset; nothing else resets a stream from the proxy's side while
+            // the request waits for its response.
+            if let Some(h2) = c.downcast_ref::<h2::Error>()
+                && h2.is_reset()
+                && !h2.is_remote()
+                && !h2.is_library()
+            {
                 return Some(BodyFault::Client);
             }
             cause = c.source();

@@ -12,7 +12,7 @@ use common::*;
 use http::StatusCode;
 use novaedge_core::EngineConfig;
 use novaedge_echo::EchoServer;
-use novaedge_snapshot::UpstreamProtocol::Http1;
+use novaedge_snapshot::UpstreamProtocol::{self, H2c, Http1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
@@ -110,8 +110,16 @@ async fn assert_serves(addr: SocketAddr, what: &str) {
 }
 
 async fn proxy(config: EngineConfig) -> (novaedge_core::Engine, SocketAddr, EchoServer) {
+    proxy_to(config, Http1).await
+}
+
+/// A proxy whose backend speaks `protocol`.
+async fn proxy_to(
+    config: EngineConfig,
+    protocol: UpstreamProtocol,
+) -> (novaedge_core::Engine, SocketAddr, EchoServer) {
     let server = echo("backend").await;
-    let (engine, addr) = serve_backend_with(config, backend("backend", Http1, &[&server]));
+    let (engine, addr) = serve_backend_with(config, backend("backend", protocol, &[&server]));
     (engine, addr, server)
 }
 
@@ -222,7 +230,14 @@ async fn smuggling_vectors_are_refused_with_400_and_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_chunked_bodies_are_refused_with_400_and_close() {
-    let (_engine, addr, _server) = proxy(EngineConfig::default()).await;
+    for upstream in [Http1, H2c] {
+        malformed_chunked_bodies_to(upstream).await;
+    }
+}
+
+/// The body fails while it is forwarded, to an upstream of `protocol`.
+async fn malformed_chunked_bodies_to(protocol: UpstreamProtocol) {
+    let (_engine, addr, _server) = proxy_to(EngineConfig::default(), protocol).await;
     let head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
     let bodies: &[(&str, &[u8])] = &[
         ("chunk size not hex", b"zz\r\nhello\r\n0\r\n\r\n"),
@@ -238,8 +253,9 @@ async fn malformed_chunked_bodies_are_refused_with_400_and_close() {
     ];
     for (what, body) in bodies {
         let request = [&head[..], body].concat();
-        assert_refused(addr, what, &request, StatusCode::BAD_REQUEST).await;
-        assert_serves(addr, what).await;
+        let what = format!("{what} to {protocol:?}");
+        assert_refused(addr, &what, &request, StatusCode::BAD_REQUEST).await;
+        assert_serves(addr, &what).await;
     }
 }
 
@@ -347,11 +363,17 @@ async fn oversized_heads_are_refused_with_431_and_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_are_refused_with_413() {
-    let (_engine, addr, server) = proxy(EngineConfig {
+    for upstream in [Http1, H2c] {
+        bodies_over_the_limit_to(upstream).await;
+    }
+}
+
+async fn bodies_over_the_limit_to(protocol: UpstreamProtocol) {
+    let config = EngineConfig {
         max_request_body_bytes: Some(1024),
         ..EngineConfig::default()
-    })
-    .await;
+    };
+    let (_engine, addr, server) = proxy_to(config, protocol).await;
 
     // Declared too large: refused before anything reaches the backend, the body unread.
     let raw = send_raw(
@@ -564,4 +586,41 @@ async fn connections_over_the_listener_limit_are_refused_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(first.get("a", "/").await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_the_client_breaks_eject_no_endpoint() {
+    // Passive health ejects an endpoint after 3 gateway failures in a row (the default); a
+    // client whose bodies fail, or go past the limit, must not make its endpoints look broken.
+    for protocol in [Http1, H2c] {
+        let (a, b) = (echo("a").await, echo("b").await);
+        let (engine, addr) = serve_backend_with(
+            EngineConfig {
+                max_request_body_bytes: Some(16),
+                ..EngineConfig::default()
+            },
+            backend("backend", protocol, &[&a, &b]),
+        );
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for _ in 0..4 {
+            let bad = [&head[..], b"5\r\nhello\r\nzz\r\n"].concat();
+            assert_refused(addr, "a broken body", &bad, StatusCode::BAD_REQUEST).await;
+            let large = [
+                &head[..],
+                b"20\r\n0123456789abcdef0123456789abcdef\r\n0\r\n\r\n",
+            ]
+            .concat();
+            assert_refused(addr, "a large body", &large, StatusCode::PAYLOAD_TOO_LARGE).await;
+        }
+        let backends = engine.backends();
+        let endpoints = &backends[0].endpoints;
+        assert_eq!(endpoints.len(), 2);
+        for endpoint in endpoints {
+            assert!(
+                endpoint.healthy && endpoint.ejected_for.is_none(),
+                "{protocol:?}: {endpoint:?}"
+            );
+        }
+        assert_serves(addr, "broken bodies").await;
+    }
 }
