@@ -126,7 +126,8 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                 }
             };
             let mut response = observed.finish(response);
-            // A body cut off at the limit is left unread: the connection cannot go on.
+            // After a 413 (the proxy's, or the upstream's) the rest of the request body is left
+            // unread: the connection cannot carry another request.
             let close = last || response.status() == StatusCode::PAYLOAD_TOO_LARGE;
             if close && http1 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
                 response
