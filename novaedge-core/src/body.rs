@@ -1,6 +1,8 @@
 //! Response bodies that carry what must live exactly as long as the response does.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -203,5 +205,93 @@ impl Body for RequestBody {
             RequestBody::Client { body } => body.size_hint(),
             RequestBody::Filtered { body } => body.size_hint(),
         }
+    }
+}
+
+/// The error of a request body that went past the configured limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {limit} bytes")]
+pub(crate) struct BodyTooLarge {
+    pub(crate) limit: u64,
+}
+
+/// Shared by a [`LimitedBody`] and the forwarding of its request: whether the body went past
+/// its limit. hyper reports a request body that failed with the body's own error on HTTP/1.1,
+/// but on HTTP/2 only as the stream it reset, so forwarding asks this instead.
+#[derive(Debug)]
+pub(crate) struct LimitTrip {
+    pub(crate) limit: u64,
+    tripped: AtomicBool,
+}
+
+impl LimitTrip {
+    pub(crate) fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            tripped: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::Acquire)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyTooLarge`] once it goes past its limit, before the
+    /// data past the limit is sent on.
+    #[derive(Debug)]
+    pub(crate) struct LimitedBody<B> {
+        #[pin]
+        inner: B,
+        left: u64,
+        trip: Arc<LimitTrip>,
+    }
+}
+
+impl<B> LimitedBody<B> {
+    pub(crate) fn new(inner: B, trip: Arc<LimitTrip>) -> Self {
+        Self {
+            inner,
+            left: trip.limit,
+            trip,
+        }
+    }
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let len = data.len() as u64;
+            if len > *this.left {
+                *this.left = 0;
+                this.trip.tripped.store(true, Ordering::Release);
+                let limit = this.trip.limit;
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
+            }
+            *this.left -= len;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

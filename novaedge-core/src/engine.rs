@@ -20,6 +20,41 @@ use crate::runtime::{Balancers, CompileError, Runtime, SocketKey};
 use crate::tls::TlsState;
 use crate::upstream::Upstreams;
 
+/// Streams a client may reset before the proxy has accepted them, the defence against rapid
+/// reset (CVE-2023-44487): a connection that resets more is sent GOAWAY `ENHANCE_YOUR_CALM`.
+/// The h2 crate's default.
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// Streams the proxy may reset for a client's protocol errors on one connection before it sends
+/// GOAWAY `ENHANCE_YOUR_CALM` (the "MadeYouReset" variant of rapid reset, CVE-2025-8671).
+/// hyper's default.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// The HTTP server settings of client connections: limits from `config`, and the header read
+/// timeout off, since [`GuardedIo`](crate::conn::GuardedIo) keeps it instead.
+fn client_http(config: &EngineConfig) -> auto::Builder<TokioExecutor> {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    let mut http1 = http.http1();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        // hyper's read buffer bounds the head (`431` when full), and cannot be below 8 KiB.
+        .max_buf_size(config.max_request_headers_bytes.max(8192));
+    if config.max_request_headers != crate::upstream::HYPER_MAX_HEADERS {
+        // Other than hyper's default, the field index is allocated per request.
+        http1.max_headers(config.max_request_headers);
+    }
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_request_headers_bytes).unwrap_or(u32::MAX))
+        .initial_stream_window_size(config.h2_stream_window)
+        .initial_connection_window_size(config.h2_connection_window)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
+    http
+}
+
 /// Why a snapshot was not applied. In every case nothing changed: the previous runtime, if
 /// any, keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -84,11 +119,7 @@ struct Control {
 impl Engine {
     /// Creates an engine with no listeners. Must be called within a tokio runtime.
     pub fn new(config: EngineConfig) -> Self {
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout);
-        http.http2().timer(TokioTimer::new());
+        let http = client_http(&config);
         let empty = Runtime::empty(config.default_bind);
         Self {
             shared: Arc::new(Shared {

@@ -4,6 +4,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::ProxyBody;
+use crate::framing::Refusal;
+use crate::upstream::BodyFault;
 
 /// Set on a response the proxy failed because a circuit breaker limit was reached; the value
 /// names the limit (`max_requests`, `max_pending_requests`, `max_connections`).
@@ -66,13 +68,27 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY,
                 "upgrade not supported by upstream\n",
             ),
-            ProxyError::Upstream { source, .. } if source.tls_reason().is_some() => {
+            ProxyError::Upstream { source, .. } if source.is_timeout() => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream response timeout\n")
+            }
+            ProxyError::Upstream { source, .. } => match source.body_fault() {
+                Some(BodyFault::TooLarge) => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+                }
+                Some(BodyFault::Client) => (StatusCode::BAD_REQUEST, "bad request body\n"),
+                None => Self::upstream_failure(source),
+            },
+        }
+    }
+
+    /// The answer to an upstream that failed the request.
+    fn upstream_failure(source: &crate::upstream::UpstreamError) -> (StatusCode, &'static str) {
+        match source {
+            source if source.tls_reason().is_some() => {
                 (StatusCode::BAD_GATEWAY, "upstream TLS error\n")
             }
-            ProxyError::Upstream { source, .. } if source.is_connect() => {
-                (StatusCode::BAD_GATEWAY, "upstream connect error\n")
-            }
-            ProxyError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream request failed\n"),
+            source if source.is_connect() => (StatusCode::BAD_GATEWAY, "upstream connect error\n"),
+            _ => (StatusCode::BAD_GATEWAY, "upstream request failed\n"),
         }
     }
 
@@ -110,6 +126,55 @@ impl ProxyError {
         }
         if let Some(value) = tls_reason.and_then(|r| HeaderValue::try_from(r).ok()) {
             response.headers_mut().insert(UPSTREAM_TLS_HEADER, value);
+        }
+        response
+    }
+}
+
+/// A request refused before routing for what the client sent. (Not a [`ProxyError`] variant:
+/// those are the failures of proxying, each with its access log flag.)
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Rejection {
+    #[error("request framing refused: {0}")]
+    Framing(Refusal),
+    #[error("{count} request header fields, more than {limit}")]
+    TooManyHeaders { count: usize, limit: usize },
+    #[error("request body of {length} bytes, more than {limit}")]
+    BodyTooLarge { length: u64, limit: u64 },
+}
+
+impl Rejection {
+    /// The response; on HTTP/1.1 it closes the connection when the request's body is left
+    /// unread or its framing was refused (what follows it cannot be trusted).
+    pub(crate) fn into_response(self, http1: bool) -> Response<ProxyBody> {
+        let (status, reason, close) = match &self {
+            Rejection::Framing(Refusal::HeadTooLarge) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large\n",
+                true,
+            ),
+            Rejection::Framing(_) => (StatusCode::BAD_REQUEST, "bad request framing\n", true),
+            Rejection::TooManyHeaders { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many request header fields\n",
+                false,
+            ),
+            Rejection::BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large\n",
+                true,
+            ),
+        };
+        tracing::debug!(%status, error = %self, "request rejected");
+        let mut response = Response::new(ProxyBody::local(Bytes::from_static(reason.as_bytes())));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if close && http1 {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

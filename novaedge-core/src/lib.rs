@@ -45,6 +45,33 @@
 //! Health state, load and breaker counts survive reloads; detectors are rebuilt only when
 //! their own settings change.
 //!
+//! # Limits
+//!
+//! What one client, or one broken backend, can make the proxy do is bounded
+//! ([`EngineConfig`] has the values and their defaults):
+//!
+//! - HTTP/1.1 requests that could be read two ways (request smuggling) are answered `400`
+//!   and the connection is closed: hyper refuses most of them, the proxy's own framing checks
+//!   (which follow the bytes hyper reads) the rest (both `Content-Length` and `Transfer-Encoding`, repeated
+//!   `Content-Length`, a `Transfer-Encoding` other than one `chunked`, bare LF line ends). A
+//!   chunked body that is malformed fails its request with `400` too.
+//! - A request head over the size limit is answered `431` and the connection closed; more
+//!   header fields than allowed, `431`; a body over the body limit, `413` (and, on HTTP/1.1,
+//!   the connection closed, since the rest of the body is left unread).
+//! - HTTP/1.1 heads must arrive within the header read timeout (the connection is closed
+//!   without an answer); connections with nothing in flight close after the idle timeout
+//!   (HTTP/2 with GOAWAY `NO_ERROR`); the last request a connection may carry closes it.
+//!   Connections over a listener's limit are reset as soon as they are accepted.
+//! - HTTP/2: concurrent streams (more are refused, `RST_STREAM REFUSED_STREAM`), header list
+//!   size (`431`), flow-control windows, rapid reset and CONTINUATION floods (GOAWAY
+//!   `ENHANCE_YOUR_CALM`); PING and SETTINGS floods are pushed back (the h2 crate reads no
+//!   further until it has answered), protocol errors end the connection with GOAWAY.
+//! - Upstreams: a response head over the limits, garbage, or a connection closed before the
+//!   response is a `502`; no response head within the response timeout, a `504`; a response
+//!   cut off midway is cut off for the client too (HTTP/1.1: the connection closes before the
+//!   declared length or the last chunk; HTTP/2: `RST_STREAM INTERNAL_ERROR`). A request body
+//!   the client breaks or that goes past the limit is not held against the endpoint's health.
+//!
 //! # Observability
 //!
 //! Every request gets an `x-request-id` (the client's if sane), sent upstream and returned.
@@ -58,9 +85,11 @@
 mod ascii;
 mod body;
 mod config;
+mod conn;
 mod engine;
 mod error;
 mod filters;
+mod framing;
 mod headers;
 mod health;
 mod introspect;

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::server::TlsStream;
 
+use crate::conn::{ConnState, GuardedIo};
 use crate::engine::Shared;
 use crate::proxy::ProxyService;
 use crate::runtime::SocketKey;
@@ -101,6 +102,10 @@ async fn accept_loop(
             None => Poll::Ready(None),
         })
     };
+    let connections = shared
+        .config
+        .max_connections_per_listener
+        .map(|max| Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))));
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -114,6 +119,21 @@ async fn accept_loop(
                     // kernel keeps queueing connections meanwhile.
                     tracing::warn!(%local, error = %e, "accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Over the limit, the connection is refused at once rather than left in the accept
+        // queue, where its client would wait without knowing: closed with a reset, which also
+        // leaves no TIME_WAIT behind on the proxy's side.
+        let permit = match &connections {
+            None => None,
+            Some(connections) => match connections.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    tracing::debug!(%local, %peer, "connection limit reached, refusing");
+                    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    drop(stream);
                     continue;
                 }
             },
@@ -132,6 +152,7 @@ async fn accept_loop(
             peer,
             local,
             session: None,
+            conn: ConnState::new(),
         };
         let conn_stop = stop.clone();
         let cut = shared.cut.clone();
@@ -139,17 +160,26 @@ async fn accept_loop(
         let http = shared.http.clone();
         shared.tasks.spawn(async move {
             let _open = open;
+            let _permit = permit;
             let _ = stream.set_nodelay(true);
             let serve = async move {
                 match tls {
-                    None => serve_connection(http, stream, service, conn_stop).await,
+                    None => {
+                        let io = http1_io(stream, &service);
+                        serve_connection(http, io, service, conn_stop).await;
+                    }
                     Some(config) => {
                         let Some((stream, service, http)) =
                             handshake(config, stream, service, http, handshake_timeout).await
                         else {
                             return;
                         };
-                        serve_connection(http, stream, service, conn_stop).await;
+                        let io = if http.is_http1_available() {
+                            http1_io(stream, &service)
+                        } else {
+                            GuardedIo::http2(stream, service.conn.clone())
+                        };
+                        serve_connection(http, io, service, conn_stop).await;
                     }
                 }
             };
@@ -159,6 +189,18 @@ async fn accept_loop(
         });
     }
     tracing::info!(%local, "listener stopped accepting");
+}
+
+/// The guarded stream of a connection that may speak HTTP/1.1.
+fn http1_io<I>(stream: I, service: &ProxyService) -> GuardedIo<I> {
+    let config = &service.shared.config;
+    GuardedIo::http1(
+        stream,
+        service.conn.clone(),
+        config.header_read_timeout,
+        config.max_request_headers_bytes,
+        config.max_request_headers,
+    )
 }
 
 /// The server side of a TLS handshake, bounded in time. On success, the HTTP version is the
@@ -196,16 +238,21 @@ async fn handshake(
     Some((stream, service, http))
 }
 
+/// Serves one client connection until it ends: it closes, the listener stops (graceful
+/// shutdown), or the connection winds down (idle for the idle timeout, or its last allowed
+/// request on HTTP/2; graceful shutdown too).
 async fn serve_connection<I>(
     builder: auto::Builder<TokioExecutor>,
-    stream: I,
+    io: GuardedIo<I>,
     service: ProxyService,
     mut stop: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = service.peer;
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn_state = service.conn.clone();
+    let idle = service.shared.config.idle_timeout;
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
@@ -213,6 +260,20 @@ async fn serve_connection<I>(
             // HTTP/1.1: close after the request in flight; HTTP/2: GOAWAY, finish open streams.
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        () = conn_state.wind_down(idle) => {
+            tracing::trace!(%peer, "client connection idle or done, closing");
+            conn.as_mut().graceful_shutdown();
+            // HTTP/2 ends the connection once the client acknowledges the GOAWAY's PING and
+            // its streams are done; a client that never does is dropped.
+            conn_state.touch();
+            tokio::select! {
+                result = conn.as_mut() => result,
+                () = conn_state.idle(idle) => {
+                    tracing::debug!(%peer, "client connection did not end after GOAWAY, dropped");
+                    Ok(())
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -6,17 +6,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Held, InFlightBody, ProxyBody, RequestBody};
+use crate::body::{Held, InFlightBody, LimitTrip, LimitedBody, ProxyBody, RequestBody};
+use crate::conn::{ConnBody, ConnState};
 use crate::engine::Shared;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Rejection};
 use crate::headers;
 use crate::observe::{Exchange, Observed};
 use crate::runtime::Cluster;
@@ -40,18 +42,33 @@ pub(crate) struct ProxyService {
     pub(crate) local: SocketAddr,
     /// The TLS session, on an HTTPS listener.
     pub(crate) session: Option<Arc<Session>>,
+    /// The connection's request count and limits.
+    pub(crate) conn: Arc<ConnState>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ProxyService {
-    type Response = Response<ProxyBody>;
+    type Response = Response<ConnBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let (number, guard) = self.conn.request_started();
         let mut observed = Observed::start(&self.shared, &mut req, self.peer);
+        let http1 = req.version() < Version::HTTP_2;
+        let config = &self.shared.config;
+        // The connection's last request: HTTP/1.1 says so in the response, HTTP/2 with GOAWAY.
+        let last = config
+            .max_requests_per_connection
+            .is_some_and(|max| number >= max);
+        if last && !http1 {
+            self.conn.drain();
+        }
+        let rejected = self.screen(&req, number);
         // Route while the current runtime is borrowed, and keep only the chosen target: the
         // request then finishes on what it started with, whatever reloads happen meanwhile.
-        let routed = {
+        let routed = if let Some(rejection) = rejected {
+            Err(rejection.into_response(http1))
+        } else {
             let runtime = self.shared.runtime.load();
             match runtime.listener(&self.key) {
                 None => Err(ProxyError::NoRoute.into_response()),
@@ -94,6 +111,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                         https,
                         client_cert,
                         exchange: observed.exchange(),
+                        body_limit: None,
                     };
                     serve(
                         &shared,
@@ -107,8 +125,63 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                     .await
                 }
             };
-            Ok(observed.finish(response))
+            let mut response = observed.finish(response);
+            // After a 413 (the proxy's, or the upstream's) the rest of the request body is left
+            // unread: the connection cannot carry another request.
+            let close = last || response.status() == StatusCode::PAYLOAD_TOO_LARGE;
+            if close && http1 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response.map(|body| ConnBody::new(body, guard)))
         })
+    }
+}
+
+impl ProxyService {
+    /// Refuses request `number` of the connection before routing for what the client sent:
+    /// a head the framing checks refused, more header fields than allowed (hyper counts them
+    /// on HTTP/1.1, nothing does on HTTP/2), or a body declared larger than allowed.
+    fn screen<B>(&self, req: &Request<B>, number: u64) -> Option<Rejection> {
+        if let Some(refusal) = self.conn.refusal(number) {
+            return Some(Rejection::Framing(refusal));
+        }
+        let config = &self.shared.config;
+        let count = req.headers().len();
+        if count > config.max_request_headers {
+            return Some(Rejection::TooManyHeaders {
+                count,
+                limit: config.max_request_headers,
+            });
+        }
+        let limit = config.max_request_body_bytes?;
+        let length = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())?;
+        (length > limit).then_some(Rejection::BodyTooLarge { length, limit })
+    }
+}
+
+/// The client's request body on its way to forwarding: observed, and held to the body limit
+/// unless its length is declared (a declared length was checked before routing, and hyper, or
+/// the h2 crate, holds the body to it). With a limit, also what tells forwarding that the body
+/// went past it.
+fn client_body(
+    observed: &Observed,
+    body: Incoming,
+    limit: Option<u64>,
+) -> (RequestBody, Option<Arc<LimitTrip>>) {
+    let body = observed.request_body(body);
+    match limit {
+        Some(limit) if !body.is_end_stream() && body.size_hint().exact().is_none() => {
+            let trip = LimitTrip::new(limit);
+            let body = RequestBody::filtered(LimitedBody::new(body, trip.clone()));
+            (body, Some(trip))
+        }
+        _ => (body, None),
     }
 }
 
@@ -119,18 +192,23 @@ async fn serve(
     mut req: Request<Incoming>,
     target: &MatchTarget,
     normalized: Option<String>,
-    client: ClientInfo,
+    mut client: ClientInfo,
     local: SocketAddr,
 ) -> Response<ProxyBody> {
     if let Some(path) = normalized {
         set_path(&mut req, &path);
     }
     let rule = &target.rule;
+    let (parts, body) = req.into_parts();
+    let (body, limit) = client_body(observed, body, shared.config.max_request_body_bytes);
+    client.body_limit = limit;
+    let mut req = Request::from_parts(parts, body);
     let Some(filters) = &rule.filters else {
         let forwarded = match rule.backends.pick() {
             Some(cluster) => {
-                let req = req.map(|body| observed.request_body(body));
-                forward(shared, &rule.route, cluster, &client, req).await
+                // A rule without filters has no timeouts of its own.
+                let timeout = shared.config.upstream_response_timeout;
+                forward(shared, &rule.route, cluster, &client, req, timeout).await
             }
             None => Err(ProxyError::NoBackend),
         };
@@ -155,7 +233,6 @@ async fn serve(
     }
     extensions.insert(client);
     observed.filters_start();
-    let req = req.map(|body| observed.request_body(body));
     crate::filters::serve(filters, req).await
 }
 
@@ -167,14 +244,22 @@ pub(crate) struct Forward {
     shared: Weak<Shared>,
     route: Arc<str>,
     backends: Arc<BackendChoice>,
+    /// The rule has timeouts of its own; the engine's response timeout does not apply.
+    timed: bool,
 }
 
 impl Forward {
-    pub(crate) fn new(shared: Weak<Shared>, route: Arc<str>, backends: Arc<BackendChoice>) -> Self {
+    pub(crate) fn new(
+        shared: Weak<Shared>,
+        route: Arc<str>,
+        backends: Arc<BackendChoice>,
+        timed: bool,
+    ) -> Self {
         Self {
             shared,
             route,
             backends,
+            timed,
         }
     }
 }
@@ -199,7 +284,11 @@ impl tower::Service<Request<RequestBody>> for Forward {
             let shared = this.shared.upgrade().ok_or(ProxyError::ShuttingDown)?;
             let cluster = this.backends.pick().ok_or(ProxyError::NoBackend)?;
             let client = ClientInfo::of(&req);
-            forward(&shared, &this.route, cluster, &client, req).await
+            let timeout = match this.timed {
+                true => None,
+                false => shared.config.upstream_response_timeout,
+            };
+            forward(&shared, &this.route, cluster, &client, req, timeout).await
         })
     }
 }
@@ -243,7 +332,8 @@ impl tower::Service<Request<MirrorRequestBody>> for MirrorTarget {
             // A mirrored copy must not speak for the request.
             client.exchange = None;
             let req = req.map(RequestBody::filtered);
-            forward(&shared, &this.route, &this.cluster, &client, req).await
+            let timeout = shared.config.upstream_response_timeout;
+            forward(&shared, &this.route, &this.cluster, &client, req, timeout).await
         })
     }
 }
@@ -301,6 +391,8 @@ pub(crate) struct ClientInfo {
     client_cert: Option<ClientCertificate>,
     /// The request's observation, if it is observed (retries share it; mirrors drop it).
     exchange: Option<Arc<Exchange>>,
+    /// Set when the request body is held to the body limit: whether it went past it.
+    body_limit: Option<Arc<LimitTrip>>,
 }
 
 impl ClientInfo {
@@ -315,6 +407,7 @@ impl ClientInfo {
                 https: false,
                 client_cert: None,
                 exchange: None,
+                body_limit: None,
             })
     }
 }
@@ -354,12 +447,15 @@ fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
     }
 }
 
+/// Sends `req` to an endpoint of `cluster`. `timeout` bounds the wait for each endpoint's
+/// response head (connecting included): a late one is a `504`.
 async fn forward(
     shared: &Arc<Shared>,
     route: &str,
     cluster: &Cluster,
     client: &ClientInfo,
     mut req: Request<RequestBody>,
+    timeout: Option<Duration>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let peer = client.peer;
     let exchange = client.exchange.as_deref();
@@ -420,17 +516,21 @@ async fn forward(
         tracing::trace!(route = %route, backend = %cluster.name, %endpoint, "forwarding");
         let attempt = exchange.map(|x| x.attempt(&mut req, &cluster.name, endpoint));
         let started = Instant::now();
-        match shared
-            .upstreams
-            .send(
-                endpoint,
-                cluster.wire,
-                cluster.tls.as_ref().map(|tls| tls.dial(upgrade)),
-                req,
-                &cluster.breaker,
-            )
-            .await
-        {
+        let send = shared.upstreams.send(
+            endpoint,
+            cluster.wire,
+            cluster.tls.as_ref().map(|tls| tls.dial(upgrade)),
+            req,
+            &cluster.breaker,
+        );
+        let sent = match timeout {
+            None => send.await,
+            Some(timeout) => match tokio::time::timeout(timeout, send).await {
+                Ok(sent) => sent,
+                Err(_) => Err(UpstreamError::ResponseTimeout(timeout).into()),
+            },
+        };
+        match sent {
             Ok(mut response) => {
                 // Latency to the response head feeds the latency-aware balancers; the request
                 // stays in flight until its body ends.
@@ -459,13 +559,24 @@ async fn forward(
                 });
             }
             Err(SendError { error, unsent }) => {
+                // HTTP/2 loses why the body failed: the limit says if it was its doing.
+                let error = match client.body_limit.as_deref() {
+                    Some(trip) if trip.tripped() && unsent.is_none() => {
+                        UpstreamError::BodyTooLarge(trip.limit)
+                    }
+                    _ => error,
+                };
                 if let Some(attempt) = attempt {
                     attempt.failed(&error);
                 }
-                cluster
-                    .health
-                    .outlier
-                    .record(&endpoint, Outcome::GatewayError);
+                // A request body that failed (the client's, or over the limit) is no fault of
+                // the endpoint's.
+                if error.body_fault().is_none() {
+                    cluster
+                        .health
+                        .outlier
+                        .record(&endpoint, Outcome::GatewayError);
+                }
                 tried.push(endpoint);
                 match unsent {
                     Some(unsent) if tried.len() < MAX_CONNECT_ATTEMPTS => {

@@ -341,7 +341,9 @@ impl Runtime {
                         let rule = &route.rules[at.rule];
                         let name: Arc<str> = Arc::from(route.name.as_str());
                         let backends = Arc::new(BackendChoice::build(rule, &clusters));
-                        let forward = Forward::new(shared.clone(), name.clone(), backends.clone());
+                        let timed = rule.filters.timeouts != snapshot::Timeouts::default();
+                        let forward =
+                            Forward::new(shared.clone(), name.clone(), backends.clone(), timed);
                         let filters = crate::filters::compile(
                             &rule.filters,
                             forward,

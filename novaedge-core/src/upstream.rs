@@ -72,6 +72,12 @@ pub(crate) enum UpstreamError {
     TlsRefused(String),
     #[error("request: {0}")]
     Request(#[source] hyper::Error),
+    /// No response head within the response timeout.
+    #[error("no response within {0:?}")]
+    ResponseTimeout(Duration),
+    /// The request body went past the body size limit, and the request failed with it.
+    #[error("request body over the limit of {0} bytes")]
+    BodyTooLarge(u64),
     /// The backend's circuit breaker refused a new connection or a pending request.
     #[error(transparent)]
     Overloaded(#[from] Overflow),
@@ -89,6 +95,42 @@ impl UpstreamError {
                 | UpstreamError::NoH2(_)
                 | UpstreamError::TlsRefused(_)
         )
+    }
+
+    /// True when the upstream did not answer in time.
+    pub(crate) fn is_timeout(&self) -> bool {
+        matches!(self, UpstreamError::ResponseTimeout(_))
+    }
+
+    /// How the request's own body failed the request, if it did; such a failure is the
+    /// client's (or the body limit's), not the upstream's.
+    pub(crate) fn body_fault(&self) -> Option<BodyFault> {
+        let e = match self {
+            UpstreamError::BodyTooLarge(_) => return Some(BodyFault::TooLarge),
+            UpstreamError::Request(e) => e,
+            _ => return None,
+        };
+        // HTTP/1.1: hyper reports a request body that failed as the user's error, caused by
+        // the body's (the client connection's hyper error, as it read the body).
+        let user = e.is_user();
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            if user && c.is::<hyper::Error>() {
+                return Some(BodyFault::Client);
+            }
+            // HTTP/2: hyper resets the stream itself when the body fails, and the request
+            // fails with that reset; nothing else resets a stream from the proxy's side while
+            // the request waits for its response.
+            if let Some(h2) = c.downcast_ref::<h2::Error>()
+                && h2.is_reset()
+                && !h2.is_remote()
+                && !h2.is_library()
+            {
+                return Some(BodyFault::Client);
+            }
+            cause = c.source();
+        }
+        None
     }
 
     /// Why TLS failed, when it did: in the handshake, by ALPN, or later (a TLS 1.3 server
@@ -124,6 +166,15 @@ impl UpstreamError {
             _ => None,
         }
     }
+}
+
+/// How a request's own body failed it ([`UpstreamError::body_fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFault {
+    /// The body went past the body size limit.
+    TooLarge,
+    /// The client's body failed: malformed chunked framing, the client went away, ...
+    Client,
 }
 
 /// The rustls error an I/O error of a TLS stream carries.
@@ -186,6 +237,9 @@ struct Pools {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
+    /// Response head limits: bytes (HTTP/1.1 head, HTTP/2 header list) and HTTP/1.1 fields.
+    max_head: usize,
+    max_headers: usize,
 }
 
 #[derive(Debug)]
@@ -291,6 +345,8 @@ impl Upstreams {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.upstream_idle_timeout,
             max_idle: config.max_idle_per_endpoint,
+            max_head: config.max_response_headers_bytes,
+            max_headers: config.max_response_headers,
         });
         tokio::spawn(reap(Arc::downgrade(&inner)));
         Self { inner }
@@ -418,6 +474,9 @@ fn h2_form(mut req: Request<UpstreamBody>, scheme: &Scheme) -> Request<UpstreamB
     req
 }
 
+/// hyper's default limit on HTTP/1.1 header fields, which it keeps on the stack.
+pub(crate) const HYPER_MAX_HEADERS: usize = 100;
+
 /// What opening a connection takes from the breaker: a pending-request permit until the
 /// connection is up, and a connection permit for as long as it is open.
 #[derive(Debug)]
@@ -540,7 +599,14 @@ impl Pools {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (sender, conn) = http1::Builder::new()
+        let mut builder = http1::Builder::new();
+        // hyper's read buffer bounds the head, and cannot be smaller than 8 KiB.
+        builder.max_buf_size(self.max_head.max(8192));
+        if self.max_headers != HYPER_MAX_HEADERS {
+            // Other than hyper's default, the field index is allocated per response.
+            builder.max_headers(self.max_headers);
+        }
+        let (sender, conn) = builder
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Handshake)?;
@@ -572,6 +638,7 @@ impl Pools {
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
+            .max_header_list_size(u32::try_from(self.max_head).unwrap_or(u32::MAX))
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Handshake)?;

@@ -54,7 +54,15 @@ pub(crate) fn free_port() -> u16 {
 // Not every test binary that includes `common` uses it.
 #[allow(dead_code)]
 pub(crate) fn serve_backend(backend: Backend) -> (Engine, SocketAddr) {
-    let engine = engine();
+    serve_backend_with(EngineConfig::default(), backend)
+}
+
+/// [`serve_backend`] with an engine of `config` (its `default_bind` replaced by 127.0.0.1).
+pub(crate) fn serve_backend_with(config: EngineConfig, backend: Backend) -> (Engine, SocketAddr) {
+    let engine = Engine::new(EngineConfig {
+        default_bind: LOCALHOST,
+        ..config
+    });
     let name = backend.name.clone();
     engine
         .apply(&snapshot(

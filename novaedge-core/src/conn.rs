@@ -1,0 +1,384 @@
+//! What the proxy keeps per client connection to bound it in time and in requests.
+//!
+//! - [`GuardedIo`] sits between the socket (or TLS stream) and hyper. On HTTP/1.1 it runs the
+//!   [`Scanner`] over the bytes read (request smuggling checks, see [`crate::framing`]) and
+//!   enforces the header read timeout: the first head must be complete within it from the
+//!   connection's start, later heads from their first byte. A client too slow fails the
+//!   connection's read, and hyper closes it without an answer, as it does for its own header
+//!   timeout. (hyper's own timer also runs while a keep-alive connection waits for its next
+//!   request, which would make it the idle timeout too; it is off.)
+//! - [`ConnState`] counts the connection's requests and those in flight; a request's
+//!   [`RequestGuard`] rides in its response body ([`ConnBody`]) and leaves when the body ends.
+//!   [`ConnState::wind_down`] resolves when the connection has had nothing in flight for the
+//!   idle timeout, or when it is told to drain (its last allowed request on HTTP/2), and the
+//!   connection then shuts down gracefully: HTTP/1.1 closes between requests, HTTP/2 sends
+//!   GOAWAY and finishes its open streams. A client that keeps the connection from ending
+//!   (an HTTP/2 client that never acknowledges the GOAWAY's PING) is dropped once it has had
+//!   nothing in flight for another idle timeout.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::{BoxError, ProxyBody};
+use crate::framing::{Refusal, Refused, Scanner};
+
+/// The state one client connection shares between its I/O, its requests and the task serving
+/// it.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    /// The origin of `last_active`.
+    start: Instant,
+    /// Requests begun on the connection.
+    requests: AtomicU64,
+    /// Requests whose response has not ended.
+    in_flight: AtomicUsize,
+    /// When a request last began or ended, in milliseconds since `start`.
+    last_active: AtomicU64,
+    /// The HTTP/1.1 head the scanner refused.
+    refused: OnceLock<Refused>,
+    /// Told when the connection should stop taking requests.
+    drain: Notify,
+}
+
+impl ConnState {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: Instant::now(),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_active: AtomicU64::new(0),
+            refused: OnceLock::new(),
+            drain: Notify::new(),
+        })
+    }
+
+    /// Counts a request beginning: its number on the connection (from 1), and the guard that
+    /// keeps it in flight.
+    pub(crate) fn request_started(self: &Arc<Self>) -> (u64, RequestGuard) {
+        let number = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        (number, RequestGuard { conn: self.clone() })
+    }
+
+    /// Why request `number` must be refused, if the scanner refused its head.
+    pub(crate) fn refusal(&self, number: u64) -> Option<Refusal> {
+        match self.refused.get() {
+            Some(&(n, refusal)) if n == number => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// Asks the task serving the connection to shut it down gracefully.
+    pub(crate) fn drain(&self) {
+        self.drain.notify_one();
+    }
+
+    /// Resolves when the connection should shut down gracefully: it was told to drain, or it
+    /// had no request in flight for `idle`.
+    pub(crate) async fn wind_down(&self, idle: Duration) {
+        tokio::select! {
+            () = self.drain.notified() => {}
+            () = self.idle(idle) => {}
+        }
+    }
+
+    /// Resolves once the connection has had no request in flight for `idle`, counted from the
+    /// last time a request began or ended, or the connection was [touched](Self::touch).
+    pub(crate) async fn idle(&self, idle: Duration) {
+        let mut deadline = self.last_active() + idle;
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let now = Instant::now();
+            let idle_until = self.last_active() + idle;
+            deadline = if self.in_flight.load(Ordering::Acquire) > 0 {
+                // Busy: look again in a while, not at once.
+                now + idle
+            } else if idle_until <= now {
+                return;
+            } else {
+                idle_until
+            };
+        }
+    }
+
+    /// Counts now as activity: [`idle`](Self::idle) starts over.
+    pub(crate) fn touch(&self) {
+        let since = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active.store(since, Ordering::Release);
+    }
+
+    fn last_active(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_active.load(Ordering::Acquire))
+    }
+}
+
+/// Keeps a request counted as in flight on its connection until dropped.
+#[derive(Debug)]
+pub(crate) struct RequestGuard {
+    conn: Arc<ConnState>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.conn.touch();
+        self.conn.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request in flight on the client connection until it
+    /// ends (or the client goes away).
+    #[derive(Debug)]
+    pub(crate) struct ConnBody {
+        #[pin]
+        inner: ProxyBody,
+        guard: Option<RequestGuard>,
+    }
+}
+
+impl ConnBody {
+    pub(crate) fn new(inner: ProxyBody, guard: RequestGuard) -> Self {
+        Self {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Body for ConnBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = &polled {
+            this.guard.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The error of a client connection's read when its request head took too long.
+#[derive(Debug, thiserror::Error)]
+#[error("request head not received within {0:?}")]
+pub(crate) struct HeadTimeout(Duration);
+
+pin_project_lite::pin_project! {
+    /// A client connection's byte stream, as hyper reads it: see the module docs.
+    #[derive(Debug)]
+    pub(crate) struct GuardedIo<I> {
+        #[pin]
+        inner: I,
+        conn: Arc<ConnState>,
+        // `None` on connections that speak HTTP/2 only, and once the scanner stopped.
+        scanner: Option<Box<Scanner>>,
+        head_timeout: Duration,
+        // The header read deadline, when `armed`; kept to be reset rather than reallocated.
+        deadline: Option<Pin<Box<Sleep>>>,
+        armed: bool,
+    }
+}
+
+impl<I> GuardedIo<I> {
+    /// A connection that may speak HTTP/1.1: its scanner follows the requests and the first
+    /// head's deadline starts now. `max_head` and `max_headers` are the request head limits.
+    pub(crate) fn http1(
+        inner: I,
+        conn: Arc<ConnState>,
+        head_timeout: Duration,
+        max_head: usize,
+        max_headers: usize,
+    ) -> Self {
+        Self {
+            inner,
+            conn,
+            scanner: Some(Box::new(Scanner::new(max_head, max_headers))),
+            head_timeout,
+            deadline: Some(Box::pin(tokio::time::sleep(head_timeout))),
+            armed: true,
+        }
+    }
+
+    /// A connection that speaks HTTP/2 only (ALPN `h2`): its bytes are hyper's to judge.
+    pub(crate) fn http2(inner: I, conn: Arc<ConnState>) -> Self {
+        Self {
+            inner,
+            conn,
+            scanner: None,
+            head_timeout: Duration::ZERO,
+            deadline: None,
+            armed: false,
+        }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for GuardedIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        if *this.armed
+            && let Some(deadline) = this.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            *this.armed = false;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                HeadTimeout(*this.head_timeout),
+            )));
+        }
+        let before = buf.filled().len();
+        ready!(this.inner.poll_read(cx, buf))?;
+        let read = &buf.filled()[before..];
+        if read.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let Some(scanner) = this.scanner.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        if let Some(refused) = scanner.feed(read) {
+            let _ = this.conn.refused.set(refused);
+        }
+        let in_head = scanner.in_head();
+        if scanner.is_off() {
+            *this.scanner = None;
+        }
+        if in_head != *this.armed {
+            *this.armed = in_head;
+            if in_head {
+                let at = Instant::now() + *this.head_timeout;
+                match this.deadline.as_mut() {
+                    Some(deadline) => deadline.as_mut().reset(at),
+                    None => *this.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for GuardedIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_head_times_out_and_a_prompt_one_does_not() {
+        let (client, server) = tokio::io::duplex(1024);
+        let conn = ConnState::new();
+        let mut io = GuardedIo::http1(server, conn, Duration::from_secs(10), 8192, 100);
+        let mut client = client;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0; 1024];
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        // Idle between requests: no deadline.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        client.write_all(b"GET / HT").await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        // The second head began: it has 10 s.
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(Instant::now() >= io.conn.start + Duration::from_secs(70));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_head_has_its_time_from_the_start() {
+        let (_client, server) = tokio::io::duplex(1024);
+        let mut io = GuardedIo::http1(server, ConnState::new(), Duration::from_secs(5), 8192, 100);
+        let mut buf = [0; 16];
+        let started = Instant::now();
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn winds_down_after_idle_time_with_nothing_in_flight() {
+        let conn = ConnState::new();
+        let (_, guard) = conn.request_started();
+        let idle = Duration::from_secs(60);
+        let wind_down = conn.wind_down(idle);
+        tokio::pin!(wind_down);
+        // In flight for two idle periods: no wind-down.
+        assert!(
+            tokio::time::timeout(2 * idle, wind_down.as_mut())
+                .await
+                .is_err()
+        );
+        let ended = Instant::now();
+        drop(guard);
+        wind_down.await;
+        assert_eq!(ended.elapsed(), idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_winds_down_at_once() {
+        let conn = ConnState::new();
+        conn.drain();
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            conn.wind_down(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    }
+}
