@@ -141,7 +141,7 @@ impl Engine {
     pub fn apply(&self, snapshot: &ConfigSnapshot) -> Result<(), ApplyError> {
         snapshot.validate()?;
         let default_bind = self.shared.config.default_bind;
-        let mut control = self.shared.control.lock().expect("control lock");
+        let mut control = crate::sync::lock(&self.shared.control);
         if control.shut_down {
             return Err(ApplyError::ShutDown);
         }
@@ -184,9 +184,16 @@ impl Engine {
         self.shared.observe.retain(snapshot);
 
         for (key, name, socket) in fresh {
-            // Only fails if there is no tokio runtime, which `new` already required.
-            let handle = ListenerHandle::start(name, socket, key.clone(), self.shared.clone())
-                .expect("listener registration");
+            // Only fails without a tokio runtime, which `new` already required.
+            let handle =
+                match ListenerHandle::start(name.clone(), socket, key.clone(), self.shared.clone())
+                {
+                    Ok(handle) => handle,
+                    Err(e) => {
+                        tracing::error!(listener = %name, error = %e, "cannot serve the listener");
+                        continue;
+                    }
+                };
             tracing::info!(listener = %handle.name, addr = %handle.local_addr, "listening");
             control.listeners.insert(key, handle);
         }
@@ -216,14 +223,14 @@ impl Engine {
 
     /// The version of the snapshot being served, if one was applied.
     pub fn version(&self) -> Option<u64> {
-        let control = self.shared.control.lock().expect("control lock");
+        let control = crate::sync::lock(&self.shared.control);
         control.applied.then(|| self.shared.runtime.load().version)
     }
 
     /// Every backend with its endpoints, health and load, by name (see
     /// [`BackendView`](crate::BackendView)).
     pub fn backends(&self) -> Vec<crate::BackendView> {
-        let control = self.shared.control.lock().expect("control lock");
+        let control = crate::sync::lock(&self.shared.control);
         let now = std::time::Instant::now();
         let mut views: Vec<crate::BackendView> = control
             .balancers
@@ -236,7 +243,7 @@ impl Engine {
 
     /// The address a listener is bound to (useful when its port was 0).
     pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
-        let control = self.shared.control.lock().expect("control lock");
+        let control = crate::sync::lock(&self.shared.control);
         control
             .listeners
             .values()
@@ -250,7 +257,7 @@ impl Engine {
     /// deadline. Further `apply` calls fail.
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         {
-            let mut control = self.shared.control.lock().expect("control lock");
+            let mut control = crate::sync::lock(&self.shared.control);
             control.shut_down = true;
             for handle in control.listeners.values() {
                 handle.stop();
@@ -275,7 +282,7 @@ impl Engine {
         let mut empty = Runtime::empty(self.shared.config.default_bind);
         empty.version = self.shared.runtime.load().version;
         self.shared.runtime.store(Arc::new(empty));
-        let mut control = self.shared.control.lock().expect("control lock");
+        let mut control = crate::sync::lock(&self.shared.control);
         control.balancers.clear();
         control.filters = FilterState::default();
         control.tls = TlsState::default();

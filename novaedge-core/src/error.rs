@@ -168,6 +168,9 @@ impl Rejection {
         tracing::debug!(%status, error = %self, "request rejected");
         let mut response = Response::new(ProxyBody::local(Bytes::from_static(reason.as_bytes())));
         *response.status_mut() = status;
+        response
+            .extensions_mut()
+            .insert(crate::observe::LocalReply::of_rejection(&self));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -78,7 +78,7 @@ impl ListenerHandle {
     /// (none is left in the accept queue, unserved) and a following `apply` can bind it again.
     pub(crate) fn stop(&self) {
         self.stop.send_replace(true);
-        drop(self.socket.lock().expect("listener lock").take());
+        drop(crate::sync::lock(&self.socket).take());
     }
 }
 
@@ -97,7 +97,7 @@ async fn accept_loop(
 ) {
     // The lock is held only while polling, which never blocks.
     let accept = || {
-        poll_fn(|cx| match &*socket.lock().expect("listener lock") {
+        poll_fn(|cx| match &*crate::sync::lock(&socket) {
             Some(listener) => listener.poll_accept(cx).map(Some),
             None => Poll::Ready(None),
         })

@@ -656,29 +656,28 @@ fn prepare_upstream_request(
         Wire::Http1 => {
             *req.version_mut() = Version::HTTP_11;
             *req.uri_mut() = Uri::from(path);
-            match host {
-                Some(host) => req.headers_mut().insert(header::HOST, host),
-                None => req.headers_mut().insert(
-                    header::HOST,
-                    HeaderValue::from_str(&endpoint.to_string()).expect("socket address"),
-                ),
-            };
+            // A socket address is always a valid Host value.
+            let host = host.or_else(|| HeaderValue::try_from(endpoint.to_string()).ok());
+            if let Some(host) = host {
+                req.headers_mut().insert(header::HOST, host);
+            }
         }
         Wire::H2c => {
             *req.version_mut() = Version::HTTP_2;
             // HTTP/2 carries the host as :authority, and a Host header that differs from it is
             // forbidden (RFC 9113 section 8.3.1).
             req.headers_mut().remove(header::HOST);
+            // A socket address is always a valid authority, so the URI always has all three.
             let authority = host
                 .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-                .unwrap_or_else(|| {
-                    Authority::try_from(endpoint.to_string().as_str()).expect("socket address")
-                });
+                .or_else(|| Authority::try_from(endpoint.to_string()).ok());
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(Scheme::HTTP);
-            parts.authority = Some(authority);
+            parts.authority = authority;
             parts.path_and_query = Some(path);
-            *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path are set");
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
         }
     }
 }

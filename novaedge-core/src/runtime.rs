@@ -286,6 +286,10 @@ impl Prepared {
 
 impl Runtime {
     /// A runtime that serves nothing.
+    #[allow(
+        clippy::expect_used,
+        reason = "start-up: the empty snapshot always compiles"
+    )]
     pub(crate) fn empty(default_bind: IpAddr) -> Self {
         Self::prepare(
             &ConfigSnapshot::default(),

@@ -509,7 +509,7 @@ fn retry_or_fail(
 
 impl Pools {
     fn checkout_h1(&self, key: PoolKey) -> Option<http1::SendRequest<UpstreamBody>> {
-        let mut idle = self.idle_h1.lock().expect("pool lock");
+        let mut idle = crate::sync::lock(&self.idle_h1);
         let stack = idle.get_mut(&key)?;
         while let Some(conn) = stack.pop() {
             if conn.sender.is_ready() && conn.since.elapsed() < self.idle_timeout {
@@ -520,7 +520,7 @@ impl Pools {
     }
 
     fn checkin_h1(&self, key: PoolKey, sender: http1::SendRequest<UpstreamBody>) {
-        let mut idle = self.idle_h1.lock().expect("pool lock");
+        let mut idle = crate::sync::lock(&self.idle_h1);
         let stack = idle.entry(key).or_default();
         if stack.len() < self.max_idle {
             stack.push(IdleH1 {
@@ -531,7 +531,7 @@ impl Pools {
     }
 
     fn checkout_h2(&self, key: PoolKey) -> Option<http2::SendRequest<UpstreamBody>> {
-        let h2 = self.h2.lock().expect("pool lock");
+        let h2 = crate::sync::lock(&self.h2);
         h2.get(&key).filter(|sender| !sender.is_closed()).cloned()
     }
 
@@ -656,24 +656,18 @@ impl Pools {
         });
         // Concurrent first requests may each dial; the last one stored is shared from then on and
         // the others close once their own requests are done.
-        self.h2
-            .lock()
-            .expect("pool lock")
-            .insert(key, sender.clone());
+        crate::sync::lock(&self.h2).insert(key, sender.clone());
         Ok(Dialed::H2(sender))
     }
 
     /// Drops idle HTTP/1.1 connections past their time and closed HTTP/2 connections.
     fn reap(&self) {
         let now = Instant::now();
-        self.idle_h1.lock().expect("pool lock").retain(|_, stack| {
+        crate::sync::lock(&self.idle_h1).retain(|_, stack| {
             stack.retain(|c| !c.sender.is_closed() && now - c.since < self.idle_timeout);
             !stack.is_empty()
         });
-        self.h2
-            .lock()
-            .expect("pool lock")
-            .retain(|_, sender| !sender.is_closed());
+        crate::sync::lock(&self.h2).retain(|_, sender| !sender.is_closed());
     }
 }
 

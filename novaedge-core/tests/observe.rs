@@ -28,7 +28,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::unix::pipe;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -582,6 +582,22 @@ async fn access_log_common_lines() {
         "{line}"
     );
     assert!(line.ends_with("backend=echo flags=UF bytes_in=0"), "{line}");
+
+    // A smuggling attempt (Content-Length and Transfer-Encoding together), refused before
+    // routing: a downstream protocol error.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(
+        b"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 3\r\n\
+          Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 400 "), "{answer:?}");
+    let line = next_line(&mut lines).await;
+    assert!(line.contains("\"POST / HTTP/1.1\" 400 "), "{line}");
+    assert!(line.contains(" flags=DPE "), "{line}");
 }
 
 // === metrics ===

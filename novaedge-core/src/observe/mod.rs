@@ -57,8 +57,9 @@ pub use request_id::REQUEST_ID_HEADER;
 pub use trace::{OtlpConfig, OtlpTracer, TraceError};
 
 use crate::body::{BoxError, ProxyBody, RequestBody};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Rejection};
 use crate::runtime::ListenerRuntime;
+use crate::upstream::BodyFault;
 use access_log::{Arrival, Entry};
 use metrics::Metrics;
 use trace::{TRACEPARENT, TRACESTATE, TraceParent};
@@ -216,12 +217,15 @@ impl LocalReply {
             ProxyError::NoEndpoint { .. } => Flags::UH,
             ProxyError::UpgradeToH2 { .. } => Flags::UPE,
             ProxyError::Overloaded { .. } => Flags::UO,
-            ProxyError::Upstream { source, .. }
-                if source.is_connect() || source.tls_reason().is_some() =>
-            {
-                Flags::UF
-            }
-            ProxyError::Upstream { .. } => Flags::UC,
+            ProxyError::Upstream { source, .. } => match source.body_fault() {
+                // The client's body broke the request: a downstream protocol error.
+                Some(BodyFault::Client) => Flags::DPE,
+                // Over the body limit: the client's request, not a failure; no flag.
+                Some(BodyFault::TooLarge) => 0,
+                None if source.is_connect() || source.tls_reason().is_some() => Flags::UF,
+                None if source.is_timeout() => Flags::UT,
+                None => Flags::UC,
+            },
         };
         Self {
             flags: Flags(flag),
@@ -229,6 +233,21 @@ impl LocalReply {
                 ProxyError::Overloaded { overflow, .. } => Some(overflow.limit),
                 _ => None,
             },
+        }
+    }
+}
+
+impl LocalReply {
+    /// A request refused before routing for what the client sent: a framing or header
+    /// problem is a downstream protocol error (`DPE`); a body over the limit gets no flag.
+    pub(crate) fn of_rejection(rejection: &Rejection) -> Self {
+        let flag = match rejection {
+            Rejection::Framing(_) | Rejection::TooManyHeaders { .. } => Flags::DPE,
+            Rejection::BodyTooLarge { .. } => 0,
+        };
+        Self {
+            flags: Flags(flag),
+            limit: None,
         }
     }
 }
