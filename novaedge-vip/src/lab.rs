@@ -30,6 +30,37 @@ pub fn init_logging() {
         .init();
 }
 
+/// A lab binary's `main`: sets up logging, reads the arguments with `parse` (a mistake exits
+/// with status 2), starts the driver with `start` and [`run`]s it.
+pub async fn main<C, D, E, Fut>(
+    name: &str,
+    parse: impl FnOnce(&[String]) -> Result<(C, Vec<IpAddr>), String>,
+    start: impl FnOnce(C) -> Fut,
+    print_status: impl Fn(&D),
+) -> ExitCode
+where
+    D: VipDriver,
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<D, E>>,
+{
+    init_logging();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (config, vips) = match parse(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match start(config).await {
+        Ok(driver) => run(name, driver, vips, print_status).await,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Assigns `vips`, then serves commands until `shutdown`, SIGTERM or SIGINT, and shuts the
 /// driver down. `name` prefixes error messages; `print_status` answers `status`.
 pub async fn run<D: VipDriver>(

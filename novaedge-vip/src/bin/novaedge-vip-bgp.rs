@@ -149,21 +149,11 @@ fn print_status(driver: &BgpDriver) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    novaedge_vip::lab::init_logging();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cfg, vips) = match parse_args(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("novaedge-vip-bgp: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let driver = match BgpDriver::start(cfg).await {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("novaedge-vip-bgp: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    novaedge_vip::lab::run("novaedge-vip-bgp", driver, vips, print_status).await
+    novaedge_vip::lab::main(
+        "novaedge-vip-bgp",
+        parse_args,
+        BgpDriver::start,
+        print_status,
+    )
+    .await
 }

@@ -83,21 +83,5 @@ fn print_status(driver: &L2Driver) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    novaedge_vip::lab::init_logging();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cfg, vips) = match parse_args(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("novaedge-vip-l2: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let driver = match L2Driver::start(cfg).await {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("novaedge-vip-l2: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    novaedge_vip::lab::run("novaedge-vip-l2", driver, vips, print_status).await
+    novaedge_vip::lab::main("novaedge-vip-l2", parse_args, L2Driver::start, print_status).await
 }

@@ -137,21 +137,11 @@ fn print_status(driver: &OspfDriver) {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    novaedge_vip::lab::init_logging();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cfg, vips) = match parse_args(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("novaedge-vip-ospf: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let driver = match OspfDriver::start(cfg).await {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("novaedge-vip-ospf: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    novaedge_vip::lab::run("novaedge-vip-ospf", driver, vips, print_status).await
+    novaedge_vip::lab::main(
+        "novaedge-vip-ospf",
+        parse_args,
+        OspfDriver::start,
+        print_status,
+    )
+    .await
 }
