@@ -22,36 +22,40 @@ pub(crate) struct Held {
     pub(crate) request: Permit,
 }
 
+/// An upstream response body that keeps its request counted as in flight by the balancer
+/// until the body ends (or the client goes away): a streaming gRPC call or a large download is
+/// load on its endpoint for its whole length, not only until the response head.
+pub(crate) type InFlightBody = Holding<Incoming, Held>;
+
 pin_project_lite::pin_project! {
-    /// An upstream response body that keeps its request counted as in flight by the balancer
-    /// until the body ends (or the client goes away): a streaming gRPC call or a large download
-    /// is load on its endpoint for its whole length, not only until the response head.
+    /// A body that holds a `T` until it ends, fails or is dropped, whichever comes first: what
+    /// dropping the `T` releases (a balancer's in-flight count, a connection's request count)
+    /// is released as soon as the body is done, not when hyper gets round to dropping it.
     #[derive(Debug)]
-    pub(crate) struct InFlightBody {
+    pub(crate) struct Holding<B, T> {
         #[pin]
-        inner: Incoming,
-        held: Option<Held>,
+        inner: B,
+        held: Option<T>,
     }
 }
 
-impl InFlightBody {
-    pub(crate) fn new(inner: Incoming, held: Option<Held>) -> Self {
+impl<B, T> Holding<B, T> {
+    pub(crate) fn new(inner: B, held: Option<T>) -> Self {
         Self { inner, held }
     }
 }
 
-impl Body for InFlightBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
+impl<B: Body, T> Body for Holding<B, T> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         if let Poll::Ready(None | Some(Err(_))) = &polled {
-            // Released as soon as the body is done, not when hyper drops it.
             this.held.take();
         }
         polled

@@ -24,13 +24,11 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::body::{BoxError, ProxyBody};
+use crate::body::ProxyBody;
 use crate::framing::{Refusal, Refused, Scanner};
 
 /// The state one client connection shares between its I/O, its requests and the task serving
@@ -137,50 +135,9 @@ impl Drop for RequestGuard {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request in flight on the client connection until it
-    /// ends (or the client goes away).
-    #[derive(Debug)]
-    pub(crate) struct ConnBody {
-        #[pin]
-        inner: ProxyBody,
-        guard: Option<RequestGuard>,
-    }
-}
-
-impl ConnBody {
-    pub(crate) fn new(inner: ProxyBody, guard: RequestGuard) -> Self {
-        Self {
-            inner,
-            guard: Some(guard),
-        }
-    }
-}
-
-impl Body for ConnBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = &polled {
-            this.guard.take();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// A response body that keeps its request in flight on the client connection until it ends
+/// (or the client goes away).
+pub(crate) type ConnBody = crate::body::Holding<ProxyBody, RequestGuard>;
 
 /// The error of a client connection's read when its request head took too long.
 #[derive(Debug, thiserror::Error)]

@@ -134,7 +134,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Ok(response.map(|body| ConnBody::new(body, guard)))
+            Ok(response.map(|body| ConnBody::new(body, Some(guard))))
         })
     }
 }
