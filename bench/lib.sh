@@ -29,5 +29,5 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # Builds the release binary once and sets `bin` to it.
 build_novaedge() {
   cargo build --release -q -p novaedge --manifest-path "$root/Cargo.toml"
-  bin="$root/target/release/novaedge"
+  bin="${CARGO_TARGET_DIR:-$root/target}/release/novaedge"
 }
