@@ -26,6 +26,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # code (tests may). The few invariants left (a future polled after completion, start-up) say so
 # with `#[allow(clippy::expect_used, reason = "...")]`.
 cargo clippy --workspace --lib --bins --locked -- -D warnings -D clippy::unwrap_used -D clippy::expect_used
+# Supply chain (deny.toml): licenses, duplicate versions, sources. The advisories check needs
+# the RustSec database from the network: scripts/deny.sh runs it where that is reachable.
+command -v cargo-deny >/dev/null || cargo install --locked --quiet cargo-deny@0.20.2
+cargo deny --locked check bans licenses sources
 # Unit, integration and bench targets (criterion runs each benchmark once in test mode).
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked

@@ -342,7 +342,7 @@ pub(crate) fn compile(
     previous: &FilterState,
     next: &mut FilterState,
 ) -> Result<Option<FilterStack>, FilterError> {
-    if filters.is_empty() {
+    if filters.runs_nothing() {
         return Ok(None);
     }
     // Gateway API allows several mirrors per rule; each samples on its own.

@@ -16,13 +16,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{Held, InFlightBody, LimitTrip, LimitedBody, ProxyBody, RequestBody};
+use crate::config::EngineConfig;
 use crate::conn::{ConnBody, ConnState};
 use crate::engine::Shared;
 use crate::error::{ProxyError, Rejection};
 use crate::headers;
 use crate::observe::{Exchange, Observed};
 use crate::runtime::Cluster;
-use crate::runtime::{BackendChoice, MatchTarget, SocketKey};
+use crate::runtime::{BackendChoice, MatchTarget, RuleTarget, SocketKey};
 use crate::tls::Session;
 use crate::upstream::{SendError, UpstreamError, Wire};
 use novaedge_filters::mirror::MirrorRequestBody;
@@ -84,7 +85,13 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                                 match resolved.target {
                                     Some(target) => {
                                         let route = target.rule.route.clone();
-                                        (Ok((target.clone(), normalized)), Some(route))
+                                        let limit = body_limit(&target.rule, config);
+                                        match declared_too_large(&req, limit) {
+                                            Some(rejected) => {
+                                                (Err(rejected.into_response(http1)), Some(route))
+                                            }
+                                            None => (Ok((target.clone(), normalized)), Some(route)),
+                                        }
                                     }
                                     None => (Err(ProxyError::NoRoute.into_response()), None),
                                 }
@@ -141,8 +148,9 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 
 impl ProxyService {
     /// Refuses request `number` of the connection before routing for what the client sent:
-    /// a head the framing checks refused, more header fields than allowed (hyper counts them
-    /// on HTTP/1.1, nothing does on HTTP/2), or a body declared larger than allowed.
+    /// a head the framing checks refused, or more header fields than allowed (hyper counts
+    /// them on HTTP/1.1, nothing does on HTTP/2). A body declared larger than allowed is
+    /// refused once routed, since the limit may be the route's.
     fn screen<B>(&self, req: &Request<B>, number: u64) -> Option<Rejection> {
         if let Some(refusal) = self.conn.refusal(number) {
             return Some(Rejection::Framing(refusal));
@@ -155,14 +163,26 @@ impl ProxyService {
                 limit: config.max_request_headers,
             });
         }
-        let limit = config.max_request_body_bytes?;
-        let length = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())?;
-        (length > limit).then_some(Rejection::BodyTooLarge { length, limit })
+        None
     }
+}
+
+/// The request body limit of a rule's requests: the rule's own, else the engine's.
+fn body_limit(rule: &RuleTarget, config: &EngineConfig) -> Option<u64> {
+    rule.max_request_body_bytes
+        .or(config.max_request_body_bytes)
+}
+
+/// A request whose `Content-Length` goes past `limit`. (hyper, or the h2 crate, has already
+/// refused a malformed one, and holds the body to the length declared.)
+fn declared_too_large<B>(req: &Request<B>, limit: Option<u64>) -> Option<Rejection> {
+    let limit = limit?;
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())?;
+    (length > limit).then_some(Rejection::BodyTooLarge { length, limit })
 }
 
 /// The client's request body on its way to forwarding: observed, and held to the body limit
@@ -200,7 +220,7 @@ async fn serve(
     }
     let rule = &target.rule;
     let (parts, body) = req.into_parts();
-    let (body, limit) = client_body(observed, body, shared.config.max_request_body_bytes);
+    let (body, limit) = client_body(observed, body, body_limit(rule, &shared.config));
     client.body_limit = limit;
     let mut req = Request::from_parts(parts, body);
     let Some(filters) = &rule.filters else {

@@ -149,6 +149,8 @@ pub(crate) struct RuleTarget {
     /// `None`: no filters, the request is forwarded as it is.
     pub(crate) filters: Option<FilterStack>,
     pub(crate) backends: Arc<BackendChoice>,
+    /// The rule's request body limit; `None`: the engine's.
+    pub(crate) max_request_body_bytes: Option<u64>,
 }
 
 /// Where a rule's requests go.
@@ -368,6 +370,7 @@ impl Runtime {
                             route: name,
                             filters,
                             backends,
+                            max_request_body_bytes: rule.filters.max_request_body_bytes,
                         });
                         rules.insert((at.route, at.rule), target.clone());
                         target

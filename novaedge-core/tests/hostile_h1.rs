@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
-use novaedge_core::EngineConfig;
+use novaedge_core::{Engine, EngineConfig};
 use novaedge_echo::EchoServer;
 use novaedge_snapshot::UpstreamProtocol::{self, H2c, Http1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -425,6 +425,121 @@ async fn bodies_over_the_limit_to(protocol: UpstreamProtocol) {
         "{:?}",
         raw.summary()
     );
+}
+
+/// A route's own limit (a `ProxyPolicy`'s `requestBody`) replaces the engine's, both ways: a
+/// smaller one refuses what the engine would allow, a larger one allows what it would refuse;
+/// rules without one keep the engine's. Requests are told apart by path, so that one listener
+/// carries all three rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_limit_replaces_the_engine_limit() {
+    let server = echo("backend").await;
+    let engine = Engine::new(EngineConfig {
+        default_bind: std::net::Ipv4Addr::LOCALHOST.into(),
+        max_request_body_bytes: Some(1024),
+        ..EngineConfig::default()
+    });
+    let limited = |path: &str, limit: Option<u64>| {
+        let mut rule = rule(vec![prefix(path)], &[("backend", 1)]);
+        rule.filters.max_request_body_bytes = limit;
+        rule
+    };
+    engine
+        .apply(&snapshot(
+            1,
+            vec![listener("web")],
+            vec![route(
+                "default/r",
+                "web",
+                &[],
+                vec![
+                    limited("/small", Some(16)),
+                    limited("/none", Some(0)),
+                    limited("/large", Some(4096)),
+                    limited("/", None),
+                ],
+            )],
+            vec![backend("backend", Http1, &[&server])],
+        ))
+        .expect("snapshot applies");
+    let addr = engine.local_addr("web").expect("listener is bound");
+
+    let post = |path: &str, length: usize| {
+        let mut request =
+            format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {length}\r\n\r\n")
+                .into_bytes();
+        request.resize(request.len() + length, b'x');
+        request
+    };
+    let chunked = |path: &str, length: usize| {
+        let mut request =
+            format!("POST {path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .into_bytes();
+        if length > 0 {
+            request.extend_from_slice(format!("{length:x}\r\n").as_bytes());
+            request.resize(request.len() + length, b'x');
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        request
+    };
+    let refused = [
+        ("/small", 17, "over the rule's limit"),
+        ("/none", 1, "a body where the rule allows none"),
+        ("/large", 4097, "over the rule's larger limit"),
+        (
+            "/other",
+            1025,
+            "over the engine's limit, on a rule without one",
+        ),
+    ];
+    for (path, length, what) in refused {
+        for (how, request) in [
+            ("declared", post(path, length)),
+            ("chunked", chunked(path, length)),
+        ] {
+            let what = format!("{how} {length} bytes to {path}: {what}");
+            assert_refused(addr, &what, &request, StatusCode::PAYLOAD_TOO_LARGE).await;
+        }
+    }
+    assert_eq!(
+        server.requests(),
+        0,
+        "a refused declared body reached the backend"
+    );
+    let served = [
+        ("/small", 16),
+        ("/none", 0),
+        ("/large", 4096),
+        ("/other", 1024),
+    ];
+    for (path, length) in served {
+        for (how, request) in [
+            ("declared", post(path, length)),
+            ("chunked", chunked(path, length)),
+        ] {
+            let raw = send_raw(
+                addr,
+                &[
+                    request,
+                    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec(),
+                ]
+                .concat(),
+            )
+            .await;
+            assert_eq!(
+                raw.text().matches("HTTP/1.1 200 OK").count(),
+                2,
+                "{how} {length} bytes to {path}: {:?}",
+                raw.summary()
+            );
+            assert!(
+                raw.text().contains(&format!("\"body_len\":{length}")),
+                "{how} {length} bytes to {path}: {:?}",
+                raw.summary()
+            );
+        }
+    }
 }
 
 // === slow and idle clients ===

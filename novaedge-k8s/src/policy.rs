@@ -16,9 +16,9 @@
 //!
 //! How policies combine, for each rule of each route in the snapshot:
 //!
-//! - Each section (`jwt`, `rateLimit`, `cors`, `ipFilter`, `retry`) is chosen on its own: a
-//!   policy that targets the route beats one that targets a Gateway the route is attached
-//!   through (the more specific attachment overrides the default it inherits).
+//! - Each section (`jwt`, `rateLimit`, `cors`, `ipFilter`, `retry`, `requestBody`) is chosen on
+//!   its own: a policy that targets the route beats one that targets a Gateway the route is
+//!   attached through (the more specific attachment overrides the default it inherits).
 //! - Two policies that target the same object and set the same section conflict. As Gateway API
 //!   says, the oldest (`metadata.creationTimestamp`, then `namespace/name` in alphabetical order)
 //!   wins; the other gets a warning that names both. Objects read from files usually have no
@@ -84,8 +84,8 @@ const DAY: Duration = Duration::from_secs(86_400);
     derive = "PartialEq",
     shortname = "ppol",
     category = "novaedge",
-    doc = "JWT authentication, rate limits, CORS, IP filters and retries for the rules of an \
-           HTTPRoute, or of every route attached to a Gateway.",
+    doc = "JWT authentication, rate limits, CORS, IP filters, retries and request body limits \
+           for the rules of an HTTPRoute, or of every route attached to a Gateway.",
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.name"),
     printcolumn(
         name = "Age",
@@ -112,6 +112,9 @@ pub struct ProxyPolicySpec {
     /// Retries of requests that failed upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    /// Limits on request bodies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<RequestBodySpec>,
 }
 
 /// Gateway API `LocalPolicyTargetReference`: an object in the policy's own namespace.
@@ -385,6 +388,19 @@ pub struct RetrySpec {
     pub max_buffered_body: Option<u64>,
 }
 
+/// Limits on the bodies of requests. The proxy streams bodies through without buffering them;
+/// a request whose `Content-Length` goes past the limit is answered 413 before anything is
+/// forwarded, and a body without a declared length that goes past it is cut off and answered
+/// 413 (or, if the response has begun, the exchange is reset). Over HTTP/1.1 the connection is
+/// then closed, since the rest of the body was left unread.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestBodySpec {
+    /// Largest body accepted, in bytes (as nginx's `client_max_body_size`, but exact); `0`
+    /// allows no body at all.
+    pub max_bytes: u64,
+}
+
 /// Jittered exponential back-off.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -530,7 +546,7 @@ impl Errors {
 
 impl ProxyPolicySpec {
     /// The sections this policy sets, as snapshot filters (`jwt`, `rate_limit`, `cors`,
-    /// `ip_filter` and `retry`; the rest stay empty), with field paths relative to the spec
+    /// `ip_filter`, `retry` and `max_request_body_bytes`; the rest stay empty), with field paths relative to the spec
     /// (`rateLimit.burst`). The target is not looked at: see `PolicyTargetRef::target`.
     ///
     /// A `jwtClaim` rate-limit key is not checked against a `jwt` section here, since the JWT
@@ -559,6 +575,7 @@ impl ProxyPolicySpec {
                 .retry
                 .as_ref()
                 .and_then(|s| section(e, "retry", s.to_retry())),
+            max_request_body_bytes: self.request_body.as_ref().map(|b| b.max_bytes),
             ..RouteFilters::default()
         };
         if errors.is_empty() {
@@ -1093,14 +1110,16 @@ enum Section {
     Cors,
     IpFilter,
     Retry,
+    RequestBody,
 }
 
-const SECTIONS: [Section; 5] = [
+const SECTIONS: [Section; 6] = [
     Section::Jwt,
     Section::RateLimit,
     Section::Cors,
     Section::IpFilter,
     Section::Retry,
+    Section::RequestBody,
 ];
 
 impl Section {
@@ -1112,6 +1131,7 @@ impl Section {
             Section::Cors => "cors",
             Section::IpFilter => "ipFilter",
             Section::Retry => "retry",
+            Section::RequestBody => "requestBody",
         }
     }
 
@@ -1122,6 +1142,7 @@ impl Section {
             Section::Cors => f.cors.is_some(),
             Section::IpFilter => f.ip_filter.is_some(),
             Section::Retry => f.retry.is_some(),
+            Section::RequestBody => f.max_request_body_bytes.is_some(),
         }
     }
 
@@ -1132,6 +1153,7 @@ impl Section {
             Section::Cors => to.cors.clone_from(&from.cors),
             Section::IpFilter => to.ip_filter.clone_from(&from.ip_filter),
             Section::Retry => to.retry.clone_from(&from.retry),
+            Section::RequestBody => to.max_request_body_bytes = from.max_request_body_bytes,
         }
     }
 }
@@ -1279,7 +1301,8 @@ fn check<'a>(
                 Diagnostic::warning(
                     &object,
                     "spec",
-                    "sets none of jwt, rateLimit, cors, ipFilter and retry; it does nothing",
+                    "sets none of jwt, rateLimit, cors, ipFilter, retry and requestBody; it does \
+                     nothing",
                 )
                 .in_file(file.cloned()),
             );

@@ -186,6 +186,7 @@ retry:
   budget: {percent: 30, minPerSecond: 5}
   extraMethods: [POST]
   maxBufferedBody: 1048576
+requestBody: {maxBytes: 8388608}
 "#;
 
 fn full_filters() -> RouteFilters {
@@ -250,6 +251,7 @@ fn full_filters() -> RouteFilters {
             extra_methods: vec!["POST".into()],
             max_buffered_body_bytes: 1 << 20,
         }),
+        max_request_body_bytes: Some(8 << 20),
         ..RouteFilters::default()
     }
 }
@@ -396,6 +398,7 @@ fn a_gateway_policy_applies_to_every_route_and_a_route_policy_overrides_it_per_s
 jwt: {jwks: {url: "http://auth/jwks"}, issuers: [gateway]}
 cors: {allowOrigins: ["https://gateway.example"]}
 retry: {attempts: 2}
+requestBody: {maxBytes: 1000}
 "#,
         ),
         policy(
@@ -405,6 +408,7 @@ retry: {attempts: 2}
             r#"
 cors: {allowOrigins: ["https://shop.example"]}
 rateLimit: {requests: 5, key: {jwtClaim: sub}}
+requestBody: {maxBytes: 0}
 "#,
         ),
     ]);
@@ -416,6 +420,7 @@ rateLimit: {requests: 5, key: {jwtClaim: sub}}
     assert_eq!(shop.retry, Some(RetryPolicy::new(2)));
     // ...those it sets override it; a jwtClaim key may use the Gateway's JWT authentication.
     assert_eq!(shop.cors.unwrap().allow_origins, ["https://shop.example"]);
+    assert_eq!(shop.max_request_body_bytes, Some(0));
     assert_eq!(
         shop.rate_limit.unwrap().key,
         RateLimitKey::JwtClaim("sub".into())
@@ -427,6 +432,7 @@ rateLimit: {requests: 5, key: {jwtClaim: sub}}
         ["https://gateway.example"]
     );
     assert_eq!(other.retry, Some(RetryPolicy::new(2)));
+    assert_eq!(other.max_request_body_bytes, Some(1000));
     assert_eq!(other.rate_limit, None);
 }
 
@@ -629,8 +635,8 @@ fn a_policy_that_sets_nothing_is_a_warning() {
     assert_eq!(
         printed(&t),
         [
-            "warning ProxyPolicy shop/empty | spec: sets none of jwt, rateLimit, cors, ipFilter \
-             and retry; it does nothing"
+            "warning ProxyPolicy shop/empty | spec: sets none of jwt, rateLimit, cors, ipFilter, \
+             retry and requestBody; it does nothing"
         ]
     );
 }
@@ -971,6 +977,16 @@ fn parse_errors_name_the_field_and_unknown_fields_are_refused() {
             "cors: {allowOrigin: [\"*\"]}",
             "spec.cors.allowOrigin",
             "unknown field `allowOrigin`",
+        ),
+        (
+            "requestBody: {maxBytes: -1}",
+            "spec.requestBody.maxBytes",
+            "invalid value",
+        ),
+        (
+            "requestBody: {}",
+            "spec.requestBody",
+            "missing field `maxBytes`",
         ),
         (
             "timeouts: {request: 1s}",

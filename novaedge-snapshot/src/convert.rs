@@ -165,6 +165,7 @@ fn route(i: usize, r: proto::Route, errors: &mut Vec<FieldError>) -> Route {
                     rule.timeouts,
                     rule.retry,
                 );
+                filters.max_request_body_bytes = rule.max_request_body_bytes;
                 filters
             },
         })
@@ -572,6 +573,7 @@ fn route_to_wire(r: &Route) -> proto::Route {
                 timeouts: crate::filters::timeouts_to_wire(&rule.filters),
                 retry: crate::filters::retry_to_wire(&rule.filters),
                 invalid_backend_weight: rule.invalid_backend_weight,
+                max_request_body_bytes: rule.filters.max_request_body_bytes,
             })
             .collect(),
     }
@@ -624,6 +626,7 @@ mod tests {
                             set: vec![("x-a".into(), "1".into())],
                             ..Default::default()
                         }),
+                        max_request_body_bytes: Some(0),
                         ..Default::default()
                     },
                 }],

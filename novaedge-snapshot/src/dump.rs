@@ -626,6 +626,7 @@ impl Serialize for RouteFilters {
             rate_limit,
             timeouts,
             retry,
+            max_request_body_bytes,
         } = self;
         // In the order the data plane runs them (see `novaedge-filters`), timeouts and retries
         // last.
@@ -653,6 +654,8 @@ impl Serialize for RouteFilters {
             timeouts: &'a Timeouts,
             #[serde(skip_serializing_if = "Option::is_none")]
             retry: Option<&'a RetryPolicy>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            max_request_body_bytes: Option<u64>,
         }
         View {
             ip_filter: ip_filter.as_ref(),
@@ -666,6 +669,7 @@ impl Serialize for RouteFilters {
             response_header_modifier: response_headers.as_ref(),
             timeouts,
             retry: retry.as_ref(),
+            max_request_body_bytes: *max_request_body_bytes,
         }
         .serialize(s)
     }

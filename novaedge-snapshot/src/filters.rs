@@ -25,6 +25,10 @@ pub struct RouteFilters {
     pub rate_limit: Option<RateLimit>,
     pub timeouts: Timeouts,
     pub retry: Option<RetryPolicy>,
+    /// Largest request body accepted, in bytes; a larger one is answered `413`. `None`: the
+    /// data plane's own limit. Not a filter the request passes through: the proxy holds the
+    /// body to it, before the filters run when the body's length is declared.
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// Gateway API `HTTPRequestMirrorFilter`.
@@ -164,6 +168,36 @@ impl RetryPolicy {
 impl RouteFilters {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Whether no filter runs: what is set, if anything, are limits the proxy applies itself
+    /// (the request body limit), which need no filter stack.
+    pub fn runs_nothing(&self) -> bool {
+        let Self {
+            request_headers,
+            response_headers,
+            url_rewrite,
+            redirect,
+            mirrors,
+            cors,
+            ip_filter,
+            jwt,
+            rate_limit,
+            timeouts,
+            retry,
+            max_request_body_bytes: _,
+        } = self;
+        request_headers.is_none()
+            && response_headers.is_none()
+            && url_rewrite.is_none()
+            && redirect.is_none()
+            && mirrors.is_empty()
+            && cors.is_none()
+            && ip_filter.is_none()
+            && jwt.is_none()
+            && rate_limit.is_none()
+            && *timeouts == Timeouts::default()
+            && retry.is_none()
     }
 }
 

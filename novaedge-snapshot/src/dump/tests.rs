@@ -168,6 +168,7 @@ fn representative() -> ConfigSnapshot {
                                 backend_request: Some(Duration::from_millis(2500)),
                             },
                             retry: Some(RetryPolicy::new(3)),
+                            max_request_body_bytes: Some(1 << 20),
                         },
                     },
                     RouteRule {

@@ -592,6 +592,7 @@ fn filter_names(filters: &snapshot::RouteFilters) -> Vec<&'static str> {
         rate_limit,
         timeouts,
         retry,
+        max_request_body_bytes,
     } = filters;
     [
         (ip_filter.is_some(), "ip_filter"),
@@ -605,6 +606,7 @@ fn filter_names(filters: &snapshot::RouteFilters) -> Vec<&'static str> {
         (response_headers.is_some(), "response_header_modifier"),
         (*timeouts != snapshot::Timeouts::default(), "timeouts"),
         (retry.is_some(), "retry"),
+        (max_request_body_bytes.is_some(), "max_request_body_bytes"),
     ]
     .into_iter()
     .filter_map(|(on, name)| on.then_some(name))
