@@ -1,9 +1,11 @@
 //! Response bodies that carry what must live exactly as long as the response does.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -12,6 +14,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use novaedge_health::Permit;
 use novaedge_lb::InFlight;
+use tokio::time::{Instant, Sleep};
 
 /// What a proxied request holds until its response is done: its place in the endpoint's load
 /// and its backend's `max_requests` permit.
@@ -24,8 +27,97 @@ pub(crate) struct Held {
 
 /// An upstream response body that keeps its request counted as in flight by the balancer
 /// until the body ends (or the client goes away): a streaming gRPC call or a large download is
-/// load on its endpoint for its whole length, not only until the response head.
-pub(crate) type InFlightBody = Holding<Incoming, Held>;
+/// load on its endpoint for its whole length, not only until the response head. It fails if
+/// the upstream goes quiet for too long ([`IdleBody`]).
+pub(crate) type InFlightBody = Holding<IdleBody<Incoming>, Held>;
+
+/// The error of an upstream response body that sent nothing for its idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body idle for {timeout:?}")]
+pub(crate) struct UpstreamBodyIdle {
+    pub(crate) timeout: Duration,
+}
+
+pin_project_lite::pin_project! {
+    /// A body that fails with [`UpstreamBodyIdle`] when no frame comes for `timeout`: a backend
+    /// that sent a response head and then stalls holds the client's request (and a stream or
+    /// connection of each side) for no longer than that. The timer is armed only while the
+    /// body waits, so that a body whose frames are ready when asked for (most short responses)
+    /// never touches it; a frame disarms it without resetting it, at the cost of at most one
+    /// early wake-up per timeout.
+    #[derive(Debug)]
+    pub(crate) struct IdleBody<B> {
+        #[pin]
+        inner: B,
+        timeout: Option<Duration>,
+        // Boxed so that the body stays `Unpin` when `B` is; allocated on the first wait.
+        sleep: Option<Pin<Box<Sleep>>>,
+        armed: bool,
+    }
+}
+
+impl<B> IdleBody<B> {
+    /// `None`: no idle timeout.
+    pub(crate) fn new(inner: B, timeout: Option<Duration>) -> Self {
+        Self {
+            inner,
+            timeout,
+            sleep: None,
+            armed: false,
+        }
+    }
+}
+
+impl<B> Body for IdleBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.armed = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let Some(timeout) = *this.timeout else {
+                    return Poll::Pending;
+                };
+                if !*this.armed {
+                    let deadline = Instant::now() + timeout;
+                    match this.sleep {
+                        Some(sleep) => sleep.as_mut().reset(deadline),
+                        None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                    *this.armed = true;
+                }
+                match this.sleep.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => {
+                        // Failed once; never again (hyper stops polling a failed body).
+                        *this.timeout = None;
+                        Poll::Ready(Some(Err(Box::new(UpstreamBodyIdle { timeout }))))
+                    }
+                    _ => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 pin_project_lite::pin_project! {
     /// A body that holds a `T` until it ends, fails or is dropped, whichever comes first: what
@@ -121,9 +213,7 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ProxyBodyProj::Upstream { body } => body
-                .poll_frame(cx)
-                .map(|frame| frame.map(|f| f.map_err(BoxError::from))),
+            ProxyBodyProj::Upstream { body } => body.poll_frame(cx),
             ProxyBodyProj::Local { body } => body
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map_err(|never| match never {}))),

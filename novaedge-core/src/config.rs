@@ -74,6 +74,13 @@ pub struct EngineConfig {
     /// does. 60 s, as nginx's `proxy_read_timeout`; a response that has begun streams for as
     /// long as it takes.
     pub upstream_response_timeout: Option<Duration>,
+    /// How long an upstream response body may go without sending anything before the proxy
+    /// gives up on it: the client's response is cut off (HTTP/2 stream reset, HTTP/1.1
+    /// connection closed, never a clean end), and so is the upstream exchange. Rule timeouts
+    /// do not change it. `None`: wait for ever. 5 minutes, as Envoy's stream idle timeout:
+    /// long enough for server-sent events and gRPC streams with keep-alives, short enough that
+    /// a stalled backend does not hold connections for good.
+    pub upstream_body_idle_timeout: Option<Duration>,
     /// Bytes of an upstream's response head (status line and headers; for HTTP/2 the header
     /// list). A larger one fails the request with `502`. At least 8 KiB for HTTP/1.1. 60 KiB
     /// as Envoy's `max_response_headers_kb`.
@@ -106,6 +113,7 @@ impl Default for EngineConfig {
             listen_backlog: 1024,
             tls_handshake_timeout: Duration::from_secs(10),
             upstream_response_timeout: Some(Duration::from_secs(60)),
+            upstream_body_idle_timeout: Some(Duration::from_secs(300)),
             max_response_headers_bytes: 60 * 1024,
             max_response_headers: 100,
             observe: ObserveConfig::default(),

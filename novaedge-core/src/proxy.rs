@@ -15,7 +15,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Held, InFlightBody, LimitTrip, LimitedBody, ProxyBody, RequestBody};
+use crate::body::{Held, IdleBody, InFlightBody, LimitTrip, LimitedBody, ProxyBody, RequestBody};
 use crate::config::EngineConfig;
 use crate::conn::{ConnBody, ConnState};
 use crate::engine::Shared;
@@ -645,7 +645,11 @@ async fn forward(
             }));
     }
     headers::remove_hop_by_hop(response.headers_mut(), switching);
-    Ok(response.map(|body| ProxyBody::upstream(InFlightBody::new(body, held))))
+    let idle = shared.config.upstream_body_idle_timeout;
+    Ok(
+        response
+            .map(|body| ProxyBody::upstream(InFlightBody::new(IdleBody::new(body, idle), held))),
+    )
 }
 
 /// Rewrites a client request into the request the upstream gets: the target URI in the form the

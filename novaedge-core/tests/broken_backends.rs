@@ -34,6 +34,8 @@ enum Broken {
     HugeHead(usize),
     /// A response head with this many header fields.
     ManyFields(usize),
+    /// A chunked `200` whose body is this many 1-byte chunks, one every this long, then ends.
+    Dribble(usize, Duration),
 }
 
 /// A backend that reads each request head and then misbehaves as `broken` says.
@@ -77,6 +79,15 @@ async fn misbehave(mut stream: TcpStream, broken: Broken) {
             }
             answer.extend_from_slice(b"content-length: 0\r\n\r\n");
             stream.write_all(&answer).await
+        }
+        Broken::Dribble(chunks, every) => {
+            let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            let _ = stream.write_all(head).await;
+            for _ in 0..chunks {
+                tokio::time::sleep(every).await;
+                let _ = stream.write_all(b"1\r\nx\r\n").await;
+            }
+            stream.write_all(b"0\r\n\r\n").await
         }
     };
 }
@@ -438,5 +449,62 @@ async fn a_response_cut_off_midway_is_aborted_for_the_client() {
     }
     let response = client.get("good.test", "/").await;
     assert_eq!(echo_name(&response), "good");
+    assert!(bystander.finish().await > 0);
+}
+
+/// A backend that sends a response head and part of the body, then goes quiet, is cut off at
+/// the body idle timeout: the client never takes the cut body for a whole one. A body that
+/// comes slowly but steadily, for longer than that timeout in all, is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_that_stalls_is_cut_at_the_idle_timeout() {
+    let backends = vec![
+        broken_backend(
+            "stalls",
+            Http1,
+            broken(Broken::AnswerAndStall(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part of it",
+            ))
+            .await,
+        ),
+        broken_backend(
+            "dribbles",
+            Http1,
+            broken(Broken::Dribble(8, Duration::from_millis(100))).await,
+        ),
+    ];
+    let idle = Duration::from_millis(400);
+    let config = EngineConfig {
+        upstream_body_idle_timeout: Some(idle),
+        ..config()
+    };
+    let (_engine, addr, _good) = proxy(config, backends).await;
+    let bystander = Bystander::start(addr);
+
+    // HTTP/1.1: the part that came, then the connection closes, short of the length.
+    let started = Instant::now();
+    let (bytes, closed) = raw_get(addr, "stalls.test").await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(closed, "{text}");
+    assert!(started.elapsed() >= idle, "{:?}", started.elapsed());
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("only part of it"), "{text}");
+
+    // HTTP/2: the stream is reset, the connection goes on.
+    let mut client = Client::connect(Proto::H2c, addr).await;
+    let req = client
+        .request(http::Method::GET, "stalls.test", "/")
+        .body(Default::default())
+        .unwrap();
+    let err = client.send(req).await.expect_err("the body is cut off");
+    assert!(format!("{err:?}").contains("INTERNAL_ERROR"), "{err:?}");
+    assert_eq!(echo_name(&client.get("good.test", "/").await), "good");
+
+    // 800 ms of body, never 400 ms without a byte: whole, over both protocols.
+    for proto in BOTH {
+        let mut client = Client::connect(proto, addr).await;
+        let response = client.get("dribbles.test", "/").await;
+        assert_eq!(response.status(), StatusCode::OK, "{proto:?}");
+        assert_eq!(body_text(&response), "xxxxxxxx", "{proto:?}");
+    }
     assert!(bystander.finish().await > 0);
 }

@@ -600,6 +600,53 @@ async fn access_log_common_lines() {
     assert!(line.contains(" flags=DPE "), "{line}");
 }
 
+/// A response body cut at the upstream body idle timeout is flagged `SI` (the status logged
+/// is the upstream's, which the client had already been sent).
+#[tokio::test]
+async fn access_log_flags_a_body_cut_at_the_idle_timeout() {
+    let (log, mut lines) = piped_log(AccessLogFormat::Json);
+    // An upstream that sends a head and part of the body, then nothing.
+    let stalls = tokio::net::TcpListener::bind(SocketAddr::new(LOCALHOST, 0))
+        .await
+        .unwrap();
+    let stalled = stalls.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = stalls.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0; 1024];
+                let _ = stream.read(&mut head).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let engine = Engine::new(EngineConfig {
+        default_bind: LOCALHOST,
+        upstream_body_idle_timeout: Some(Duration::from_millis(200)),
+        observe: ObserveConfig {
+            access_log: Some(log),
+            ..ObserveConfig::default()
+        },
+        ..EngineConfig::default()
+    });
+    let addr = apply(
+        &engine,
+        backend_at("echo", UpstreamProtocol::Http1, vec![endpoint(stalled)]),
+    );
+    let mut client = Client::connect(Proto::H2c, addr).await;
+    let req = client
+        .request(Method::GET, "app", "/")
+        .body(Default::default())
+        .unwrap();
+    client.send(req).await.expect_err("the body is cut off");
+    let line: serde_json::Value = serde_json::from_str(&next_line(&mut lines).await).unwrap();
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["flags"], "SI", "{line}");
+    assert_eq!(line["bytes_out"], 4, "{line}");
+}
+
 // === metrics ===
 
 fn metrics_text(registry: &Registry) -> String {

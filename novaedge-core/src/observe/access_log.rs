@@ -27,9 +27,10 @@
 //!
 //! `flags` are Envoy's response flags where one fits: `NR` no route, `NC` no backend for the
 //! route, `UH` no healthy endpoint, `UO` circuit breaker overflow, `UF` upstream connect (or
-//! TLS) failure, `UC` upstream connection ended or reset, `UT` request timeout, `RL` rate
-//! limited, `DC` the client went away before the response ended, `DPE` a request the proxy
-//! could not use (bad path, no host), `UPE` an upgrade the upstream cannot do, and NovaEdge's
+//! TLS) failure, `UC` upstream connection ended or reset, `UT` request timeout, `SI` the
+//! upstream's response body went idle for the idle timeout, `RL` rate limited, `DC` the client
+//! went away before the response ended, `DPE` a request the proxy could not use (bad path, no
+//! host), `UPE` an upgrade the upstream cannot do, and NovaEdge's
 //! own `SD` for a request refused because the engine is shutting down. Several are joined by
 //! commas; none is `-`.
 

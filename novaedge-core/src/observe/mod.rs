@@ -56,7 +56,7 @@ pub use access_log::{AccessLog, AccessLogFormat};
 pub use request_id::REQUEST_ID_HEADER;
 pub use trace::{OtlpConfig, OtlpTracer, TraceError};
 
-use crate::body::{BoxError, ProxyBody, RequestBody};
+use crate::body::{BoxError, ProxyBody, RequestBody, UpstreamBodyIdle};
 use crate::error::{ProxyError, Rejection};
 use crate::runtime::ListenerRuntime;
 use crate::upstream::BodyFault;
@@ -167,8 +167,9 @@ impl Flags {
     pub(crate) const DPE: u16 = 1 << 9;
     pub(crate) const UPE: u16 = 1 << 10;
     pub(crate) const SD: u16 = 1 << 11;
-    const NAMES: [&str; 12] = [
-        "NR", "NC", "UH", "UO", "UF", "UC", "UT", "RL", "DC", "DPE", "UPE", "SD",
+    pub(crate) const SI: u16 = 1 << 12;
+    const NAMES: [&str; 13] = [
+        "NR", "NC", "UH", "UO", "UF", "UC", "UT", "RL", "DC", "DPE", "UPE", "SD", "SI",
     ];
 
     pub(crate) fn set(&mut self, flag: u16) {
@@ -766,9 +767,12 @@ impl Body for ObservedBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 if let Some(active) = this.active.take() {
-                    let flag = match e.is::<novaedge_filters::timeout::ResponseBodyTimeout>() {
-                        true => Flags::UT,
-                        false => Flags::UC,
+                    let flag = if e.is::<novaedge_filters::timeout::ResponseBodyTimeout>() {
+                        Flags::UT
+                    } else if e.is::<UpstreamBodyIdle>() {
+                        Flags::SI
+                    } else {
+                        Flags::UC
                     };
                     active.complete(*this.bytes, Flags(flag));
                 }
