@@ -1,7 +1,8 @@
 //! Listening sockets and the client connections they accept.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -162,26 +163,28 @@ async fn accept_loop(
             let _open = open;
             let _permit = permit;
             let _ = stream.set_nodelay(true);
-            let serve = async move {
-                match tls {
-                    None => {
-                        let io = http1_io(stream, &service);
-                        serve_connection(http, io, service, conn_stop).await;
-                    }
-                    Some(config) => {
-                        let Some((stream, service, http)) =
-                            handshake(config, stream, service, http, handshake_timeout).await
-                        else {
-                            return;
-                        };
-                        let io = if http.is_http1_available() {
-                            http1_io(stream, &service)
-                        } else {
-                            GuardedIo::http2(stream, service.conn.clone())
-                        };
-                        serve_connection(http, io, service, conn_stop).await;
-                    }
+            // A future is as large as its largest state, for as long as it lives. Each phase
+            // is boxed on its own, so that a connection holds only what its current phase
+            // needs: a cleartext one no room for TLS, a TLS one none for the handshake once
+            // done. This is most of what an idle connection costs (12.9 KB were 3.6 KB).
+            let serve: Pin<Box<dyn Future<Output = ()> + Send>> = match tls {
+                None => {
+                    let io = http1_io(stream, &service);
+                    Box::pin(serve_connection(http, io, service, conn_stop))
                 }
+                Some(config) => Box::pin(async move {
+                    let handshake =
+                        Box::pin(handshake(config, stream, service, http, handshake_timeout));
+                    let Some((stream, service, http)) = handshake.await else {
+                        return;
+                    };
+                    let io = if http.is_http1_available() {
+                        http1_io(stream, &service)
+                    } else {
+                        GuardedIo::http2(stream, service.conn.clone())
+                    };
+                    Box::pin(serve_connection(http, io, service, conn_stop)).await;
+                }),
             };
             if cut.run_until_cancelled(serve).await.is_none() {
                 tracing::debug!(%peer, "client connection cut at the shutdown deadline");
