@@ -102,7 +102,8 @@ pub(crate) fn add_forwarded(
 ) {
     // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3): fold them into one line
     // and append this client.
-    let mut xff = Vec::new();
+    // Room for a few prior addresses and the longest IPv6 one: no regrowing on the way.
+    let mut xff = Vec::with_capacity(128);
     for prior in headers.get_all(&X_FORWARDED_FOR) {
         if !prior.is_empty() {
             xff.extend_from_slice(prior.as_bytes());
