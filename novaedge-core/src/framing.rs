@@ -22,6 +22,7 @@
 //! it stops looking, and hyper's own checks are what apply from there.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 /// Why a request head is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +57,14 @@ impl fmt::Display for Refusal {
 #[derive(Debug)]
 pub(crate) struct Scanner {
     state: State,
-    /// The head being read, from its first byte after any empty lines.
+    /// The part of the head being read that came in earlier reads, from its first byte after
+    /// any empty lines. A head that arrives in one read (most do) is judged where it lies,
+    /// without a copy.
     head: Vec<u8>,
-    /// Where the line being read starts in `head`.
+    /// Where the line being read starts in the head.
     line_start: usize,
+    /// A line of the head being read ended in LF without CR.
+    bare_lf: bool,
     /// Heads longer than this are refused.
     max_head: usize,
     /// Header fields of a head; more are left to hyper, which answers `431`.
@@ -121,6 +126,7 @@ impl Scanner {
             state: State::Between,
             head: Vec::new(),
             line_start: 0,
+            bare_lf: false,
             max_head,
             max_headers,
             heads: 0,
@@ -159,15 +165,17 @@ impl Scanner {
                 }
                 State::Head => {
                     let (used, ended) = self.take_head_bytes(bytes);
-                    bytes = &bytes[used..];
-                    if self.head.len() > self.max_head {
+                    let (taken, rest) = bytes.split_at(used);
+                    bytes = rest;
+                    let length = self.head.len() + if ended { used } else { 0 };
+                    if length > self.max_head {
                         self.off();
                         return Some((self.heads + 1, Refusal::HeadTooLarge));
                     }
                     if ended {
                         self.heads += 1;
                         self.pending = false;
-                        if let Some(refusal) = self.judge_head() {
+                        if let Some(refusal) = self.judge_head(taken) {
                             self.off();
                             return Some((self.heads, refusal));
                         }
@@ -207,31 +215,49 @@ impl Scanner {
         self.head = Vec::new();
     }
 
-    /// Copies bytes of the head being read, up to its end; returns how many it took and
-    /// whether the head ended.
+    /// Follows the lines of the head being read in `bytes`, up to its end; returns how many
+    /// bytes belong to the head and whether it ended there. An ended head's last bytes are left
+    /// in `bytes` for [`judge_head`](Self::judge_head); an unfinished one is kept in `self.head`.
+    /// Lines are found with `memchr`, so the cost goes with the number of lines more than with
+    /// the number of bytes.
     fn take_head_bytes(&mut self, bytes: &[u8]) -> (usize, bool) {
+        let held = self.head.len();
         let mut from = 0;
-        while let Some(lf) = bytes[from..].iter().position(|&b| b == b'\n') {
-            let end = from + lf + 1;
-            self.head.extend_from_slice(&bytes[from..end]);
-            from = end;
-            let line = &self.head[self.line_start..self.head.len() - 1];
-            if line.is_empty() || line == b"\r" {
+        for lf in memchr::memchr_iter(b'\n', bytes) {
+            // The byte before the LF: the line's last, or, for an empty line, the LF before.
+            let before = match lf {
+                0 => self.head.last().copied(),
+                _ => Some(bytes[lf - 1]),
+            };
+            let cr = before == Some(b'\r');
+            self.bare_lf |= !cr;
+            let line = held + lf - self.line_start;
+            from = lf + 1;
+            if line == 0 || (line == 1 && cr) {
                 return (from, true);
             }
-            self.line_start = self.head.len();
+            self.line_start = held + from;
         }
         // Past the limit, the rest of the head is not kept.
-        let room = (self.max_head + 1).saturating_sub(self.head.len());
+        let room = (self.max_head + 1).saturating_sub(held + from);
         let take = (bytes.len() - from).min(room);
-        self.head.extend_from_slice(&bytes[from..from + take]);
+        self.head.extend_from_slice(&bytes[..from + take]);
         (from + take, false)
     }
 
-    /// Judges the head in `self.head`, and sets the state to read its body (or to stop).
-    fn judge_head(&mut self) -> Option<Refusal> {
-        let head = std::mem::take(&mut self.head);
+    /// Judges the head that ends with `tail` (what came before it is in `self.head`), and sets
+    /// the state to read its body (or to stop).
+    fn judge_head(&mut self, tail: &[u8]) -> Option<Refusal> {
         self.line_start = 0;
+        if std::mem::take(&mut self.bare_lf) {
+            self.head.clear();
+            return Some(Refusal::BareLf);
+        }
+        if self.head.is_empty() {
+            return self.judge(tail);
+        }
+        let mut head = std::mem::take(&mut self.head);
+        head.extend_from_slice(tail);
         let verdict = self.judge(&head);
         // Keep the allocation for the next head, unless a large head made it large: idle
         // connections should not each hold a head's worth of memory.
@@ -242,24 +268,20 @@ impl Scanner {
         verdict
     }
 
+    /// Judges a whole head whose lines all end in CRLF.
     fn judge(&mut self, head: &[u8]) -> Option<Refusal> {
-        if head
-            .iter()
-            .enumerate()
-            .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
-        {
-            return Some(Refusal::BareLf);
-        }
-        let mut storage = [httparse::EMPTY_HEADER; 128];
+        // Uninitialised: httparse writes the fields it finds, and filling the whole array first
+        // would cost more than parsing a short head.
+        let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
         let mut heap = Vec::new();
-        let fields: &mut [httparse::Header<'_>] = if self.max_headers <= storage.len() {
+        let fields = if self.max_headers <= storage.len() {
             &mut storage[..self.max_headers]
         } else {
-            heap.resize(self.max_headers, httparse::EMPTY_HEADER);
-            &mut heap
+            heap.reserve_exact(self.max_headers);
+            &mut heap.spare_capacity_mut()[..self.max_headers]
         };
-        let mut req = httparse::Request::new(fields);
-        match req.parse(head) {
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(head, fields) {
             Ok(httparse::Status::Complete(_)) => {}
             // hyper answers `400` (or `431` for too many fields) and closes; HTTP/2's preface
             // ends here too.

@@ -44,6 +44,11 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// `Upgrade` header survives and `Connection: upgrade` is written back, as a protocol switch
 /// needs both on the next hop.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of these headers. One pass over the names (compared, not
+    // hashed) tells, where a `remove` per name would hash every one of them, present or not.
+    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Names listed in Connection are hop-by-hop too (RFC 9110 section 7.6.1). Collected first
     // because they are removed from the same map; rare enough that the allocation is fine.
     if headers.contains_key(header::CONNECTION) {
@@ -80,6 +85,12 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Whether `name` is one [`remove_hop_by_hop`] removes or rewrites whatever the message says
+/// (headers named in `Connection` come with a `Connection` header).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::UPGRADE || *name == header::TE || HOP_BY_HOP.contains(name)
+}
+
 /// Adds the client's address to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` for the upstream. The client's own `X-Forwarded-Proto`/`-Host` values are
 /// replaced: they are facts about this hop, which only the proxy knows.
@@ -91,7 +102,8 @@ pub(crate) fn add_forwarded(
 ) {
     // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3): fold them into one line
     // and append this client.
-    let mut xff = Vec::new();
+    // Room for a few prior addresses and the longest IPv6 one: no regrowing on the way.
+    let mut xff = Vec::with_capacity(128);
     for prior in headers.get_all(&X_FORWARDED_FOR) {
         if !prior.is_empty() {
             xff.extend_from_slice(prior.as_bytes());
@@ -188,6 +200,19 @@ mod tests {
         remove_hop_by_hop(&mut h, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn end_to_end_headers_are_left_as_they_are() {
+        let pairs = [
+            ("host", "a.example"),
+            ("accept", "*/*"),
+            ("x-multi", "1"),
+            ("x-multi", "2"),
+        ];
+        let mut h = map(&pairs);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&pairs));
     }
 
     #[test]

@@ -56,7 +56,9 @@ impl SocketKey {
 #[derive(Debug)]
 pub(crate) struct Runtime {
     pub(crate) version: u64,
-    listeners: HashMap<SocketKey, ListenerRuntime>,
+    /// Looked up per request. Keys come from the configuration, not from clients, so they need
+    /// no DoS-resistant (and slower) SipHash.
+    listeners: HashMap<SocketKey, ListenerRuntime, foldhash::fast::RandomState>,
 }
 
 /// What a listening socket serves under one runtime.
@@ -394,7 +396,8 @@ impl Runtime {
             per_listener.insert(listener, compiled);
         }
 
-        let mut listeners = HashMap::with_capacity(snapshot.listeners.len());
+        let mut listeners =
+            HashMap::with_capacity_and_hasher(snapshot.listeners.len(), Default::default());
         for listener in &snapshot.listeners {
             let tls = listener
                 .tls

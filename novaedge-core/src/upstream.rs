@@ -230,10 +230,14 @@ pub(crate) struct Upstreams {
     inner: Arc<Pools>,
 }
 
+/// The pools are looked up once or twice per request; their keys come from the configuration,
+/// not from clients, so they need no DoS-resistant (and slower) SipHash.
+type PoolMap<V> = HashMap<PoolKey, V, foldhash::fast::RandomState>;
+
 #[derive(Debug)]
 struct Pools {
-    idle_h1: Mutex<HashMap<PoolKey, Vec<IdleH1>>>,
-    h2: Mutex<HashMap<PoolKey, http2::SendRequest<UpstreamBody>>>,
+    idle_h1: Mutex<PoolMap<Vec<IdleH1>>>,
+    h2: Mutex<PoolMap<http2::SendRequest<UpstreamBody>>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,

@@ -74,6 +74,11 @@ use tokio::time::Instant;
 
 use crate::event::{Health, HealthEvent, HealthSink};
 
+/// The hosts by key. Looked up on every recorded response; keys are endpoints from the
+/// configuration, not values a client chooses, so they need no DoS-resistant (and slower)
+/// SipHash.
+type Hosts<K> = HashMap<K, HostState, foldhash::fast::RandomState>;
+
 /// What happened to one request sent to an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -202,7 +207,7 @@ impl Default for FailurePercentageConfig {
 /// Passive outlier detector for one backend's endpoints. See the module docs.
 pub struct OutlierDetector<K> {
     config: OutlierConfig,
-    hosts: Mutex<HashMap<K, HostState>>,
+    hosts: Mutex<Hosts<K>>,
     sink: Box<dyn HealthSink<K>>,
 }
 
@@ -229,7 +234,7 @@ where
     pub fn new(config: OutlierConfig, sink: impl HealthSink<K>) -> Self {
         Self {
             config,
-            hosts: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(Hosts::default()),
             sink: Box::new(sink),
         }
     }
@@ -239,7 +244,7 @@ where
         &self.config
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<K, HostState>> {
+    fn lock(&self) -> MutexGuard<'_, Hosts<K>> {
         // Every update leaves host state consistent before anything can panic (a sink runs
         // last), so a poisoned lock is still usable.
         self.hosts.lock().unwrap_or_else(PoisonError::into_inner)
@@ -335,7 +340,7 @@ where
     /// Ejects `key` if it is not ejected and `max_ejection_percent` allows it.
     fn try_eject(
         &self,
-        hosts: &mut HashMap<K, HostState>,
+        hosts: &mut Hosts<K>,
         key: &K,
         reason: EjectionReason,
         now: Instant,
@@ -495,10 +500,7 @@ where
 }
 
 /// Hosts below the interval's success-rate threshold, per Envoy's `success_rate` detector.
-fn success_rate_outliers<K: Clone>(
-    hosts: &HashMap<K, HostState>,
-    config: &SuccessRateConfig,
-) -> Vec<K> {
+fn success_rate_outliers<K: Clone>(hosts: &Hosts<K>, config: &SuccessRateConfig) -> Vec<K> {
     let rates: Vec<(&K, f64)> = hosts
         .iter()
         .filter(|(_, h)| h.ejected_until.is_none())
@@ -525,7 +527,7 @@ fn success_rate_outliers<K: Clone>(
 /// Hosts at or above the failure-percentage threshold, per Envoy's `failure_percentage`
 /// detector.
 fn failure_percentage_outliers<K: Clone>(
-    hosts: &HashMap<K, HostState>,
+    hosts: &Hosts<K>,
     config: &FailurePercentageConfig,
 ) -> Vec<K> {
     let judged: Vec<(&K, &HostState)> = hosts

@@ -332,6 +332,18 @@ fn json_opt(value: Option<&[u8]>, out: &mut Vec<u8>) {
     }
 }
 
+/// The bytes [`json_str`] escapes: controls, DEL and above, quote and backslash. A table, as
+/// every byte of every string of every line is looked up in it.
+const ESCAPED: [bool; 256] = {
+    let mut table = [true; 256];
+    let mut b = 0x20;
+    while b <= 0x7e {
+        table[b] = b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 /// A JSON string of header or path bytes: printable ASCII as is, everything else escaped
 /// byte by byte (header values may hold obs-text, which is not UTF-8).
 fn json_str(value: &[u8], out: &mut Vec<u8>) {
@@ -341,7 +353,7 @@ fn json_str(value: &[u8], out: &mut Vec<u8>) {
         // Runs of plain bytes are copied whole: most values are nothing else.
         let plain = rest
             .iter()
-            .position(|&b| !(0x20..=0x7e).contains(&b) || b == b'"' || b == b'\\')
+            .position(|&b| ESCAPED[usize::from(b)])
             .unwrap_or(rest.len());
         out.extend_from_slice(&rest[..plain]);
         let Some(&b) = rest.get(plain) else {
