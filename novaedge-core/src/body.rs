@@ -14,6 +14,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use novaedge_health::Permit;
 use novaedge_lb::InFlight;
+
+use crate::upstream::ResponseBody;
 use tokio::time::{Instant, Sleep};
 
 /// What a proxied request holds until its response is done: its place in the endpoint's load
@@ -29,7 +31,7 @@ pub(crate) struct Held {
 /// until the body ends (or the client goes away): a streaming gRPC call or a large download is
 /// load on its endpoint for its whole length, not only until the response head. It fails if
 /// the upstream goes quiet for too long ([`IdleBody`]).
-pub(crate) type InFlightBody = Holding<IdleBody<Incoming>, Held>;
+pub(crate) type InFlightBody = Holding<IdleBody<ResponseBody>, Held>;
 
 /// The error of an upstream response body that sent nothing for its idle timeout.
 #[derive(Debug, thiserror::Error)]

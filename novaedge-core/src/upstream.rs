@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -368,7 +369,7 @@ impl Upstreams {
         tls: Option<&TlsDial>,
         req: Request<UpstreamBody>,
         breaker: &CircuitBreaker,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<ResponseBody>, SendError> {
         let key = PoolKey {
             addr,
             tls: tls.map(TlsDial::id),
@@ -383,7 +384,7 @@ impl Upstreams {
             .flatten()
         {
             Some(mut sender) => match sender.try_send_request(h2_form(req, &scheme)).await {
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok(response.map(ResponseBody::plain)),
                 Err(e) => retry_or_fail(e)?,
             },
             None => req,
@@ -411,7 +412,7 @@ impl Upstreams {
             }
             Ok((Dialed::H2(mut sender), failure)) => {
                 match sender.try_send_request(h2_form(req, &scheme)).await {
-                    Ok(response) => Ok(response),
+                    Ok(response) => Ok(response.map(ResponseBody::plain)),
                     Err(e) => Err(first_request_failed(e, failure.as_ref())),
                 }
             }
@@ -419,26 +420,117 @@ impl Upstreams {
         }
     }
 
-    /// Returns the connection to the pool once the response body is done, unless the
-    /// connection switched protocols.
+    /// The response, with a body that returns the connection to the pool once it is done,
+    /// unless the connection switched protocols.
     fn release_h1(
         &self,
         key: PoolKey,
-        mut sender: http1::SendRequest<UpstreamBody>,
+        sender: http1::SendRequest<UpstreamBody>,
         response: Response<Incoming>,
-    ) -> Response<Incoming> {
-        if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-            let pools = Arc::downgrade(&self.inner);
-            tokio::spawn(async move {
-                // Ready again means the response was read to the end on a keep-alive connection.
-                if sender.ready().await.is_ok()
-                    && let Some(pools) = pools.upgrade()
-                {
-                    pools.checkin_h1(key, sender);
-                }
+    ) -> Response<ResponseBody> {
+        let checkin =
+            (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| Checkin {
+                pools: Arc::downgrade(&self.inner),
+                key,
+                sender,
             });
+        response.map(|inner| ResponseBody { inner, checkin })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream response body; over HTTP/1.1 it gives its connection back to the pool once
+    /// it is done (read to its end, or known to be at its end when dropped: hyper stops
+    /// polling a body that says it is at its end).
+    #[derive(Debug)]
+    pub(crate) struct ResponseBody {
+        #[pin]
+        inner: Incoming,
+        checkin: Option<Checkin>,
+    }
+
+    impl PinnedDrop for ResponseBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(checkin) = this.checkin.take()
+                && this.inner.is_end_stream()
+            {
+                checkin.release(&mut Context::from_waker(std::task::Waker::noop()));
+            }
         }
-        response
+    }
+}
+
+impl ResponseBody {
+    /// A body whose connection is not pooled here (HTTP/2: the connection is shared).
+    fn plain(inner: Incoming) -> Self {
+        Self {
+            inner,
+            checkin: None,
+        }
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = polled
+            && let Some(checkin) = this.checkin.take()
+        {
+            checkin.release(cx);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An HTTP/1.1 connection to give back to its pool once its response is done.
+#[derive(Debug)]
+struct Checkin {
+    pools: Weak<Pools>,
+    key: PoolKey,
+    sender: http1::SendRequest<UpstreamBody>,
+}
+
+impl Checkin {
+    /// Gives the connection back once it is ready for another request: at once when it is
+    /// already (usually, as the connection's task read the body's end before handing it on),
+    /// else from a task that waits for it. One that closes instead is dropped.
+    fn release(mut self, cx: &mut Context<'_>) {
+        match self.sender.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                if let Some(pools) = self.pools.upgrade() {
+                    pools.checkin_h1(self.key, self.sender);
+                }
+            }
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending => {
+                // Dropped outside a runtime (at shutdown), the connection just closes.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if self.sender.ready().await.is_ok()
+                            && let Some(pools) = self.pools.upgrade()
+                        {
+                            pools.checkin_h1(self.key, self.sender);
+                        }
+                    });
+                }
+            }
+        }
     }
 }
 

@@ -336,11 +336,11 @@ pub(crate) struct Attempt {
 
 impl Attempt {
     /// The endpoint answered with `response`'s head after `rtt`.
-    pub(crate) fn answered(
+    pub(crate) fn answered<B>(
         self,
         observe: &Observe,
         exchange: &Exchange,
-        response: &mut Response<Incoming>,
+        response: &mut Response<B>,
         rtt: Duration,
     ) {
         response.extensions_mut().insert(FromUpstream);
