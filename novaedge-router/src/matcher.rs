@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 use percent_encoding::percent_decode_str;
@@ -48,8 +49,9 @@ pub struct RequestParts<'a> {
 
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledRoute<T> {
-    /// Deduplicated; empty means any host.
-    pub(crate) hostnames: Vec<Hostname>,
+    /// Deduplicated; empty means any host. Shared by the entries of one
+    /// route (see [`HostnameCache`]).
+    pub(crate) hostnames: Arc<[Hostname]>,
     pub(crate) dialect: Dialect,
     pub(crate) path: CompiledPath,
     method: Option<Method>,
@@ -101,22 +103,29 @@ pub(crate) struct CompiledQuery {
     pub(crate) value: ValueMatcher,
 }
 
-impl<T> CompiledRoute<T> {
-    pub(crate) fn compile(index: usize, route: Route<T>) -> Result<Self, RouterError> {
-        let Route {
-            hostnames: raw_hostnames,
-            route_match,
-            rank,
-            target,
-            dialect,
-        } = route;
+/// The parsed hostnames of the last route compiled, by the list they were
+/// parsed from. A proxy hands a router one route per match of a rule, each
+/// with the hostnames of the rule's route: consecutive routes with the same
+/// list share one parsed copy, parsed once.
+#[derive(Debug, Default)]
+pub(crate) struct HostnameCache {
+    last: Option<(Vec<String>, Arc<[Hostname]>)>,
+}
 
-        let mut hostnames = Vec::with_capacity(raw_hostnames.len());
-        for (i, raw) in raw_hostnames.into_iter().enumerate() {
-            let hostname = parse_hostname(&raw).map_err(|reason| RouterError::InvalidHostname {
+impl HostnameCache {
+    /// `raw`, validated, lowercased and deduplicated.
+    fn parse(&mut self, index: usize, raw: Vec<String>) -> Result<Arc<[Hostname]>, RouterError> {
+        if let Some((last_raw, parsed)) = &self.last
+            && *last_raw == raw
+        {
+            return Ok(parsed.clone());
+        }
+        let mut hostnames = Vec::with_capacity(raw.len());
+        for (i, name) in raw.iter().enumerate() {
+            let hostname = parse_hostname(name).map_err(|reason| RouterError::InvalidHostname {
                 route: index,
                 field: Field::Hostname(i),
-                hostname: raw.clone(),
+                hostname: name.clone(),
                 reason,
             })?;
             // Listing a host twice (perhaps in different case) must not put
@@ -125,6 +134,27 @@ impl<T> CompiledRoute<T> {
                 hostnames.push(hostname);
             }
         }
+        let parsed: Arc<[Hostname]> = hostnames.into();
+        self.last = Some((raw, parsed.clone()));
+        Ok(parsed)
+    }
+}
+
+impl<T> CompiledRoute<T> {
+    pub(crate) fn compile(
+        index: usize,
+        route: Route<T>,
+        hostname_cache: &mut HostnameCache,
+    ) -> Result<Self, RouterError> {
+        let Route {
+            hostnames: raw_hostnames,
+            route_match,
+            rank,
+            target,
+            dialect,
+        } = route;
+
+        let hostnames = hostname_cache.parse(index, raw_hostnames)?;
 
         let (path, shape) = compile_path(index, route_match.path)?;
 

@@ -165,7 +165,7 @@ fn route(i: usize, r: proto::Route, errors: &mut Vec<FieldError>) -> Route {
                     rule.timeouts,
                     rule.retry,
                 );
-                filters
+                filters.into()
             },
         })
         .collect();
@@ -625,7 +625,8 @@ mod tests {
                             ..Default::default()
                         }),
                         ..Default::default()
-                    },
+                    }
+                    .into(),
                 }],
             }],
             backends: vec![Backend {

@@ -168,7 +168,8 @@ fn representative() -> ConfigSnapshot {
                                 backend_request: Some(Duration::from_millis(2500)),
                             },
                             retry: Some(RetryPolicy::new(3)),
-                        },
+                        }
+                        .into(),
                     },
                     RouteRule {
                         matches: vec![RouteMatch {
@@ -186,7 +187,8 @@ fn representative() -> ConfigSnapshot {
                                 ..RequestRedirect::default()
                             }),
                             ..RouteFilters::default()
-                        },
+                        }
+                        .into(),
                     },
                 ],
             },
@@ -206,7 +208,7 @@ fn representative() -> ConfigSnapshot {
                         weight: 1,
                     }],
                     invalid_backend_weight: 0,
-                    filters: RouteFilters::default(),
+                    filters: RouteFilters::default().into(),
                 }],
             },
         ],
