@@ -18,7 +18,7 @@ use novaedge_snapshot::{
 };
 
 fn with_filters(mut rule: RouteRule, filters: RouteFilters) -> RouteRule {
-    rule.filters = filters;
+    rule.filters = filters.into();
     rule
 }
 

@@ -54,7 +54,8 @@ fn apply(engine: &Engine, echo: Backend) -> SocketAddr {
             key: RateLimitKey::Global,
         }),
         ..RouteFilters::default()
-    };
+    }
+    .into();
     engine
         .apply(&snapshot(
             1,

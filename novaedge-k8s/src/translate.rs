@@ -1068,7 +1068,7 @@ impl<'a> Translator<'a> {
                     matches,
                     backends,
                     invalid_backend_weight,
-                    filters,
+                    filters: filters.into(),
                 }),
                 None => ok = false,
             }

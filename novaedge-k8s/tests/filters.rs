@@ -68,7 +68,7 @@ fn rules(rules: &str) -> Vec<RouteRule> {
 fn filters(rule: &str) -> RouteFilters {
     let rules = rules(rule);
     assert_eq!(rules.len(), 1);
-    rules[0].filters.clone()
+    RouteFilters::clone(&rules[0].filters)
 }
 
 /// Every error as `field: message`; the route must not be served.

@@ -100,7 +100,11 @@ fn rule_filters(t: &Translation, name: &str) -> Vec<RouteFilters> {
         .routes
         .iter()
         .filter(|r| r.name == name)
-        .flat_map(|r| r.rules.iter().map(|rule| rule.filters.clone()))
+        .flat_map(|r| {
+            r.rules
+                .iter()
+                .map(|rule| RouteFilters::clone(&rule.filters))
+        })
         .collect();
     assert!(!filters.is_empty(), "no route {name}");
     filters

@@ -376,7 +376,7 @@ fn path_condition(path: &CompiledPath) -> Condition {
         CompiledPath::Exact(p) => Condition::PathExact(p.to_string()),
         CompiledPath::Prefix(p) => Condition::PathPrefix(p.to_string()),
         CompiledPath::Regex { regex, .. } => {
-            Condition::PathRegularExpression(pattern_of(regex).to_owned())
+            Condition::PathRegularExpression(regex.pattern().to_owned())
         }
         CompiledPath::Grpc(grpc) => Condition::Grpc {
             service: grpc.service.as_ref().map(value_condition),
@@ -393,18 +393,9 @@ fn value_condition(value: &ValueMatcher) -> ValueCondition {
         },
         ValueMatcher::Regex(regex) => ValueCondition {
             kind: MatchType::RegularExpression,
-            value: pattern_of(regex).to_owned(),
+            value: regex.pattern().to_owned(),
         },
     }
-}
-
-/// The pattern a whole-value regex was compiled from (see `compile_regex`).
-fn pattern_of(regex: &regex::bytes::Regex) -> &str {
-    let compiled = regex.as_str();
-    compiled
-        .strip_prefix(r"\A(?:")
-        .and_then(|p| p.strip_suffix(r")\z"))
-        .unwrap_or(compiled)
 }
 
 #[cfg(test)]

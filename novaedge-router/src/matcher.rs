@@ -8,10 +8,12 @@
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
 use percent_encoding::percent_decode_str;
-use regex::bytes::{Regex, RegexBuilder};
+use regex_automata::util::syntax;
+use regex_automata::{MatchKind, meta};
 
 use crate::error::{Field, RouterError};
 use crate::explain::PrecedenceStep;
@@ -47,8 +49,9 @@ pub struct RequestParts<'a> {
 
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledRoute<T> {
-    /// Deduplicated; empty means any host.
-    pub(crate) hostnames: Vec<Hostname>,
+    /// Deduplicated; empty means any host. Shared by the entries of one
+    /// route (see [`HostnameCache`]).
+    pub(crate) hostnames: Arc<[Hostname]>,
     pub(crate) dialect: Dialect,
     pub(crate) path: CompiledPath,
     method: Option<Method>,
@@ -68,7 +71,7 @@ pub(crate) enum CompiledPath {
     /// the empty string and matches everything.
     Prefix(Box<str>),
     Regex {
-        regex: Regex,
+        regex: WholeRegex,
         /// A string every matching path starts with (possibly empty), used
         /// by the index to skip the regex cheaply.
         literal_prefix: Box<str>,
@@ -85,7 +88,7 @@ pub(crate) struct CompiledGrpc {
 #[derive(Debug, Clone)]
 pub(crate) enum ValueMatcher {
     Exact(Box<[u8]>),
-    Regex(Regex),
+    Regex(WholeRegex),
 }
 
 #[derive(Debug, Clone)]
@@ -100,22 +103,29 @@ pub(crate) struct CompiledQuery {
     pub(crate) value: ValueMatcher,
 }
 
-impl<T> CompiledRoute<T> {
-    pub(crate) fn compile(index: usize, route: Route<T>) -> Result<Self, RouterError> {
-        let Route {
-            hostnames: raw_hostnames,
-            route_match,
-            rank,
-            target,
-            dialect,
-        } = route;
+/// The parsed hostnames of the last route compiled, by the list they were
+/// parsed from. A proxy hands a router one route per match of a rule, each
+/// with the hostnames of the rule's route: consecutive routes with the same
+/// list share one parsed copy, parsed once.
+#[derive(Debug, Default)]
+pub(crate) struct HostnameCache {
+    last: Option<(Vec<String>, Arc<[Hostname]>)>,
+}
 
-        let mut hostnames = Vec::with_capacity(raw_hostnames.len());
-        for (i, raw) in raw_hostnames.into_iter().enumerate() {
-            let hostname = parse_hostname(&raw).map_err(|reason| RouterError::InvalidHostname {
+impl HostnameCache {
+    /// `raw`, validated, lowercased and deduplicated.
+    fn parse(&mut self, index: usize, raw: Vec<String>) -> Result<Arc<[Hostname]>, RouterError> {
+        if let Some((last_raw, parsed)) = &self.last
+            && *last_raw == raw
+        {
+            return Ok(parsed.clone());
+        }
+        let mut hostnames = Vec::with_capacity(raw.len());
+        for (i, name) in raw.iter().enumerate() {
+            let hostname = parse_hostname(name).map_err(|reason| RouterError::InvalidHostname {
                 route: index,
                 field: Field::Hostname(i),
-                hostname: raw.clone(),
+                hostname: name.clone(),
                 reason,
             })?;
             // Listing a host twice (perhaps in different case) must not put
@@ -124,6 +134,27 @@ impl<T> CompiledRoute<T> {
                 hostnames.push(hostname);
             }
         }
+        let parsed: Arc<[Hostname]> = hostnames.into();
+        self.last = Some((raw, parsed.clone()));
+        Ok(parsed)
+    }
+}
+
+impl<T> CompiledRoute<T> {
+    pub(crate) fn compile(
+        index: usize,
+        route: Route<T>,
+        hostname_cache: &mut HostnameCache,
+    ) -> Result<Self, RouterError> {
+        let Route {
+            hostnames: raw_hostnames,
+            route_match,
+            rank,
+            target,
+            dialect,
+        } = route;
+
+        let hostnames = hostname_cache.parse(index, raw_hostnames)?;
 
         let (path, shape) = compile_path(index, route_match.path)?;
 
@@ -470,18 +501,78 @@ impl ValueMatcher {
     }
 }
 
+// === impl WholeRegex ===
+
+/// A regular expression that matches whole values, and the pattern it was
+/// written as.
+///
+/// It is the engine under `regex::bytes::Regex`, configured as
+/// `RegexBuilder::new(p).size_limit(REGEX_SIZE_LIMIT).dfa_size_limit(REGEX_SIZE_LIMIT)`
+/// configures it, less the full DFA: the `regex` crate builds one for small
+/// patterns whenever another crate of the build turns on `regex-automata`'s
+/// `dfa-build` (tracing-subscriber's env filter does), which this workspace
+/// does not ask for (`regex` without `perf-dfa-full`). Building it costs a
+/// fraction of a millisecond per pattern, which a table of thousands of
+/// routes pays on every reload; the lazy DFA matches in linear time as well.
+#[derive(Debug, Clone)]
+pub(crate) struct WholeRegex {
+    regex: meta::Regex,
+    pattern: Box<str>,
+}
+
+impl WholeRegex {
+    pub(crate) fn is_match(&self, value: &[u8]) -> bool {
+        self.regex.is_match(value)
+    }
+
+    /// The pattern as the route wrote it.
+    pub(crate) fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
 /// Compiles `pattern` to match whole values only.
-fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
-    let build = |p: &str| {
-        RegexBuilder::new(p)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .dfa_size_limit(REGEX_SIZE_LIMIT)
-            .build()
-    };
+fn compile_regex(pattern: &str) -> Result<WholeRegex, regex::Error> {
     // The pattern must be valid on its own, or wrapping it could change its
-    // meaning: `a)|(b` is invalid alone but valid inside `(?:...)`.
-    build(pattern)?;
-    build(&format!(r"\A(?:{pattern})\z"))
+    // meaning: `a)|(b` is invalid alone but valid inside `(?:...)`. Checking
+    // needs no engine that only speeds matching up.
+    build_regex(pattern, regex_config().onepass(false))?;
+    let regex = build_regex(&format!(r"\A(?:{pattern})\z"), regex_config())?;
+    Ok(WholeRegex {
+        regex,
+        pattern: pattern.into(),
+    })
+}
+
+/// `regex::bytes::RegexBuilder`'s configuration with both limits at
+/// [`REGEX_SIZE_LIMIT`], without the full DFA (see [`WholeRegex`]).
+fn regex_config() -> meta::Config {
+    meta::Config::new()
+        .match_kind(MatchKind::LeftmostFirst)
+        .utf8_empty(false)
+        .nfa_size_limit(Some(REGEX_SIZE_LIMIT))
+        .hybrid_cache_capacity(REGEX_SIZE_LIMIT)
+        .dfa(false)
+}
+
+/// Builds `pattern` in bytes mode, with the error `regex::bytes::RegexBuilder`
+/// gives for it. The engines left out never refuse a pattern, so what it
+/// accepts and refuses is exactly what the `regex` crate does.
+fn build_regex(pattern: &str, config: meta::Config) -> Result<meta::Regex, regex::Error> {
+    meta::Builder::new()
+        .configure(config)
+        .syntax(syntax::Config::new().utf8(false))
+        .build(pattern)
+        // As the `regex` crate turns its builder's errors into its own.
+        .map_err(|e| {
+            if let Some(limit) = e.size_limit() {
+                regex::Error::CompiledTooBig(limit)
+            } else if let Some(syntax) = e.syntax_error() {
+                regex::Error::Syntax(syntax.to_string())
+            } else {
+                regex::Error::Syntax(e.to_string())
+            }
+        })
 }
 
 /// A string that every value the whole-value `pattern` matches starts with:
@@ -652,6 +743,70 @@ impl Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `regex::bytes::RegexBuilder` says of `pattern`, as
+    /// `compile_regex` must say it: `Ok` with whether it matches each of
+    /// `values` whole.
+    fn regex_crate(pattern: &str, values: &[&[u8]]) -> Result<Vec<bool>, String> {
+        let whole = |p: &str| {
+            regex::bytes::RegexBuilder::new(p)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .dfa_size_limit(REGEX_SIZE_LIMIT)
+                .build()
+        };
+        whole(pattern).map_err(|e| e.to_string())?;
+        let regex = whole(&format!(r"\A(?:{pattern})\z")).map_err(|e| e.to_string())?;
+        Ok(values.iter().map(|v| regex.is_match(v)).collect())
+    }
+
+    fn ours(pattern: &str, values: &[&[u8]]) -> Result<Vec<bool>, String> {
+        let regex = compile_regex(pattern).map_err(|e| e.to_string())?;
+        assert_eq!(regex.pattern(), pattern);
+        Ok(values.iter().map(|v| regex.is_match(v)).collect())
+    }
+
+    #[test]
+    fn compile_regex_agrees_with_the_regex_crate() {
+        let values: [&[u8]; 6] = [b"", b"/users/42", b"abc", b"b", b"\xFF", b"Strasse"];
+        let patterns = [
+            "/users/[0-9]+",
+            "",
+            "(?i)stra(ss|\u{DF})e",
+            // Valid for bytes, unlike for a string regex.
+            r"(?-u:\xFF)",
+            "a|b",
+            // Valid inside a group, not alone.
+            "a)|(b",
+            "v[",
+            "*",
+            "(?P<n>x)(?P<n>y)",
+            r"\w{1000}",
+            "[a-z]{100000}",
+        ];
+        let mut outcomes = Vec::new();
+        for pattern in patterns {
+            let ours = ours(pattern, &values);
+            assert_eq!(ours, regex_crate(pattern, &values), "{pattern:?}");
+            outcomes.push(ours);
+        }
+        assert_eq!(
+            outcomes[3],
+            Ok(vec![false, false, false, false, true, false])
+        );
+        assert!(matches!(&outcomes[5], Err(e) if e.contains("error:")));
+        assert!(matches!(&outcomes[10], Err(e) if e.contains("size limit")));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn compile_regex_agrees_with_the_regex_crate_on_any_pattern(
+            pattern in r"[a-c/()\[\]{}|*+?.^$\\,:<>=!PpwdsbBuxQE0-9-]{0,16}",
+            values in proptest::collection::vec("[a-c/0-9]{0,6}", 4),
+        ) {
+            let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+            proptest::prop_assert_eq!(ours(&pattern, &values), regex_crate(&pattern, &values));
+        }
+    }
 
     #[test]
     fn literal_prefixes_are_sound() {

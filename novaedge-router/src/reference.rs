@@ -20,7 +20,7 @@ use http::{HeaderMap, Method};
 
 use crate::error::RouterError;
 use crate::host::{Hostname, normalize_request_host, wildcard_matches};
-use crate::matcher::{CompiledRoute, HostRank, Key, RequestParts};
+use crate::matcher::{CompiledRoute, HostRank, HostnameCache, Key, RequestParts};
 use crate::route::{Dialect, Route};
 
 /// Every route in a list, read in full on every lookup.
@@ -36,7 +36,11 @@ impl<T> LinearRouter<T> {
         let routes = routes
             .into_iter()
             .enumerate()
-            .map(|(index, route)| CompiledRoute::compile(index, route))
+            // Each route parses its own hostnames: nothing shared with its
+            // neighbours, unlike in `Router`.
+            .map(|(index, route)| {
+                CompiledRoute::compile(index, route, &mut HostnameCache::default())
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { routes })
     }

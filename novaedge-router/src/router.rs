@@ -29,7 +29,8 @@ use http::{HeaderMap, Method, Request};
 use crate::error::RouterError;
 use crate::host::{Hostname, normalize_request_host};
 use crate::matcher::{
-    CompiledPath, CompiledRoute, HostRank, Key, RequestParts, ValueMatcher, grpc_parts,
+    CompiledPath, CompiledRoute, HostRank, HostnameCache, Key, RequestParts, ValueMatcher,
+    grpc_parts,
 };
 use crate::path::{EncodedSlashes, PathError, normalize_path};
 use crate::route::{Dialect, Route};
@@ -77,10 +78,14 @@ impl<T> Router<T> {
     /// Fails on the first invalid route; the error names the route's
     /// position in `routes`, the field and the value.
     pub fn new(routes: impl IntoIterator<Item = Route<T>>) -> Result<Self, RouterError> {
-        let mut compiled = Vec::new();
-        for (index, route) in routes.into_iter().enumerate() {
-            compiled.push(CompiledRoute::compile(index, route)?);
+        let routes = routes.into_iter();
+        let mut compiled = Vec::with_capacity(routes.size_hint().0);
+        let mut hostname_cache = HostnameCache::default();
+        for (index, route) in routes.enumerate() {
+            compiled.push(CompiledRoute::compile(index, route, &mut hostname_cache)?);
         }
+        // Held as long as the router: no room for more.
+        compiled.shrink_to_fit();
         // The precedence ends in the input index, so it is a total order and
         // the result does not depend on how the sort treats equal elements.
         compiled.sort_unstable_by_key(|r| r.precedence);
@@ -94,7 +99,7 @@ impl<T> Router<T> {
             if route.hostnames.is_empty() {
                 any.push(i);
             }
-            for hostname in &route.hostnames {
+            for hostname in route.hostnames.iter() {
                 let (map, name) = match hostname {
                     Hostname::Exact(name) => (&mut exact, name),
                     Hostname::Wildcard(suffix) => {

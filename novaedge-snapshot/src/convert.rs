@@ -166,7 +166,7 @@ fn route(i: usize, r: proto::Route, errors: &mut Vec<FieldError>) -> Route {
                     rule.retry,
                 );
                 filters.max_request_body_bytes = rule.max_request_body_bytes;
-                filters
+                filters.into()
             },
         })
         .collect();
@@ -628,7 +628,8 @@ mod tests {
                         }),
                         max_request_body_bytes: Some(0),
                         ..Default::default()
-                    },
+                    }
+                    .into(),
                 }],
             }],
             backends: vec![Backend {

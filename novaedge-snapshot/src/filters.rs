@@ -3,6 +3,7 @@
 //! order of `novaedge-filters`, whatever order the source object listed them in.
 
 use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -198,6 +199,69 @@ impl RouteFilters {
             && rate_limit.is_none()
             && *timeouts == Timeouts::default()
             && retry.is_none()
+    }
+}
+
+// === impl SharedFilters ===
+
+/// A rule's [`RouteFilters`], held once: a rule without filters holds none, and clones of a
+/// rule share them.
+///
+/// `RouteFilters` keeps every filter kind inline (nearly a KiB), most rules have no filters, and
+/// a table of ten thousand routes has tens of thousands of rules, each copied on its way from
+/// translation to the data plane. Reads go through `Deref` (an empty rule reads as
+/// `RouteFilters::default()`); writes through `DerefMut` copy the filters first if they are
+/// shared. Equality, `Debug` and conversions are those of the `RouteFilters` inside.
+#[derive(Clone, Default)]
+pub struct SharedFilters(Option<Arc<RouteFilters>>);
+
+/// What a rule without filters reads as.
+static NO_FILTERS: LazyLock<RouteFilters> = LazyLock::new(RouteFilters::default);
+
+impl SharedFilters {
+    /// The filters, to be changed or kept (the shared copy is cloned if other rules hold it).
+    pub fn into_inner(self) -> RouteFilters {
+        self.0.map(Arc::unwrap_or_clone).unwrap_or_default()
+    }
+}
+
+impl From<RouteFilters> for SharedFilters {
+    fn from(filters: RouteFilters) -> Self {
+        Self((!filters.is_empty()).then(|| Arc::new(filters)))
+    }
+}
+
+impl std::ops::Deref for SharedFilters {
+    type Target = RouteFilters;
+
+    fn deref(&self) -> &RouteFilters {
+        self.0.as_deref().unwrap_or(&NO_FILTERS)
+    }
+}
+
+impl std::ops::DerefMut for SharedFilters {
+    fn deref_mut(&mut self) -> &mut RouteFilters {
+        Arc::make_mut(self.0.get_or_insert_with(Default::default))
+    }
+}
+
+impl PartialEq for SharedFilters {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for SharedFilters {}
+
+impl PartialEq<RouteFilters> for SharedFilters {
+    fn eq(&self, other: &RouteFilters) -> bool {
+        **self == *other
+    }
+}
+
+impl std::fmt::Debug for SharedFilters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
     }
 }
 
@@ -1160,6 +1224,38 @@ fn validate_policies(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_filters_hold_nothing_when_empty_and_copy_on_write() {
+        let none = SharedFilters::default();
+        assert!(none.0.is_none());
+        assert_eq!(*none, RouteFilters::default());
+        assert!(SharedFilters::from(RouteFilters::default()).0.is_none());
+
+        let some = SharedFilters::from(sample());
+        let mut copy = some.clone();
+        assert!(Arc::ptr_eq(
+            some.0.as_ref().expect("filters"),
+            copy.0.as_ref().expect("filters")
+        ));
+        copy.timeouts.request = Some(Duration::from_secs(1));
+        assert_eq!(*some, sample(), "the original is not changed");
+        assert_ne!(some, copy);
+        assert_eq!(
+            copy.clone().into_inner().timeouts.request,
+            Some(Duration::from_secs(1))
+        );
+
+        // Equality is the filters', whether or not they are held.
+        let mut emptied = SharedFilters::from(sample());
+        *emptied = RouteFilters::default();
+        assert!(emptied.0.is_some());
+        assert_eq!(emptied, none);
+        assert_eq!(
+            format!("{emptied:?}"),
+            format!("{:?}", RouteFilters::default())
+        );
+    }
 
     fn check(filters: &RouteFilters, prefix_matches: bool) -> Vec<String> {
         let mut errors = Vec::new();

@@ -34,8 +34,8 @@ pub use validate::check_hostname;
 pub use error::{FieldError, ValidationErrors};
 pub use filters::{
     Cors, HeaderModifier, IpFilter, JWT_ALGORITHMS, JwtAuthentication, JwtKeys, PathModifier,
-    RateLimit, RateLimitKey, RequestMirror, RequestRedirect, RetryPolicy, RouteFilters, Timeouts,
-    TokenLocation, UrlRewrite, check_cidr,
+    RateLimit, RateLimitKey, RequestMirror, RequestRedirect, RetryPolicy, RouteFilters,
+    SharedFilters, Timeouts, TokenLocation, UrlRewrite, check_cidr,
 };
 pub use health::{
     ActiveHealthCheck, CircuitBreakers, DEFAULT_EXPECTED_STATUSES, FailurePercentageEjection,

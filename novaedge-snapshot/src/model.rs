@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
-use crate::filters::RouteFilters;
+use crate::filters::SharedFilters;
 use crate::health::HealthPolicy;
 use crate::tls::{ListenerTls, UpstreamTls};
 use crate::vip::Vip;
@@ -84,7 +84,7 @@ pub struct RouteRule {
     /// missing Service, a reference no ReferenceGrant allows, ...). As Gateway API says, that
     /// share of the rule's requests is answered `500`, the rest goes to `backends`.
     pub invalid_backend_weight: u32,
-    pub filters: RouteFilters,
+    pub filters: SharedFilters,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

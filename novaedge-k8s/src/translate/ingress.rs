@@ -353,7 +353,7 @@ impl<'a> Translator<'a> {
                         }],
                         backends: vec![BackendRef { backend, weight: 1 }],
                         invalid_backend_weight: 0,
-                        filters: RouteFilters::default(),
+                        filters: RouteFilters::default().into(),
                     }),
                 }
             }
@@ -378,7 +378,7 @@ impl<'a> Translator<'a> {
                         matches: vec![RouteMatch::default()],
                         backends: vec![BackendRef { backend, weight: 1 }],
                         invalid_backend_weight: 0,
-                        filters: RouteFilters::default(),
+                        filters: RouteFilters::default().into(),
                     }),
                 }
             }
@@ -743,6 +743,7 @@ fn redirect_rule(m: RouteMatch, redirect: &RequestRedirect) -> RouteRule {
         filters: RouteFilters {
             redirect: Some(redirect.clone()),
             ..RouteFilters::default()
-        },
+        }
+        .into(),
     }
 }

@@ -169,7 +169,8 @@ fn representative() -> ConfigSnapshot {
                             },
                             retry: Some(RetryPolicy::new(3)),
                             max_request_body_bytes: Some(1 << 20),
-                        },
+                        }
+                        .into(),
                     },
                     RouteRule {
                         matches: vec![RouteMatch {
@@ -187,7 +188,8 @@ fn representative() -> ConfigSnapshot {
                                 ..RequestRedirect::default()
                             }),
                             ..RouteFilters::default()
-                        },
+                        }
+                        .into(),
                     },
                 ],
             },
@@ -207,7 +209,7 @@ fn representative() -> ConfigSnapshot {
                         weight: 1,
                     }],
                     invalid_backend_weight: 0,
-                    filters: RouteFilters::default(),
+                    filters: RouteFilters::default().into(),
                 }],
             },
         ],

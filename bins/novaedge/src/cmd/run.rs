@@ -62,11 +62,13 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
     let vips = options.vip.manager();
     let mut current_vips = vip_list(&first.vips);
     vips.set(&current_vips, true).await;
-    let (in_force, in_force_rx) = watch::channel(Some(Arc::new(first.snapshot.clone())));
+    // One copy of the snapshot in force, shared with the admin listener: at ten thousand
+    // routes a snapshot is tens of MiB.
+    let mut current = Arc::new(first.snapshot);
+    let (in_force, in_force_rx) = watch::channel(Some(current.clone()));
     let draining = Arc::new(AtomicBool::new(false));
     let admin = super::admin::node_admin(&engine, in_force_rx, &vips, draining.clone());
     super::admin::start(admin, options.admin_addr, std::future::pending()).await?;
-    let mut current = first.snapshot;
     let mut changes = source.watch()?;
     tracing::info!(paths = ?source.paths(), "watching for changes");
 
@@ -83,9 +85,9 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
                 }
                 if let Some(new_vips) = reload(&mut source, &engine, &mut current) {
                     in_force.send_if_modified(|s| {
-                        let changed = s.as_deref() != Some(&current);
+                        let changed = !s.as_ref().is_some_and(|s| Arc::ptr_eq(s, &current));
                         if changed {
-                            *s = Some(Arc::new(current.clone()));
+                            *s = Some(current.clone());
                         }
                         changed
                     });
@@ -117,7 +119,7 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
 fn reload(
     source: &mut FileSource,
     engine: &Engine,
-    current: &mut ConfigSnapshot,
+    current: &mut Arc<ConfigSnapshot>,
 ) -> Option<Vec<Vip>> {
     let loaded = match source.load() {
         Ok(loaded) => loaded,
@@ -138,7 +140,7 @@ fn reload(
     }
     match engine.apply(&loaded.snapshot) {
         Ok(()) => {
-            *current = loaded.snapshot;
+            *current = Arc::new(loaded.snapshot);
             Some(vips)
         }
         Err(e) => {

@@ -1,0 +1,166 @@
+//! Times each stage of the apply path on one configuration, and the memory it holds after each:
+//! reading and parsing the YAML, translating it, validating the snapshot, the protobuf encoding
+//! and decoding of controller -> agent, and the engine's apply (first, then a reload of the same
+//! routes under a new version, which keeps every backend's balancer).
+//!
+//!     cargo run --release -p novaedge --example scale_stages -- DIR [DIR...] [--repeat K]
+//!
+//! `bench/gen_routes.py` writes such a directory; `bench/scale.sh` runs this for 1,000 and
+//! 10,000 routes. Each stage runs `--repeat` times (default 3) and the fastest run is printed:
+//! the stages are deterministic, so the minimum is the run least disturbed by the machine.
+//! The listeners are bound to 127.0.0.1 port 0, whatever port the files name.
+//!
+//! RSS is the process's resident memory after the stage (VmRSS) and its peak so far (VmHWM), as
+//! `/proc/self/status` says; the objects and snapshots of earlier stages are still held, as they
+//! are in `novaedge run` until the engine has applied the snapshot.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a measuring tool: it prints its figures and stops on a broken input"
+)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use novaedge_core::{Engine, EngineConfig};
+use novaedge_k8s::TranslateOptions;
+use novaedge_k8s::objects::load_paths;
+use novaedge_snapshot::ConfigSnapshot;
+
+/// `(VmRSS, VmHWM)` in MiB.
+fn memory() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Runs `f` `repeat` times; the fastest time and the last result.
+fn timed<T>(repeat: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut best = Duration::MAX;
+    let mut out = None;
+    for _ in 0..repeat {
+        // The previous result is dropped before the next run, outside the timing.
+        drop(out.take());
+        let start = Instant::now();
+        let value = f();
+        best = best.min(start.elapsed());
+        out = Some(value);
+    }
+    (best, out.expect("repeat is at least 1"))
+}
+
+fn report(dir: &str, stage: &str, time: Duration) {
+    let (rss, hwm) = memory();
+    println!(
+        "{dir:<14} {stage:<22} {:>10.1} ms {rss:>9.1} MiB {hwm:>9.1} MiB",
+        time.as_secs_f64() * 1e3
+    );
+}
+
+fn main() {
+    let mut dirs = Vec::new();
+    let mut repeat = 3;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--repeat" {
+            repeat = args
+                .next()
+                .and_then(|k| k.parse().ok())
+                .filter(|k| *k > 0)
+                .expect("--repeat takes a positive number");
+        } else {
+            dirs.push(arg);
+        }
+    }
+    if dirs.is_empty() {
+        eprintln!("usage: scale_stages DIR [DIR...] [--repeat K]");
+        std::process::exit(2);
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let _guard = runtime.enter();
+    println!(
+        "{:<14} {:<22} {:>13} {:>13} {:>13}",
+        "config", "stage", "time", "VmRSS", "VmHWM"
+    );
+    for dir in dirs {
+        let paths = [PathBuf::from(&dir)];
+        let (t, (objects, diagnostics)) = timed(repeat, || load_paths(&paths));
+        assert!(diagnostics.is_empty(), "{dir}: {diagnostics:?}");
+        report(&dir, "read + parse YAML", t);
+
+        let options = TranslateOptions {
+            version: 1,
+            ..TranslateOptions::default()
+        };
+        let (t, translation) = timed(repeat, || novaedge_k8s::translate(&objects, &options));
+        assert!(
+            !translation.has_errors(),
+            "{dir}: {:?}",
+            translation.diagnostics
+        );
+        report(&dir, "translate", t);
+        let mut snapshot = translation.snapshot;
+        for l in &mut snapshot.listeners {
+            l.port = 0;
+        }
+
+        let (t, valid) = timed(repeat, || snapshot.validate());
+        valid.expect("the translated snapshot is valid");
+        report(&dir, "validate", t);
+
+        let (t, bytes) = timed(repeat, || snapshot.encode_to_vec());
+        report(&dir, "protobuf encode", t);
+        let (t, decoded) = timed(repeat, || ConfigSnapshot::decode(&bytes));
+        let decoded = decoded.expect("the encoded snapshot decodes");
+        assert!(
+            decoded == snapshot,
+            "{dir}: the snapshot changed on the wire"
+        );
+        report(&dir, "protobuf decode", t);
+        drop(decoded);
+
+        let config = || EngineConfig {
+            default_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ..EngineConfig::default()
+        };
+        // Each run a new engine: the first apply of a process. The previous one is shut down
+        // first, outside the timing, so that one engine's memory is counted.
+        let mut best = Duration::MAX;
+        let mut engine: Option<Engine> = None;
+        for _ in 0..repeat {
+            if let Some(e) = engine.take() {
+                runtime.block_on(e.shutdown(Duration::ZERO));
+            }
+            let start = Instant::now();
+            let e = Engine::new(config());
+            e.apply(&snapshot).expect("the snapshot applies");
+            best = best.min(start.elapsed());
+            engine = Some(e);
+        }
+        report(&dir, "engine apply (first)", best);
+        let engine = engine.expect("repeat is at least 1");
+        let (t, ()) = timed(repeat, || {
+            snapshot.version += 1;
+            engine.apply(&snapshot).expect("the snapshot applies");
+        });
+        report(&dir, "engine apply (reload)", t);
+        runtime.block_on(engine.shutdown(Duration::ZERO));
+        println!(
+            "{dir:<14} {:<22} {} routes, {} backends, {} KiB protobuf",
+            "(size)",
+            snapshot.routes.len(),
+            snapshot.backends.len(),
+            bytes.len() / 1024
+        );
+    }
+}
