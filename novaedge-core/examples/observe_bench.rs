@@ -1,8 +1,9 @@
-//! Serves one echo backend through two engines in one process, for `bench/observe.sh`: one with
-//! every request observer off (no request id, no metrics, no access log), one with request ids,
-//! metrics and a JSON access log to the file named by the first argument. Prints
-//! `off=PORT on=PORT backend=PORT` and serves until SIGINT, then prints how many requests the
-//! metrics counted. `NOVAEDGE_BENCH_OBSERVE=metrics` (or `log`) turns on only that observer in
+//! Serves one echo backend through three engines in one process, for `bench/observe.sh`: one
+//! with every request observer off (no request id, no metrics, no access log), one with request
+//! ids, metrics and a JSON access log to the file named by the first argument, and one with the
+//! defaults (request ids only), the baseline that turning on metrics and an access log adds
+//! to. Prints `off=PORT on=PORT backend=PORT ids=PORT` and serves until SIGINT, then prints how
+//! many requests the metrics counted. `NOVAEDGE_BENCH_OBSERVE=metrics` (or `log`) turns on only that observer in
 //! the second engine, to see what each costs.
 
 use std::io::Write as _;
@@ -80,6 +81,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     off.apply(&snapshot)?;
 
+    let ids = Engine::new(EngineConfig {
+        default_bind: LOCALHOST,
+        ..EngineConfig::default()
+    });
+    ids.apply(&snapshot)?;
+
     let mode = std::env::var("NOVAEDGE_BENCH_OBSERVE").unwrap_or_else(|_| "all".into());
     let file = std::fs::File::create(&log_path)?;
     let access_log = matches!(mode.as_str(), "all" | "log")
@@ -103,10 +110,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port = |engine: &Engine| engine.local_addr("bench").map_or(0, |a| a.port());
     writeln!(
         std::io::stdout(),
-        "off={} on={} backend={}",
+        "off={} on={} backend={} ids={}",
         port(&off),
         port(&on),
-        echo.local_addr().port()
+        echo.local_addr().port(),
+        port(&ids)
     )?;
     std::io::stdout().flush()?;
 

@@ -551,13 +551,13 @@ async fn forward(
             },
         };
         match sent {
-            Ok(mut response) => {
+            Ok(response) => {
                 // Latency to the response head feeds the latency-aware balancers; the request
                 // stays in flight until its body ends.
                 let now = Instant::now();
                 state.observe_rtt(now - started, now);
                 if let (Some(attempt), Some(exchange)) = (attempt, exchange) {
-                    attempt.answered(&shared.observe, exchange, &mut response, now - started);
+                    attempt.answered(&shared.observe, exchange, &response, now - started);
                 }
                 cluster
                     .health

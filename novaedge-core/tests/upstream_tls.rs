@@ -22,6 +22,7 @@ use novaedge_core::{ApplyError, CompileError, Engine, UPSTREAM_TLS_HEADER};
 use novaedge_snapshot::UpstreamProtocol::{self, H2c, Http1};
 use novaedge_snapshot::{Backend, TlsCertificate, UpstreamTls};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -194,10 +195,22 @@ impl TlsServer {
                         (accepted.clone(), failed.clone(), requests.clone());
                     let (health, probes) = (health.clone(), probes.clone());
                     tokio::spawn(async move {
-                        let tls = match acceptor.accept(stream).await {
+                        let tls = match acceptor.accept(stream).into_fallible().await {
                             Ok(tls) => tls,
-                            Err(e) => {
+                            Err((e, mut stream)) => {
                                 failed.lock().unwrap().push(e.to_string());
+                                // The alert is sent; close gently, as a real server does. A TLS
+                                // 1.3 client may already have sent its request: closing with
+                                // it unread would reset the connection, and the reset can
+                                // overtake the alert on the client's side.
+                                let _ = stream.shutdown().await;
+                                let mut sink = [0; 4096];
+                                let drain = async {
+                                    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                                };
+                                let _ =
+                                    tokio::time::timeout(std::time::Duration::from_secs(1), drain)
+                                        .await;
                                 return;
                             }
                         };

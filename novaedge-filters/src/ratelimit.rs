@@ -361,6 +361,11 @@ pub enum RateLimitConfigError {
     Ipv6Prefix(u8),
 }
 
+/// Marks a `429` that the [`RateLimit`] filter wrote itself, as a response extension, so that
+/// access logs and metrics can tell it from an upstream's `429`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimited;
+
 /// Counts from a limiter's key store, for metrics and tests. A [`KeySource::Global`] limiter
 /// keeps no per-key state and reports zeros.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -669,6 +674,7 @@ impl Status {
     fn too_many_requests<B: Default>(&self) -> Response<B> {
         let mut response = Response::new(B::default());
         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response.extensions_mut().insert(RateLimited);
         let retry_after = self.retry_after.map_or(1, |wait| ceil_secs(wait).max(1));
         response
             .headers_mut()

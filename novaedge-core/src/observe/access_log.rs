@@ -1,12 +1,15 @@
 //! Access logs: one line per request, written by a thread of its own.
 //!
-//! The request path only moves an `Entry` into a bounded queue (`try_send`, never waiting);
-//! when the writer falls behind and the queue is full, the line is dropped and counted
+//! A line is formatted on the request's own thread, straight from the request: its arrival
+//! fields when it arrives (so nothing of the request is copied or kept for the log but the
+//! line itself), the rest when its response ends. The finished line is then appended to a
+//! buffer shared with the writer, under a lock held for the copy. When `queue` lines are already
+//! waiting there (the writer fell behind), the line is dropped and counted
 //! ([`AccessLog::dropped`], and `novaedge_access_log_dropped_total` when metrics are
-//! registered). The writer, a thread of its own, formats lines into one buffer and writes
-//! whatever is queued in one write whenever the queue runs empty; under load it lingers a
-//! millisecond between writes, so that lines share writes and queueing one wakes nobody, while
-//! a quiet proxy's lines appear at once.
+//! registered); a request never waits for the log. The writer, a thread of its own, takes the
+//! whole buffer at once and writes it in one write; under load it lingers a millisecond
+//! between writes, so that lines share writes and logging one wakes nobody, while a quiet
+//! proxy's lines appear at once.
 //!
 //! Both formats carry the same fields. The path is logged **without its query**: queries carry
 //! tokens, session ids and personal data more often than paths, and their length is the
@@ -22,7 +25,7 @@
 //!
 //! **common**: Apache's combined format followed by ours, absent values as `-`:
 //! `10.0.0.1 - - [26/Nov/2026:10:00:00 +0000] "GET /cart HTTP/1.1" 200 512 "-" "curl/8.5.0"
-//! rid=… trace=… dur_ms=1.234 authority="shop.example" upstream=10.1.0.7:8080 listener=web
+//! rid=… trace=… authority="shop.example" dur_ms=1.234 upstream=10.1.0.7:8080 listener=web
 //! route=shop/cart backend=shop/cart-v2 flags=- bytes_in=0`.
 //!
 //! `flags` are Envoy's response flags where one fits: `NR` no route, `NC` no backend for the
@@ -34,17 +37,21 @@
 //! own `SD` for a request refused because the engine is shutting down. Several are joined by
 //! commas; none is `-`.
 
+use std::cell::Cell;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Version};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::Flags;
 use crate::ascii::{digits, hex_byte, hex128, ip, number, socket_addr};
+use crate::sync::lock;
 
 /// Longest path logged; longer ones are cut.
 pub(crate) const MAX_PATH: usize = 1024;
@@ -74,57 +81,114 @@ impl std::str::FromStr for AccessLogFormat {
     }
 }
 
-/// What a request looked like when it arrived, as the access log and spans show it. Made only
-/// when something shows it (not for metrics alone), and boxed, so that what moves with every
-/// observed request stays small.
+/// What a request looked like when it arrived, borrowed from the request itself.
 #[derive(Debug)]
-pub(crate) struct Arrival {
+pub(crate) struct Arrival<'a> {
     pub(crate) time: SystemTime,
-    pub(crate) request_id: Option<HeaderValue>,
+    pub(crate) request_id: Option<&'a HeaderValue>,
     pub(crate) trace_id: Option<u128>,
     pub(crate) client: SocketAddr,
-    pub(crate) method: Method,
-    pub(crate) authority: Option<HeaderValue>,
-    /// Already capped to [`MAX_PATH`].
-    pub(crate) path: String,
+    pub(crate) method: &'a Method,
+    /// The URI's authority, else the `Host` header.
+    pub(crate) authority: Option<&'a [u8]>,
+    /// The path without its query; cut to [`MAX_PATH`] here.
+    pub(crate) path: &'a [u8],
     pub(crate) version: Version,
-    pub(crate) user_agent: Option<HeaderValue>,
-    pub(crate) referer: Option<HeaderValue>,
+    pub(crate) user_agent: Option<&'a HeaderValue>,
+    pub(crate) referer: Option<&'a HeaderValue>,
 }
 
-/// One request, as the access log sees it.
+/// How a request ended, as the access log sees it.
 #[derive(Debug)]
-pub(crate) struct Entry {
-    pub(crate) arrival: Box<Arrival>,
+pub(crate) struct Outcome<'a> {
     pub(crate) status: u16,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     pub(crate) duration: Duration,
     pub(crate) upstream: Option<SocketAddr>,
-    pub(crate) listener: Option<Arc<str>>,
-    pub(crate) route: Option<Arc<str>>,
-    pub(crate) backend: Option<Arc<str>>,
+    pub(crate) listener: Option<&'a str>,
+    pub(crate) route: Option<&'a str>,
+    pub(crate) backend: Option<&'a str>,
     pub(crate) flags: Flags,
 }
 
-enum Message {
-    Line(Entry),
-    Flush(oneshot::Sender<()>),
+/// A request's line while the request is under way: its arrival fields, already formatted.
+///
+/// A line interleaves what is known at arrival with what is known at the end (the common
+/// format puts the status between the request line and the referer), so the arrival fields
+/// are kept as two parts, `buf[..split]` and `buf[split..]`, and the line is written as
+/// arrival part 1, outcome part 1, arrival part 2, outcome part 2.
+#[derive(Debug)]
+pub(crate) struct Line {
+    buf: Vec<u8>,
+    split: usize,
 }
 
-/// The access log: a handle on its writer thread. Cheap to clone; clones share the queue. The
-/// thread ends once every handle is dropped and the queue is written out.
+/// A finished line: its four parts, in the order they are written.
+struct Finished {
+    buf: Vec<u8>,
+    split: usize,
+    arrived: usize,
+    middle: usize,
+}
+
+impl Finished {
+    fn parts(&self) -> [&[u8]; 4] {
+        let buf = &self.buf;
+        [
+            &buf[..self.split],
+            &buf[self.arrived..self.middle],
+            &buf[self.split..self.arrived],
+            &buf[self.middle..],
+        ]
+    }
+}
+
+/// Room for a typical line (about 400 bytes) with its outcome, so that it is never regrown.
+const LINE_CAPACITY: usize = 512;
+
+/// The access log: a handle on its writer thread. Cheap to clone; clones share the writer. The
+/// thread ends once every handle is dropped and what they logged is written out.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: mpsc::Sender<Message>,
+    handle: Arc<Handle>,
+}
+
+/// What the handles share; the writer thread ends when the last one is dropped.
+struct Handle {
+    shared: Arc<Shared>,
+    writer: std::thread::Thread,
+}
+
+/// What the request path and the writer thread share.
+struct Shared {
+    format: AccessLogFormat,
+    /// Lines waiting at most; more are dropped.
+    capacity: usize,
+    pending: Mutex<Pending>,
+    /// The writer is parked, waiting for lines: the next one to arrive wakes it.
+    idle: AtomicBool,
+    /// Every handle is gone: the writer writes what is left and ends.
+    closed: AtomicBool,
+    /// The writer thread ended (a panic in the output); flushes return at once.
+    gone: AtomicBool,
     dropped: Counter,
+}
+
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    lines: usize,
+    flushes: Vec<oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = &self.handle.shared;
         f.debug_struct("AccessLog")
-            .field("queued", &(self.tx.max_capacity() - self.tx.capacity()))
-            .field("dropped", &self.dropped.get())
+            .field("format", &shared.format)
+            .field("queued", &lock(&shared.pending).lines)
+            .field("dropped", &shared.dropped.get())
             .finish()
     }
 }
@@ -136,9 +200,9 @@ impl AccessLog {
     /// Starts a writer thread writing `format` lines to `out`, with room for `queue` lines
     /// waiting.
     ///
-    /// The writer is a thread of its own, not a task: formatting and `write(2)` stay off the
-    /// proxy's runtime threads, and a slow disk or a full pipe blocks only the writer (whose
-    /// queue then fills, and lines are dropped and counted) — never a request.
+    /// The writer is a thread of its own, not a task: `write(2)` stays off the proxy's runtime
+    /// threads, and a slow disk or a full pipe blocks only the writer (lines then wait, up to
+    /// `queue` of them, and the rest are dropped and counted) — never a request.
     ///
     /// # Errors
     ///
@@ -147,71 +211,151 @@ impl AccessLog {
     where
         W: Write + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        std::thread::Builder::new()
-            .name("novaedge-access-log".into())
-            .spawn(move || write(format, out, rx))?;
-        Ok(Self {
-            tx,
+        let shared = Arc::new(Shared {
+            format,
+            capacity: queue.max(1),
+            pending: Mutex::default(),
+            idle: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             dropped: Counter::default(),
+        });
+        let writer = std::thread::Builder::new()
+            .name("novaedge-access-log".into())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || write(&shared, out)
+            })?;
+        Ok(Self {
+            handle: Arc::new(Handle {
+                shared,
+                writer: writer.thread().clone(),
+            }),
         })
     }
 
     /// Lines dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.get()
+        self.handle.shared.dropped.get()
     }
 
     pub(crate) fn dropped_counter(&self) -> Counter {
-        self.dropped.clone()
+        self.handle.shared.dropped.clone()
     }
 
-    /// Waits until every line queued before this call is written and flushed.
+    /// Waits until every line logged before this call is written and flushed.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Message::Flush(done)).await.is_ok() {
-            let _ = wait.await;
+        {
+            let shared = &self.handle.shared;
+            let mut pending = lock(&shared.pending);
+            if shared.gone.load(Ordering::Acquire) {
+                return;
+            }
+            pending.flushes.push(done);
         }
+        self.handle.wake();
+        let _ = wait.await;
     }
 
-    pub(crate) fn log(&self, entry: Entry) {
-        if self.tx.try_send(Message::Line(entry)).is_err() {
-            self.dropped.inc();
+    /// A request arrived: its line, with what is known of it so far.
+    pub(crate) fn begin(&self, arrival: &Arrival<'_>) -> Line {
+        self.handle.shared.format.begin(arrival)
+    }
+
+    /// The request ended: completes its line and queues it for the writer (never waiting for
+    /// it); drops and counts it when `queue` lines are already waiting.
+    pub(crate) fn log(&self, line: Line, outcome: &Outcome<'_>) {
+        let shared = &self.handle.shared;
+        let line = shared.format.finish(line, outcome);
+        let mut pending = lock(&shared.pending);
+        if pending.lines >= shared.capacity {
+            drop(pending);
+            shared.dropped.inc();
+            return;
+        }
+        for part in line.parts() {
+            pending.buf.extend_from_slice(part);
+        }
+        pending.lines += 1;
+        drop(pending);
+        self.handle.wake();
+    }
+}
+
+impl Handle {
+    /// Wakes the writer if it is waiting for lines. Lines that arrive while it writes or
+    /// lingers cost no wake-up: a look at a flag.
+    fn wake(&self) {
+        // `idle` is set under the `pending` lock, which the caller took and released after the
+        // writer last looked at the queue: a writer about to park is seen as idle here.
+        if self.shared.idle.load(Ordering::Relaxed)
+            && self.shared.idle.swap(false, Ordering::AcqRel)
+        {
+            self.writer.unpark();
         }
     }
 }
 
-/// Bytes of lines written at most in one write.
-const CHUNK: usize = 64 * 1024;
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.writer.unpark();
+    }
+}
+
+/// The batch buffer kept between writes at most; a bigger one (after a backlog) is let go.
+const KEEP: usize = 256 * 1024;
 
 /// How long the writer waits, after writing a batch, before it looks at the queue again.
 ///
-/// A writer that went back to waiting on the queue at once would be woken by the next line —
-/// under load, one wake-up (a futex call on the request's thread) per request. Lingering
-/// instead, it is not waiting while lines arrive, so queueing one costs the request a few
-/// atomic operations, and the lines of the last millisecond share one write. Lines of a quiet
-/// proxy still go out at once: the first line after a quiet spell wakes the writer.
+/// A writer that went back to waiting at once would be woken by the next line — under load,
+/// one wake-up (a futex call on the request's thread) per request. Lingering instead, it is
+/// not waiting while lines arrive, so logging one costs the request an uncontended lock and a
+/// copy, and the lines of the last millisecond share one write. Lines of a quiet proxy still go
+/// out at once: the first line after a quiet spell wakes the writer.
 const LINGER: Duration = Duration::from_millis(1);
 
-fn write<W: Write>(format: AccessLogFormat, mut out: W, mut rx: mpsc::Receiver<Message>) {
-    let mut buf = Vec::with_capacity(CHUNK + 4 * 1024);
-    let mut flushed = Vec::new();
-    let mut failed = false;
-    let mut next = rx.blocking_recv();
-    while next.is_some() {
-        while let Some(message) = next.take() {
-            match message {
-                Message::Line(entry) => format.write(&entry, &mut buf),
-                Message::Flush(done) => flushed.push(done),
-            }
-            // Write in chunks of a reasonable size even while the queue stays busy.
-            if buf.len() < CHUNK {
-                next = rx.try_recv().ok();
-            }
+/// The writer thread: takes whatever lines are waiting, writes them in one write, and so on.
+fn write<W: Write>(shared: &Shared, mut out: W) {
+    /// Marks the writer gone however it ends, and lets waiting flushes return.
+    struct Gone<'a>(&'a Shared);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            let flushes = {
+                let mut pending = lock(&self.0.pending);
+                self.0.gone.store(true, Ordering::Release);
+                std::mem::take(&mut pending.flushes)
+            };
+            drop(flushes);
         }
-        let wrote = !buf.is_empty();
+    }
+    let _gone = Gone(shared);
+
+    let mut batch = Vec::new();
+    let mut flushes = Vec::new();
+    let mut failed = false;
+    loop {
+        {
+            let mut pending: MutexGuard<'_, Pending> = lock(&shared.pending);
+            if pending.buf.is_empty() && pending.flushes.is_empty() {
+                if shared.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                shared.idle.store(true, Ordering::Relaxed);
+                drop(pending);
+                // Woken by a line, a flush or the last handle going; a spurious wake-up
+                // just looks again.
+                std::thread::park();
+                continue;
+            }
+            std::mem::swap(&mut pending.buf, &mut batch);
+            std::mem::swap(&mut pending.flushes, &mut flushes);
+            pending.lines = 0;
+        }
+        let wrote = !batch.is_empty();
         if wrote {
-            match out.write_all(&buf).and_then(|()| out.flush()) {
+            match out.write_all(&batch).and_then(|()| out.flush()) {
                 // Logged once per run of failures: a full disk must not flood the log too.
                 Err(e) if !failed => {
                     tracing::warn!(error = %e, "access log write failed; lines are lost");
@@ -220,25 +364,17 @@ fn write<W: Write>(format: AccessLogFormat, mut out: W, mut rx: mpsc::Receiver<M
                 Err(_) => {}
                 Ok(()) => failed = false,
             }
-            buf.clear();
+            batch.clear();
+            if batch.capacity() > KEEP {
+                batch = Vec::new();
+            }
         }
-        for done in flushed.drain(..) {
+        for done in flushes.drain(..) {
             let _ = done.send(());
         }
-        next = match rx.try_recv() {
-            Ok(message) => Some(message),
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if wrote {
-                    std::thread::sleep(LINGER);
-                }
-                match rx.try_recv() {
-                    Ok(message) => Some(message),
-                    Err(mpsc::error::TryRecvError::Empty) => rx.blocking_recv(),
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                }
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-        };
+        if wrote {
+            std::thread::sleep(LINGER);
+        }
     }
 }
 
@@ -249,20 +385,40 @@ fn write<W: Write>(format: AccessLogFormat, mut out: W, mut rx: mpsc::Receiver<M
 // made for every request. Everything written is ASCII; request bytes are escaped.
 
 impl AccessLogFormat {
-    pub(crate) fn write(self, e: &Entry, out: &mut Vec<u8>) {
-        match self {
-            AccessLogFormat::Json => json(e, out),
-            AccessLogFormat::Common => common(e, out),
+    /// The line of a request that just arrived, with its arrival fields.
+    fn begin(self, a: &Arrival<'_>) -> Line {
+        let mut buf = Vec::with_capacity(LINE_CAPACITY);
+        let split = match self {
+            AccessLogFormat::Json => json_arrival(a, &mut buf),
+            AccessLogFormat::Common => common_arrival(a, &mut buf),
+        };
+        Line { buf, split }
+    }
+
+    /// Adds the outcome to `line`.
+    fn finish(self, line: Line, o: &Outcome<'_>) -> Finished {
+        let Line { mut buf, split } = line;
+        let arrived = buf.len();
+        let middle = match self {
+            AccessLogFormat::Json => json_outcome(o, &mut buf),
+            AccessLogFormat::Common => common_outcome(o, &mut buf),
+        };
+        Finished {
+            middle: arrived + middle,
+            buf,
+            split,
+            arrived,
         }
     }
 }
 
-fn json(e: &Entry, out: &mut Vec<u8>) {
-    let a = &e.arrival;
+/// `{"time":…,"protocol":"HTTP/1.1"` then `,"user_agent":…,"referer":…}\n`; returns where the
+/// second part starts.
+fn json_arrival(a: &Arrival<'_>, out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(b"{\"time\":\"");
     rfc3339(a.time, out);
     out.extend_from_slice(b"\",\"request_id\":");
-    json_opt(a.request_id.as_ref().map(HeaderValue::as_bytes), out);
+    json_opt(a.request_id.map(HeaderValue::as_bytes), out);
     out.extend_from_slice(b",\"trace_id\":");
     match a.trace_id {
         Some(id) => {
@@ -277,24 +433,34 @@ fn json(e: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\",\"method\":");
     json_str(a.method.as_str().as_bytes(), out);
     out.extend_from_slice(b",\"authority\":");
-    json_opt(
-        a.authority.as_ref().map(|a| cap(a.as_bytes(), MAX_HEADER)),
-        out,
-    );
+    json_opt(a.authority.map(|a| cap(a, MAX_HEADER)), out);
     out.extend_from_slice(b",\"path\":");
-    json_str(a.path.as_bytes(), out);
+    json_str(cap(a.path, MAX_PATH), out);
     out.extend_from_slice(b",\"protocol\":\"");
     out.extend_from_slice(protocol(a.version).as_bytes());
-    out.extend_from_slice(b"\",\"status\":");
-    number(u64::from(e.status), out);
+    out.push(b'"');
+    let split = out.len();
+    out.extend_from_slice(b",\"user_agent\":");
+    json_opt(a.user_agent.map(|v| cap(v.as_bytes(), MAX_HEADER)), out);
+    out.extend_from_slice(b",\"referer\":");
+    json_opt(a.referer.map(|v| cap(v.as_bytes(), MAX_HEADER)), out);
+    out.extend_from_slice(b"}\n");
+    split
+}
+
+/// `,"status":…,"flags":"-"`, all of it before the arrival's second part; returns its length.
+fn json_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(b",\"status\":");
+    number(u64::from(o.status), out);
     out.extend_from_slice(b",\"bytes_in\":");
-    number(e.bytes_in, out);
+    number(o.bytes_in, out);
     out.extend_from_slice(b",\"bytes_out\":");
-    number(e.bytes_out, out);
+    number(o.bytes_out, out);
     out.extend_from_slice(b",\"duration_ms\":");
-    millis(e.duration, out);
+    millis(o.duration, out);
     out.extend_from_slice(b",\"upstream\":");
-    match e.upstream {
+    match o.upstream {
         Some(addr) => {
             out.push(b'"');
             socket_addr(addr, out);
@@ -303,26 +469,17 @@ fn json(e: &Entry, out: &mut Vec<u8>) {
         None => out.extend_from_slice(b"null"),
     }
     for (key, value) in [
-        (&b",\"listener\":"[..], &e.listener),
-        (b",\"route\":", &e.route),
-        (b",\"backend\":", &e.backend),
+        (&b",\"listener\":"[..], o.listener),
+        (b",\"route\":", o.route),
+        (b",\"backend\":", o.backend),
     ] {
         out.extend_from_slice(key);
-        json_opt(value.as_deref().map(str::as_bytes), out);
+        json_opt(value.map(str::as_bytes), out);
     }
     out.extend_from_slice(b",\"flags\":\"");
-    flags(e.flags, out);
-    out.extend_from_slice(b"\",\"user_agent\":");
-    json_opt(
-        a.user_agent.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
-        out,
-    );
-    out.extend_from_slice(b",\"referer\":");
-    json_opt(
-        a.referer.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
-        out,
-    );
-    out.extend_from_slice(b"}\n");
+    flags(o.flags, out);
+    out.push(b'"');
+    out.len() - start
 }
 
 fn json_opt(value: Option<&[u8]>, out: &mut Vec<u8>) {
@@ -351,10 +508,7 @@ fn json_str(value: &[u8], out: &mut Vec<u8>) {
     let mut rest = value;
     while !rest.is_empty() {
         // Runs of plain bytes are copied whole: most values are nothing else.
-        let plain = rest
-            .iter()
-            .position(|&b| ESCAPED[usize::from(b)])
-            .unwrap_or(rest.len());
+        let plain = plain_prefix(rest);
         out.extend_from_slice(&rest[..plain]);
         let Some(&b) = rest.get(plain) else {
             break;
@@ -372,6 +526,39 @@ fn json_str(value: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
+/// How many bytes at the start of `bytes` [`json_str`] copies as they are: eight at a time
+/// while none of the eight needs escaping, then byte by byte.
+fn plain_prefix(bytes: &[u8]) -> usize {
+    let mut words = bytes.chunks_exact(8);
+    let mut plain = 0;
+    for word in words.by_ref() {
+        let mut eight = [0; 8];
+        eight.copy_from_slice(word);
+        if needs_escape(u64::from_le_bytes(eight)) {
+            break;
+        }
+        plain += 8;
+    }
+    plain
+        + bytes[plain..]
+            .iter()
+            .position(|&b| ESCAPED[usize::from(b)])
+            .unwrap_or(bytes.len() - plain)
+}
+
+/// Whether any of the eight bytes in `w` is one [`json_str`] escapes (below 0x20, 0x7f and
+/// above, `"` or `\`), by the bit tricks of "Bit Twiddling Hacks" (haszero, hasless).
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
+    let delete = zero_byte(w ^ (ONES * 0x7f));
+    (control | quote | backslash | delete | (w & HIGH)) != 0
+}
+
 /// Milliseconds with three decimals, rounded half up (`1.234`), in integer arithmetic.
 fn millis(duration: Duration, out: &mut Vec<u8>) {
     let micros = u64::try_from((duration.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
@@ -380,63 +567,65 @@ fn millis(duration: Duration, out: &mut Vec<u8>) {
     digits(micros % 1000, 3, out);
 }
 
-fn common(e: &Entry, out: &mut Vec<u8>) {
-    let a = &e.arrival;
+/// `1.2.3.4 - - [time] "GET /path HTTP/1.1" ` then `"referer" "agent" rid=… trace=…
+/// authority="…"`; returns where the second part starts.
+fn common_arrival(a: &Arrival<'_>, out: &mut Vec<u8>) -> usize {
     ip(a.client.ip(), out);
     out.extend_from_slice(b" - - [");
     clf_time(a.time, out);
     out.extend_from_slice(b"] \"");
     out.extend_from_slice(a.method.as_str().as_bytes());
     out.push(b' ');
-    clf_escape(a.path.as_bytes(), out);
+    clf_escape(cap(a.path, MAX_PATH), out);
     out.push(b' ');
     out.extend_from_slice(protocol(a.version).as_bytes());
     out.extend_from_slice(b"\" ");
-    number(u64::from(e.status), out);
+    let split = out.len();
+    clf_quoted(a.referer.map(|v| cap(v.as_bytes(), MAX_HEADER)), out);
     out.push(b' ');
-    number(e.bytes_out, out);
-    out.push(b' ');
-    clf_quoted(
-        a.referer.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
-        out,
-    );
-    out.push(b' ');
-    clf_quoted(
-        a.user_agent.as_ref().map(|v| cap(v.as_bytes(), MAX_HEADER)),
-        out,
-    );
+    clf_quoted(a.user_agent.map(|v| cap(v.as_bytes(), MAX_HEADER)), out);
     out.extend_from_slice(b" rid=");
-    clf_bare(a.request_id.as_ref().map(HeaderValue::as_bytes), out);
+    clf_bare(a.request_id.map(HeaderValue::as_bytes), out);
     out.extend_from_slice(b" trace=");
     match a.trace_id {
         Some(id) => hex128(id, out),
         None => out.push(b'-'),
     }
-    out.extend_from_slice(b" dur_ms=");
-    millis(e.duration, out);
     out.extend_from_slice(b" authority=");
-    clf_quoted(
-        a.authority.as_ref().map(|a| cap(a.as_bytes(), MAX_HEADER)),
-        out,
-    );
+    clf_quoted(a.authority.map(|a| cap(a, MAX_HEADER)), out);
+    split
+}
+
+/// `200 512 ` (between the request line and the referer), then ` dur_ms=… bytes_in=…\n`;
+/// returns the length of the first part.
+fn common_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    number(u64::from(o.status), out);
+    out.push(b' ');
+    number(o.bytes_out, out);
+    out.push(b' ');
+    let first = out.len() - start;
+    out.extend_from_slice(b" dur_ms=");
+    millis(o.duration, out);
     out.extend_from_slice(b" upstream=");
-    match e.upstream {
+    match o.upstream {
         Some(addr) => socket_addr(addr, out),
         None => out.push(b'-'),
     }
     for (key, value) in [
-        (&b" listener="[..], &e.listener),
-        (b" route=", &e.route),
-        (b" backend=", &e.backend),
+        (&b" listener="[..], o.listener),
+        (b" route=", o.route),
+        (b" backend=", o.backend),
     ] {
         out.extend_from_slice(key);
-        clf_bare(value.as_deref().map(str::as_bytes), out);
+        clf_bare(value.map(str::as_bytes), out);
     }
     out.extend_from_slice(b" flags=");
-    flags(e.flags, out);
+    flags(o.flags, out);
     out.extend_from_slice(b" bytes_in=");
-    number(e.bytes_in, out);
+    number(o.bytes_in, out);
     out.push(b'\n');
+    first
 }
 
 fn clf_quoted(value: Option<&[u8]>, out: &mut Vec<u8>) {
@@ -496,42 +685,22 @@ fn flags(flags: Flags, out: &mut Vec<u8>) {
     let _ = write!(out, "{flags}");
 }
 
-/// Calendar fields of a UTC time: (year, month, day, hour, minute, second, millisecond).
-fn civil(time: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        (rem / 3600) as u32,
-        (rem / 60 % 60) as u32,
-        (rem % 60) as u32,
-        since.subsec_millis(),
-    )
-}
-
 /// `2026-11-26T10:00:00.123Z`.
 fn rfc3339(time: SystemTime, out: &mut Vec<u8>) {
-    let (y, mo, d, h, mi, s, ms) = civil(time);
-    digits(y.unsigned_abs(), 4, out);
-    for (sep, value) in [(b'-', mo), (b'-', d), (b'T', h), (b':', mi), (b':', s)] {
-        out.push(sep);
-        digits(u64::from(value), 2, out);
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
     }
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = per_second(&SECOND, since.as_secs(), |(y, mo, d, h, mi, s), line| {
+        digits(y, 4, line);
+        for (sep, value) in [(b'-', mo), (b'-', d), (b'T', h), (b':', mi), (b':', s)] {
+            line.push(sep);
+            digits(value, 2, line);
+        }
+    });
+    out.extend_from_slice(&seconds);
     out.push(b'.');
-    digits(u64::from(ms), 3, out);
+    digits(u64::from(since.subsec_millis()), 3, out);
     out.push(b'Z');
 }
 
@@ -541,56 +710,112 @@ fn clf_time(time: SystemTime, out: &mut Vec<u8>) {
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
         b"Dec",
     ];
-    let (y, mo, d, h, mi, s, _) = civil(time);
-    digits(u64::from(d), 2, out);
-    out.push(b'/');
-    out.extend_from_slice(MONTHS[(mo - 1) as usize]);
-    out.push(b'/');
-    digits(y.unsigned_abs(), 4, out);
-    for value in [h, mi, s] {
-        out.push(b':');
-        digits(u64::from(value), 2, out);
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; 26])> = const { Cell::new((u64::MAX, [0; 26])) };
     }
-    out.extend_from_slice(b" +0000");
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = per_second(&SECOND, since.as_secs(), |(y, mo, d, h, mi, s), line| {
+        digits(d, 2, line);
+        line.push(b'/');
+        line.extend_from_slice(MONTHS[(mo - 1) as usize]);
+        line.push(b'/');
+        digits(y, 4, line);
+        for value in [h, mi, s] {
+            line.push(b':');
+            digits(value, 2, line);
+        }
+        line.extend_from_slice(b" +0000");
+    });
+    out.extend_from_slice(&seconds);
+}
+
+/// The time of day to the second as `write` puts it, made once per second per thread: lines
+/// of the same second (under load, thousands) share the calendar arithmetic.
+fn per_second<const N: usize>(
+    cache: &'static std::thread::LocalKey<Cell<(u64, [u8; N])>>,
+    seconds: u64,
+    write: impl FnOnce((u64, u64, u64, u64, u64, u64), &mut Vec<u8>),
+) -> [u8; N] {
+    cache.with(|cell| {
+        let (cached, text) = cell.get();
+        if cached == seconds {
+            return text;
+        }
+        let mut line = Vec::with_capacity(N);
+        write(civil(seconds), &mut line);
+        let mut text = [0; N];
+        text.copy_from_slice(&line[..N]);
+        cell.set((seconds, text));
+        text
+    })
+}
+
+/// Calendar fields of a UTC time in seconds since the epoch: (year, month, day, hour,
+/// minute, second).
+fn civil(seconds: u64) -> (u64, u64, u64, u64, u64, u64) {
+    let (days, rem) = (seconds / 86_400, seconds % 86_400);
+    // Howard Hinnant's days-to-civil algorithm, for days on or after 1970-01-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry() -> Entry {
-        Entry {
-            arrival: Box::new(Arrival {
-                // 2026-11-26T10:00:00.123Z
-                time: UNIX_EPOCH + Duration::from_millis(1_795_687_200_123),
-                request_id: Some(HeaderValue::from_static("rid-1")),
-                trace_id: Some(0x4bf92f3577b34da6a3ce929d0e0e4736),
-                client: "10.0.0.1:5123".parse().unwrap(),
-                method: Method::GET,
-                authority: Some(HeaderValue::from_static("shop.example")),
-                path: "/a\"b".into(),
-                version: Version::HTTP_11,
-                user_agent: Some(HeaderValue::from_bytes(b"ua \xff").unwrap()),
-                referer: None,
-            }),
+    static RID: HeaderValue = HeaderValue::from_static("rid-1");
+
+    fn arrival<'a>(agent: &'a HeaderValue) -> Arrival<'a> {
+        Arrival {
+            // 2026-11-26T10:00:00.123Z
+            time: UNIX_EPOCH + Duration::from_millis(1_795_687_200_123),
+            request_id: Some(&RID),
+            trace_id: Some(0x4bf92f3577b34da6a3ce929d0e0e4736),
+            client: "10.0.0.1:5123".parse().unwrap(),
+            method: &Method::GET,
+            authority: Some(b"shop.example"),
+            path: b"/a\"b",
+            version: Version::HTTP_11,
+            user_agent: Some(agent),
+            referer: None,
+        }
+    }
+
+    fn outcome() -> Outcome<'static> {
+        Outcome {
             status: 200,
             bytes_in: 3,
             bytes_out: 512,
             duration: Duration::from_micros(1234),
             upstream: Some("10.1.0.7:8080".parse().unwrap()),
-            listener: Some("web".into()),
-            route: Some("shop/cart".into()),
+            listener: Some("web"),
+            route: Some("shop/cart"),
             backend: None,
             flags: Flags::default(),
         }
     }
 
+    fn agent() -> HeaderValue {
+        HeaderValue::from_bytes(b"ua \xff").unwrap()
+    }
+
+    fn line(format: AccessLogFormat, a: &Arrival<'_>, o: &Outcome<'_>) -> String {
+        let finished = format.finish(format.begin(a), o);
+        String::from_utf8(finished.parts().concat()).unwrap()
+    }
+
     #[test]
     fn json_line() {
-        let mut out = Vec::new();
-        AccessLogFormat::Json.write(&entry(), &mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            line(AccessLogFormat::Json, &arrival(&agent()), &outcome()),
             concat!(
                 r#"{"time":"2026-11-26T10:00:00.123Z","request_id":"rid-1","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","#,
                 r#""client":"10.0.0.1:5123","method":"GET","authority":"shop.example","path":"/a\"b","#,
@@ -604,20 +829,30 @@ mod tests {
 
     #[test]
     fn common_line() {
-        let mut e = entry();
-        e.flags.set(Flags::UF);
-        e.flags.set(Flags::UT);
-        let mut out = Vec::new();
-        AccessLogFormat::Common.write(&e, &mut out);
+        let mut o = outcome();
+        o.flags.set(Flags::UF);
+        o.flags.set(Flags::UT);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            line(AccessLogFormat::Common, &arrival(&agent()), &o),
             concat!(
                 r#"10.0.0.1 - - [26/Nov/2026:10:00:00 +0000] "GET /a\"b HTTP/1.1" 200 512 "-" "ua\x20\xff" "#,
-                r#"rid=rid-1 trace=4bf92f3577b34da6a3ce929d0e0e4736 dur_ms=1.234 authority="shop.example" "#,
+                r#"rid=rid-1 trace=4bf92f3577b34da6a3ce929d0e0e4736 authority="shop.example" dur_ms=1.234 "#,
                 r#"upstream=10.1.0.7:8080 listener=web route=shop/cart backend=- flags=UF,UT bytes_in=3"#,
                 "\n"
             )
         );
+    }
+
+    #[test]
+    fn request_data_is_capped() {
+        let long = vec![b'p'; MAX_PATH + 10];
+        let agent = HeaderValue::from_bytes(&[b'a'; MAX_HEADER + 10]).unwrap();
+        let mut a = arrival(&agent);
+        a.path = &long;
+        let json = line(AccessLogFormat::Json, &a, &outcome());
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["path"].as_str().unwrap().len(), MAX_PATH);
+        assert_eq!(v["user_agent"].as_str().unwrap().len(), MAX_HEADER);
     }
 
     #[test]
@@ -649,6 +884,26 @@ mod tests {
     }
 
     #[test]
+    fn word_at_a_time_scan_agrees_with_the_table() {
+        for b in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = b;
+                assert_eq!(
+                    needs_escape(u64::from_le_bytes(word)),
+                    ESCAPED[usize::from(b)],
+                    "byte {b:#x} at {at}"
+                );
+            }
+        }
+        let text = b"0123456789abcdef\"ghij";
+        assert_eq!(plain_prefix(text), 16);
+        assert_eq!(plain_prefix(b"short"), 5);
+        assert_eq!(plain_prefix(b"exactly8"), 8);
+        assert_eq!(plain_prefix(b"tw\x01"), 2);
+    }
+
+    #[test]
     fn civil_dates() {
         let mut out = Vec::new();
         rfc3339(UNIX_EPOCH, &mut out);
@@ -657,6 +912,16 @@ mod tests {
         // 2000-02-29T23:59:59Z, a leap day in a century leap year.
         rfc3339(UNIX_EPOCH + Duration::from_secs(951_868_799), &mut out);
         assert_eq!(out, b"2000-02-29T23:59:59.000Z");
+        // The same second again, from the per-second cache, with its own milliseconds.
+        out.clear();
+        rfc3339(
+            UNIX_EPOCH + Duration::from_millis(951_868_799_250),
+            &mut out,
+        );
+        assert_eq!(out, b"2000-02-29T23:59:59.250Z");
+        out.clear();
+        clf_time(UNIX_EPOCH + Duration::from_secs(951_868_799), &mut out);
+        assert_eq!(out, b"29/Feb/2000:23:59:59 +0000");
     }
 
     /// A writer that, once entered, blocks until told to go on, then takes everything.
@@ -690,8 +955,10 @@ mod tests {
             written: Arc::clone(&written),
         };
         let log = AccessLog::new(AccessLogFormat::Json, stuck, 2).unwrap();
+        let agent = agent();
+        let log_one = || log.log(log.begin(&arrival(&agent)), &outcome());
         // The writer takes the first line and blocks writing it; two more fill the queue.
-        log.log(entry());
+        log_one();
         tokio::time::timeout(Duration::from_secs(5), async {
             while !entered.load(std::sync::atomic::Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -700,7 +967,7 @@ mod tests {
         .await
         .unwrap();
         for _ in 0..10 {
-            log.log(entry());
+            log_one();
         }
         assert_eq!(log.dropped(), 8);
         drop(go);

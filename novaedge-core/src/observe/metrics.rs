@@ -261,23 +261,32 @@ impl<V: Clone> Handles<V> {
         }
     }
 
-    /// The handle of `(outer, inner)`, made by `make` the first time.
-    fn get(&self, outer: &Arc<str>, inner: &Arc<str>, make: impl FnOnce() -> V) -> V {
+    /// Runs `f` on the handle of `(outer, inner)`, made by `make` the first time. The handle
+    /// is borrowed from the map, not cloned: no reference count shared by every request's
+    /// thread is touched on the way.
+    fn with<R>(
+        &self,
+        outer: &Arc<str>,
+        inner: &Arc<str>,
+        make: impl FnOnce() -> V,
+        f: impl FnOnce(&V) -> R,
+    ) -> R {
         if let Some(v) = self.map.load().get(&**outer).and_then(|m| m.get(&**inner)) {
-            return v.clone();
+            return f(v);
         }
         let _write = crate::sync::lock(&self.write);
         let current = self.map.load_full();
         if let Some(v) = current.get(&**outer).and_then(|m| m.get(&**inner)) {
-            return v.clone();
+            return f(v);
         }
         let v = make();
+        let r = f(&v);
         let mut next = HandleMap::clone(&current);
         next.entry(outer.clone())
             .or_default()
-            .insert(inner.clone(), v.clone());
+            .insert(inner.clone(), v);
         self.map.store(Arc::new(next));
-        v
+        r
     }
 
     /// Keeps the handles for which `keep(outer, inner)` holds.
@@ -357,7 +366,7 @@ impl Metrics {
         status: u16,
         duration: Duration,
     ) {
-        let series = self.by_route.get(route, backend, || {
+        let make = || {
             let labels = RouteBackend {
                 route: route.clone(),
                 backend: backend.clone(),
@@ -367,31 +376,33 @@ impl Metrics {
                 labels,
                 classes: Default::default(),
             })
+        };
+        self.by_route.with(route, backend, make, |series| {
+            let class = code_class(status);
+            let index = usize::from(class.as_bytes()[0] - b'1');
+            series.classes[index]
+                .get_or_init(|| {
+                    let labels = RequestLabels {
+                        route: series.labels.route.clone(),
+                        backend: series.labels.backend.clone(),
+                        code_class: class,
+                    };
+                    self.requests.with(&labels, Counter::clone)
+                })
+                .inc();
+            series.duration.observe(duration);
         });
-        let class = code_class(status);
-        let index = usize::from(class.as_bytes()[0] - b'1');
-        series.classes[index]
-            .get_or_init(|| {
-                let labels = RequestLabels {
-                    route: series.labels.route.clone(),
-                    backend: series.labels.backend.clone(),
-                    code_class: class,
-                };
-                self.requests.with(&labels, Counter::clone)
-            })
-            .inc();
-        series.duration.observe(duration);
     }
 
     pub(crate) fn upstream_rtt(&self, backend: &Arc<str>, rtt: Duration) {
+        let make = || {
+            let labels = BackendLabel {
+                backend: backend.clone(),
+            };
+            self.upstream_rtt.with(&labels, Latency::clone)
+        };
         self.rtt_by_backend
-            .get(&self.empty, backend, || {
-                let labels = BackendLabel {
-                    backend: backend.clone(),
-                };
-                self.upstream_rtt.with(&labels, Latency::clone)
-            })
-            .observe(rtt);
+            .with(&self.empty, backend, make, |latency| latency.observe(rtt));
     }
 
     pub(crate) fn overflow(&self, backend: &Arc<str>, limit: Limit) {

@@ -17,10 +17,11 @@
 //! request.
 //!
 //! Cost when on, per observed request: one `Arc<Exchange>` and the boxed response body that
-//! carries the observation (the observation itself moves inline), plus, with an access log, the
-//! path copy; the line is formatted on the writer task, not on the request path. Metric series
-//! are looked up under a read lock per request; profiles (`perf`, `bench/observe.sh`) put that
-//! below half a percent of the proxy's CPU, so handles are not cached per route.
+//! carries the observation (the observation itself moves inline), plus, with an access log,
+//! the line: formatted straight from the request when it arrives and finished when its response
+//! ends, on the request's own thread, then copied into the writer's buffer. Metric handles are
+//! found by route and backend name in a map read without a lock. `bench/observe_instructions.sh`
+//! counts what each costs in instructions per request, `bench/observe.sh` in throughput.
 //!
 //! Details: [`request_id`] for `x-request-id`, [`trace`] for trace context and spans,
 //! [`access_log`] for formats and response flags, [`metrics`] for metric names and labels.
@@ -40,9 +41,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use novaedge_filters::ratelimit::RateLimited;
+use novaedge_filters::retry::TryTimedOut;
+use novaedge_filters::timeout::RequestTimedOut;
 use novaedge_health::Limit;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
@@ -60,7 +64,6 @@ use crate::body::{BoxError, ProxyBody, RequestBody, UpstreamBodyIdle};
 use crate::error::{ProxyError, Rejection};
 use crate::runtime::ListenerRuntime;
 use crate::upstream::BodyFault;
-use access_log::{Arrival, Entry};
 use metrics::Metrics;
 use trace::{TRACEPARENT, TRACESTATE, TraceParent};
 
@@ -253,10 +256,6 @@ impl LocalReply {
     }
 }
 
-/// Marks a response that came from an upstream (not from the proxy or a filter).
-#[derive(Debug, Clone, Copy)]
-struct FromUpstream;
-
 // === the shared part: what forwarding records ===
 
 /// What forwarding learns about a request, shared with its [`Observed`] through the request's
@@ -340,13 +339,12 @@ impl Attempt {
         self,
         observe: &Observe,
         exchange: &Exchange,
-        response: &mut Response<B>,
+        response: &Response<B>,
         rtt: Duration,
     ) {
-        response.extensions_mut().insert(FromUpstream);
         if let Some(metrics) = observe.metrics.get() {
-            let backend = crate::sync::lock(&exchange.upstream).backend.clone();
-            metrics.upstream_rtt(backend.as_ref().unwrap_or(&observe.none), rtt);
+            let upstream = crate::sync::lock(&exchange.upstream);
+            metrics.upstream_rtt(upstream.backend.as_ref().unwrap_or(&observe.none), rtt);
         }
         if let Some(mut span) = self.span {
             let status = response.status().as_u16();
@@ -385,14 +383,22 @@ struct Active {
     shared: Arc<crate::engine::Shared>,
     exchange: Arc<Exchange>,
     start: Instant,
-    /// What the access log and spans show of the request; `None` when nothing shows it.
-    arrival: Option<Box<Arrival>>,
+    /// The access log line, its arrival fields written; `None` without an access log.
+    line: Option<access_log::Line>,
     listener: Option<Arc<str>>,
     route: Option<Arc<str>>,
     status: u16,
     flags: Flags,
     limit: Option<Limit>,
-    span: Option<Span>,
+    /// `None` without tracing; boxed, as a span is large and `Active` moves several times.
+    span: Option<Box<ServerSpan>>,
+}
+
+/// The request's own span, and its method, for the span's name once the request is routed.
+#[derive(Debug)]
+struct ServerSpan {
+    span: Span,
+    method: Method,
 }
 
 impl Observed {
@@ -415,96 +421,60 @@ impl Observed {
             };
         }
         let start = Instant::now();
-        let logging = observe.config.access_log.is_some();
-        // What only the access log and spans show; metrics alone need none of it.
-        let described = logging || observe.config.tracer.is_some();
-        let time = match described {
+        let log = observe.config.access_log.as_ref();
+        let tracer = observe.config.tracer.as_ref();
+        // The wall clock only for what shows it: metrics alone need none.
+        let time = match log.is_some() || tracer.is_some() {
             true => SystemTime::now(),
             false => SystemTime::UNIX_EPOCH,
         };
-        let path = match described {
-            true => capped(req.uri().path(), access_log::MAX_PATH).to_owned(),
-            false => String::new(),
-        };
-        let authority = match (described, req.uri().authority()) {
-            (false, _) => None,
-            (true, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),
-            (true, None) => req.headers().get(header::HOST).cloned(),
-        };
         let incoming = TraceParent::of(req.headers());
-        let (span, trace_id) = match &observe.config.tracer {
+        let (span, trace_id) = match tracer {
             None => (None, incoming.map(|tp| tp.trace_id)),
             Some(tracer) => {
-                let parent = match incoming {
-                    Some(tp) => {
-                        Context::new().with_remote_span_context(tp.span_context(req.headers()))
-                    }
-                    None => {
-                        // A new trace: a `tracestate` without its `traceparent` means nothing.
-                        req.headers_mut().remove(TRACESTATE);
-                        Context::new()
-                    }
-                };
-                let mut attributes = vec![
-                    KeyValue::new("http.request.method", req.method().as_str().to_owned()),
-                    KeyValue::new("url.path", path.clone()),
-                    KeyValue::new("network.protocol.version", protocol_version(req.version())),
-                    KeyValue::new("client.address", client.ip().to_string()),
-                ];
-                if let Some(authority) = authority.as_ref().and_then(|a| a.to_str().ok()) {
-                    attributes.push(KeyValue::new(
-                        "server.address",
-                        capped(authority, access_log::MAX_HEADER).to_owned(),
-                    ));
-                }
-                if let Some(id) = request_id.as_ref().and_then(|id| id.to_str().ok()) {
-                    attributes.push(KeyValue::new("novaedge.request_id", id.to_owned()));
-                }
-                let span = tracer
-                    .tracer
-                    .span_builder(req.method().as_str().to_owned())
-                    .with_kind(SpanKind::Server)
-                    .with_start_time(time)
-                    .with_attributes(attributes)
-                    .start_with_context(&tracer.tracer, &parent);
+                let span = server_span(tracer, req, incoming, client, request_id.as_ref(), time);
                 let trace_id = u128::from_be_bytes(span.span_context().trace_id().to_bytes());
                 (Some(span), Some(trace_id))
             }
         };
+        let line = log.map(|log| {
+            let headers = req.headers();
+            log.begin(&access_log::Arrival {
+                time,
+                request_id: request_id.as_ref(),
+                trace_id,
+                client,
+                method: req.method(),
+                authority: authority(req),
+                path: req.uri().path().as_bytes(),
+                version: req.version(),
+                user_agent: headers.get(header::USER_AGENT),
+                referer: headers.get(header::REFERER),
+            })
+        });
         let exchange = Arc::new(Exchange {
-            tracer: observe.config.tracer.as_ref().map(|t| t.tracer.clone()),
+            tracer: tracer.map(|t| t.tracer.clone()),
             span: span.as_ref().map(|s| s.span_context().clone()),
             filters_span: Mutex::new(None),
             upstream: Mutex::new(Upstream::default()),
             bytes_in: AtomicU64::new(0),
         });
-        let header =
-            |name: header::HeaderName| logging.then(|| req.headers().get(name).cloned()).flatten();
-        let arrival = described.then(|| {
-            Box::new(Arrival {
-                time,
-                request_id: request_id.clone(),
-                trace_id,
-                client,
-                method: req.method().clone(),
-                authority,
-                path,
-                version: req.version(),
-                user_agent: header(header::USER_AGENT),
-                referer: header(header::REFERER),
-            })
-        });
         let active = Active {
             shared: shared.clone(),
             exchange,
             start,
-            arrival,
+            line,
             listener: None,
             route: None,
             status: 0,
             flags: Flags::default(),
             limit: None,
-            span,
+            span: span.map(|span| {
+                Box::new(ServerSpan {
+                    span,
+                    method: req.method().clone(),
+                })
+            }),
         };
         Self {
             request_id,
@@ -519,9 +489,9 @@ impl Observed {
         };
         active.listener = listener.cloned();
         active.route = route.cloned();
-        if let (Some(span), Some(route), Some(arrival)) = (&mut active.span, route, &active.arrival)
-        {
-            span.update_name(format!("{} {route}", arrival.method));
+        if let (Some(server), Some(route)) = (&mut active.span, route) {
+            let ServerSpan { span, method } = &mut **server;
+            span.update_name(format!("{method} {route}"));
             span.add_event(
                 "route matched",
                 vec![KeyValue::new("novaedge.route", route.to_string())],
@@ -579,13 +549,12 @@ impl Observed {
         if let Some(reply) = extensions.get::<LocalReply>() {
             active.flags = reply.flags;
             active.limit = reply.limit;
-        } else if extensions.get::<FromUpstream>().is_none() {
-            // A filter answered: the rate limiter's 429, a timeout's 504.
-            match status {
-                429 => active.flags.set(Flags::RL),
-                504 => active.flags.set(Flags::UT),
-                _ => {}
-            }
+        } else if extensions.get::<RateLimited>().is_some() {
+            active.flags.set(Flags::RL);
+        } else if extensions.get::<RequestTimedOut>().is_some()
+            || extensions.get::<TryTimedOut>().is_some()
+        {
+            active.flags.set(Flags::UT);
         }
         response.map(|inner| {
             ProxyBody::boxed(ObservedBody {
@@ -602,9 +571,10 @@ impl Active {
     fn complete(mut self, bytes_out: u64, flags: Flags) {
         let duration = self.start.elapsed();
         self.flags.set(flags.0);
-        let shared = self.shared.clone();
-        let observe = &shared.observe;
-        let upstream = crate::sync::lock(&self.exchange.upstream).clone();
+        let span = self.span.take();
+        let line = self.line.take();
+        let observe = &self.shared.observe;
+        let upstream = crate::sync::lock(&self.exchange.upstream);
         if let Some(metrics) = observe.metrics.get() {
             let route = self.route.as_ref().unwrap_or(&observe.none);
             let backend = upstream.backend.as_ref().unwrap_or(&observe.none);
@@ -616,10 +586,10 @@ impl Active {
                 metrics.rate_limited(route);
             }
         }
-        if let Some(mut span) = crate::sync::lock(&self.exchange.filters_span).take() {
-            span.end();
-        }
-        if let Some(mut span) = self.span.take() {
+        if let Some(mut span) = span.map(|server| server.span) {
+            if let Some(mut filters) = crate::sync::lock(&self.exchange.filters_span).take() {
+                filters.end();
+            }
             span.set_attribute(KeyValue::new(
                 "http.response.status_code",
                 i64::from(self.status),
@@ -642,21 +612,74 @@ impl Active {
             }
             span.end();
         }
-        if let (Some(log), Some(arrival)) = (&observe.config.access_log, self.arrival.take()) {
-            let this = self;
-            log.log(Entry {
-                arrival,
-                status: this.status,
-                bytes_in: this.exchange.bytes_in.load(Ordering::Relaxed),
-                bytes_out,
-                duration,
-                upstream: upstream.endpoint,
-                listener: this.listener,
-                route: this.route,
-                backend: upstream.backend,
-                flags: this.flags,
-            });
+        if let (Some(log), Some(line)) = (&observe.config.access_log, line) {
+            log.log(
+                line,
+                &access_log::Outcome {
+                    status: self.status,
+                    bytes_in: self.exchange.bytes_in.load(Ordering::Relaxed),
+                    bytes_out,
+                    duration,
+                    upstream: upstream.endpoint,
+                    listener: self.listener.as_deref(),
+                    route: self.route.as_deref(),
+                    backend: upstream.backend.as_deref(),
+                    flags: self.flags,
+                },
+            );
         }
+    }
+}
+
+/// The request's server span, child of the client's `traceparent` if it sent one.
+fn server_span(
+    tracer: &OtlpTracer,
+    req: &mut Request<Incoming>,
+    incoming: Option<TraceParent>,
+    client: SocketAddr,
+    request_id: Option<&HeaderValue>,
+    time: SystemTime,
+) -> Span {
+    let parent = match incoming {
+        Some(tp) => Context::new().with_remote_span_context(tp.span_context(req.headers())),
+        None => {
+            // A new trace: a `tracestate` without its `traceparent` means nothing.
+            req.headers_mut().remove(TRACESTATE);
+            Context::new()
+        }
+    };
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", req.method().as_str().to_owned()),
+        KeyValue::new(
+            "url.path",
+            capped(req.uri().path(), access_log::MAX_PATH).to_owned(),
+        ),
+        KeyValue::new("network.protocol.version", protocol_version(req.version())),
+        KeyValue::new("client.address", client.ip().to_string()),
+    ];
+    if let Some(authority) = authority(req).and_then(|a| std::str::from_utf8(a).ok()) {
+        attributes.push(KeyValue::new(
+            "server.address",
+            capped(authority, access_log::MAX_HEADER).to_owned(),
+        ));
+    }
+    if let Some(id) = request_id.and_then(|id| id.to_str().ok()) {
+        attributes.push(KeyValue::new("novaedge.request_id", id.to_owned()));
+    }
+    tracer
+        .tracer
+        .span_builder(req.method().as_str().to_owned())
+        .with_kind(SpanKind::Server)
+        .with_start_time(time)
+        .with_attributes(attributes)
+        .start_with_context(&tracer.tracer, &parent)
+}
+
+/// The request's authority: the URI's (HTTP/2, absolute-form), else the `Host` header.
+fn authority<B>(req: &Request<B>) -> Option<&[u8]> {
+    match req.uri().authority() {
+        Some(authority) => Some(authority.as_str().as_bytes()),
+        None => req.headers().get(header::HOST).map(HeaderValue::as_bytes),
     }
 }
 

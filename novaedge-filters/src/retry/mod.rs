@@ -153,6 +153,12 @@ pub mod grpc {
     pub const UNAVAILABLE: u32 = 14;
 }
 
+/// Marks a `504` that the [`Retry`] filter wrote itself when the last try ran out of its
+/// per-try timeout, as a response extension, so that access logs can tell it from an
+/// upstream's `504`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TryTimedOut;
+
 /// A retry condition, after Envoy's `retry_on` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -615,6 +621,7 @@ fn finish<ResB: Default, E>(outcome: Outcome<ResB, E>) -> Result<Response<ResB>,
         Outcome::TimedOut => {
             let mut res = Response::new(ResB::default());
             *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+            res.extensions_mut().insert(TryTimedOut);
             Ok(res)
         }
     }

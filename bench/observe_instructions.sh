@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# What request observability costs, in instructions per request: the steady figure behind
+# `bench/observe.sh`. Runs novaedge-core's `observe_bench` example under callgrind (valgrind),
+# warms one engine up, zeroes the counters, sends a fixed number of requests to that engine
+# alone, and divides the instructions the whole process executed (proxy, in-process echo
+# backend, access log writer: every thread) by the request count. Once for the engine with
+# every observer off, once for the engine with the defaults (request ids only), once for the
+# engine with request ids, metrics and a JSON access log.
+# Instruction counts do not depend on what else the machine is doing, so the ratio is exact
+# where requests per second on a shared machine wobble by several percent.
+#
+#   bench/observe_instructions.sh [requests] [h1|h2]
+#
+# NOVAEDGE_BENCH_OBSERVE (all, metrics, log) picks the observers of the second engine, as in
+# observe_bench. Needs valgrind and h2load (Debian: valgrind, nghttp2-client).
+set -euo pipefail
+
+requests=${1:-20000}
+proto=${2:-h1}
+source "$(dirname "$0")/lib.sh"
+
+need valgrind valgrind
+need h2load nghttp2-client
+
+# OBSERVE_BENCH_BIN measures another build of the example (an older commit's, say) instead.
+if [ -n "${OBSERVE_BENCH_BIN:-}" ]; then
+  bench_bin=$OBSERVE_BENCH_BIN
+else
+  cargo build --release -q -p novaedge-core --example observe_bench --manifest-path "$root/Cargo.toml"
+  bench_bin="${CARGO_TARGET_DIR:-$root/target}/release/examples/observe_bench"
+fi
+
+case "$proto" in
+  h1) flags=(--h1 -c8) ;;
+  h2) flags=(-c8 -m10) ;;
+  *) echo "protocol is h1 or h2, not $proto" >&2; exit 2 ;;
+esac
+
+# instructions ENGINE(off|ids|on): instructions per request through that engine.
+instructions() {
+  local which=$1 dir="$work/$1" pid port
+  mkdir -p "$dir"
+  (cd "$dir" && RUST_LOG=warn exec valgrind --tool=callgrind --callgrind-out-file="$dir/out.%p" \
+    "$bench_bin" "$dir/access.log" >"$dir/ports" 2>"$dir/valgrind.log") &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 600); do
+    [ -s "$dir/ports" ] && break
+    sleep 0.1
+  done
+  read -r off_kv on_kv _ ids_kv <"$dir/ports" || { cat "$dir/valgrind.log" >&2; exit 1; }
+  case "$which" in
+    off) port=${off_kv#off=} ;;
+    ids) port=${ids_kv#ids=} ;;
+    on) port=${on_kv#on=} ;;
+  esac
+  h2load "${flags[@]}" -n2000 "http://127.0.0.1:$port/?size=64" >/dev/null 2>&1
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  local out
+  out=$(h2load "${flags[@]}" -n"$requests" "http://127.0.0.1:$port/?size=64" 2>/dev/null)
+  echo "$out" | grep -q "^status codes: $requests 2xx" \
+    || { echo "h2load saw failures:" >&2; echo "$out" >&2; exit 1; }
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill -INT "$pid"
+  wait "$pid" 2>/dev/null || true
+  # The dump after zeroing holds only the measured requests; sum every thread's file of it.
+  local total=0 file events
+  for file in "$dir"/out.*.1*; do
+    [ -e "$file" ] || continue
+    events=$(awk '/^summary:/ {print $2}' "$file")
+    total=$((total + ${events:-0}))
+  done
+  [ "$total" -gt 0 ] || { echo "no callgrind dump in $dir" >&2; ls "$dir" >&2; exit 1; }
+  # OBSERVE_CALLGRIND_KEEP=DIR keeps the dumps there, for callgrind_annotate.
+  if [ -n "${OBSERVE_CALLGRIND_KEEP:-}" ]; then
+    mkdir -p "$OBSERVE_CALLGRIND_KEEP/$which"
+    cp "$dir"/out.*.1* "$OBSERVE_CALLGRIND_KEEP/$which/"
+  fi
+  echo $((total / requests))
+}
+
+off=$(instructions off)
+ids=$(instructions ids)
+on=$(instructions on)
+ratio() { python3 -c "print(f'{$1/$2:.3f}')"; }
+printf '%-30s %9s %9s %9s %8s %8s\n' "instructions per request" "off" "ids" "on" "on/off" "on/ids"
+printf '%-30s %9s %9s %9s %8s %8s\n' "$proto, observers: ${NOVAEDGE_BENCH_OBSERVE:-all}" \
+  "$off" "$ids" "$on" "$(ratio "$on" "$off")" "$(ratio "$on" "$ids")"
+echo "off: every observer off; ids: the defaults (request ids); on: request ids, metrics, JSON access log"
