@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# What request observability costs: the same echo backend through two engines in one process
-# (novaedge-core's `observe_bench` example), one with every observer off, one with request ids,
-# metrics and a JSON access log to a file. Alternates load runs between them so that drift
-# (thermal, other load) hits both alike, and prints requests per second for each and the ratio
-# on/off, for HTTP/1.1 (wrk) and h2c (h2load). Compare ratios, not absolute numbers.
+# What request observability costs: the same echo backend through three engines in one process
+# (novaedge-core's `observe_bench` example): `off` with every observer off, `ids` with the
+# defaults (request ids only), `on` with request ids, metrics and a JSON access log to a file.
+# Alternates load runs between them so that drift (thermal, other load) hits all alike, and
+# prints requests per second for each and the ratios on/off (everything) and on/ids (what
+# turning on metrics and the access log costs), for HTTP/1.1 (wrk) and h2c (h2load). Compare
+# ratios, not absolute numbers; `bench/observe_instructions.sh` gives the steadier count of
+# instructions per request.
 #
 # The backend answers a fixed 64-byte body (`?size=64`), as a real one would: its JSON echo of
 # the request headers would charge the proxy's added `x-request-id` to the backend's side.
@@ -36,9 +39,10 @@ for _ in $(seq 100); do
   [ -s "$work/ports" ] && break
   sleep 0.1
 done
-read -r off_kv on_kv _ <"$work/ports" || { cat "$work/bench.log"; exit 1; }
+read -r off_kv on_kv _ ids_kv <"$work/ports" || { cat "$work/bench.log"; exit 1; }
 off=${off_kv#off=}
 on=${on_kv#on=}
+ids=${ids_kv#ids=}
 
 wrk_rps() { # port
   local out
@@ -59,8 +63,9 @@ mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(f'{su
 ratio() { python3 -c "print(f'{float($1)/float($2):.3f}')"; }
 
 echo "warming up"
-wrk -t1 -c"$conns" -d2s "http://127.0.0.1:$off/?size=64" >/dev/null
-wrk -t1 -c"$conns" -d2s "http://127.0.0.1:$on/?size=64" >/dev/null
+for port in "$off" "$ids" "$on"; do
+  wrk -t1 -c"$conns" -d2s "http://127.0.0.1:$port/?size=64" >/dev/null
+done
 
 tick=$(getconf CLK_TCK)
 cpu_seconds() { awk -v t="$tick" '{print ($14 + $15) / t}' "/proc/$bench_pid/stat"; }
@@ -76,26 +81,39 @@ cpu_us() {
   python3 -c "print(f'{($after - $before) / $n * 1e6:.2f}')"
 }
 
-h1_off=(); h1_on=(); h2_off=(); h2_on=(); c1_off=(); c1_on=(); c2_off=(); c2_on=()
+declare -A h1 h2 c1 c2
 for round in $(seq "$rounds"); do
   echo "round $round of $rounds"
-  h1_off+=("$(wrk_rps "$off")"); h1_on+=("$(wrk_rps "$on")")
-  h2_off+=("$(h2_rps "$off")"); h2_on+=("$(h2_rps "$on")")
-  c1_off+=("$(cpu_us "$off" --h1)"); c1_on+=("$(cpu_us "$on" --h1)")
-  c2_off+=("$(cpu_us "$off" -m10)"); c2_on+=("$(cpu_us "$on" -m10)")
+  for engine in off ids on; do
+    port=${!engine}
+    h1[$engine]+=" $(wrk_rps "$port")"
+    h2[$engine]+=" $(h2_rps "$port")"
+    c1[$engine]+=" $(cpu_us "$port" --h1)"
+    c2[$engine]+=" $(cpu_us "$port" -m10)"
+  done
 done
 
-printf '%-28s %12s %12s %8s\n' "protocol" "off rps" "on rps" "on/off"
-a=$(mean "${h1_off[@]}"); b=$(mean "${h1_on[@]}")
-printf '%-28s %12s %12s %8s\n' "HTTP/1.1 (wrk, c=$conns)" "$a" "$b" "$(ratio "$b" "$a")"
-a=$(mean "${h2_off[@]}"); b=$(mean "${h2_on[@]}")
-printf '%-28s %12s %12s %8s\n' "h2c (h2load, c=$conns m=10)" "$a" "$b" "$(ratio "$b" "$a")"
+# row LABEL ARRAY-NAME INVERT: the means of off, ids and on, and the ratios on/off and on/ids
+# (for CPU per request, INVERT=1 gives off/on and ids/on, so that below 1 is a cost too).
+row() {
+  local -n values=$2
+  # shellcheck disable=SC2086
+  local a b c
+  a=$(mean ${values[off]}); b=$(mean ${values[ids]}); c=$(mean ${values[on]})
+  if [ "$3" = 1 ]; then
+    printf '%-30s %10s %10s %10s %8s %8s\n' "$1" "$a" "$b" "$c" "$(ratio "$a" "$c")" "$(ratio "$b" "$c")"
+  else
+    printf '%-30s %10s %10s %10s %8s %8s\n' "$1" "$a" "$b" "$c" "$(ratio "$c" "$a")" "$(ratio "$c" "$b")"
+  fi
+}
+printf '%-30s %10s %10s %10s %8s %8s\n' "requests/s" "off" "ids" "on" "on/off" "on/ids"
+row "HTTP/1.1 (wrk, c=$conns)" h1 0
+row "h2c (h2load, c=$conns m=10)" h2 0
 echo
-printf '%-28s %12s %12s %8s\n' "CPU per request (us)" "off" "on" "off/on"
-a=$(mean "${c1_off[@]}"); b=$(mean "${c1_on[@]}")
-printf '%-28s %12s %12s %8s\n' "HTTP/1.1 (h2load --h1)" "$a" "$b" "$(ratio "$a" "$b")"
-a=$(mean "${c2_off[@]}"); b=$(mean "${c2_on[@]}")
-printf '%-28s %12s %12s %8s\n' "h2c (h2load -m10)" "$a" "$b" "$(ratio "$a" "$b")"
+printf '%-30s %10s %10s %10s %8s %8s\n' "CPU per request (us)" "off" "ids" "on" "off/on" "ids/on"
+row "HTTP/1.1 (h2load --h1)" c1 1
+row "h2c (h2load -m10)" c2 1
+echo "off: every observer off; ids: the defaults (request ids); on: request ids, metrics, JSON access log"
 
 kill -INT "$bench_pid"
 wait "$bench_pid" || true
