@@ -430,9 +430,10 @@ fn json_arrival(a: &Arrival<'_>, out: &mut Vec<u8>) -> usize {
     }
     out.extend_from_slice(b",\"client\":\"");
     socket_addr(a.client, out);
-    out.extend_from_slice(b"\",\"method\":");
-    json_str(a.method.as_str().as_bytes(), out);
-    out.extend_from_slice(b",\"authority\":");
+    // A method is a token (RFC 9110): nothing in it needs escaping.
+    out.extend_from_slice(b"\",\"method\":\"");
+    out.extend_from_slice(a.method.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"authority\":");
     json_opt(a.authority.map(|a| cap(a, MAX_HEADER)), out);
     out.extend_from_slice(b",\"path\":");
     json_str(cap(a.path, MAX_PATH), out);
@@ -841,6 +842,21 @@ mod tests {
                 "\n"
             )
         );
+    }
+
+    #[test]
+    fn extension_methods_need_no_escaping() {
+        let method = Method::from_bytes(b"PURGE!#$%&'*+-.^_`|~").unwrap();
+        let agent = agent();
+        let mut a = arrival(&agent);
+        a.method = &method;
+        let json = line(AccessLogFormat::Json, &a, &outcome());
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["method"], method.as_str());
+        // What would need escaping is no method at all.
+        for bad in [&b"A\"B"[..], b"A\\B", b"A B", b"A\x01", b"A\xff"] {
+            assert!(Method::from_bytes(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
