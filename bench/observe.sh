@@ -59,8 +59,6 @@ h2_rps() { # port
     || { echo "h2load saw failures:" >&2; echo "$out" >&2; exit 1; }
   echo "$out" | awk '/^finished in/ {gsub(",", "", $4); print $4}'
 }
-mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(f'{sum(v)/len(v):.2f}')" "$@"; }
-ratio() { python3 -c "print(f'{float($1)/float($2):.3f}')"; }
 
 echo "warming up"
 for port in "$off" "$ids" "$on"; do
@@ -93,24 +91,32 @@ for round in $(seq "$rounds"); do
   done
 done
 
-# row LABEL ARRAY-NAME INVERT: the means of off, ids and on, and the ratios on/off and on/ids
-# (for CPU per request, INVERT=1 gives off/on and ids/on, so that below 1 is a cost too).
+# row LABEL ARRAY-NAME INVERT: the means of off, ids and on; the ratios of the means on/off and
+# on/ids; and on/ids round by round (median, lowest, highest): rounds alternate the engines, so
+# a round's own ratio is what drift disturbs least, and the spread shows how far to trust the
+# figure. For CPU per request, INVERT=1 turns the ratios over (off/on, ids/on), so that below 1
+# is a cost in both tables.
 row() {
   local -n values=$2
-  # shellcheck disable=SC2086
-  local a b c
-  a=$(mean ${values[off]}); b=$(mean ${values[ids]}); c=$(mean ${values[on]})
-  if [ "$3" = 1 ]; then
-    printf '%-30s %10s %10s %10s %8s %8s\n' "$1" "$a" "$b" "$c" "$(ratio "$a" "$c")" "$(ratio "$b" "$c")"
-  else
-    printf '%-30s %10s %10s %10s %8s %8s\n' "$1" "$a" "$b" "$c" "$(ratio "$c" "$a")" "$(ratio "$c" "$b")"
-  fi
+  python3 - "$1" "$3" "${values[off]}" "${values[ids]}" "${values[on]}" <<'PY'
+import statistics, sys
+label, invert = sys.argv[1], sys.argv[2] == "1"
+off, ids, on = ([float(v) for v in arg.split()] for arg in sys.argv[3:6])
+mean = lambda v: sum(v) / len(v)
+ratio = (lambda a, b: b / a) if invert else (lambda a, b: a / b)
+rounds = [ratio(o, i) for o, i in zip(on, ids)]
+print(f"{label:<30} {mean(off):>10.2f} {mean(ids):>10.2f} {mean(on):>10.2f}"
+      f" {ratio(mean(on), mean(off)):>8.3f} {ratio(mean(on), mean(ids)):>8.3f}"
+      f"   {statistics.median(rounds):.3f} ({min(rounds):.3f}-{max(rounds):.3f})")
+PY
 }
-printf '%-30s %10s %10s %10s %8s %8s\n' "requests/s" "off" "ids" "on" "on/off" "on/ids"
+printf '%-30s %10s %10s %10s %8s %8s   %s\n' "requests/s" "off" "ids" "on" "on/off" "on/ids" \
+  "on/ids by round: median (range)"
 row "HTTP/1.1 (wrk, c=$conns)" h1 0
 row "h2c (h2load, c=$conns m=10)" h2 0
 echo
-printf '%-30s %10s %10s %10s %8s %8s\n' "CPU per request (us)" "off" "ids" "on" "off/on" "ids/on"
+printf '%-30s %10s %10s %10s %8s %8s   %s\n' "CPU per request (us)" "off" "ids" "on" "off/on" \
+  "ids/on" "ids/on by round: median (range)"
 row "HTTP/1.1 (h2load --h1)" c1 1
 row "h2c (h2load -m10)" c2 1
 echo "off: every observer off; ids: the defaults (request ids); on: request ids, metrics, JSON access log"
