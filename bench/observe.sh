@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What request observability costs: the same echo backend through three engines in one process
-# (novaedge-core's `observe_bench` example): `off` with every observer off, `ids` with the
+# (novaedge-core's `observe_bench` example, the backend in another): `off` with every observer off, `ids` with the
 # defaults (request ids only), `on` with request ids, metrics and a JSON access log to a file.
 # Alternates load runs between them so that drift (thermal, other load) hits all alike, and
 # prints requests per second for each and the ratios on/off (everything) and on/ids (what
@@ -11,8 +11,8 @@
 # The backend answers a fixed 64-byte body (`?size=64`), as a real one would: its JSON echo of
 # the request headers would charge the proxy's added `x-request-id` to the backend's side.
 #
-# A second figure is steadier on a shared machine: the CPU time (user + system) the process
-# spends per request, read from /proc before and after a fixed number of requests (h2load -n)
+# A second figure is steadier on a shared machine: the CPU time (user + system) the proxy's
+# process spends per request, read from /proc before and after a fixed number of requests (h2load -n)
 # to one engine, alternating. Throughput at saturation follows it when the proxy is the
 # bottleneck; other load on the machine skews it much less than requests per second.
 #
@@ -32,14 +32,24 @@ need h2load nghttp2-client
 cargo build --release -q -p novaedge-core --example observe_bench --manifest-path "$root/Cargo.toml"
 bench_bin="${CARGO_TARGET_DIR:-$root/target}/release/examples/observe_bench"
 
-RUST_LOG=warn "$bench_bin" "$work/access.log" >"$work/ports" 2>"$work/bench.log" &
-bench_pid=$!
-pids+=($bench_pid)
-for _ in $(seq 100); do
-  [ -s "$work/ports" ] && break
-  sleep 0.1
-done
-read -r off_kv on_kv _ ids_kv <"$work/ports" || { cat "$work/bench.log"; exit 1; }
+# start_bench NAME [BACKEND-ADDR]: runs the example, its ports into $work/NAME.ports.
+start_bench() {
+  RUST_LOG=warn "$bench_bin" "$work/$1.log" ${2:+"$2"} >"$work/$1.ports" 2>"$work/$1.err" &
+  pids+=($!)
+  for _ in $(seq 100); do
+    [ -s "$work/$1.ports" ] && return
+    sleep 0.1
+  done
+  cat "$work/$1.err" >&2
+  exit 1
+}
+# The backend runs in a process of its own, so that the measured process's CPU time is the
+# proxy's alone: an instance of the example whose engines are left idle.
+start_bench backend
+read -r _ _ backend_kv _ <"$work/backend.ports"
+start_bench proxy "127.0.0.1:${backend_kv#backend=}"
+bench_pid=${pids[-1]}
+read -r off_kv on_kv _ ids_kv <"$work/proxy.ports"
 off=${off_kv#off=}
 on=${on_kv#on=}
 ids=${ids_kv#ids=}
@@ -123,5 +133,5 @@ echo "off: every observer off; ids: the defaults (request ids); on: request ids,
 
 kill -INT "$bench_pid"
 wait "$bench_pid" || true
-tail -n +2 "$work/ports"
-echo "access log lines written: $(wc -l <"$work/access.log")"
+tail -n +2 "$work/proxy.ports"
+echo "access log lines written: $(wc -l <"$work/proxy.log")"

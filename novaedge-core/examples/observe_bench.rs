@@ -3,7 +3,11 @@
 //! ids, metrics and a JSON access log to the file named by the first argument, and one with the
 //! defaults (request ids only), the baseline that turning on metrics and an access log adds
 //! to. Prints `off=PORT on=PORT backend=PORT ids=PORT` and serves until SIGINT, then prints how
-//! many requests the metrics counted. `NOVAEDGE_BENCH_OBSERVE=metrics` (or `log`) turns on only that observer in
+//! many requests the metrics counted.
+//!
+//! A second argument, `HOST:PORT`, sends the engines to that backend instead of one in this
+//! process, so that the process's CPU time is the proxy's alone (`bench/observe.sh` runs the
+//! backend as another instance of this example). `NOVAEDGE_BENCH_OBSERVE=metrics` (or `log`) turns on only that observer in
 //! the second engine, to see what each costs.
 
 use std::io::Write as _;
@@ -66,9 +70,18 @@ fn snapshot(backend: SocketAddr) -> ConfigSnapshot {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let log_path = std::env::args()
         .nth(1)
-        .ok_or("usage: observe_bench ACCESS-LOG-FILE")?;
-    let echo = EchoServer::start(SocketAddr::new(LOCALHOST, 0), "bench").await?;
-    let snapshot = snapshot(echo.local_addr());
+        .ok_or("usage: observe_bench ACCESS-LOG-FILE [BACKEND-ADDR]")?;
+    // Held for the life of the process when the backend is our own.
+    let mut echo = None;
+    let backend = match std::env::args().nth(2) {
+        Some(addr) => addr
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("backend address {addr:?}: {e}"))?,
+        None => echo
+            .insert(EchoServer::start(SocketAddr::new(LOCALHOST, 0), "bench").await?)
+            .local_addr(),
+    };
+    let snapshot = snapshot(backend);
 
     let off = Engine::new(EngineConfig {
         default_bind: LOCALHOST,
@@ -113,7 +126,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "off={} on={} backend={} ids={}",
         port(&off),
         port(&on),
-        echo.local_addr().port(),
+        backend.port(),
         port(&ids)
     )?;
     std::io::stdout().flush()?;

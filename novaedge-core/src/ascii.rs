@@ -37,24 +37,51 @@ pub(crate) fn hex128(id: u128, out: &mut Vec<u8>) {
 pub(crate) fn ip(addr: IpAddr, out: &mut Vec<u8>) {
     match addr {
         IpAddr::V4(v4) => {
-            // Each octet's digits from a table, into a stack buffer, then one copy: four
-            // `itoa` calls and seven pushes cost several times as much, and every access log
-            // line has one or two addresses.
-            let mut buf = [0u8; 16];
-            let mut len = 0;
-            for octet in v4.octets() {
-                let (digits, n) = OCTETS[usize::from(octet)];
-                buf[len..len + 4].copy_from_slice(&digits);
-                len += usize::from(n);
-            }
-            // The last octet's dot is not written.
-            out.extend_from_slice(&buf[..len - 1]);
+            let mut buf = [0; V4_BUF];
+            let len = ipv4(v4.octets(), &mut buf);
+            out.extend_from_slice(&buf[..len]);
         }
         // RFC 5952's zero compression is std's to get right; IPv6 clients pay for it.
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
         }
     }
+}
+
+/// Room for `255.255.255.255:65535` and the padding [`ipv4`] writes past its end.
+const V4_BUF: usize = 24;
+
+/// Writes `a.b.c.d` at the start of `buf` and returns its length: each octet's digits from a
+/// table, four bytes at a time, into a stack buffer that is then copied once. Four `itoa` calls
+/// and seven pushes cost several times as much, and every access log line has one or two
+/// addresses.
+fn ipv4(octets: [u8; 4], buf: &mut [u8; V4_BUF]) -> usize {
+    let mut len = 0;
+    for octet in octets {
+        let (digits, n) = OCTETS[usize::from(octet)];
+        buf[len..len + 4].copy_from_slice(&digits);
+        len += usize::from(n);
+    }
+    // The last octet's dot is not part of the address.
+    len - 1
+}
+
+/// Writes `port`'s digits into `buf` at `at`, from the last digit back, so that nothing is
+/// copied twice; returns where they end.
+fn port_at(port: u16, buf: &mut [u8], at: usize) -> usize {
+    let width = match port {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    let mut n = port;
+    for slot in buf[at..at + width].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    at + width
 }
 
 /// Every octet as its decimal digits followed by a dot, padded to four bytes, and how many of
@@ -75,18 +102,24 @@ const OCTETS: [([u8; 4], u8); 256] = {
     table
 };
 
-/// `1.2.3.4:80` or `[::1]:80` (scope ids and flow info are not shown).
+/// `1.2.3.4:80` or `[::1]:80` (scope ids and flow info are not shown). An IPv4 address and its
+/// port are put together on the stack and copied out once.
 pub(crate) fn socket_addr(addr: SocketAddr, out: &mut Vec<u8>) {
     match addr.ip() {
-        IpAddr::V4(_) => ip(addr.ip(), out),
+        IpAddr::V4(v4) => {
+            let mut buf = [0; V4_BUF];
+            let mut len = ipv4(v4.octets(), &mut buf);
+            buf[len] = b':';
+            len = port_at(addr.port(), &mut buf, len + 1);
+            out.extend_from_slice(&buf[..len]);
+        }
         IpAddr::V6(_) => {
             out.push(b'[');
             ip(addr.ip(), out);
-            out.push(b']');
+            out.extend_from_slice(b"]:");
+            number(u64::from(addr.port()), out);
         }
     }
-    out.push(b':');
-    number(u64::from(addr.port()), out);
 }
 
 #[cfg(test)]
@@ -101,6 +134,14 @@ mod tests {
             "255.255.255.255:65535",
             "1.20.100.9:0",
             "0.99.199.250:1",
+            "127.0.0.1:9",
+            "127.0.0.1:10",
+            "127.0.0.1:99",
+            "127.0.0.1:100",
+            "127.0.0.1:999",
+            "127.0.0.1:1000",
+            "127.0.0.1:9999",
+            "127.0.0.1:10000",
             "[::1]:80",
             "[fd00::1:2]:8080",
         ] {

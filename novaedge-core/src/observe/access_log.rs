@@ -528,23 +528,29 @@ fn json_str(value: &[u8], out: &mut Vec<u8>) {
 }
 
 /// How many bytes at the start of `bytes` [`json_str`] copies as they are: eight at a time
-/// while none of the eight needs escaping, then byte by byte.
+/// while none of the eight needs escaping, the last (partial) eight as the eight bytes that end
+/// the value (overlapping the ones already looked at), and byte by byte only around a byte
+/// that needs escaping, or in values shorter than eight bytes.
 fn plain_prefix(bytes: &[u8]) -> usize {
-    let mut words = bytes.chunks_exact(8);
-    let mut plain = 0;
-    for word in words.by_ref() {
+    let word = |at: usize| {
         let mut eight = [0; 8];
-        eight.copy_from_slice(word);
-        if needs_escape(u64::from_le_bytes(eight)) {
-            break;
+        eight.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(eight)
+    };
+    let len = bytes.len();
+    let mut at = 0;
+    if len >= 8 {
+        while at + 8 <= len && !needs_escape(word(at)) {
+            at += 8;
         }
-        plain += 8;
+        if at == len || (at + 8 > len && !needs_escape(word(len - 8))) {
+            return len;
+        }
     }
-    plain
-        + bytes[plain..]
-            .iter()
-            .position(|&b| ESCAPED[usize::from(b)])
-            .unwrap_or(bytes.len() - plain)
+    at + bytes[at..]
+        .iter()
+        .position(|&b| ESCAPED[usize::from(b)])
+        .unwrap_or(len - at)
 }
 
 /// Whether any of the eight bytes in `w` is one [`json_str`] escapes (below 0x20, 0x7f and
@@ -562,7 +568,11 @@ fn needs_escape(w: u64) -> bool {
 
 /// Milliseconds with three decimals, rounded half up (`1.234`), in integer arithmetic.
 fn millis(duration: Duration, out: &mut Vec<u8>) {
-    let micros = u64::try_from((duration.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
+    // In `u64`: `as_nanos` is a `u128`, whose division is a library call.
+    let micros = duration
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from((duration.subsec_nanos() + 500) / 1000));
     number(micros / 1000, out);
     out.push(b'.');
     digits(micros % 1000, 3, out);
@@ -880,6 +890,8 @@ mod tests {
             (1_234_000, "1.234"),
             (1_234_500, "1.235"),
             (61_000_000_000, "61000.000"),
+            // Rounding carries into the next second.
+            (1_999_999_600, "2000.000"),
         ] {
             let mut out = Vec::new();
             millis(Duration::from_nanos(nanos), &mut out);
@@ -917,6 +929,23 @@ mod tests {
         assert_eq!(plain_prefix(b"short"), 5);
         assert_eq!(plain_prefix(b"exactly8"), 8);
         assert_eq!(plain_prefix(b"tw\x01"), 2);
+        // Every length up to three words, with one byte to escape at every place (or none):
+        // the word loop, the overlapping last word and the byte scan all have to agree.
+        for len in 0..24 {
+            for special in [None, Some(b'"'), Some(0x01), Some(0xc3)] {
+                for at in 0..len.max(1) {
+                    let mut value = vec![b'x'; len];
+                    if let (Some(b), true) = (special, at < len) {
+                        value[at] = b;
+                    }
+                    let expected = value
+                        .iter()
+                        .position(|&b| ESCAPED[usize::from(b)])
+                        .unwrap_or(len);
+                    assert_eq!(plain_prefix(&value), expected, "{value:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -229,28 +229,42 @@ struct RouteSeries {
     duration: Latency,
 }
 
-/// Metric handles by route and backend name, for the request path: a lookup is an atomic load
-/// and two hash probes on `str` keys, where a `Family` lookup takes a read lock, hashes the
-/// label set with SipHash and clones its `Arc`s. Entries are added under a mutex the first time
-/// a series is used, by copying the map (rare: the set is bounded by the configuration), and
-/// dropped with their series by [`Metrics::retain`].
+/// Metric handles by route and backend, for the request path, keyed by the **addresses** of
+/// the names a request carries: the `Arc<str>`s of the runtime it was routed on. A lookup is an
+/// atomic load and one probe of a hash of two addresses, where a lookup by text hashes and
+/// compares both names, and a `Family` lookup takes a read lock, hashes the label set with
+/// SipHash and clones its `Arc`s.
+///
+/// Each entry holds its names, so that their addresses cannot be reused for other names while
+/// it is there. Entries are added under a mutex the first time a pair is seen, by copying the
+/// map (rare: the set is bounded by the configuration). A reload makes new names, so
+/// [`Metrics::retain`] empties the map; the series live on in their families, where the next
+/// request of each finds them again.
 struct Handles<V> {
     map: ArcSwap<HandleMap<V>>,
     write: Mutex<()>,
 }
 
-type HandleMap<V> = HashMap<
-    Arc<str>,
-    HashMap<Arc<str>, V, foldhash::fast::RandomState>,
-    foldhash::fast::RandomState,
->;
+type HandleMap<V> = HashMap<(usize, usize), Handle<V>, foldhash::fast::RandomState>;
+
+#[derive(Clone)]
+struct Handle<V> {
+    /// Held for their addresses, the key.
+    _names: (Arc<str>, Arc<str>),
+    value: V,
+}
 
 impl<V> std::fmt::Debug for Handles<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handles")
-            .field("routes", &self.map.load().len())
+            .field("entries", &self.map.load().len())
             .finish()
     }
+}
+
+/// Where a name lives: the key of its handles.
+fn address(name: &Arc<str>) -> usize {
+    Arc::as_ptr(name).cast::<u8>().addr()
 }
 
 impl<V: Clone> Handles<V> {
@@ -271,33 +285,34 @@ impl<V: Clone> Handles<V> {
         make: impl FnOnce() -> V,
         f: impl FnOnce(&V) -> R,
     ) -> R {
-        if let Some(v) = self.map.load().get(&**outer).and_then(|m| m.get(&**inner)) {
-            return f(v);
+        let key = (address(outer), address(inner));
+        if let Some(handle) = self.map.load().get(&key) {
+            return f(&handle.value);
         }
         let _write = crate::sync::lock(&self.write);
         let current = self.map.load_full();
-        if let Some(v) = current.get(&**outer).and_then(|m| m.get(&**inner)) {
-            return f(v);
+        if let Some(handle) = current.get(&key) {
+            return f(&handle.value);
         }
-        let v = make();
-        let r = f(&v);
+        let value = make();
+        let r = f(&value);
         let mut next = HandleMap::clone(&current);
-        next.entry(outer.clone())
-            .or_default()
-            .insert(inner.clone(), v);
+        let names = (outer.clone(), inner.clone());
+        next.insert(
+            key,
+            Handle {
+                _names: names,
+                value,
+            },
+        );
         self.map.store(Arc::new(next));
         r
     }
 
-    /// Keeps the handles for which `keep(outer, inner)` holds.
-    fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+    /// Forgets every handle (they are found again from their families at next use).
+    fn clear(&self) {
         let _write = crate::sync::lock(&self.write);
-        let mut next = HandleMap::clone(&self.map.load_full());
-        next.retain(|outer, inners| {
-            inners.retain(|inner, _| keep(outer, inner));
-            !inners.is_empty()
-        });
-        self.map.store(Arc::new(next));
+        self.map.store(Arc::new(HashMap::default()));
     }
 }
 
@@ -455,9 +470,8 @@ impl Metrics {
         // their own handle, unseen.
         self.connections
             .retain(|l| listeners.contains(&*l.listener));
-        self.by_route
-            .retain(|route, backend| route_ok(route) && backend_ok(backend));
-        self.rtt_by_backend.retain(|_, backend| backend_ok(backend));
+        self.by_route.clear();
+        self.rtt_by_backend.clear();
     }
 }
 
@@ -542,6 +556,36 @@ mod tests {
         );
         metrics.retain(&snapshot);
         assert!(!text(&metrics).contains(r#"route="ns/b""#));
+    }
+
+    #[test]
+    fn names_count_by_text_whatever_their_address() {
+        let metrics = Metrics::new();
+        // A reload makes new `Arc`s of the same names: their requests add to the same series,
+        // before and after the handles are cleared.
+        let (a1, be1): (Arc<str>, Arc<str>) = ("ns/a".into(), "be".into());
+        let (a2, be2): (Arc<str>, Arc<str>) = ("ns/a".into(), "be".into());
+        metrics.request(&a1, &be1, 200, Duration::from_millis(1));
+        metrics.request(&a2, &be2, 200, Duration::from_millis(1));
+        metrics.by_route.clear();
+        metrics.request(&a2, &be2, 201, Duration::from_millis(1));
+        metrics.upstream_rtt(&be1, Duration::from_millis(1));
+        metrics.upstream_rtt(&be2, Duration::from_millis(1));
+        let out = text(&metrics);
+        assert!(
+            out.contains(
+                r#"novaedge_requests_total{route="ns/a",backend="be",code_class="2xx"} 3"#
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"novaedge_request_duration_seconds_count{route="ns/a",backend="be"} 3"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"novaedge_upstream_rtt_seconds_count{backend="be"} 2"#),
+            "{out}"
+        );
     }
 
     #[test]
