@@ -236,7 +236,8 @@ backend backend
   server backend 127.0.0.1:${port[backend-h1]}
 CONF
 
-cat >"$work/novaedge/bench.yaml" <<YAML
+{
+  cat <<YAML
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: bench, namespace: bench}
@@ -249,32 +250,10 @@ spec:
     protocol: HTTPS
     port: ${port[novaedge-tls]}
     tls: {mode: Terminate, certificateRefs: [{name: bench-tls}]}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: bench-tls, namespace: bench}
-type: kubernetes.io/tls
-data: {tls.crt: $(base64 -w0 <"$work/tls.crt"), tls.key: $(base64 -w0 <"$work/tls.key")}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: backend, namespace: bench}
-spec:
-  parentRefs: [{name: bench}]
-  rules: [{backendRefs: [{name: backend, port: 80}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: backend, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend, namespace: bench, labels: {kubernetes.io/service-name: backend}}
-addressType: IPv4
-ports: [{name: http, port: ${port[backend-h1]}}]
-endpoints: [{addresses: [127.0.0.1]}]
 YAML
+  tls_secret_manifest bench-tls "$work/tls.crt" "$work/tls.key"
+  route_manifest backend "${port[backend-h1]}"
+} >"$work/novaedge/bench.yaml"
 
 # === processes ===
 

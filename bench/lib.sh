@@ -31,3 +31,45 @@ build_novaedge() {
   cargo build --release -q -p novaedge --manifest-path "$root/Cargo.toml"
   bin="${CARGO_TARGET_DIR:-$root/target}/release/novaedge"
 }
+
+# Manifests for `novaedge run`, in namespace `bench` under a Gateway named `bench`.
+#
+# route_manifest NAME PORT [HOSTNAME] [APP-PROTOCOL]: an HTTPRoute named NAME to a Service
+# NAME whose one endpoint is 127.0.0.1:PORT; HOSTNAME limits the route to that host,
+# APP-PROTOCOL (kubernetes.io/h2c, say) sets the Service port's appProtocol.
+route_manifest() {
+  cat <<YAML
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: $1, namespace: bench}
+spec:
+  parentRefs: [{name: bench}]${3:+
+  hostnames: [$3]}
+  rules: [{backendRefs: [{name: $1, port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: $1, namespace: bench}
+spec: {ports: [{name: http, port: 80${4:+, appProtocol: $4}}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: $1, namespace: bench, labels: {kubernetes.io/service-name: $1}}
+addressType: IPv4
+ports: [{name: http, port: $2}]
+endpoints: [{addresses: [127.0.0.1]}]
+YAML
+}
+
+# tls_secret_manifest NAME CERT-FILE KEY-FILE: a kubernetes.io/tls Secret NAME.
+tls_secret_manifest() {
+  cat <<YAML
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: $1, namespace: bench}
+type: kubernetes.io/tls
+data: {tls.crt: $(base64 -w0 <"$2"), tls.key: $(base64 -w0 <"$3")}
+YAML
+}

@@ -23,54 +23,18 @@ proxy=$(free_port)
 "$bin" echo --listen "127.0.0.1:$backend" --name bench 2>"$work/echo.log" &
 pids+=($!)
 
-cat >"$work/bench.yaml" <<YAML
+{
+  cat <<YAML
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: bench, namespace: bench}
 spec:
   gatewayClassName: novaedge
   listeners: [{name: http, protocol: HTTP, port: $proxy}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: h1, namespace: bench}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: [h1.bench]
-  rules: [{backendRefs: [{name: echo-h1, port: 80}]}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: h2, namespace: bench}
-spec:
-  parentRefs: [{name: bench}]
-  hostnames: [h2.bench]
-  rules: [{backendRefs: [{name: echo-h2, port: 80}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo-h1, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo-h2, namespace: bench}
-spec: {ports: [{name: http, port: 80, appProtocol: kubernetes.io/h2c}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: echo-h1, namespace: bench, labels: {kubernetes.io/service-name: echo-h1}}
-addressType: IPv4
-ports: [{name: http, port: $backend}]
-endpoints: [{addresses: [127.0.0.1]}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: echo-h2, namespace: bench, labels: {kubernetes.io/service-name: echo-h2}}
-addressType: IPv4
-ports: [{name: http, port: $backend}]
-endpoints: [{addresses: [127.0.0.1]}]
 YAML
+  route_manifest echo-h1 "$backend" h1.bench
+  route_manifest echo-h2 "$backend" h2.bench kubernetes.io/h2c
+} >"$work/bench.yaml"
 
 RUST_LOG=warn "$bin" run --bind 127.0.0.1 "$work/bench.yaml" 2>"$work/proxy.log" &
 pids+=($!)

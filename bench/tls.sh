@@ -43,8 +43,8 @@ openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
 "$bin" echo --listen "127.0.0.1:$backend" --name bench 2>"$work/echo.log" &
 pids+=($!)
 
-b64() { base64 -w0 <"$1"; }
-cat >"$work/bench.yaml" <<YAML
+{
+  cat <<YAML
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: bench, namespace: bench}
@@ -55,32 +55,10 @@ spec:
     protocol: HTTPS
     port: $nova
     tls: {mode: Terminate, certificateRefs: [{name: bench-tls}]}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: bench-tls, namespace: bench}
-type: kubernetes.io/tls
-data: {tls.crt: $(b64 "$work/tls.crt"), tls.key: $(b64 "$work/tls.key")}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: echo, namespace: bench}
-spec:
-  parentRefs: [{name: bench}]
-  rules: [{backendRefs: [{name: echo, port: 80}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: bench}
-spec: {ports: [{name: http, port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: echo, namespace: bench, labels: {kubernetes.io/service-name: echo}}
-addressType: IPv4
-ports: [{name: http, port: $backend}]
-endpoints: [{addresses: [127.0.0.1]}]
 YAML
+  tls_secret_manifest bench-tls "$work/tls.crt" "$work/tls.key"
+  route_manifest echo "$backend"
+} >"$work/bench.yaml"
 
 cat >"$work/nginx.conf" <<CONF
 worker_processes auto;

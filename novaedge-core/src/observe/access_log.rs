@@ -7,9 +7,10 @@
 //! waiting there (the writer fell behind), the line is dropped and counted
 //! ([`AccessLog::dropped`], and `novaedge_access_log_dropped_total` when metrics are
 //! registered); a request never waits for the log. The writer, a thread of its own, takes the
-//! whole buffer at once and writes it in one write; under load it lingers a millisecond
-//! between writes, so that lines share writes and logging one wakes nobody, while a quiet
-//! proxy's lines appear at once.
+//! whole buffer at once and writes it in one write. After a write it lingers until 64 KiB of
+//! lines wait or 100 ms have passed, so that under load lines share large writes and logging
+//! one wakes nobody (as Envoy, which flushes its file logs every second, or nginx's
+//! `buffer=`); the first line after a quiet spell is written at once.
 //!
 //! Both formats carry the same fields. The path is logged **without its query**: queries carry
 //! tokens, session ids and personal data more often than paths, and their length is the
@@ -41,9 +42,9 @@ use std::cell::Cell;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Version};
 use prometheus_client::metrics::counter::Counter;
@@ -166,8 +167,10 @@ struct Shared {
     /// Lines waiting at most; more are dropped.
     capacity: usize,
     pending: Mutex<Pending>,
-    /// The writer is parked, waiting for lines: the next one to arrive wakes it.
-    idle: AtomicBool,
+    /// What the writer waits for ([`IDLE`], [`LINGERING`] or [`BUSY`]), set under the
+    /// `pending` lock; whoever gives it what it waits for takes the state back to `BUSY` and
+    /// wakes it.
+    waiting: AtomicU8,
     /// Every handle is gone: the writer writes what is left and ends.
     closed: AtomicBool,
     /// The writer thread ended (a panic in the output); flushes return at once.
@@ -215,7 +218,7 @@ impl AccessLog {
             format,
             capacity: queue.max(1),
             pending: Mutex::default(),
-            idle: AtomicBool::new(false),
+            waiting: AtomicU8::new(BUSY),
             closed: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             dropped: Counter::default(),
@@ -254,7 +257,7 @@ impl AccessLog {
             }
             pending.flushes.push(done);
         }
-        self.handle.wake();
+        self.handle.wake(true);
         let _ = wait.await;
     }
 
@@ -278,22 +281,37 @@ impl AccessLog {
             pending.buf.extend_from_slice(part);
         }
         pending.lines += 1;
+        let full = shared.full(&pending);
         drop(pending);
-        self.handle.wake();
+        self.handle.wake(full);
     }
 }
 
 impl Handle {
-    /// Wakes the writer if it is waiting for lines. Lines that arrive while it writes or
-    /// lingers cost no wake-up: a look at a flag.
-    fn wake(&self) {
-        // `idle` is set under the `pending` lock, which the caller took and released after the
-        // writer last looked at the queue: a writer about to park is seen as idle here.
-        if self.shared.idle.load(Ordering::Relaxed)
-            && self.shared.idle.swap(false, Ordering::AcqRel)
+    /// Wakes the writer if it waits for what the caller just queued: any line when it is
+    /// idle, a `full` batch (or a flush) when it lingers. Other lines cost a look at a flag.
+    fn wake(&self, full: bool) {
+        // `waiting` is set under the `pending` lock, which the caller took and released after
+        // the writer last looked at the queue: a writer about to park is seen waiting here.
+        let waiting = &self.shared.waiting;
+        let wanted = match waiting.load(Ordering::Relaxed) {
+            IDLE => IDLE,
+            LINGERING if full => LINGERING,
+            _ => return,
+        };
+        if waiting
+            .compare_exchange(wanted, BUSY, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
         {
             self.writer.unpark();
         }
+    }
+}
+
+impl Shared {
+    /// Whether the lines waiting make a batch worth writing now.
+    fn full(&self, pending: &Pending) -> bool {
+        pending.buf.len() >= BATCH || pending.lines >= self.capacity.div_ceil(2)
     }
 }
 
@@ -307,14 +325,24 @@ impl Drop for Handle {
 /// The batch buffer kept between writes at most; a bigger one (after a backlog) is let go.
 const KEEP: usize = 256 * 1024;
 
-/// How long the writer waits, after writing a batch, before it looks at the queue again.
+/// The writer is writing (or about to look at the queue): nobody wakes it.
+const BUSY: u8 = 0;
+/// The writer found nothing to write: the next line wakes it.
+const IDLE: u8 = 1;
+/// The writer lingers after a write: a full batch, a flush or the end wakes it.
+const LINGERING: u8 = 2;
+
+/// How long the writer lingers after a write, at most, for more lines to write together.
 ///
-/// A writer that went back to waiting at once would be woken by the next line — under load,
-/// one wake-up (a futex call on the request's thread) per request. Lingering instead, it is
-/// not waiting while lines arrive, so logging one costs the request an uncontended lock and a
-/// copy, and the lines of the last millisecond share one write. Lines of a quiet proxy still go
-/// out at once: the first line after a quiet spell wakes the writer.
-const LINGER: Duration = Duration::from_millis(1);
+/// A writer that went back to waiting at once would be woken by the next line: under load, one
+/// wake-up (a futex call on the request's thread) and one small write per request or so, and
+/// each `write(2)` of a few KiB costs the kernel several times per byte what one of 64 KiB
+/// does. Lingering, it is not woken while lines arrive, so logging one costs the request an
+/// uncontended lock and a copy. The first line after a quiet spell goes out at once.
+const LINGER: Duration = Duration::from_millis(100);
+
+/// Lines worth writing at once: a full batch ends the writer's lingering.
+const BATCH: usize = 64 * 1024;
 
 /// The writer thread: takes whatever lines are waiting, writes them in one write, and so on.
 fn write<W: Write>(shared: &Shared, mut out: W) {
@@ -342,7 +370,7 @@ fn write<W: Write>(shared: &Shared, mut out: W) {
                 if shared.closed.load(Ordering::Acquire) {
                     return;
                 }
-                shared.idle.store(true, Ordering::Relaxed);
+                shared.waiting.store(IDLE, Ordering::Relaxed);
                 drop(pending);
                 // Woken by a line, a flush or the last handle going; a spurious wake-up
                 // just looks again.
@@ -373,9 +401,34 @@ fn write<W: Write>(shared: &Shared, mut out: W) {
             let _ = done.send(());
         }
         if wrote {
-            std::thread::sleep(LINGER);
+            linger(shared);
         }
     }
+}
+
+/// Waits, after a write, until a batch is full, a flush is asked for, every handle is gone
+/// or [`LINGER`] has passed.
+fn linger(shared: &Shared) {
+    let until = Instant::now() + LINGER;
+    loop {
+        {
+            let pending = lock(&shared.pending);
+            if shared.full(&pending)
+                || !pending.flushes.is_empty()
+                || shared.closed.load(Ordering::Acquire)
+            {
+                break;
+            }
+            shared.waiting.store(LINGERING, Ordering::Relaxed);
+        }
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        // A wake-up (or a stale one, or none) just looks again.
+        std::thread::park_timeout(until - now);
+    }
+    shared.waiting.store(BUSY, Ordering::Relaxed);
 }
 
 // === formats ===

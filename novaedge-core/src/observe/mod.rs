@@ -270,7 +270,7 @@ pub(crate) struct Exchange {
     bytes_in: AtomicU64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct Upstream {
     backend: Option<Arc<str>>,
     endpoint: Option<SocketAddr>,
