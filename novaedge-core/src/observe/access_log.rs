@@ -9,8 +9,8 @@
 //! registered); a request never waits for the log. The writer, a thread of its own, takes the
 //! whole buffer at once and writes it in one write. After a write it lingers until 64 KiB of
 //! lines wait or 100 ms have passed, so that under load lines share large writes and logging
-//! one wakes nobody (as Envoy, which flushes its file logs every second, or nginx's
-//! `buffer=`); the first line after a quiet spell is written at once.
+//! one wakes nobody (Envoy's file logs and nginx's `buffer=` also flush on a timer); the first
+//! line after a quiet spell is written at once.
 //!
 //! Both formats carry the same fields. The path is logged **without its query**: queries carry
 //! tokens, session ids and personal data more often than paths, and their length is the
@@ -336,8 +336,8 @@ const LINGERING: u8 = 2;
 ///
 /// A writer that went back to waiting at once would be woken by the next line: under load, one
 /// wake-up (a futex call on the request's thread) and one small write per request or so, and
-/// each `write(2)` of a few KiB costs the kernel several times per byte what one of 64 KiB
-/// does. Lingering, it is not woken while lines arrive, so logging one costs the request an
+/// the kernel takes about twice as long per byte for writes of a few KiB to a file as for
+/// writes of 64 KiB. Lingering, it is not woken while lines arrive, so logging one costs the request an
 /// uncontended lock and a copy. The first line after a quiet spell goes out at once.
 const LINGER: Duration = Duration::from_millis(100);
 

@@ -239,13 +239,19 @@ struct RouteSeries {
 /// it is there. Entries are added under a mutex the first time a pair is seen, by copying the
 /// map (rare: the set is bounded by the configuration). A reload makes new names, so
 /// [`Metrics::retain`] empties the map; the series live on in their families, where the next
-/// request of each finds them again.
+/// request of each finds them again. Names must be made once per runtime, never per request:
+/// each new address is a new entry (a map past [`MAX_HANDLES`] entries starts over, so that
+/// such a mistake costs speed, not memory).
 struct Handles<V> {
     map: ArcSwap<HandleMap<V>>,
     write: Mutex<()>,
 }
 
 type HandleMap<V> = HashMap<(usize, usize), Handle<V>, foldhash::fast::RandomState>;
+
+/// Entries a [`Handles`] map holds at most: far more route and backend pairs than a
+/// configuration has.
+const MAX_HANDLES: usize = 1 << 16;
 
 #[derive(Clone)]
 struct Handle<V> {
@@ -296,7 +302,10 @@ impl<V: Clone> Handles<V> {
         }
         let value = make();
         let r = f(&value);
-        let mut next = HandleMap::clone(&current);
+        let mut next = match current.len() < MAX_HANDLES {
+            true => HandleMap::clone(&current),
+            false => HandleMap::default(),
+        };
         let names = (outer.clone(), inner.clone());
         next.insert(
             key,
@@ -499,6 +508,11 @@ mod tests {
         out
     }
 
+    /// Asserts that the exposition `out` has `line`.
+    fn has(out: &str, line: &str) {
+        assert!(out.contains(line), "no {line} in:\n{out}");
+    }
+
     #[test]
     fn retain_drops_series_of_routes_gone() {
         let metrics = Metrics::new();
@@ -509,17 +523,13 @@ mod tests {
         metrics.request(&b, &be, 503, Duration::from_millis(1));
         metrics.request(&none, &none, 404, Duration::from_millis(1));
         let out = text(&metrics);
-        assert!(
-            out.contains(
-                r#"novaedge_requests_total{route="ns/a",backend="be",code_class="2xx"} 1"#
-            ),
-            "{out}"
+        has(
+            &out,
+            r#"novaedge_requests_total{route="ns/a",backend="be",code_class="2xx"} 1"#,
         );
-        assert!(
-            out.contains(
-                r#"novaedge_requests_total{route="ns/b",backend="be",code_class="5xx"} 1"#
-            ),
-            "{out}"
+        has(
+            &out,
+            r#"novaedge_requests_total{route="ns/b",backend="be",code_class="5xx"} 1"#,
         );
 
         let mut snapshot = ConfigSnapshot::default();
@@ -541,18 +551,17 @@ mod tests {
         });
         metrics.retain(&snapshot);
         let out = text(&metrics);
-        assert!(out.contains(r#"route="ns/a""#), "{out}");
+        has(&out, r#"route="ns/a""#);
         assert!(!out.contains(r#"route="ns/b""#), "{out}");
-        assert!(
-            out.contains(r#"novaedge_requests_total{route="",backend="",code_class="4xx"} 1"#),
-            "{out}"
+        has(
+            &out,
+            r#"novaedge_requests_total{route="",backend="",code_class="4xx"} 1"#,
         );
         // A series removed and used again starts over, and is tracked again.
         metrics.request(&b, &be, 200, Duration::from_millis(1));
-        assert!(
-            text(&metrics).contains(
-                r#"novaedge_requests_total{route="ns/b",backend="be",code_class="2xx"} 1"#
-            )
+        has(
+            &text(&metrics),
+            r#"novaedge_requests_total{route="ns/b",backend="be",code_class="2xx"} 1"#,
         );
         metrics.retain(&snapshot);
         assert!(!text(&metrics).contains(r#"route="ns/b""#));
@@ -572,19 +581,17 @@ mod tests {
         metrics.upstream_rtt(&be1, Duration::from_millis(1));
         metrics.upstream_rtt(&be2, Duration::from_millis(1));
         let out = text(&metrics);
-        assert!(
-            out.contains(
-                r#"novaedge_requests_total{route="ns/a",backend="be",code_class="2xx"} 3"#
-            ),
-            "{out}"
+        has(
+            &out,
+            r#"novaedge_requests_total{route="ns/a",backend="be",code_class="2xx"} 3"#,
         );
-        assert!(
-            out.contains(r#"novaedge_request_duration_seconds_count{route="ns/a",backend="be"} 3"#),
-            "{out}"
+        has(
+            &out,
+            r#"novaedge_request_duration_seconds_count{route="ns/a",backend="be"} 3"#,
         );
-        assert!(
-            out.contains(r#"novaedge_upstream_rtt_seconds_count{backend="be"} 2"#),
-            "{out}"
+        has(
+            &out,
+            r#"novaedge_upstream_rtt_seconds_count{backend="be"} 2"#,
         );
     }
 
