@@ -20,7 +20,8 @@
 //! carries the observation (the observation itself moves inline), plus, with an access log,
 //! the line: formatted straight from the request when it arrives and finished when its response
 //! ends, on the request's own thread, then copied into the writer's buffer. Metric handles are
-//! found by route and backend name in a map read without a lock. `bench/observe_instructions.sh`
+//! found by the addresses of the route and backend names in a map read without a lock.
+//! `bench/observe_instructions.sh`
 //! counts what each costs in instructions per request, `bench/observe.sh` in throughput.
 //!
 //! Details: [`request_id`] for `x-request-id`, [`trace`] for trace context and spans,
