@@ -28,8 +28,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
-use crate::body::ProxyBody;
 use crate::framing::{Refusal, Refused, Scanner};
+use crate::observe::{ClientText, ObservedBody};
 
 /// The state one client connection shares between its I/O, its requests and the task serving
 /// it.
@@ -47,6 +47,8 @@ pub(crate) struct ConnState {
     refused: OnceLock<Refused>,
     /// Told when the connection should stop taking requests.
     drain: Notify,
+    /// The client's address as access log lines show it, made by the first line.
+    pub(crate) client_text: OnceLock<ClientText>,
 }
 
 impl ConnState {
@@ -58,6 +60,7 @@ impl ConnState {
             last_active: AtomicU64::new(0),
             refused: OnceLock::new(),
             drain: Notify::new(),
+            client_text: OnceLock::new(),
         })
     }
 
@@ -137,7 +140,7 @@ impl Drop for RequestGuard {
 
 /// A response body that keeps its request in flight on the client connection until it ends
 /// (or the client goes away).
-pub(crate) type ConnBody = crate::body::Holding<ProxyBody, RequestGuard>;
+pub(crate) type ConnBody = crate::body::Holding<ObservedBody, RequestGuard>;
 
 /// The error of a client connection's read when its request head took too long.
 #[derive(Debug, thiserror::Error)]

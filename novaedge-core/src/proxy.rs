@@ -54,7 +54,8 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let (number, guard) = self.conn.request_started();
-        let mut observed = Observed::start(&self.shared, &mut req, self.peer);
+        let mut observed =
+            Observed::start(&self.shared, &mut req, self.peer, &self.conn.client_text);
         let http1 = req.version() < Version::HTTP_2;
         let config = &self.shared.config;
         // The connection's last request: HTTP/1.1 says so in the response, HTTP/2 with GOAWAY.
@@ -84,7 +85,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                                     .then(|| resolved.path.into_owned());
                                 match resolved.target {
                                     Some(target) => {
-                                        let route = target.rule.route.clone();
+                                        let route = &target.rule.route;
                                         let limit = body_limit(&target.rule, config);
                                         match declared_too_large(&req, limit) {
                                             Some(rejected) => {
@@ -98,7 +99,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                             }
                         },
                     };
-                    observed.routed(Some(&listener.name), route.as_ref());
+                    observed.routed(Some(&listener.name), route);
                     routed
                 }
             }
@@ -132,7 +133,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                     .await
                 }
             };
-            let mut response = observed.finish(response);
+            let mut response = observed.finish(response, shared);
             // After a 413 (the proxy's, or the upstream's) the rest of the request body is left
             // unread: the connection cannot carry another request.
             let close = last || response.status() == StatusCode::PAYLOAD_TOO_LARGE;

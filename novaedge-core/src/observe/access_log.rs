@@ -2,15 +2,19 @@
 //!
 //! A line is formatted on the request's own thread, straight from the request: its arrival
 //! fields when it arrives (so nothing of the request is copied or kept for the log but the
-//! line itself), the rest when its response ends. The finished line is then appended to a
-//! buffer shared with the writer, under a lock held for the copy. When `queue` lines are already
-//! waiting there (the writer fell behind), the line is dropped and counted
+//! line itself), the rest when its response ends. The finished line is then appended to the
+//! queue of the request's thread, under a lock held for the copy that only the writer ever
+//! contends: each thread has a queue of its own (past 16 threads, a few share one), so
+//! threads logging at once neither wait for each other nor write to the same memory, and the
+//! line's buffer stays with the thread for its next line. When the thread's share of `queue`
+//! lines is already waiting (the writer fell behind), the line is dropped and counted
 //! ([`AccessLog::dropped`], and `novaedge_access_log_dropped_total` when metrics are
-//! registered); a request never waits for the log. The writer, a thread of its own, takes the
-//! whole buffer at once and writes it in one write. After a write it lingers until 64 KiB of
-//! lines wait or 100 ms have passed, so that under load lines share large writes and logging
-//! one wakes nobody (Envoy's file logs and nginx's `buffer=` also flush on a timer); the first
-//! line after a quiet spell is written at once.
+//! registered); a request never waits for the log. The writer, a thread of its own, takes
+//! every queue at once and writes each in one write. After writing it lingers until a queue
+//! holds 64 KiB of lines or 100 ms have passed, so that under load lines share large writes
+//! and logging one wakes nobody (Envoy's file logs and nginx's `buffer=` also flush on a
+//! timer); the first line after a quiet spell is written at once. Lines of different threads
+//! may reach the file out of the order in which their requests ended.
 //!
 //! Both formats carry the same fields. The path is logged **without its query**: queries carry
 //! tokens, session ids and personal data more often than paths, and their length is the
@@ -38,12 +42,12 @@
 //! own `SD` for a request refused because the engine is shutting down. Several are joined by
 //! commas; none is `-`.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method, Version};
@@ -88,7 +92,7 @@ pub(crate) struct Arrival<'a> {
     pub(crate) time: SystemTime,
     pub(crate) request_id: Option<&'a HeaderValue>,
     pub(crate) trace_id: Option<u128>,
-    pub(crate) client: SocketAddr,
+    pub(crate) client: &'a ClientText,
     pub(crate) method: &'a Method,
     /// The URI's authority, else the `Host` header.
     pub(crate) authority: Option<&'a [u8]>,
@@ -113,36 +117,47 @@ pub(crate) struct Outcome<'a> {
     pub(crate) flags: Flags,
 }
 
+/// A client's address as access log lines show it, formatted once per connection.
+#[derive(Debug)]
+pub(crate) struct ClientText {
+    /// `ip:port` (`[ip]:port` for IPv6).
+    text: Vec<u8>,
+    /// Where the IP is in `text`.
+    ip: std::ops::Range<usize>,
+}
+
+impl ClientText {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        let mut text = Vec::new();
+        socket_addr(addr, &mut text);
+        let mut alone = Vec::new();
+        ip(addr.ip(), &mut alone);
+        let start = usize::from(addr.is_ipv6());
+        Self {
+            text,
+            ip: start..start + alone.len(),
+        }
+    }
+
+    fn socket_addr(&self) -> &[u8] {
+        &self.text
+    }
+
+    fn ip(&self) -> &[u8] {
+        &self.text[self.ip.clone()]
+    }
+}
+
 /// A request's line while the request is under way: its arrival fields, already formatted.
 ///
 /// A line interleaves what is known at arrival with what is known at the end (the common
 /// format puts the status between the request line and the referer), so the arrival fields
-/// are kept as two parts, `buf[..split]` and `buf[split..]`, and the line is written as
-/// arrival part 1, outcome part 1, arrival part 2, outcome part 2.
+/// are kept as two parts, `buf[..split]` and `buf[split..]`, and the line is written, straight
+/// into the writer's queue, as arrival part 1, outcome part 1, arrival part 2, outcome part 2.
 #[derive(Debug)]
 pub(crate) struct Line {
     buf: Vec<u8>,
     split: usize,
-}
-
-/// A finished line: its four parts, in the order they are written.
-struct Finished {
-    buf: Vec<u8>,
-    split: usize,
-    arrived: usize,
-    middle: usize,
-}
-
-impl Finished {
-    fn parts(&self) -> [&[u8]; 4] {
-        let buf = &self.buf;
-        [
-            &buf[..self.split],
-            &buf[self.arrived..self.middle],
-            &buf[self.split..self.arrived],
-            &buf[self.middle..],
-        ]
-    }
 }
 
 /// Room for a typical line (about 400 bytes) with its outcome, so that it is never regrown.
@@ -161,15 +176,22 @@ struct Handle {
     writer: std::thread::Thread,
 }
 
-/// What the request path and the writer thread share.
+/// What the request threads and the writer thread share.
 struct Shared {
     format: AccessLogFormat,
-    /// Lines waiting at most; more are dropped.
+    /// Where finished lines wait for the writer: a queue per request thread (threads take
+    /// them in turn, so past [`MAX_SHARDS`] threads share), so that threads logging at the
+    /// same moment neither wait for one lock nor write to the same memory.
+    shards: Box<[Shard]>,
+    /// Lines waiting in one shard at most; more are dropped.
     capacity: usize,
-    pending: Mutex<Pending>,
-    /// What the writer waits for ([`IDLE`], [`LINGERING`] or [`BUSY`]), set under the
-    /// `pending` lock; whoever gives it what it waits for takes the state back to `BUSY` and
-    /// wakes it.
+    /// Flushes asked for and not answered yet.
+    flushes: Mutex<Vec<oneshot::Sender<()>>>,
+    /// What the writer waits for ([`IDLE`], [`LINGERING`] or [`BUSY`]). The writer sets it
+    /// before it looks at the shards a last time, and a request thread reads it after
+    /// queueing a line; the shard's lock orders the two, so a line the writer missed is a
+    /// line that finds it waiting. Whoever gives the writer what it waits for takes the state
+    /// back to `BUSY` and wakes it.
     waiting: AtomicU8,
     /// Every handle is gone: the writer writes what is left and ends.
     closed: AtomicBool,
@@ -178,19 +200,67 @@ struct Shared {
     dropped: Counter,
 }
 
+/// One queue of finished lines, on cache lines of its own.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Pending>);
+
 #[derive(Default)]
 struct Pending {
     buf: Vec<u8>,
     lines: usize,
-    flushes: Vec<oneshot::Sender<()>>,
+}
+
+/// Shards at most. One per core, twice over, keeps threads apart even when a few threads
+/// besides the runtime's workers log.
+const MAX_SHARDS: usize = 16;
+
+/// Gives the threads that log their numbers, in turn.
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's number: which shard of each access log it queues lines in.
+    static THREAD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    /// Buffers of lines already queued, for the next lines this thread begins: a line costs
+    /// no allocation once a thread has logged a few.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare line buffers a thread keeps at most (a few more than the requests an HTTP/2
+/// connection usually has under way at once).
+const SPARES: usize = 64;
+
+/// A buffer for a new line: a spare one if this thread has any.
+fn line_buffer() -> Vec<u8> {
+    SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(LINE_CAPACITY))
+}
+
+/// Keeps a queued line's buffer for a later line, unless this thread has enough or it grew
+/// for a long line.
+fn recycle(mut buf: Vec<u8>) {
+    if buf.capacity() > 8 * LINE_CAPACITY {
+        return;
+    }
+    buf.clear();
+    let _ = SPARE.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARES {
+            spare.push(buf);
+        }
+    });
 }
 
 impl std::fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shared = &self.handle.shared;
+        let queued: usize = shared.shards.iter().map(|s| lock(&s.0).lines).sum();
         f.debug_struct("AccessLog")
             .field("format", &shared.format)
-            .field("queued", &lock(&shared.pending).lines)
+            .field("queued", &queued)
             .field("dropped", &shared.dropped.get())
             .finish()
     }
@@ -201,7 +271,7 @@ impl AccessLog {
     pub const DEFAULT_QUEUE: usize = 4096;
 
     /// Starts a writer thread writing `format` lines to `out`, with room for `queue` lines
-    /// waiting.
+    /// waiting (shared out evenly among the request threads' queues).
     ///
     /// The writer is a thread of its own, not a task: `write(2)` stays off the proxy's runtime
     /// threads, and a slow disk or a full pipe blocks only the writer (lines then wait, up to
@@ -214,10 +284,25 @@ impl AccessLog {
     where
         W: Write + Send + 'static,
     {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self::with_shards(format, out, queue, (2 * cores).min(MAX_SHARDS))
+    }
+
+    fn with_shards<W>(
+        format: AccessLogFormat,
+        out: W,
+        queue: usize,
+        shards: usize,
+    ) -> std::io::Result<Self>
+    where
+        W: Write + Send + 'static,
+    {
+        let shards = shards.clamp(1, queue.max(1));
         let shared = Arc::new(Shared {
             format,
-            capacity: queue.max(1),
-            pending: Mutex::default(),
+            shards: (0..shards).map(|_| Shard::default()).collect(),
+            capacity: queue.max(1).div_ceil(shards),
+            flushes: Mutex::default(),
             waiting: AtomicU8::new(BUSY),
             closed: AtomicBool::new(false),
             gone: AtomicBool::new(false),
@@ -251,11 +336,11 @@ impl AccessLog {
         let (done, wait) = oneshot::channel();
         {
             let shared = &self.handle.shared;
-            let mut pending = lock(&shared.pending);
+            let mut flushes = lock(&shared.flushes);
             if shared.gone.load(Ordering::Acquire) {
                 return;
             }
-            pending.flushes.push(done);
+            flushes.push(done);
         }
         self.handle.wake(true);
         let _ = wait.await;
@@ -263,27 +348,31 @@ impl AccessLog {
 
     /// A request arrived: its line, with what is known of it so far.
     pub(crate) fn begin(&self, arrival: &Arrival<'_>) -> Line {
-        self.handle.shared.format.begin(arrival)
+        self.handle.shared.format.begin(arrival, line_buffer())
     }
 
     /// The request ended: completes its line and queues it for the writer (never waiting for
-    /// it); drops and counts it when `queue` lines are already waiting.
+    /// it); drops and counts it when the thread's queue is full.
     pub(crate) fn log(&self, line: Line, outcome: &Outcome<'_>) {
         let shared = &self.handle.shared;
-        let line = shared.format.finish(line, outcome);
-        let mut pending = lock(&shared.pending);
-        if pending.lines >= shared.capacity {
-            drop(pending);
-            shared.dropped.inc();
-            return;
+        let shard = THREAD.try_with(|n| *n).unwrap_or(0) % shared.shards.len();
+        let full = {
+            let mut pending = lock(&shared.shards[shard].0);
+            if pending.lines < shared.capacity {
+                shared.format.finish(&line, outcome, &mut pending.buf);
+                pending.lines += 1;
+                Some(shared.full(&pending))
+            } else {
+                None
+            }
+        };
+        recycle(line.buf);
+        match full {
+            Some(full) => self.handle.wake(full),
+            None => {
+                shared.dropped.inc();
+            }
         }
-        for part in line.parts() {
-            pending.buf.extend_from_slice(part);
-        }
-        pending.lines += 1;
-        let full = shared.full(&pending);
-        drop(pending);
-        self.handle.wake(full);
     }
 }
 
@@ -291,8 +380,6 @@ impl Handle {
     /// Wakes the writer if it waits for what the caller just queued: any line when it is
     /// idle, a `full` batch (or a flush) when it lingers. Other lines cost a look at a flag.
     fn wake(&self, full: bool) {
-        // `waiting` is set under the `pending` lock, which the caller took and released after
-        // the writer last looked at the queue: a writer about to park is seen waiting here.
         let waiting = &self.shared.waiting;
         let wanted = match waiting.load(Ordering::Relaxed) {
             IDLE => IDLE,
@@ -309,9 +396,34 @@ impl Handle {
 }
 
 impl Shared {
-    /// Whether the lines waiting make a batch worth writing now.
+    /// Whether the lines waiting in a shard make a batch worth writing now.
     fn full(&self, pending: &Pending) -> bool {
         pending.buf.len() >= BATCH || pending.lines >= self.capacity.div_ceil(2)
+    }
+
+    /// Takes every shard's lines: each shard's buffer trades places with the writer's empty
+    /// one of the same index in `batches`, so that no line is copied again.
+    fn take_lines(&self, batches: &mut [Vec<u8>]) {
+        for (shard, batch) in self.shards.iter().zip(batches) {
+            let mut pending = lock(&shard.0);
+            if pending.lines > 0 {
+                std::mem::swap(&mut pending.buf, batch);
+                pending.lines = 0;
+            }
+        }
+    }
+
+    /// Whether the writer has something to do: lines, a flush, or the end.
+    fn wanted(&self, batch_only: bool) -> bool {
+        self.closed.load(Ordering::Acquire)
+            || !lock(&self.flushes).is_empty()
+            || self.shards.iter().any(|shard| {
+                let pending = lock(&shard.0);
+                match batch_only {
+                    true => self.full(&pending),
+                    false => pending.lines > 0,
+                }
+            })
     }
 }
 
@@ -322,7 +434,7 @@ impl Drop for Handle {
     }
 }
 
-/// The batch buffer kept between writes at most; a bigger one (after a backlog) is let go.
+/// A shard's buffer kept between writes at most; a bigger one (after a backlog) is let go.
 const KEEP: usize = 256 * 1024;
 
 /// The writer is writing (or about to look at the queue): nobody wakes it.
@@ -337,53 +449,55 @@ const LINGERING: u8 = 2;
 /// A writer that went back to waiting at once would be woken by the next line: under load, one
 /// wake-up (a futex call on the request's thread) and one small write per request or so, and
 /// the kernel takes about twice as long per byte for writes of a few KiB to a file as for
-/// writes of 64 KiB. Lingering, it is not woken while lines arrive, so logging one costs the request an
-/// uncontended lock and a copy. The first line after a quiet spell goes out at once.
+/// writes of 64 KiB. Lingering, it is not woken while lines arrive, so logging one costs the
+/// request an uncontended lock and a copy. The first line after a quiet spell goes out at once.
 const LINGER: Duration = Duration::from_millis(100);
 
-/// Lines worth writing at once: a full batch ends the writer's lingering.
+/// Lines worth writing at once: a shard this full ends the writer's lingering.
 const BATCH: usize = 64 * 1024;
 
-/// The writer thread: takes whatever lines are waiting, writes them in one write, and so on.
+/// The writer thread: takes whatever lines are waiting, writes each shard's in one write, and
+/// so on.
 fn write<W: Write>(shared: &Shared, mut out: W) {
     /// Marks the writer gone however it ends, and lets waiting flushes return.
     struct Gone<'a>(&'a Shared);
     impl Drop for Gone<'_> {
         fn drop(&mut self) {
             let flushes = {
-                let mut pending = lock(&self.0.pending);
+                let mut flushes = lock(&self.0.flushes);
                 self.0.gone.store(true, Ordering::Release);
-                std::mem::take(&mut pending.flushes)
+                std::mem::take(&mut *flushes)
             };
             drop(flushes);
         }
     }
     let _gone = Gone(shared);
 
-    let mut batch = Vec::new();
+    let mut batches = vec![Vec::new(); shared.shards.len()];
     let mut flushes = Vec::new();
     let mut failed = false;
     loop {
-        {
-            let mut pending: MutexGuard<'_, Pending> = lock(&shared.pending);
-            if pending.buf.is_empty() && pending.flushes.is_empty() {
-                if shared.closed.load(Ordering::Acquire) {
-                    return;
-                }
-                shared.waiting.store(IDLE, Ordering::Relaxed);
-                drop(pending);
+        // Flushes first: the lines logged before them are in the shards by now.
+        std::mem::swap(&mut *lock(&shared.flushes), &mut flushes);
+        // Read before the shards: once every handle is gone, no line comes after.
+        let closed = shared.closed.load(Ordering::Acquire);
+        shared.take_lines(&mut batches);
+        let wrote = batches.iter().any(|batch| !batch.is_empty());
+        if !wrote && flushes.is_empty() {
+            if closed {
+                return;
+            }
+            shared.waiting.store(IDLE, Ordering::Relaxed);
+            if !shared.wanted(false) {
                 // Woken by a line, a flush or the last handle going; a spurious wake-up
                 // just looks again.
                 std::thread::park();
-                continue;
             }
-            std::mem::swap(&mut pending.buf, &mut batch);
-            std::mem::swap(&mut pending.flushes, &mut flushes);
-            pending.lines = 0;
+            shared.waiting.store(BUSY, Ordering::Relaxed);
+            continue;
         }
-        let wrote = !batch.is_empty();
-        if wrote {
-            match out.write_all(&batch).and_then(|()| out.flush()) {
+        for batch in batches.iter_mut().filter(|batch| !batch.is_empty()) {
+            match out.write_all(batch) {
                 // Logged once per run of failures: a full disk must not flood the log too.
                 Err(e) if !failed => {
                     tracing::warn!(error = %e, "access log write failed; lines are lost");
@@ -394,8 +508,14 @@ fn write<W: Write>(shared: &Shared, mut out: W) {
             }
             batch.clear();
             if batch.capacity() > KEEP {
-                batch = Vec::new();
+                *batch = Vec::new();
             }
+        }
+        if wrote && let Err(e) = out.flush() {
+            if !failed {
+                tracing::warn!(error = %e, "access log flush failed; lines may be lost");
+            }
+            failed = true;
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -406,20 +526,14 @@ fn write<W: Write>(shared: &Shared, mut out: W) {
     }
 }
 
-/// Waits, after a write, until a batch is full, a flush is asked for, every handle is gone
-/// or [`LINGER`] has passed.
+/// Waits, after a write, until a shard holds a batch, a flush is asked for, every handle is
+/// gone or [`LINGER`] has passed.
 fn linger(shared: &Shared) {
     let until = Instant::now() + LINGER;
     loop {
-        {
-            let pending = lock(&shared.pending);
-            if shared.full(&pending)
-                || !pending.flushes.is_empty()
-                || shared.closed.load(Ordering::Acquire)
-            {
-                break;
-            }
-            shared.waiting.store(LINGERING, Ordering::Relaxed);
+        shared.waiting.store(LINGERING, Ordering::Relaxed);
+        if shared.wanted(true) {
+            break;
         }
         let now = Instant::now();
         if now >= until {
@@ -439,8 +553,7 @@ fn linger(shared: &Shared) {
 
 impl AccessLogFormat {
     /// The line of a request that just arrived, with its arrival fields.
-    fn begin(self, a: &Arrival<'_>) -> Line {
-        let mut buf = Vec::with_capacity(LINE_CAPACITY);
+    fn begin(self, a: &Arrival<'_>, mut buf: Vec<u8>) -> Line {
         let split = match self {
             AccessLogFormat::Json => json_arrival(a, &mut buf),
             AccessLogFormat::Common => common_arrival(a, &mut buf),
@@ -448,19 +561,20 @@ impl AccessLogFormat {
         Line { buf, split }
     }
 
-    /// Adds the outcome to `line`.
-    fn finish(self, line: Line, o: &Outcome<'_>) -> Finished {
-        let Line { mut buf, split } = line;
-        let arrived = buf.len();
-        let middle = match self {
-            AccessLogFormat::Json => json_outcome(o, &mut buf),
-            AccessLogFormat::Common => common_outcome(o, &mut buf),
-        };
-        Finished {
-            middle: arrived + middle,
-            buf,
-            split,
-            arrived,
+    /// Writes `line` with its outcome to `out`.
+    fn finish(self, line: &Line, o: &Outcome<'_>, out: &mut Vec<u8>) {
+        let (arrival, rest) = line.buf.split_at(line.split);
+        out.extend_from_slice(arrival);
+        match self {
+            AccessLogFormat::Json => {
+                json_outcome(o, out);
+                out.extend_from_slice(rest);
+            }
+            AccessLogFormat::Common => {
+                common_status(o, out);
+                out.extend_from_slice(rest);
+                common_outcome(o, out);
+            }
         }
     }
 }
@@ -482,7 +596,7 @@ fn json_arrival(a: &Arrival<'_>, out: &mut Vec<u8>) -> usize {
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"client\":\"");
-    socket_addr(a.client, out);
+    out.extend_from_slice(a.client.socket_addr());
     // A method is a token (RFC 9110): nothing in it needs escaping.
     out.extend_from_slice(b"\",\"method\":\"");
     out.extend_from_slice(a.method.as_str().as_bytes());
@@ -502,9 +616,8 @@ fn json_arrival(a: &Arrival<'_>, out: &mut Vec<u8>) -> usize {
     split
 }
 
-/// `,"status":…,"flags":"-"`, all of it before the arrival's second part; returns its length.
-fn json_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) -> usize {
-    let start = out.len();
+/// `,"status":…,"flags":"-"`, all of it before the arrival's second part.
+fn json_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"status\":");
     number(u64::from(o.status), out);
     out.extend_from_slice(b",\"bytes_in\":");
@@ -533,7 +646,6 @@ fn json_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(b",\"flags\":\"");
     flags(o.flags, out);
     out.push(b'"');
-    out.len() - start
 }
 
 fn json_opt(value: Option<&[u8]>, out: &mut Vec<u8>) {
@@ -634,7 +746,7 @@ fn millis(duration: Duration, out: &mut Vec<u8>) {
 /// `1.2.3.4 - - [time] "GET /path HTTP/1.1" ` then `"referer" "agent" rid=… trace=…
 /// authority="…"`; returns where the second part starts.
 fn common_arrival(a: &Arrival<'_>, out: &mut Vec<u8>) -> usize {
-    ip(a.client.ip(), out);
+    out.extend_from_slice(a.client.ip());
     out.extend_from_slice(b" - - [");
     clf_time(a.time, out);
     out.extend_from_slice(b"] \"");
@@ -662,13 +774,15 @@ fn common_arrival(a: &Arrival<'_>, out: &mut Vec<u8>) -> usize {
 
 /// `200 512 ` (between the request line and the referer), then ` dur_ms=… bytes_in=…\n`;
 /// returns the length of the first part.
-fn common_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) -> usize {
-    let start = out.len();
+fn common_status(o: &Outcome<'_>, out: &mut Vec<u8>) {
     number(u64::from(o.status), out);
     out.push(b' ');
     number(o.bytes_out, out);
     out.push(b' ');
-    let first = out.len() - start;
+}
+
+/// ` dur_ms=… bytes_in=…\n`, after the arrival's second part.
+fn common_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b" dur_ms=");
     millis(o.duration, out);
     out.extend_from_slice(b" upstream=");
@@ -689,7 +803,6 @@ fn common_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(b" bytes_in=");
     number(o.bytes_in, out);
     out.push(b'\n');
-    first
 }
 
 fn clf_quoted(value: Option<&[u8]>, out: &mut Vec<u8>) {
@@ -837,13 +950,25 @@ mod tests {
 
     static RID: HeaderValue = HeaderValue::from_static("rid-1");
 
+    static CLIENT: std::sync::LazyLock<ClientText> =
+        std::sync::LazyLock::new(|| ClientText::new("10.0.0.1:5123".parse().unwrap()));
+
+    #[test]
+    fn client_text_has_the_address_and_the_ip() {
+        for (addr, ip) in [("10.0.0.1:5123", "10.0.0.1"), ("[fd00::1]:8080", "fd00::1")] {
+            let text = ClientText::new(addr.parse().unwrap());
+            assert_eq!(text.socket_addr(), addr.as_bytes());
+            assert_eq!(text.ip(), ip.as_bytes());
+        }
+    }
+
     fn arrival<'a>(agent: &'a HeaderValue) -> Arrival<'a> {
         Arrival {
             // 2026-11-26T10:00:00.123Z
             time: UNIX_EPOCH + Duration::from_millis(1_795_687_200_123),
             request_id: Some(&RID),
             trace_id: Some(0x4bf92f3577b34da6a3ce929d0e0e4736),
-            client: "10.0.0.1:5123".parse().unwrap(),
+            client: &CLIENT,
             method: &Method::GET,
             authority: Some(b"shop.example"),
             path: b"/a\"b",
@@ -872,8 +997,9 @@ mod tests {
     }
 
     fn line(format: AccessLogFormat, a: &Arrival<'_>, o: &Outcome<'_>) -> String {
-        let finished = format.finish(format.begin(a), o);
-        String::from_utf8(finished.parts().concat()).unwrap()
+        let mut out = Vec::new();
+        format.finish(&format.begin(a, Vec::new()), o, &mut out);
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
@@ -1052,7 +1178,7 @@ mod tests {
             go: wait,
             written: Arc::clone(&written),
         };
-        let log = AccessLog::new(AccessLogFormat::Json, stuck, 2).unwrap();
+        let log = AccessLog::with_shards(AccessLogFormat::Json, stuck, 2, 1).unwrap();
         let agent = agent();
         let log_one = || log.log(log.begin(&arrival(&agent)), &outcome());
         // The writer takes the first line and blocks writing it; two more fill the queue.
@@ -1072,5 +1198,75 @@ mod tests {
         log.flush().await;
         let written = written.lock().unwrap();
         assert_eq!(written.iter().filter(|&&b| b == b'\n').count(), 3);
+    }
+
+    /// A writer into memory shared with the test.
+    struct Memory(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Memory {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_of_many_threads_are_all_written_whole() {
+        const THREADS: usize = 6;
+        const LINES: usize = 2_000;
+        let written = Arc::<std::sync::Mutex<Vec<u8>>>::default();
+        // Fewer shards than threads: some threads share one.
+        let log = AccessLog::with_shards(
+            AccessLogFormat::Json,
+            Memory(Arc::clone(&written)),
+            THREADS * LINES,
+            4,
+        )
+        .unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| {
+                    let agent = agent();
+                    for _ in 0..LINES {
+                        log.log(log.begin(&arrival(&agent)), &outcome());
+                    }
+                });
+            }
+        });
+        log.flush().await;
+        assert_eq!(log.dropped(), 0);
+        let expected = line(AccessLogFormat::Json, &arrival(&agent()), &outcome());
+        let written = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert_eq!(written.len(), THREADS * LINES * expected.len());
+        assert!(written.split_inclusive('\n').all(|l| l == expected));
+    }
+
+    #[tokio::test]
+    async fn a_line_after_a_quiet_spell_is_written_without_a_flush() {
+        let written = Arc::<std::sync::Mutex<Vec<u8>>>::default();
+        let log = AccessLog::new(AccessLogFormat::Json, Memory(Arc::clone(&written)), 16).unwrap();
+        let agent = agent();
+        for round in 1..=3 {
+            log.log(log.begin(&arrival(&agent)), &outcome());
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while written
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    < round
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .expect("the writer writes a line it was woken for");
+            // Past the writer's lingering: it waits idle for the next line.
+            tokio::time::sleep(LINGER * 2).await;
+        }
     }
 }

@@ -16,10 +16,10 @@
 //! copy them); a mirrored copy forwards without the exchange, so a mirror never speaks for the
 //! request.
 //!
-//! Cost when on, per observed request: one `Arc<Exchange>` and the boxed response body that
-//! carries the observation (the observation itself moves inline), plus, with an access log,
-//! the line: formatted straight from the request when it arrives and finished when its response
-//! ends, on the request's own thread, then copied into the writer's buffer. Metric handles are
+//! Cost when on, per observed request: one `Arc<Exchange>` and the boxed observation (which
+//! goes by pointer into the response body, not boxed for it), plus, with an access log,
+//! the line: formatted straight from the request when it arrives and finished, when its
+//! response ends, straight into the writer's queue of the request's thread. Metric handles are
 //! found by the addresses of the route and backend names in a map read without a lock.
 //! `bench/observe_instructions.sh`
 //! counts what each costs in instructions per request, `bench/observe.sh` in throughput.
@@ -57,6 +57,7 @@ use opentelemetry_sdk::trace::{SdkTracer, Span};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub(crate) use access_log::ClientText;
 pub use access_log::{AccessLog, AccessLogFormat};
 pub use request_id::REQUEST_ID_HEADER;
 pub use trace::{OtlpConfig, OtlpTracer, TraceError};
@@ -375,13 +376,17 @@ impl Attempt {
 #[derive(Debug)]
 pub(crate) struct Observed {
     request_id: Option<HeaderValue>,
-    /// Inline, not boxed: it moves once into the response body, which is boxed anyway.
-    active: Option<Active>,
+    /// Boxed once, when the request arrives: from there it moves by pointer, into the
+    /// response body in the end, and a request nobody observes carries only the pointer's
+    /// room.
+    active: Option<Box<Active>>,
 }
 
 #[derive(Debug)]
 struct Active {
-    shared: Arc<crate::engine::Shared>,
+    /// The engine's state, handed over by [`Observed::finish`] (the request's own
+    /// reference): what the request reports to when it is complete.
+    shared: Option<Arc<crate::engine::Shared>>,
     exchange: Arc<Exchange>,
     start: Instant,
     /// The access log line, its arrival fields written; `None` without an access log.
@@ -404,11 +409,13 @@ struct ServerSpan {
 
 impl Observed {
     /// A request arrived from `client`: settles its id and trace context, and, if anything
-    /// observes requests, starts following it.
+    /// observes requests, starts following it. `client_text` is the connection's: its access
+    /// log lines show the client's address formatted once.
     pub(crate) fn start(
         shared: &Arc<crate::engine::Shared>,
         req: &mut Request<Incoming>,
         client: SocketAddr,
+        client_text: &OnceLock<ClientText>,
     ) -> Self {
         let observe = &shared.observe;
         let request_id = observe
@@ -444,7 +451,7 @@ impl Observed {
                 time,
                 request_id: request_id.as_ref(),
                 trace_id,
-                client,
+                client: client_text.get_or_init(|| ClientText::new(client)),
                 method: req.method(),
                 authority: authority(req),
                 path: req.uri().path().as_bytes(),
@@ -460,8 +467,8 @@ impl Observed {
             upstream: Mutex::new(Upstream::default()),
             bytes_in: AtomicU64::new(0),
         });
-        let active = Active {
-            shared: shared.clone(),
+        let active = Box::new(Active {
+            shared: None,
             exchange,
             start,
             line,
@@ -476,7 +483,7 @@ impl Observed {
                     method: req.method().clone(),
                 })
             }),
-        };
+        });
         Self {
             request_id,
             active: Some(active),
@@ -536,13 +543,23 @@ impl Observed {
         }
     }
 
-    /// The response head is ready: adds the request id, and follows the body to its end.
-    pub(crate) fn finish(self, mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    /// The response head is ready: adds the request id, and follows the body to its end if
+    /// the request is observed, keeping the engine's `shared` state (the request's own
+    /// reference, handed over rather than cloned again) for then.
+    pub(crate) fn finish(
+        self,
+        mut response: Response<ProxyBody>,
+        shared: Arc<crate::engine::Shared>,
+    ) -> Response<ObservedBody> {
         if let Some(id) = self.request_id {
             response.headers_mut().insert(REQUEST_ID_HEADER, id);
         }
         let Some(mut active) = self.active else {
-            return response;
+            return response.map(|inner| ObservedBody {
+                inner,
+                bytes: 0,
+                active: None,
+            });
         };
         let status = response.status().as_u16();
         active.status = status;
@@ -557,24 +574,26 @@ impl Observed {
         {
             active.flags.set(Flags::UT);
         }
-        response.map(|inner| {
-            ProxyBody::boxed(ObservedBody {
-                inner,
-                bytes: 0,
-                active: Some(active),
-            })
+        active.shared = Some(shared);
+        response.map(|inner| ObservedBody {
+            inner,
+            bytes: 0,
+            active: Some(active),
         })
     }
 }
 
 impl Active {
     /// The response ended after `bytes_out` body bytes; `flags` says how if not cleanly.
-    fn complete(mut self, bytes_out: u64, flags: Flags) {
+    fn complete(&mut self, bytes_out: u64, flags: Flags) {
         let duration = self.start.elapsed();
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let observe = &shared.observe;
         self.flags.set(flags.0);
         let span = self.span.take();
         let line = self.line.take();
-        let observe = &self.shared.observe;
         let upstream = crate::sync::lock(&self.exchange.upstream);
         if let Some(metrics) = observe.metrics.get() {
             let route = self.route.as_ref().unwrap_or(&observe.none);
@@ -744,18 +763,21 @@ impl Body for CountingBody {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body followed to its end: then the request is complete.
-    struct ObservedBody {
+    /// Every response body on its way to the client; when the request is observed, followed
+    /// to its end, and then the request is complete. The body is not boxed for it: a response
+    /// nobody observes pays a pointer's room and a branch per frame.
+    #[derive(Debug)]
+    pub(crate) struct ObservedBody {
         #[pin]
         inner: ProxyBody,
         bytes: u64,
-        active: Option<Active>,
+        active: Option<Box<Active>>,
     }
 
     impl PinnedDrop for ObservedBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(active) = this.active.take() {
+            if let Some(mut active) = this.active.take() {
                 // Dropped unread: fine if there was nothing left to send (HEAD, 204, 304),
                 // otherwise the client went away first.
                 let flags = match this.inner.is_end_stream() {
@@ -778,30 +800,30 @@ impl Body for ObservedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        match &polled {
+        if this.active.is_none() {
+            return polled;
+        }
+        let flags = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.bytes += data.remaining() as u64;
                 }
+                return polled;
             }
-            Poll::Ready(None) => {
-                if let Some(active) = this.active.take() {
-                    active.complete(*this.bytes, Flags::default());
-                }
-            }
+            Poll::Pending => return polled,
+            Poll::Ready(None) => Flags::default(),
             Poll::Ready(Some(Err(e))) => {
-                if let Some(active) = this.active.take() {
-                    let flag = if e.is::<novaedge_filters::timeout::ResponseBodyTimeout>() {
-                        Flags::UT
-                    } else if e.is::<UpstreamBodyIdle>() {
-                        Flags::SI
-                    } else {
-                        Flags::UC
-                    };
-                    active.complete(*this.bytes, Flags(flag));
+                if e.is::<novaedge_filters::timeout::ResponseBodyTimeout>() {
+                    Flags(Flags::UT)
+                } else if e.is::<UpstreamBodyIdle>() {
+                    Flags(Flags::SI)
+                } else {
+                    Flags(Flags::UC)
                 }
             }
-            Poll::Pending => {}
+        };
+        if let Some(mut active) = this.active.take() {
+            active.complete(*this.bytes, flags);
         }
         polled
     }
