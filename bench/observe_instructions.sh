@@ -2,8 +2,9 @@
 # What request observability costs, in instructions per request: the steady figure behind
 # `bench/observe.sh`. Runs novaedge-core's `observe_bench` example under callgrind (valgrind),
 # warms one engine up, zeroes the counters, sends a fixed number of requests to that engine
-# alone, and divides the instructions the whole process executed (proxy, in-process echo
-# backend, access log writer: every thread) by the request count. Once for the engine with
+# alone, and divides the instructions the whole proxy process executed (every thread: the
+# runtime's and the access log writer) by the request count. The echo backend runs natively,
+# in a process of its own, so that the count is the proxy's alone. Once for the engine with
 # every observer off, once for the engine with the defaults (request ids only), once for the
 # engine with request ids, metrics and a JSON access log.
 # Instruction counts do not depend on what else the machine is doing, so the ratio is exact
@@ -36,12 +37,22 @@ case "$proto" in
   *) echo "protocol is h1 or h2, not $proto" >&2; exit 2 ;;
 esac
 
+# The backend: an instance of the example whose own engines stay idle.
+RUST_LOG=warn "$bench_bin" "$work/backend.log" >"$work/backend.ports" 2>"$work/backend.err" &
+pids+=($!)
+for _ in $(seq 100); do
+  [ -s "$work/backend.ports" ] && break
+  sleep 0.1
+done
+read -r _ _ backend_kv _ <"$work/backend.ports" || { cat "$work/backend.err" >&2; exit 1; }
+backend="127.0.0.1:${backend_kv#backend=}"
+
 # instructions ENGINE(off|ids|on): instructions per request through that engine.
 instructions() {
   local which=$1 dir="$work/$1" pid port
   mkdir -p "$dir"
   (cd "$dir" && RUST_LOG=warn exec valgrind --tool=callgrind --callgrind-out-file="$dir/out.%p" \
-    "$bench_bin" "$dir/access.log" >"$dir/ports" 2>"$dir/valgrind.log") &
+    "$bench_bin" "$dir/access.log" "$backend" >"$dir/ports" 2>"$dir/valgrind.log") &
   pid=$!
   pids+=("$pid")
   for _ in $(seq 600); do
