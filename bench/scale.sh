@@ -6,7 +6,8 @@
 #   stages   the time and memory of each stage of the apply path, in a process of its own
 #            (bins/novaedge/examples/scale_stages.rs): read and parse the YAML, translate,
 #            validate, protobuf encode and decode (controller -> agent), engine apply (first and
-#            reload)
+#            reload); then, as `agent:` rows, a node agent's part alone in a child process that
+#            holds nothing else (decode, validate, apply, reload): an agent pod's time and memory
 #   start    `novaedge run` from exec to the last route answering 200, and its VmRSS / VmHWM
 #   reload   from writing one more HTTPRoute next to the others to that route answering 200
 #            (includes the file watcher's 200 ms quiet period), and VmRSS / VmHWM after it

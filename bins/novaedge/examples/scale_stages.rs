@@ -13,6 +13,11 @@
 //! RSS is the process's resident memory after the stage (VmRSS) and its peak so far (VmHWM), as
 //! `/proc/self/status` says; the objects and snapshots of earlier stages are still held, as they
 //! are in `novaedge run` until the engine has applied the snapshot.
+//!
+//! The `agent` rows are a node agent's part alone, in a child process that holds nothing else
+//! (`--agent FILE` runs it on an encoded snapshot): decode the snapshot as it arrives from the
+//! controller, validate it, apply it, then apply it again under a new version. Their memory is
+//! what an agent's DaemonSet pod needs for the configuration.
 
 #![allow(
     clippy::print_stdout,
@@ -67,12 +72,44 @@ fn report(dir: &str, stage: &str, time: Duration) {
     );
 }
 
+/// A node agent's part, on the encoded snapshot in `file`: see the module docs.
+fn agent(file: &str, label: &str, repeat: usize) {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let _guard = runtime.enter();
+    let bytes = std::fs::read(file).expect("the encoded snapshot can be read");
+    let start = Instant::now();
+    let mut snapshot = ConfigSnapshot::decode(&bytes).expect("the encoded snapshot decodes");
+    let decoded = start.elapsed();
+    // An agent lets the message go once it is decoded.
+    drop(bytes);
+    report(label, "agent: decode", decoded);
+    let start = Instant::now();
+    snapshot.validate().expect("the snapshot is valid");
+    report(label, "agent: validate", start.elapsed());
+    let start = Instant::now();
+    let engine = Engine::new(EngineConfig {
+        default_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ..EngineConfig::default()
+    });
+    engine.apply(&snapshot).expect("the snapshot applies");
+    report(label, "agent: apply (first)", start.elapsed());
+    let (t, ()) = timed(repeat, || {
+        snapshot.version += 1;
+        engine.apply(&snapshot).expect("the snapshot applies");
+    });
+    report(label, "agent: apply (reload)", t);
+    runtime.block_on(engine.shutdown(Duration::ZERO));
+}
+
 fn main() {
     let mut dirs = Vec::new();
     let mut repeat = 3;
+    let mut agent_file = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--repeat" {
+        if arg == "--agent" {
+            agent_file = Some(args.next().expect("--agent takes a file"));
+        } else if arg == "--repeat" {
             repeat = args
                 .next()
                 .and_then(|k| k.parse().ok())
@@ -81,6 +118,11 @@ fn main() {
         } else {
             dirs.push(arg);
         }
+    }
+    if let Some(file) = agent_file {
+        let label = dirs.first().map_or("agent", String::as_str);
+        agent(&file, label, repeat);
+        return;
     }
     if dirs.is_empty() {
         eprintln!("usage: scale_stages DIR [DIR...] [--repeat K]");
@@ -155,6 +197,17 @@ fn main() {
         });
         report(&dir, "engine apply (reload)", t);
         runtime.block_on(engine.shutdown(Duration::ZERO));
+
+        let file = std::env::temp_dir().join(format!("scale_stages-{}.pb", std::process::id()));
+        std::fs::write(&file, &bytes).expect("the encoded snapshot can be written");
+        let status = std::process::Command::new(std::env::current_exe().expect("this program"))
+            .arg("--agent")
+            .arg(&file)
+            .args(["--repeat", &repeat.to_string(), &dir])
+            .status()
+            .expect("the agent process starts");
+        let _ = std::fs::remove_file(&file);
+        assert!(status.success(), "{dir}: the agent process failed");
         println!(
             "{dir:<14} {:<22} {} routes, {} backends, {} KiB protobuf",
             "(size)",
