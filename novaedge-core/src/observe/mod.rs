@@ -587,6 +587,7 @@ impl Active {
     /// The response ended after `bytes_out` body bytes; `flags` says how if not cleanly.
     fn complete(&mut self, bytes_out: u64, flags: Flags) {
         let duration = self.start.elapsed();
+        // Always there: `finish` put it in before making the body that completes the request.
         let Some(shared) = self.shared.take() else {
             return;
         };
