@@ -55,7 +55,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
 
 use super::Flags;
-use crate::ascii::{digits, hex_byte, hex128, ip, number, socket_addr};
+use crate::ascii::{digits, hex_byte, hex128, number, socket_addr};
 use crate::sync::lock;
 
 /// Longest path logged; longer ones are cut.
@@ -130,13 +130,13 @@ impl ClientText {
     pub(crate) fn new(addr: SocketAddr) -> Self {
         let mut text = Vec::new();
         socket_addr(addr, &mut text);
-        let mut alone = Vec::new();
-        ip(addr.ip(), &mut alone);
-        let start = usize::from(addr.is_ipv6());
-        Self {
-            text,
-            ip: start..start + alone.len(),
-        }
+        // The IP ends at the port's colon, and an IPv6 one is in brackets.
+        let colon = text.iter().rposition(|&b| b == b':').unwrap_or(text.len());
+        let ip = match addr {
+            SocketAddr::V4(_) => 0..colon,
+            SocketAddr::V6(_) => 1..colon.saturating_sub(1),
+        };
+        Self { text, ip }
     }
 
     fn socket_addr(&self) -> &[u8] {
@@ -413,17 +413,12 @@ impl Shared {
         }
     }
 
-    /// Whether the writer has something to do: lines, a flush, or the end.
-    fn wanted(&self, batch_only: bool) -> bool {
+    /// Whether the writer has something to do: the end, a flush, or a shard whose lines are
+    /// `ready`.
+    fn wanted(&self, ready: impl Fn(&Pending) -> bool) -> bool {
         self.closed.load(Ordering::Acquire)
             || !lock(&self.flushes).is_empty()
-            || self.shards.iter().any(|shard| {
-                let pending = lock(&shard.0);
-                match batch_only {
-                    true => self.full(&pending),
-                    false => pending.lines > 0,
-                }
-            })
+            || self.shards.iter().any(|shard| ready(&lock(&shard.0)))
     }
 }
 
@@ -488,7 +483,7 @@ fn write<W: Write>(shared: &Shared, mut out: W) {
                 return;
             }
             shared.waiting.store(IDLE, Ordering::Relaxed);
-            if !shared.wanted(false) {
+            if !shared.wanted(|pending| pending.lines > 0) {
                 // Woken by a line, a flush or the last handle going; a spurious wake-up
                 // just looks again.
                 std::thread::park();
@@ -496,8 +491,13 @@ fn write<W: Write>(shared: &Shared, mut out: W) {
             shared.waiting.store(BUSY, Ordering::Relaxed);
             continue;
         }
-        for batch in batches.iter_mut().filter(|batch| !batch.is_empty()) {
-            match out.write_all(batch) {
+        if wrote {
+            let written = batches
+                .iter()
+                .filter(|batch| !batch.is_empty())
+                .try_for_each(|batch| out.write_all(batch))
+                .and_then(|()| out.flush());
+            match written {
                 // Logged once per run of failures: a full disk must not flood the log too.
                 Err(e) if !failed => {
                     tracing::warn!(error = %e, "access log write failed; lines are lost");
@@ -506,16 +506,12 @@ fn write<W: Write>(shared: &Shared, mut out: W) {
                 Err(_) => {}
                 Ok(()) => failed = false,
             }
-            batch.clear();
-            if batch.capacity() > KEEP {
-                *batch = Vec::new();
+            for batch in &mut batches {
+                batch.clear();
+                if batch.capacity() > KEEP {
+                    *batch = Vec::new();
+                }
             }
-        }
-        if wrote && let Err(e) = out.flush() {
-            if !failed {
-                tracing::warn!(error = %e, "access log flush failed; lines may be lost");
-            }
-            failed = true;
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -532,7 +528,7 @@ fn linger(shared: &Shared) {
     let until = Instant::now() + LINGER;
     loop {
         shared.waiting.store(LINGERING, Ordering::Relaxed);
-        if shared.wanted(true) {
+        if shared.wanted(|pending| shared.full(pending)) {
             break;
         }
         let now = Instant::now();

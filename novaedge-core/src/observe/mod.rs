@@ -384,9 +384,6 @@ pub(crate) struct Observed {
 
 #[derive(Debug)]
 struct Active {
-    /// The engine's state, handed over by [`Observed::finish`] (the request's own
-    /// reference): what the request reports to when it is complete.
-    shared: Option<Arc<crate::engine::Shared>>,
     exchange: Arc<Exchange>,
     start: Instant,
     /// The access log line, its arrival fields written; `None` without an access log.
@@ -468,7 +465,6 @@ impl Observed {
             bytes_in: AtomicU64::new(0),
         });
         let active = Box::new(Active {
-            shared: None,
             exchange,
             start,
             line,
@@ -544,8 +540,8 @@ impl Observed {
     }
 
     /// The response head is ready: adds the request id, and follows the body to its end if
-    /// the request is observed, keeping the engine's `shared` state (the request's own
-    /// reference, handed over rather than cloned again) for then.
+    /// the request is observed, with the engine's `shared` state to report to then (the
+    /// request's own reference, handed over rather than cloned again).
     pub(crate) fn finish(
         self,
         mut response: Response<ProxyBody>,
@@ -574,24 +570,18 @@ impl Observed {
         {
             active.flags.set(Flags::UT);
         }
-        active.shared = Some(shared);
         response.map(|inner| ObservedBody {
             inner,
             bytes: 0,
-            active: Some(active),
+            active: Some((active, shared)),
         })
     }
 }
 
 impl Active {
     /// The response ended after `bytes_out` body bytes; `flags` says how if not cleanly.
-    fn complete(&mut self, bytes_out: u64, flags: Flags) {
+    fn complete(&mut self, observe: &Observe, bytes_out: u64, flags: Flags) {
         let duration = self.start.elapsed();
-        // Always there: `finish` put it in before making the body that completes the request.
-        let Some(shared) = self.shared.take() else {
-            return;
-        };
-        let observe = &shared.observe;
         self.flags.set(flags.0);
         let span = self.span.take();
         let line = self.line.take();
@@ -766,26 +756,26 @@ impl Body for CountingBody {
 pin_project_lite::pin_project! {
     /// Every response body on its way to the client; when the request is observed, followed
     /// to its end, and then the request is complete. The body is not boxed for it: a response
-    /// nobody observes pays a pointer's room and a branch per frame.
+    /// nobody observes pays two pointers' room and a branch per frame.
     #[derive(Debug)]
     pub(crate) struct ObservedBody {
         #[pin]
         inner: ProxyBody,
         bytes: u64,
-        active: Option<Box<Active>>,
+        active: Option<(Box<Active>, Arc<crate::engine::Shared>)>,
     }
 
     impl PinnedDrop for ObservedBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(mut active) = this.active.take() {
+            if let Some((mut active, shared)) = this.active.take() {
                 // Dropped unread: fine if there was nothing left to send (HEAD, 204, 304),
                 // otherwise the client went away first.
                 let flags = match this.inner.is_end_stream() {
                     true => Flags::default(),
                     false => Flags(Flags::DC),
                 };
-                active.complete(*this.bytes, flags);
+                active.complete(&shared.observe, *this.bytes, flags);
             }
         }
     }
@@ -823,8 +813,8 @@ impl Body for ObservedBody {
                 }
             }
         };
-        if let Some(mut active) = this.active.take() {
-            active.complete(*this.bytes, flags);
+        if let Some((mut active, shared)) = this.active.take() {
+            active.complete(&shared.observe, *this.bytes, flags);
         }
         polled
     }
