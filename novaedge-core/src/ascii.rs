@@ -7,19 +7,27 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::observe::request_id::HEX;
 
-/// A decimal number.
+/// A decimal number. Below 1000 (statuses, empty and small bodies) the digits are written
+/// straight in.
 pub(crate) fn number(n: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    match n {
+        0..10 => digits::<1>(n, out),
+        10..100 => digits::<2>(n, out),
+        100..1000 => digits::<3>(n, out),
+        _ => out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes()),
+    }
 }
 
-/// The `width` low decimal digits of `n`, zero-padded.
-pub(crate) fn digits(mut n: u64, width: usize, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.resize(start + width, b'0');
-    for slot in out[start..].iter_mut().rev() {
+/// The `WIDTH` low decimal digits of `n`, zero-padded. The width is a constant, so that the
+/// digits are one store of a known size.
+#[inline]
+pub(crate) fn digits<const WIDTH: usize>(mut n: u64, out: &mut Vec<u8>) {
+    let mut buf = [b'0'; WIDTH];
+    for slot in buf.iter_mut().rev() {
         *slot = b'0' + (n % 10) as u8;
         n /= 10;
     }
+    out.extend_from_slice(&buf);
 }
 
 pub(crate) fn hex_byte(b: u8, out: &mut Vec<u8>) {
@@ -152,16 +160,18 @@ mod tests {
         out.clear();
         ip("0.0.0.0".parse().unwrap(), &mut out);
         out.push(b' ');
-        number(0, &mut out);
+        for n in [0, 9, 10, 42, 99, 100, 999, 1000, u64::MAX] {
+            number(n, &mut out);
+            out.push(b' ');
+        }
+        out.pop();
         out.push(b' ');
-        number(u64::MAX, &mut out);
-        out.push(b' ');
-        digits(7, 3, &mut out);
+        digits::<3>(7, &mut out);
         out.push(b' ');
         hex128(0xab, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "0.0.0.0 0 18446744073709551615 007 000000000000000000000000000000ab"
+            "0.0.0.0 0 9 10 42 99 100 999 1000 18446744073709551615 007 000000000000000000000000000000ab"
         );
     }
 }

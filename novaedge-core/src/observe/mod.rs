@@ -7,17 +7,16 @@
 //! access log and tracing; [`Engine::register_metrics`](crate::Engine::register_metrics) turns on
 //! metrics.
 //!
-//! One request is followed by two objects: an `Observed` that the connection's service owns
-//! from the request's arrival until its response body ends (it writes the access log line,
-//! counts the metrics and ends the request span then), and an `Exchange` shared with the
-//! forwarding path through the request's `ClientInfo` (handed to forwarding directly, or as a
-//! request extension through a rule's filters), into which forwarding writes what only it
-//! knows (backend, endpoint, upstream spans). Filters carry request extensions along (retries
-//! copy them); a mirrored copy forwards without the exchange, so a mirror never speaks for the
-//! request.
+//! One request is followed by one `Exchange`, made when it arrives: the connection's service
+//! owns it (through an `Observed`) from the request's arrival until its response body ends
+//! (it writes the access log line, counts the metrics and ends the request span then), and
+//! forwarding shares it through the request's `ClientInfo` (handed to forwarding directly, or
+//! as a request extension through a rule's filters) to write what only it knows (backend,
+//! endpoint, upstream spans). Filters carry request extensions along (retries copy them); a
+//! mirrored copy forwards without the exchange, so a mirror never speaks for the request.
 //!
-//! Cost when on, per observed request: one `Arc<Exchange>` and the boxed observation (which
-//! goes by pointer into the response body, not boxed for it), plus, with an access log,
+//! Cost when on, per observed request: one allocation (the `Arc<Exchange>`, which goes by
+//! pointer into the response body), the headers read in one pass, plus, with an access log,
 //! the line: formatted straight from the request when it arrives and finished, when its
 //! response ends, straight into the writer's queue of the request's thread. Metric handles are
 //! found by the addresses of the route and backend names in a map read without a lock.
@@ -260,22 +259,38 @@ impl LocalReply {
 
 // === the shared part: what forwarding records ===
 
-/// What forwarding learns about a request, shared with its [`Observed`] through the request's
-/// `ClientInfo` (passed to forwarding directly, or as a request extension through filters).
+/// One observed request: what its owner (the connection's service, then the response body)
+/// records from arrival to the end of the response, and what forwarding learns, which it
+/// writes through the request's `ClientInfo` (passed to forwarding directly, or as a request
+/// extension through filters). One allocation holds both.
 #[derive(Debug)]
 pub(crate) struct Exchange {
     tracer: Option<SdkTracer>,
     /// The request span's context, parent of the upstream and filter spans.
     span: Option<SpanContext>,
-    filters_span: Mutex<Option<Span>>,
-    upstream: Mutex<Upstream>,
+    start: Instant,
     bytes_in: AtomicU64,
+    /// Locked by one side at a time, in turn, but for a retry's tries: never contended.
+    state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
-struct Upstream {
+struct State {
+    /// The backend forwarding chose.
     backend: Option<Arc<str>>,
+    /// The endpoint of forwarding's last try.
     endpoint: Option<SocketAddr>,
+    /// Boxed, as a span is large and rarely there.
+    filters_span: Option<Box<Span>>,
+    /// The access log line, its arrival fields written; `None` without an access log.
+    line: Option<access_log::Line>,
+    listener: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    status: u16,
+    flags: Flags,
+    limit: Option<Limit>,
+    /// `None` without tracing.
+    span: Option<Box<ServerSpan>>,
 }
 
 impl Exchange {
@@ -288,12 +303,11 @@ impl Exchange {
 
     /// Forwarding to `backend` begins: the request filters are done.
     pub(crate) fn forwarding(&self, backend: &Arc<str>) {
-        if self.tracer.is_some()
-            && let Some(mut span) = crate::sync::lock(&self.filters_span).take()
-        {
+        let mut state = crate::sync::lock(&self.state);
+        if let Some(mut span) = state.filters_span.take() {
             span.end();
         }
-        crate::sync::lock(&self.upstream).backend = Some(backend.clone());
+        state.backend = Some(backend.clone());
     }
 
     /// A try to `endpoint` begins: records it, starts its span and tells the upstream about it
@@ -304,7 +318,7 @@ impl Exchange {
         backend: &str,
         endpoint: SocketAddr,
     ) -> Attempt {
-        crate::sync::lock(&self.upstream).endpoint = Some(endpoint);
+        crate::sync::lock(&self.state).endpoint = Some(endpoint);
         let span = self.child_context().map(|(tracer, parent)| {
             let span = tracer
                 .span_builder(format!("upstream {backend}"))
@@ -323,7 +337,7 @@ impl Exchange {
             };
             req.headers_mut()
                 .insert(TRACEPARENT, traceparent.to_header());
-            span
+            Box::new(span)
         });
         Attempt { span }
     }
@@ -332,7 +346,8 @@ impl Exchange {
 /// One try to an endpoint.
 #[derive(Debug)]
 pub(crate) struct Attempt {
-    span: Option<Span>,
+    /// Boxed: an `Attempt` is returned by value, and a span is large.
+    span: Option<Box<Span>>,
 }
 
 impl Attempt {
@@ -345,8 +360,8 @@ impl Attempt {
         rtt: Duration,
     ) {
         if let Some(metrics) = observe.metrics.get() {
-            let upstream = crate::sync::lock(&exchange.upstream);
-            metrics.upstream_rtt(upstream.backend.as_ref().unwrap_or(&observe.none), rtt);
+            let state = crate::sync::lock(&exchange.state);
+            metrics.upstream_rtt(state.backend.as_ref().unwrap_or(&observe.none), rtt);
         }
         if let Some(mut span) = self.span {
             let status = response.status().as_u16();
@@ -376,25 +391,9 @@ impl Attempt {
 #[derive(Debug)]
 pub(crate) struct Observed {
     request_id: Option<HeaderValue>,
-    /// Boxed once, when the request arrives: from there it moves by pointer, into the
-    /// response body in the end, and a request nobody observes carries only the pointer's
-    /// room.
-    active: Option<Box<Active>>,
-}
-
-#[derive(Debug)]
-struct Active {
-    exchange: Arc<Exchange>,
-    start: Instant,
-    /// The access log line, its arrival fields written; `None` without an access log.
-    line: Option<access_log::Line>,
-    listener: Option<Arc<str>>,
-    route: Option<Arc<str>>,
-    status: u16,
-    flags: Flags,
-    limit: Option<Limit>,
-    /// `None` without tracing; boxed, as a span is large and `Active` moves several times.
-    span: Option<Box<ServerSpan>>,
+    /// Made once, when the request arrives: from there it moves by pointer, into the response
+    /// body in the end, and a request nobody observes carries only the pointer's room.
+    exchange: Option<Arc<Exchange>>,
 }
 
 /// The request's own span, and its method, for the span's name once the request is routed.
@@ -422,7 +421,7 @@ impl Observed {
         if !observe.active() {
             return Self {
                 request_id,
-                active: None,
+                exchange: None,
             };
         }
         let start = Instant::now();
@@ -433,67 +432,71 @@ impl Observed {
             true => SystemTime::now(),
             false => SystemTime::UNIX_EPOCH,
         };
-        let incoming = TraceParent::of(req.headers());
-        let (span, trace_id) = match tracer {
-            None => (None, incoming.map(|tp| tp.trace_id)),
+        let (span, seen) = match tracer {
             Some(tracer) => {
+                let incoming = Seen::of(req.headers()).traceparent();
                 let span = server_span(tracer, req, incoming, client, request_id.as_ref(), time);
-                let trace_id = u128::from_be_bytes(span.span_context().trace_id().to_bytes());
-                (Some(span), Some(trace_id))
+                (Some(span), Seen::of(req.headers()))
             }
+            None if log.is_some() => (None, Seen::of(req.headers())),
+            // Metrics alone read no header.
+            None => (None, Seen::default()),
+        };
+        let trace_id = match &span {
+            Some(span) => Some(u128::from_be_bytes(
+                span.span_context().trace_id().to_bytes(),
+            )),
+            None => seen.traceparent().map(|tp| tp.trace_id),
         };
         let line = log.map(|log| {
-            let headers = req.headers();
             log.begin(&access_log::Arrival {
                 time,
                 request_id: request_id.as_ref(),
                 trace_id,
                 client: client_text.get_or_init(|| ClientText::new(client)),
                 method: req.method(),
-                authority: authority(req),
+                authority: match req.uri().authority() {
+                    Some(authority) => Some(authority.as_str().as_bytes()),
+                    None => seen.host.map(HeaderValue::as_bytes),
+                },
                 path: req.uri().path().as_bytes(),
                 version: req.version(),
-                user_agent: headers.get(header::USER_AGENT),
-                referer: headers.get(header::REFERER),
+                user_agent: seen.user_agent,
+                referer: seen.referer,
             })
         });
         let exchange = Arc::new(Exchange {
             tracer: tracer.map(|t| t.tracer.clone()),
             span: span.as_ref().map(|s| s.span_context().clone()),
-            filters_span: Mutex::new(None),
-            upstream: Mutex::new(Upstream::default()),
-            bytes_in: AtomicU64::new(0),
-        });
-        let active = Box::new(Active {
-            exchange,
             start,
-            line,
-            listener: None,
-            route: None,
-            status: 0,
-            flags: Flags::default(),
-            limit: None,
-            span: span.map(|span| {
-                Box::new(ServerSpan {
-                    span,
-                    method: req.method().clone(),
-                })
+            bytes_in: AtomicU64::new(0),
+            state: Mutex::new(State {
+                line,
+                span: span.map(|span| {
+                    Box::new(ServerSpan {
+                        span,
+                        method: req.method().clone(),
+                    })
+                }),
+                ..State::default()
             }),
         });
         Self {
             request_id,
-            active: Some(active),
+            exchange: Some(exchange),
         }
     }
 
     /// The request was routed on `listener` to `route` (`None`: no route).
     pub(crate) fn routed(&mut self, listener: Option<&Arc<str>>, route: Option<&Arc<str>>) {
-        let Some(active) = &mut self.active else {
+        let Some(exchange) = &self.exchange else {
             return;
         };
-        active.listener = listener.cloned();
-        active.route = route.cloned();
-        if let (Some(server), Some(route)) = (&mut active.span, route) {
+        let mut state = crate::sync::lock(&exchange.state);
+        let state = &mut *state;
+        state.listener = listener.cloned();
+        state.route = route.cloned();
+        if let (Some(server), Some(route)) = (&mut state.span, route) {
             let ServerSpan { span, method } = &mut **server;
             span.update_name(format!("{method} {route}"));
             span.add_event(
@@ -508,33 +511,32 @@ impl Observed {
     /// request without filters (whose extensions are otherwise empty) allocates no extension
     /// map for it.
     pub(crate) fn exchange(&self) -> Option<Arc<Exchange>> {
-        self.active.as_ref().map(|a| a.exchange.clone())
+        self.exchange.clone()
     }
 
     /// The route's filters start working on the request.
     pub(crate) fn filters_start(&mut self) {
-        let Some(active) = &self.active else {
+        let Some(exchange) = &self.exchange else {
             return;
         };
-        let exchange = &active.exchange;
         if let Some((tracer, parent)) = exchange.child_context() {
             let span = tracer
                 .span_builder("filters")
                 .with_kind(SpanKind::Internal)
                 .start_with_context(tracer, &parent);
-            *crate::sync::lock(&exchange.filters_span) = Some(span);
+            crate::sync::lock(&exchange.state).filters_span = Some(Box::new(span));
         }
     }
 
     /// The client's request body, counted when observed.
     pub(crate) fn request_body(&self, body: Incoming) -> RequestBody {
-        match &self.active {
+        match &self.exchange {
             // Nothing to count (a GET, say): no need to wrap.
             Some(_) if body.is_end_stream() => RequestBody::from(body),
             None => RequestBody::from(body),
-            Some(active) => RequestBody::filtered(CountingBody {
+            Some(exchange) => RequestBody::filtered(CountingBody {
                 inner: body,
-                exchange: active.exchange.clone(),
+                exchange: exchange.clone(),
             }),
         }
     }
@@ -550,65 +552,62 @@ impl Observed {
         if let Some(id) = self.request_id {
             response.headers_mut().insert(REQUEST_ID_HEADER, id);
         }
-        let Some(mut active) = self.active else {
-            return response.map(|inner| ObservedBody {
-                inner,
-                bytes: 0,
-                active: None,
-            });
-        };
-        let status = response.status().as_u16();
-        active.status = status;
-        let extensions = response.extensions();
-        if let Some(reply) = extensions.get::<LocalReply>() {
-            active.flags = reply.flags;
-            active.limit = reply.limit;
-        } else if extensions.get::<RateLimited>().is_some() {
-            active.flags.set(Flags::RL);
-        } else if extensions.get::<RequestTimedOut>().is_some()
-            || extensions.get::<TryTimedOut>().is_some()
-        {
-            active.flags.set(Flags::UT);
-        }
+        let observed = self.exchange.map(|exchange| {
+            let mut state = crate::sync::lock(&exchange.state);
+            state.status = response.status().as_u16();
+            let extensions = response.extensions();
+            if let Some(reply) = extensions.get::<LocalReply>() {
+                state.flags = reply.flags;
+                state.limit = reply.limit;
+            } else if extensions.get::<RateLimited>().is_some() {
+                state.flags.set(Flags::RL);
+            } else if extensions.get::<RequestTimedOut>().is_some()
+                || extensions.get::<TryTimedOut>().is_some()
+            {
+                state.flags.set(Flags::UT);
+            }
+            drop(state);
+            (exchange, shared)
+        });
         response.map(|inner| ObservedBody {
             inner,
             bytes: 0,
-            active: Some((active, shared)),
+            observed,
         })
     }
 }
 
-impl Active {
+impl Exchange {
     /// The response ended after `bytes_out` body bytes; `flags` says how if not cleanly.
-    fn complete(&mut self, observe: &Observe, bytes_out: u64, flags: Flags) {
+    fn complete(&self, observe: &Observe, bytes_out: u64, flags: Flags) {
         let duration = self.start.elapsed();
-        self.flags.set(flags.0);
-        let span = self.span.take();
-        let line = self.line.take();
-        let upstream = crate::sync::lock(&self.exchange.upstream);
+        let mut state = crate::sync::lock(&self.state);
+        let state = &mut *state;
+        state.flags.set(flags.0);
         if let Some(metrics) = observe.metrics.get() {
-            let route = self.route.as_ref().unwrap_or(&observe.none);
-            let backend = upstream.backend.as_ref().unwrap_or(&observe.none);
-            metrics.request(route, backend, self.status, duration);
-            if let (true, Some(limit)) = (self.flags.has(Flags::UO), self.limit) {
+            let route = state.route.as_ref().unwrap_or(&observe.none);
+            let backend = state.backend.as_ref().unwrap_or(&observe.none);
+            metrics.request(route, backend, state.status, duration);
+            if let (true, Some(limit)) = (state.flags.has(Flags::UO), state.limit) {
                 metrics.overflow(backend, limit);
             }
-            if self.flags.has(Flags::RL) {
+            if state.flags.has(Flags::RL) {
                 metrics.rate_limited(route);
             }
         }
-        if let Some(mut span) = span.map(|server| server.span) {
-            if let Some(mut filters) = crate::sync::lock(&self.exchange.filters_span).take() {
+        if let Some(server) = state.span.take() {
+            let mut span = server.span;
+            if let Some(mut filters) = state.filters_span.take() {
                 filters.end();
             }
             span.set_attribute(KeyValue::new(
                 "http.response.status_code",
-                i64::from(self.status),
+                i64::from(state.status),
             ));
             for (key, value) in [
-                ("novaedge.listener", &self.listener),
-                ("novaedge.route", &self.route),
-                ("novaedge.backend", &upstream.backend),
+                ("novaedge.listener", &state.listener),
+                ("novaedge.route", &state.route),
+                ("novaedge.backend", &state.backend),
             ] {
                 if let Some(value) = value {
                     span.set_attribute(KeyValue::new(key, value.to_string()));
@@ -616,29 +615,89 @@ impl Active {
             }
             span.set_attribute(KeyValue::new(
                 "novaedge.response_flags",
-                self.flags.to_string(),
+                state.flags.to_string(),
             ));
-            if self.status >= 500 {
+            if state.status >= 500 {
                 span.set_status(Status::error(""));
             }
             span.end();
         }
-        if let (Some(log), Some(line)) = (&observe.config.access_log, line) {
+        if let (Some(log), Some(line)) = (&observe.config.access_log, state.line.take()) {
             log.log(
                 line,
                 &access_log::Outcome {
-                    status: self.status,
-                    bytes_in: self.exchange.bytes_in.load(Ordering::Relaxed),
+                    status: state.status,
+                    bytes_in: self.bytes_in.load(Ordering::Relaxed),
                     bytes_out,
                     duration,
-                    upstream: upstream.endpoint,
-                    listener: self.listener.as_deref(),
-                    route: self.route.as_deref(),
-                    backend: upstream.backend.as_deref(),
-                    flags: self.flags,
+                    upstream: state.endpoint,
+                    listener: state.listener.as_deref(),
+                    route: state.route.as_deref(),
+                    backend: state.backend.as_deref(),
+                    flags: state.flags,
                 },
             );
         }
+    }
+}
+
+/// The request headers the observers read.
+#[derive(Debug, Default)]
+struct Seen<'a> {
+    host: Option<&'a HeaderValue>,
+    user_agent: Option<&'a HeaderValue>,
+    referer: Option<&'a HeaderValue>,
+    /// The only `traceparent`; `None` when there are none or several.
+    traceparent: Option<&'a HeaderValue>,
+}
+
+/// Requests with up to this many header lines are read in one pass over them; larger ones by
+/// looking each header up. A lookup hashes the name and probes the map, where a pass compares
+/// a few bytes per line: for the handful of headers most requests carry, one pass costs less
+/// than the four lookups.
+const SCAN_LINES: usize = 16;
+
+impl<'a> Seen<'a> {
+    fn of(headers: &'a http::HeaderMap) -> Self {
+        if headers.len() > SCAN_LINES {
+            let mut traceparents = headers.get_all(&TRACEPARENT).iter();
+            return Self {
+                host: headers.get(header::HOST),
+                user_agent: headers.get(header::USER_AGENT),
+                referer: headers.get(header::REFERER),
+                traceparent: match (traceparents.next(), traceparents.next()) {
+                    (Some(only), None) => Some(only),
+                    _ => None,
+                },
+            };
+        }
+        let mut seen = Self::default();
+        let mut traceparents = 0;
+        // A name's first line is the one `HeaderMap::get` finds.
+        for (name, value) in headers {
+            let slot = if name == header::HOST {
+                &mut seen.host
+            } else if name == header::USER_AGENT {
+                &mut seen.user_agent
+            } else if name == header::REFERER {
+                &mut seen.referer
+            } else if name == TRACEPARENT {
+                traceparents += 1;
+                &mut seen.traceparent
+            } else {
+                continue;
+            };
+            slot.get_or_insert(value);
+        }
+        if traceparents > 1 {
+            seen.traceparent = None;
+        }
+        seen
+    }
+
+    /// The request's `traceparent`, if it has exactly one and it is valid.
+    fn traceparent(&self) -> Option<TraceParent> {
+        TraceParent::parse(self.traceparent?.as_bytes())
     }
 }
 
@@ -762,20 +821,20 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: ProxyBody,
         bytes: u64,
-        active: Option<(Box<Active>, Arc<crate::engine::Shared>)>,
+        observed: Option<(Arc<Exchange>, Arc<crate::engine::Shared>)>,
     }
 
     impl PinnedDrop for ObservedBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some((mut active, shared)) = this.active.take() {
+            if let Some((exchange, shared)) = this.observed.take() {
                 // Dropped unread: fine if there was nothing left to send (HEAD, 204, 304),
                 // otherwise the client went away first.
                 let flags = match this.inner.is_end_stream() {
                     true => Flags::default(),
                     false => Flags(Flags::DC),
                 };
-                active.complete(&shared.observe, *this.bytes, flags);
+                exchange.complete(&shared.observe, *this.bytes, flags);
             }
         }
     }
@@ -791,7 +850,7 @@ impl Body for ObservedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if this.active.is_none() {
+        if this.observed.is_none() {
             return polled;
         }
         let flags = match &polled {
@@ -813,8 +872,8 @@ impl Body for ObservedBody {
                 }
             }
         };
-        if let Some((mut active, shared)) = this.active.take() {
-            active.complete(&shared.observe, *this.bytes, flags);
+        if let Some((exchange, shared)) = this.observed.take() {
+            exchange.complete(&shared.observe, *this.bytes, flags);
         }
         polled
     }
@@ -841,6 +900,34 @@ mod tests {
         flags.set(Flags::NR);
         flags.set(Flags::SD);
         assert_eq!(flags.to_string(), "NR,UO,SD");
+    }
+
+    #[test]
+    fn one_pass_and_lookups_read_the_same_headers() {
+        const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        // A small map is read in one pass, a large one by lookups.
+        for filler in [0, SCAN_LINES + 1] {
+            let mut headers = http::HeaderMap::new();
+            for i in 0..filler {
+                let name = http::HeaderName::from_bytes(format!("x-filler-{i}").as_bytes());
+                headers.insert(name.unwrap(), HeaderValue::from_static("f"));
+            }
+            headers.append(header::USER_AGENT, HeaderValue::from_static("ua-1"));
+            headers.append(header::USER_AGENT, HeaderValue::from_static("ua-2"));
+            headers.insert(header::HOST, HeaderValue::from_static("shop.example"));
+            headers.append(TRACEPARENT, HeaderValue::from_static(VALID));
+            let seen = Seen::of(&headers);
+            assert_eq!(seen.user_agent.unwrap(), "ua-1", "{filler} fillers");
+            assert_eq!(seen.host.unwrap(), "shop.example");
+            assert!(seen.referer.is_none());
+            assert_eq!(seen.traceparent().unwrap().parent_id, 0x00f0_67aa_0ba9_02b7);
+            // Two `traceparent` lines: neither counts.
+            headers.append(TRACEPARENT, HeaderValue::from_static(VALID));
+            assert!(
+                Seen::of(&headers).traceparent().is_none(),
+                "{filler} fillers"
+            );
+        }
     }
 
     #[test]

@@ -62,15 +62,6 @@ pub(crate) struct TraceParent {
 }
 
 impl TraceParent {
-    /// The request's `traceparent`, if it has exactly one and it is valid.
-    pub(crate) fn of(headers: &HeaderMap) -> Option<Self> {
-        let mut values = headers.get_all(&TRACEPARENT).iter();
-        match (values.next(), values.next()) {
-            (Some(value), None) => Self::parse(value.as_bytes()),
-            _ => None,
-        }
-    }
-
     pub(crate) fn parse(s: &[u8]) -> Option<Self> {
         if s.len() < 55 {
             return None;
@@ -328,15 +319,6 @@ mod tests {
             TraceParent::parse(b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
                 .is_some()
         );
-    }
-
-    #[test]
-    fn two_traceparent_headers_are_none() {
-        let mut headers = HeaderMap::new();
-        headers.append(TRACEPARENT, HeaderValue::from_static(VALID));
-        assert!(TraceParent::of(&headers).is_some());
-        headers.append(TRACEPARENT, HeaderValue::from_static(VALID));
-        assert!(TraceParent::of(&headers).is_none());
     }
 
     #[test]
