@@ -9,6 +9,7 @@ use crate::observe::request_id::HEX;
 
 /// A decimal number. Below 1000 (statuses, empty and small bodies) the digits are written
 /// straight in.
+#[inline]
 pub(crate) fn number(n: u64, out: &mut Vec<u8>) {
     match n {
         0..10 => digits::<1>(n, out),

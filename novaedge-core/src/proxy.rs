@@ -557,8 +557,8 @@ async fn forward(
                 // stays in flight until its body ends.
                 let now = Instant::now();
                 state.observe_rtt(now - started, now);
-                if let (Some(attempt), Some(exchange)) = (attempt, exchange) {
-                    attempt.answered(&shared.observe, exchange, &response, now - started);
+                if let Some(attempt) = attempt {
+                    attempt.answered(&shared.observe, cluster, &response, now - started);
                 }
                 cluster
                     .health

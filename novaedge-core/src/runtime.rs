@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use novaedge_filters::rewrite::MatchedPrefix;
 use novaedge_health::{CircuitBreaker, Limits};
@@ -193,6 +193,8 @@ pub(crate) struct Cluster {
     pub(crate) hash: Option<HashPolicy>,
     /// TLS to the endpoints; `None`: cleartext.
     pub(crate) tls: Option<Arc<UpstreamTlsConfig>>,
+    /// The backend's `novaedge_upstream_rtt_seconds` series, once a request has needed it.
+    pub(crate) rtt: OnceLock<crate::observe::Latency>,
 }
 
 /// Why a validated snapshot could still not be compiled.
@@ -495,6 +497,7 @@ impl Cluster {
                 HashOn::QueryParam(name) => HashPolicy::QueryParam(name.clone()),
             }),
             tls,
+            rtt: OnceLock::new(),
         };
         (cluster, update)
     }

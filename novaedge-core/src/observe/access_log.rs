@@ -44,7 +44,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -55,6 +55,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
 
 use super::Flags;
+use super::request_id::RequestId;
 use crate::ascii::{digits, hex_byte, hex128, number, socket_addr};
 use crate::sync::lock;
 
@@ -90,7 +91,7 @@ impl std::str::FromStr for AccessLogFormat {
 #[derive(Debug)]
 pub(crate) struct Arrival<'a> {
     pub(crate) time: SystemTime,
-    pub(crate) request_id: Option<&'a HeaderValue>,
+    pub(crate) request_id: Option<&'a RequestId>,
     pub(crate) trace_id: Option<u128>,
     pub(crate) client: &'a ClientText,
     pub(crate) method: &'a Method,
@@ -581,7 +582,15 @@ fn json_arrival(a: &Arrival<'_>, out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(b"{\"time\":\"");
     rfc3339(a.time, out);
     out.extend_from_slice(b"\",\"request_id\":");
-    json_opt(a.request_id.map(HeaderValue::as_bytes), out);
+    match a.request_id {
+        // Nothing in an id needs escaping.
+        Some(id) => {
+            out.push(b'"');
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"trace_id\":");
     match a.trace_id {
         Some(id) => {
@@ -626,7 +635,7 @@ fn json_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) {
     match o.upstream {
         Some(addr) => {
             out.push(b'"');
-            socket_addr(addr, out);
+            endpoint(addr, out);
             out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
@@ -642,6 +651,37 @@ fn json_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"flags\":\"");
     flags(o.flags, out);
     out.push(b'"');
+}
+
+/// An endpoint's address as [`socket_addr`] writes it, copied from this thread's text of the
+/// last IPv4 endpoint it wrote when it is the same: a thread's requests go to a few endpoints,
+/// again and again.
+fn endpoint(addr: SocketAddr, out: &mut Vec<u8>) {
+    /// Room for `255.255.255.255:65535`.
+    const TEXT: usize = 21;
+    thread_local! {
+        static LAST: Cell<Option<(SocketAddrV4, [u8; TEXT], u8)>> = const { Cell::new(None) };
+    }
+    let SocketAddr::V4(v4) = addr else {
+        return socket_addr(addr, out);
+    };
+    let last = LAST.try_with(Cell::get).ok().flatten();
+    if let Some((last, text, len)) = last
+        && last == v4
+    {
+        out.extend_from_slice(&text[..usize::from(len)]);
+        return;
+    }
+    let start = out.len();
+    socket_addr(addr, out);
+    let written = &out[start..];
+    if let Ok(len) = u8::try_from(written.len())
+        && written.len() <= TEXT
+    {
+        let mut text = [0; TEXT];
+        text[..written.len()].copy_from_slice(written);
+        let _ = LAST.try_with(|cell| cell.set(Some((v4, text, len))));
+    }
 }
 
 fn json_opt(value: Option<&[u8]>, out: &mut Vec<u8>) {
@@ -669,7 +709,6 @@ const ESCAPED: [bool; 256] = {
 /// as much as the look at a short value.
 #[inline(always)]
 fn json_str(value: &[u8], out: &mut Vec<u8>) {
-    out.reserve(value.len() + 2);
     out.push(b'"');
     // Most values need no escape at all: one look at them, one copy.
     if plain(value) {
@@ -796,7 +835,7 @@ fn common_arrival(a: &Arrival<'_>, out: &mut Vec<u8>) -> usize {
     out.push(b' ');
     clf_quoted(a.user_agent.map(|v| cap(v.as_bytes(), MAX_HEADER)), out);
     out.extend_from_slice(b" rid=");
-    clf_bare(a.request_id.map(HeaderValue::as_bytes), out);
+    clf_bare(a.request_id.map(RequestId::as_bytes), out);
     out.extend_from_slice(b" trace=");
     match a.trace_id {
         Some(id) => hex128(id, out),
@@ -822,7 +861,7 @@ fn common_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) {
     millis(o.duration, out);
     out.extend_from_slice(b" upstream=");
     match o.upstream {
-        Some(addr) => socket_addr(addr, out),
+        Some(addr) => endpoint(addr, out),
         None => out.push(b'-'),
     }
     for (key, value) in [
@@ -983,10 +1022,30 @@ fn civil(seconds: u64) -> (u64, u64, u64, u64, u64, u64) {
 mod tests {
     use super::*;
 
-    static RID: HeaderValue = HeaderValue::from_static("rid-1");
+    static RID: std::sync::LazyLock<RequestId> = std::sync::LazyLock::new(|| {
+        RequestId::sane(HeaderValue::from_static("rid-1")).expect("a sane id")
+    });
 
     static CLIENT: std::sync::LazyLock<ClientText> =
         std::sync::LazyLock::new(|| ClientText::new("10.0.0.1:5123".parse().unwrap()));
+
+    #[test]
+    fn endpoints_are_written_alike_from_the_thread_copy() {
+        for addr in [
+            "10.0.0.1:80",
+            "10.0.0.1:80",
+            "10.0.0.1:81",
+            "255.255.255.255:65535",
+            "255.255.255.255:65535",
+            "[fd00::1]:443",
+            "10.0.0.1:80",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let mut out = b"x".to_vec();
+            endpoint(addr, &mut out);
+            assert_eq!(out[1..], *addr.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn client_text_has_the_address_and_the_ip() {

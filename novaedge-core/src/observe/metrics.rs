@@ -215,9 +215,6 @@ pub(crate) struct Metrics {
     rate_limited: Tracked<RouteLabel, Counter>,
     /// The series every request updates, by route and backend, read without a lock.
     by_route: Handles<Arc<RouteSeries>>,
-    /// `novaedge_upstream_rtt_seconds` by backend, under the route name [`Self::empty`].
-    rtt_by_backend: Handles<Latency>,
-    empty: Arc<str>,
 }
 
 /// The series of one route and backend: counters per status class (made at first use, so
@@ -335,8 +332,6 @@ impl Metrics {
             overflows: Tracked::new(Family::default()),
             rate_limited: Tracked::new(Family::default()),
             by_route: Handles::new(),
-            rtt_by_backend: Handles::new(),
-            empty: Arc::from(""),
         }
     }
 
@@ -418,15 +413,13 @@ impl Metrics {
         });
     }
 
-    pub(crate) fn upstream_rtt(&self, backend: &Arc<str>, rtt: Duration) {
-        let make = || {
-            let labels = BackendLabel {
-                backend: backend.clone(),
-            };
-            self.upstream_rtt.with(&labels, Latency::clone)
+    /// The `novaedge_upstream_rtt_seconds` series of `backend`: the request path keeps it with
+    /// the backend's runtime, made at its first use, and finds it there without a lookup.
+    pub(crate) fn upstream_rtt(&self, backend: &Arc<str>) -> Latency {
+        let labels = BackendLabel {
+            backend: backend.clone(),
         };
-        self.rtt_by_backend
-            .with(&self.empty, backend, make, |latency| latency.observe(rtt));
+        self.upstream_rtt.with(&labels, Latency::clone)
     }
 
     pub(crate) fn overflow(&self, backend: &Arc<str>, limit: Limit) {
@@ -480,7 +473,6 @@ impl Metrics {
         self.connections
             .retain(|l| listeners.contains(&*l.listener));
         self.by_route.clear();
-        self.rtt_by_backend.clear();
     }
 }
 
@@ -578,8 +570,8 @@ mod tests {
         metrics.request(&a2, &be2, 200, Duration::from_millis(1));
         metrics.by_route.clear();
         metrics.request(&a2, &be2, 201, Duration::from_millis(1));
-        metrics.upstream_rtt(&be1, Duration::from_millis(1));
-        metrics.upstream_rtt(&be2, Duration::from_millis(1));
+        metrics.upstream_rtt(&be1).observe(Duration::from_millis(1));
+        metrics.upstream_rtt(&be2).observe(Duration::from_millis(1));
         let out = text(&metrics);
         has(
             &out,
@@ -607,7 +599,9 @@ mod tests {
         let metrics = Metrics::new();
         let be: Arc<str> = "be".into();
         for micros in [300, 1_000, 1_001, 120_000_000] {
-            metrics.upstream_rtt(&be, Duration::from_micros(micros));
+            metrics
+                .upstream_rtt(&be)
+                .observe(Duration::from_micros(micros));
         }
         let out = text(&metrics);
         for line in [

@@ -59,12 +59,14 @@ use prometheus_client::registry::Registry;
 pub(crate) use access_log::ClientText;
 pub use access_log::{AccessLog, AccessLogFormat};
 pub use request_id::REQUEST_ID_HEADER;
+use request_id::RequestId;
 pub use trace::{OtlpConfig, OtlpTracer, TraceError};
 
 use crate::body::{BoxError, ProxyBody, RequestBody, UpstreamBodyIdle};
 use crate::error::{ProxyError, Rejection};
-use crate::runtime::ListenerRuntime;
+use crate::runtime::{Cluster, ListenerRuntime};
 use crate::upstream::BodyFault;
+pub(crate) use metrics::Latency;
 use metrics::Metrics;
 use trace::{TRACEPARENT, TRACESTATE, TraceParent};
 
@@ -355,13 +357,15 @@ impl Attempt {
     pub(crate) fn answered<B>(
         self,
         observe: &Observe,
-        exchange: &Exchange,
+        cluster: &Cluster,
         response: &Response<B>,
         rtt: Duration,
     ) {
         if let Some(metrics) = observe.metrics.get() {
-            let state = crate::sync::lock(&exchange.state);
-            metrics.upstream_rtt(state.backend.as_ref().unwrap_or(&observe.none), rtt);
+            cluster
+                .rtt
+                .get_or_init(|| metrics.upstream_rtt(&cluster.label))
+                .observe(rtt);
         }
         if let Some(mut span) = self.span {
             let status = response.status().as_u16();
@@ -390,7 +394,7 @@ impl Attempt {
 /// A request being observed; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Observed {
-    request_id: Option<HeaderValue>,
+    request_id: Option<RequestId>,
     /// Made once, when the request arrives: from there it moves by pointer, into the response
     /// body in the end, and a request nobody observes carries only the pointer's room.
     exchange: Option<Arc<Exchange>>,
@@ -550,7 +554,9 @@ impl Observed {
         shared: Arc<crate::engine::Shared>,
     ) -> Response<ObservedBody> {
         if let Some(id) = self.request_id {
-            response.headers_mut().insert(REQUEST_ID_HEADER, id);
+            response
+                .headers_mut()
+                .insert(REQUEST_ID_HEADER, id.into_header());
         }
         let observed = self.exchange.map(|exchange| {
             let mut state = crate::sync::lock(&exchange.state);
@@ -707,7 +713,7 @@ fn server_span(
     req: &mut Request<Incoming>,
     incoming: Option<TraceParent>,
     client: SocketAddr,
-    request_id: Option<&HeaderValue>,
+    request_id: Option<&RequestId>,
     time: SystemTime,
 ) -> Span {
     let parent = match incoming {
@@ -733,7 +739,7 @@ fn server_span(
             capped(authority, access_log::MAX_HEADER).to_owned(),
         ));
     }
-    if let Some(id) = request_id.and_then(|id| id.to_str().ok()) {
+    if let Some(id) = request_id.and_then(|id| id.header().to_str().ok()) {
         attributes.push(KeyValue::new("novaedge.request_id", id.to_owned()));
     }
     tracer

@@ -12,25 +12,54 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// frameworks fit well; longer values are more likely junk or an attempt to bloat logs.
 pub(crate) const MAX_LEN: usize = 128;
 
-/// Whether a client-supplied id is kept: 1 to [`MAX_LEN`] bytes, all visible ASCII (no spaces,
-/// no control characters, nothing a log line would have to escape beyond quotes).
-pub(crate) fn is_sane(value: &HeaderValue) -> bool {
+/// Whether a client-supplied id is kept: 1 to [`MAX_LEN`] bytes, all visible ASCII but `"` and
+/// `\` (no spaces, no control characters: nothing a log line would have to escape).
+fn is_sane(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
-    !bytes.is_empty() && bytes.len() <= MAX_LEN && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    !bytes.is_empty()
+        && bytes.len() <= MAX_LEN
+        && bytes
+            .iter()
+            .all(|&b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// A request's id: a sane client value or a made-up one, so that logs write it as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// `value`, if it is a sane id.
+    #[cfg(test)]
+    pub(crate) fn sane(value: HeaderValue) -> Option<Self> {
+        is_sane(&value).then_some(Self(value))
+    }
+
+    /// Visible ASCII but `"` and `\`.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    pub(crate) fn header(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    pub(crate) fn into_header(self) -> HeaderValue {
+        self.0
+    }
 }
 
 /// The request's id: the client's single sane `x-request-id`, or a new one, which then replaces
 /// whatever the client sent (several values, or an invalid one).
-pub(crate) fn ensure(headers: &mut HeaderMap) -> HeaderValue {
+pub(crate) fn ensure(headers: &mut HeaderMap) -> RequestId {
     let mut values = headers.get_all(&REQUEST_ID_HEADER).iter();
     if let (Some(value), None) = (values.next(), values.next())
         && is_sane(value)
     {
-        return value.clone();
+        return RequestId(value.clone());
     }
     let id = generate();
     headers.insert(REQUEST_ID_HEADER, id.clone());
-    id
+    RequestId(id)
 }
 
 /// A random version 4 UUID (122 random bits) in its usual 36-character form: the form most log
@@ -91,27 +120,27 @@ mod tests {
     fn keeps_a_sane_id_and_replaces_others() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("abc-123"));
-        assert_eq!(ensure(&mut headers), "abc-123");
+        assert_eq!(ensure(&mut headers).as_bytes(), b"abc-123");
 
-        for bad in ["", "has space", "tab\there"] {
+        for bad in ["", "has space", "tab\there", "quo\"te", "back\\slash"] {
             let mut headers = HeaderMap::new();
             headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(bad).unwrap());
             let id = ensure(&mut headers);
-            assert_ne!(id, bad);
-            assert_eq!(headers.get(REQUEST_ID_HEADER).unwrap(), &id);
+            assert_ne!(id.as_bytes(), bad.as_bytes());
+            assert_eq!(headers.get(REQUEST_ID_HEADER).unwrap(), id.header());
         }
         let mut headers = HeaderMap::new();
         headers.insert(
             REQUEST_ID_HEADER,
             HeaderValue::from_str(&"x".repeat(MAX_LEN + 1)).unwrap(),
         );
-        assert_eq!(ensure(&mut headers).len(), 36);
+        assert_eq!(ensure(&mut headers).as_bytes().len(), 36);
         let mut headers = HeaderMap::new();
         headers.insert(
             REQUEST_ID_HEADER,
             HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
         );
-        assert_eq!(ensure(&mut headers).len(), 36);
+        assert_eq!(ensure(&mut headers).as_bytes().len(), 36);
 
         // Two ids: which one would the upstream use? Neither.
         let mut headers = HeaderMap::new();
@@ -119,10 +148,10 @@ mod tests {
         headers.append(REQUEST_ID_HEADER, HeaderValue::from_static("two"));
         let id = ensure(&mut headers);
         assert_eq!(headers.get_all(REQUEST_ID_HEADER).iter().count(), 1);
-        assert_eq!(headers.get(REQUEST_ID_HEADER).unwrap(), &id);
+        assert_eq!(headers.get(REQUEST_ID_HEADER).unwrap(), id.header());
 
         let mut headers = HeaderMap::new();
         let id = ensure(&mut headers);
-        assert_eq!(headers.get(REQUEST_ID_HEADER).unwrap(), &id);
+        assert_eq!(headers.get(REQUEST_ID_HEADER).unwrap(), id.header());
     }
 }
