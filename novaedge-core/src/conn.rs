@@ -16,6 +16,7 @@
 //!   (an HTTP/2 client that never acknowledges the GOAWAY's PING) is dropped once it has had
 //!   nothing in flight for another idle timeout.
 
+use http::HeaderValue;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -49,6 +50,8 @@ pub(crate) struct ConnState {
     drain: Notify,
     /// The client's address as access log lines show it, made by the first line.
     pub(crate) client_text: OnceLock<ClientText>,
+    /// The client's address as `X-Forwarded-For` gives it, made by the first request.
+    pub(crate) forwarded_for: OnceLock<HeaderValue>,
 }
 
 impl ConnState {
@@ -61,6 +64,7 @@ impl ConnState {
             refused: OnceLock::new(),
             drain: Notify::new(),
             client_text: OnceLock::new(),
+            forwarded_for: OnceLock::new(),
         })
     }
 

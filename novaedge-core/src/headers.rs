@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never the message; always removed when forwarding.
 /// `TE` is handled apart: `TE: trailers` is what gRPC needs end to end.
@@ -91,28 +91,48 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     *name == header::UPGRADE || *name == header::TE || HOP_BY_HOP.contains(name)
 }
 
-/// Adds the client's address to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` for the upstream. The client's own `X-Forwarded-Proto`/`-Host` values are
-/// replaced: they are facts about this hop, which only the proxy knows.
+/// The client's address as `X-Forwarded-For` gives it (an IPv4-mapped IPv6 address as IPv4).
+/// Made once per connection: its requests share the value.
+pub(crate) fn forwarded_for(client: IpAddr) -> HeaderValue {
+    let mut text = Vec::with_capacity(45);
+    crate::ascii::ip(client.to_canonical(), &mut text);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Adds the client's address (`client`, made by [`forwarded_for`]) to `X-Forwarded-For` and
+/// sets `X-Forwarded-Proto` and `X-Forwarded-Host` for the upstream. The client's own
+/// `X-Forwarded-Proto`/`-Host` values are replaced: they are facts about this hop, which only
+/// the proxy knows.
 pub(crate) fn add_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3): fold them into one line
-    // and append this client.
-    // Room for a few prior addresses and the longest IPv6 one: no regrowing on the way.
-    let mut xff = Vec::with_capacity(128);
-    for prior in headers.get_all(&X_FORWARDED_FOR) {
-        if !prior.is_empty() {
-            xff.extend_from_slice(prior.as_bytes());
-            xff.extend_from_slice(b", ");
+    // Room for the three at once: the map grows once at most.
+    headers.reserve(3);
+    match headers.entry(X_FORWARDED_FOR) {
+        // The usual case: the client's address alone, shared with the connection's other
+        // requests.
+        Entry::Vacant(entry) => {
+            entry.insert(client.clone());
         }
-    }
-    crate::ascii::ip(client.to_canonical(), &mut xff);
-    if let Ok(xff) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-        headers.insert(X_FORWARDED_FOR, xff);
+        // Several X-Forwarded-For lines are one list (RFC 9110 section 5.3): fold them into one
+        // line and append this client.
+        Entry::Occupied(mut entry) => {
+            let mut xff = Vec::with_capacity(128);
+            for prior in entry.iter() {
+                if !prior.is_empty() {
+                    xff.extend_from_slice(prior.as_bytes());
+                    xff.extend_from_slice(b", ");
+                }
+            }
+            xff.extend_from_slice(client.as_bytes());
+            if let Ok(xff) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+                entry.insert(xff);
+            }
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
@@ -264,14 +284,17 @@ mod tests {
             ("x-forwarded-host", "spoofed"),
         ]);
         let host = HeaderValue::from_static("example.com:8080");
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", Some(&host));
+        let client = forwarded_for("127.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, &client, "http", Some(&host));
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 198.51.100.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com:8080");
 
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "::ffff:10.1.2.3".parse().unwrap(), "http", None);
+        let client = forwarded_for("::ffff:10.1.2.3".parse().unwrap());
+        add_forwarded(&mut h, &client, "http", None);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(forwarded_for("2001:db8::1".parse().unwrap()), "2001:db8::1");
         assert!(h.get("x-forwarded-host").is_none());
     }
 

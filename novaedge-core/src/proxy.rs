@@ -106,6 +106,11 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         };
         let shared = self.shared.clone();
         let peer = self.peer;
+        let forwarded_for = self
+            .conn
+            .forwarded_for
+            .get_or_init(|| headers::forwarded_for(peer.ip()))
+            .clone();
         let local = self.local;
         let client_cert = self.session.as_ref().and_then(|s| s.client.clone());
         let https = self.session.is_some();
@@ -115,6 +120,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                 Ok((target, normalized)) => {
                     let client = ClientInfo {
                         peer,
+                        forwarded_for,
                         host: request_host(&req),
                         https,
                         client_cert,
@@ -405,6 +411,8 @@ fn set_path<B>(req: &mut Request<B>, path: &str) {
 #[derive(Debug, Clone)]
 pub(crate) struct ClientInfo {
     peer: SocketAddr,
+    /// The peer's address as `X-Forwarded-For` gives it (the connection's, shared).
+    forwarded_for: HeaderValue,
     host: Option<HeaderValue>,
     /// Whether the client connection is TLS.
     https: bool,
@@ -422,8 +430,9 @@ impl ClientInfo {
         req.extensions()
             .get::<ClientInfo>()
             .cloned()
-            .unwrap_or(ClientInfo {
+            .unwrap_or_else(|| ClientInfo {
                 peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+                forwarded_for: HeaderValue::from_static("0.0.0.0"),
                 host: request_host(req),
                 https: false,
                 client_cert: None,
@@ -674,7 +683,7 @@ fn prepare_upstream_request(
     let headers = req.headers_mut();
     headers::remove_hop_by_hop(headers, upgrade);
     let proto = if client.https { "https" } else { "http" };
-    headers::add_forwarded(headers, client.peer.ip(), proto, client.host.as_ref());
+    headers::add_forwarded(headers, &client.forwarded_for, proto, client.host.as_ref());
     headers::set_client_cert(headers, client.client_cert.as_ref());
 
     match wire {
