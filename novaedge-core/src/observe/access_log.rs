@@ -1205,7 +1205,14 @@ mod tests {
         // Every length up to three words, with one byte to escape at every place (or none):
         // the word loop, the overlapping last word and the byte scan all have to agree.
         for len in 0..24 {
-            for special in [None, Some(b'"'), Some(0x01), Some(0xc3)] {
+            for special in [
+                None,
+                Some(b'"'),
+                Some(b'\\'),
+                Some(0x01),
+                Some(0x7f),
+                Some(0xc3),
+            ] {
                 for at in 0..len.max(1) {
                     let mut value = vec![b'x'; len];
                     if let (Some(b), true) = (special, at < len) {
@@ -1216,6 +1223,7 @@ mod tests {
                         .position(|&b| ESCAPED[usize::from(b)])
                         .unwrap_or(len);
                     assert_eq!(plain_prefix(&value), expected, "{value:?}");
+                    assert_eq!(plain(&value), expected == len, "{value:?}");
                 }
             }
         }
@@ -1312,12 +1320,15 @@ mod tests {
         const THREADS: usize = 6;
         const LINES: usize = 2_000;
         let written = Arc::<std::sync::Mutex<Vec<u8>>>::default();
-        // Fewer shards than threads: some threads share one.
+        // Fewer shards than threads: some threads share one. Each shard has room for every
+        // line (threads take shards by their number, and any test's threads take numbers), so
+        // that however slow the writer, nothing is dropped.
+        const SHARDS: usize = 4;
         let log = AccessLog::with_shards(
             AccessLogFormat::Json,
             Memory(Arc::clone(&written)),
-            THREADS * LINES,
-            4,
+            SHARDS * THREADS * LINES,
+            SHARDS,
         )
         .unwrap();
         std::thread::scope(|scope| {

@@ -272,7 +272,8 @@ pub(crate) struct Exchange {
     span: Option<SpanContext>,
     start: Instant,
     bytes_in: AtomicU64,
-    /// Locked by one side at a time, in turn, but for a retry's tries: never contended.
+    /// Locked briefly by each side in turn (arrival, routing, forwarding, the response's end),
+    /// never across an await: uncontended.
     state: Mutex<State>,
 }
 
