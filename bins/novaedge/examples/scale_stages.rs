@@ -72,6 +72,23 @@ fn report(dir: &str, stage: &str, time: Duration) {
     );
 }
 
+/// An engine as both parts run it: listeners on 127.0.0.1.
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        default_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ..EngineConfig::default()
+    }
+}
+
+/// The fastest of `repeat` reloads of `snapshot` under a new version each time.
+fn reload(engine: &Engine, snapshot: &mut ConfigSnapshot, repeat: usize) -> Duration {
+    timed(repeat, || {
+        snapshot.version += 1;
+        engine.apply(snapshot).expect("the snapshot applies");
+    })
+    .0
+}
+
 /// A node agent's part, on the encoded snapshot in `file`: see the module docs.
 fn agent(file: &str, label: &str, repeat: usize) {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
@@ -87,16 +104,10 @@ fn agent(file: &str, label: &str, repeat: usize) {
     snapshot.validate().expect("the snapshot is valid");
     report(label, "agent: validate", start.elapsed());
     let start = Instant::now();
-    let engine = Engine::new(EngineConfig {
-        default_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        ..EngineConfig::default()
-    });
+    let engine = Engine::new(engine_config());
     engine.apply(&snapshot).expect("the snapshot applies");
     report(label, "agent: apply (first)", start.elapsed());
-    let (t, ()) = timed(repeat, || {
-        snapshot.version += 1;
-        engine.apply(&snapshot).expect("the snapshot applies");
-    });
+    let t = reload(&engine, &mut snapshot, repeat);
     report(label, "agent: apply (reload)", t);
     runtime.block_on(engine.shutdown(Duration::ZERO));
 }
@@ -171,10 +182,6 @@ fn main() {
         report(&dir, "protobuf decode", t);
         drop(decoded);
 
-        let config = || EngineConfig {
-            default_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            ..EngineConfig::default()
-        };
         // Each run a new engine: the first apply of a process. The previous one is shut down
         // first, outside the timing, so that one engine's memory is counted.
         let mut best = Duration::MAX;
@@ -184,17 +191,14 @@ fn main() {
                 runtime.block_on(e.shutdown(Duration::ZERO));
             }
             let start = Instant::now();
-            let e = Engine::new(config());
+            let e = Engine::new(engine_config());
             e.apply(&snapshot).expect("the snapshot applies");
             best = best.min(start.elapsed());
             engine = Some(e);
         }
         report(&dir, "engine apply (first)", best);
         let engine = engine.expect("repeat is at least 1");
-        let (t, ()) = timed(repeat, || {
-            snapshot.version += 1;
-            engine.apply(&snapshot).expect("the snapshot applies");
-        });
+        let t = reload(&engine, &mut snapshot, repeat);
         report(&dir, "engine apply (reload)", t);
         runtime.block_on(engine.shutdown(Duration::ZERO));
 

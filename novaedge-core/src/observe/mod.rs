@@ -460,10 +460,7 @@ impl Observed {
                 trace_id,
                 client: client_text.get_or_init(|| ClientText::new(client)),
                 method: req.method(),
-                authority: match req.uri().authority() {
-                    Some(authority) => Some(authority.as_str().as_bytes()),
-                    None => seen.host.map(HeaderValue::as_bytes),
-                },
+                authority: authority(req.uri(), seen.host),
                 path: req.uri().path().as_bytes(),
                 version: req.version(),
                 user_agent: seen.user_agent,
@@ -734,7 +731,8 @@ fn server_span(
         KeyValue::new("network.protocol.version", protocol_version(req.version())),
         KeyValue::new("client.address", client.ip().to_string()),
     ];
-    if let Some(authority) = authority(req).and_then(|a| std::str::from_utf8(a).ok()) {
+    let host = req.headers().get(header::HOST);
+    if let Some(authority) = authority(req.uri(), host).and_then(|a| std::str::from_utf8(a).ok()) {
         attributes.push(KeyValue::new(
             "server.address",
             capped(authority, access_log::MAX_HEADER).to_owned(),
@@ -752,11 +750,11 @@ fn server_span(
         .start_with_context(&tracer.tracer, &parent)
 }
 
-/// The request's authority: the URI's (HTTP/2, absolute-form), else the `Host` header.
-fn authority<B>(req: &Request<B>) -> Option<&[u8]> {
-    match req.uri().authority() {
+/// The request's authority: the URI's (HTTP/2, absolute-form), else its `host` header.
+fn authority<'a>(uri: &'a http::Uri, host: Option<&'a HeaderValue>) -> Option<&'a [u8]> {
+    match uri.authority() {
         Some(authority) => Some(authority.as_str().as_bytes()),
-        None => req.headers().get(header::HOST).map(HeaderValue::as_bytes),
+        None => host.map(HeaderValue::as_bytes),
     }
 }
 
