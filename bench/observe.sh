@@ -19,6 +19,12 @@
 #
 #   bench/observe.sh [seconds-per-run] [connections] [rounds]
 #
+# OBSERVE_PROTOCOLS (default "h1 h2c") and OBSERVE_BASES (default "ids off") pick the lines
+# measured, so that the runs go to the one in question: `OBSERVE_PROTOCOLS=h2c
+# OBSERVE_BASES=ids bench/observe.sh 5 64 30`. OBSERVE_KEEP=DIR keeps each line's runs
+# (`DIR/h2c-ids.runs`, one run per line: rps and CPU per request of both sides), appended to
+# what is there, to pool runs of several invocations.
+#
 # Prints, per protocol (HTTP/1.1, h2c) and baseline, the mean requests/s and CPU per request of
 # each side, and on/baseline for requests/s and baseline/on for CPU (below 1: a cost), as the
 # mean and the median of the runs' own ratios with their range.
@@ -30,6 +36,14 @@ set -euo pipefail
 secs=${1:-5}
 conns=${2:-64}
 rounds=${3:-6}
+protocols=${OBSERVE_PROTOCOLS:-h1 h2c}
+bases=${OBSERVE_BASES:-ids off}
+for word in $protocols; do
+  case $word in h1 | h2c) ;; *) echo "OBSERVE_PROTOCOLS: $word is neither h1 nor h2c" >&2; exit 2 ;; esac
+done
+for word in $bases; do
+  case $word in ids | off) ;; *) echo "OBSERVE_BASES: $word is neither ids nor off" >&2; exit 2 ;; esac
+done
 source "$(dirname "$0")/lib.sh"
 
 need h2load nghttp2-client
@@ -118,15 +132,20 @@ done
 
 for round in $(seq "$rounds"); do
   echo "round $round of $rounds"
-  for base in ids off; do
-    side_by_side "h1-$base" "$base" --h1
-    side_by_side "h2c-$base" "$base" -m10
+  for base in $bases; do
+    for proto in $protocols; do
+      case $proto in
+        h1) side_by_side "h1-$base" "$base" --h1 ;;
+        h2c) side_by_side "h2c-$base" "$base" -m10 ;;
+      esac
+    done
   done
 done
 
-python3 - "$work" "$conns" <<'PY'
+python3 - "$work" "$conns" "$protocols" "$bases" <<'PY'
 import statistics, sys
 work, conns = sys.argv[1], sys.argv[2]
+protocols, bases = sys.argv[3].split(), sys.argv[4].split()
 def summary(ratios):
     return (f"{statistics.mean(ratios):.3f}  {statistics.median(ratios):.3f}"
             f" ({min(ratios):.3f}-{max(ratios):.3f})")
@@ -134,7 +153,9 @@ print(f"{'side by side, ' + conns + ' connections':<28} {'base rps':>9} {'on rps
       f"   {'on/base rps: mean  median (range)':<36} {'base us':>8} {'on us':>7}"
       f"   {'base/on CPU: mean  median (range)':<36} user+sys us: base, on")
 for proto, name in (("h1", "HTTP/1.1"), ("h2c", "h2c (10 streams)")):
-    for base in ("ids", "off"):
+    if proto not in protocols:
+        continue
+    for base in (b for b in ("ids", "off") if b in bases):
         runs = [list(map(float, line.split()))
                 for line in open(f"{work}/{proto}-{base}.runs")]
         rps = [on / b for b, on, *_ in runs]
@@ -147,6 +168,13 @@ print(f"runs per line: {len(runs)} ({len(runs) // 2} rounds, each side in each p
 print("ids: the defaults (request ids); off: every observer off; "
       "on: request ids, metrics and a JSON access log")
 PY
+
+if [ -n "${OBSERVE_KEEP:-}" ]; then
+  mkdir -p "$OBSERVE_KEEP"
+  for runs in "$work"/*.runs; do
+    cat "$runs" >>"$OBSERVE_KEEP/$(basename "$runs")"
+  done
+fi
 
 for proxy in a b; do
   kill -INT "${bench_pid[$proxy]}"

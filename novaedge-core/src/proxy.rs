@@ -68,39 +68,42 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let rejected = self.screen(&req, number);
         // Route while the current runtime is borrowed, and keep only the chosen target: the
         // request then finishes on what it started with, whatever reloads happen meanwhile.
-        let routed = if let Some(rejection) = rejected {
-            Err(rejection.into_response(http1))
+        let routing = if let Some(rejection) = rejected {
+            Routing::reply(rejection.into_response(http1))
         } else {
             let runtime = self.shared.runtime.load();
             match runtime.listener(&self.key) {
-                None => Err(ProxyError::NoRoute.into_response()),
+                None => Routing::reply(ProxyError::NoRoute.into_response()),
                 Some(listener) => {
-                    let (routed, route) = match listener.https_redirect_port {
-                        Some(port) => (Err(https_redirect(&req, port)), None),
+                    let routing = match listener.https_redirect_port {
+                        Some(port) => Routing::reply(https_redirect(&req, port)),
                         None => match listener.router.resolve(&req) {
-                            Err(e) => (Err(ProxyError::BadPath(e).into_response()), None),
+                            Err(e) => Routing::reply(ProxyError::BadPath(e).into_response()),
                             Ok(resolved) => {
                                 // The upstream gets the path that was routed, not the raw one.
                                 let normalized = (resolved.path != req.uri().path())
                                     .then(|| resolved.path.into_owned());
                                 match resolved.target {
                                     Some(target) => {
-                                        let route = &target.rule.route;
                                         let limit = body_limit(&target.rule, config);
                                         match declared_too_large(&req, limit) {
-                                            Some(rejected) => {
-                                                (Err(rejected.into_response(http1)), Some(route))
-                                            }
-                                            None => (Ok((target.clone(), normalized)), Some(route)),
+                                            Some(rejected) => Routing::Reply {
+                                                response: rejected.into_response(http1),
+                                                matched: Some(target.clone()),
+                                            },
+                                            None => Routing::Serve {
+                                                target: target.clone(),
+                                                normalized,
+                                            },
                                         }
                                     }
-                                    None => (Err(ProxyError::NoRoute.into_response()), None),
+                                    None => Routing::reply(ProxyError::NoRoute.into_response()),
                                 }
                             }
                         },
                     };
-                    observed.routed(Some(&listener.name), route);
-                    routed
+                    observed.routed(listener, routing.matched());
+                    routing
                 }
             }
         };
@@ -115,9 +118,9 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
         let client_cert = self.session.as_ref().and_then(|s| s.client.clone());
         let https = self.session.is_some();
         Box::pin(async move {
-            let response = match routed {
-                Err(response) => response,
-                Ok((target, normalized)) => {
+            let (response, matched) = match routing {
+                Routing::Reply { response, matched } => (response, matched),
+                Routing::Serve { target, normalized } => {
                     let client = ClientInfo {
                         peer,
                         forwarded_for,
@@ -127,7 +130,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                         exchange: observed.exchange(),
                         body_limit: None,
                     };
-                    serve(
+                    let response = serve(
                         &shared,
                         &mut observed,
                         req,
@@ -136,10 +139,11 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
                         client,
                         local,
                     )
-                    .await
+                    .await;
+                    (response, Some(target))
                 }
             };
-            let mut response = observed.finish(response, shared);
+            let mut response = observed.finish(response, shared, matched);
             // After a 413 (the proxy's, or the upstream's) the rest of the request body is left
             // unread: the connection cannot carry another request.
             let close = last || response.status() == StatusCode::PAYLOAD_TOO_LARGE;
@@ -150,6 +154,42 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
             }
             Ok(response.map(|body| ConnBody::new(body, Some(guard))))
         })
+    }
+}
+
+/// What routing made of a request.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per request and moved into its future, where either variant takes \
+              its room; boxing the reply would allocate for every local answer"
+)]
+enum Routing {
+    /// Serve it with the rule of `target`, on `normalized` as its path if that is set.
+    Serve {
+        target: Arc<MatchTarget>,
+        normalized: Option<String>,
+    },
+    /// Answer it with `response` at once; `matched` is the rule it matched, if any (a body
+    /// declared too large for the rule), for its access log line and metrics.
+    Reply {
+        response: Response<ProxyBody>,
+        matched: Option<Arc<MatchTarget>>,
+    },
+}
+
+impl Routing {
+    fn reply(response: Response<ProxyBody>) -> Self {
+        Self::Reply {
+            response,
+            matched: None,
+        }
+    }
+
+    fn matched(&self) -> Option<&MatchTarget> {
+        match self {
+            Routing::Serve { target, .. } => Some(target),
+            Routing::Reply { matched, .. } => matched.as_deref(),
+        }
     }
 }
 
@@ -490,7 +530,7 @@ async fn forward(
     let peer = client.peer;
     let exchange = client.exchange.as_deref();
     if let Some(exchange) = exchange {
-        exchange.forwarding(&cluster.label);
+        exchange.forwarding(cluster);
     }
     let overloaded = |overflow| ProxyError::Overloaded {
         backend: cluster.name.clone(),

@@ -18,6 +18,7 @@ use novaedge_snapshot::{self as snapshot, ConfigSnapshot, HashOn, HealthPolicy, 
 use crate::engine::Shared;
 use crate::filters::{FilterError, FilterStack, FilterState};
 use crate::health::BackendHealth;
+use crate::observe::access_log::Names;
 use crate::proxy::{Forward, MirrorTarget};
 use crate::tls::{TlsError, TlsState};
 use crate::upstream::Wire;
@@ -66,6 +67,8 @@ pub(crate) struct Runtime {
 pub(crate) struct ListenerRuntime {
     /// The listener's name, for metrics and logs.
     pub(crate) name: Arc<str>,
+    /// The listener, without a route, as access logs write it: for requests no route takes.
+    pub(crate) log: Arc<Names>,
     pub(crate) router: Router<Arc<MatchTarget>>,
     /// HTTPS: the configuration new connections handshake with.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
@@ -148,6 +151,8 @@ pub(crate) struct MatchTarget {
 pub(crate) struct RuleTarget {
     /// `namespace/name` of the route, for logs.
     pub(crate) route: Arc<str>,
+    /// The route and its listener as access logs write them (shared by the route's rules).
+    pub(crate) log: Arc<Names>,
     /// `None`: no filters, the request is forwarded as it is.
     pub(crate) filters: Option<FilterStack>,
     pub(crate) backends: Arc<BackendChoice>,
@@ -175,14 +180,29 @@ impl BackendChoice {
             BackendChoice::Weighted(wrr) => wrr.pick().and_then(Option::as_ref),
         }
     }
+
+    /// The backend of this choice that `cluster` is (by identity), if it is one.
+    pub(crate) fn find(&self, cluster: usize) -> Option<&Arc<Cluster>> {
+        match self {
+            BackendChoice::None => None,
+            BackendChoice::One(one) => (one.id() == cluster).then_some(one),
+            BackendChoice::Weighted(wrr) => wrr
+                .endpoints()
+                .iter()
+                .flatten()
+                .find(|one| one.id() == cluster),
+        }
+    }
 }
 
 /// A backend at runtime: its ready endpoints behind a balancer.
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub(crate) name: String,
-    /// The name again, as metrics labels and access logs share it.
+    /// The name again, as metrics labels share it.
     pub(crate) label: Arc<str>,
+    /// The name as access logs write it.
+    pub(crate) log: Names,
     pub(crate) wire: Wire,
     pub(crate) endpoints: EndpointSet<SocketAddr>,
     /// Where request outcomes go: passive health.
@@ -195,6 +215,15 @@ pub(crate) struct Cluster {
     pub(crate) tls: Option<Arc<UpstreamTlsConfig>>,
     /// The backend's `novaedge_upstream_rtt_seconds` series, once a request has needed it.
     pub(crate) rtt: OnceLock<crate::observe::Latency>,
+}
+
+impl Cluster {
+    /// This cluster's identity, never 0: its address, unique while it lives. A request's
+    /// observation records where it went by this, without taking a reference, and finds the
+    /// cluster again in its rule's [`BackendChoice`], which the request holds.
+    pub(crate) fn id(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
 }
 
 /// Why a validated snapshot could still not be compiled.
@@ -338,6 +367,8 @@ impl Runtime {
 
         // Each rule's filters and backends are built once, and shared by its matches' entries.
         let mut rules: HashMap<(usize, usize), Arc<RuleTarget>> = HashMap::new();
+        // A route's names as logs write them, shared by its rules.
+        let mut route_names: HashMap<usize, Arc<Names>> = HashMap::new();
         let mut per_listener: HashMap<&str, Vec<router::Route<Arc<MatchTarget>>>> =
             HashMap::with_capacity(snapshot.listeners.len());
         for (listener, entries) in crate::routing::route_entries(snapshot) {
@@ -370,8 +401,15 @@ impl Runtime {
                             rule: at.rule,
                             source,
                         })?;
+                        let log = route_names
+                            .entry(at.route)
+                            .or_insert_with(|| {
+                                Arc::new(Names::route(Some(listener), Some(&route.name)))
+                            })
+                            .clone();
                         let target = Arc::new(RuleTarget {
                             route: name,
+                            log,
                             filters,
                             backends,
                             max_request_body_bytes: rule.filters.max_request_body_bytes,
@@ -421,6 +459,7 @@ impl Runtime {
                 SocketKey::of(listener, default_bind),
                 ListenerRuntime {
                     name: Arc::from(listener.name.as_str()),
+                    log: Arc::new(Names::route(Some(&listener.name), None)),
                     router,
                     tls,
                     https_redirect_port: listener.https_redirect_port,
@@ -483,6 +522,7 @@ impl Cluster {
         let cluster = Cluster {
             name: backend.name.clone(),
             label: Arc::from(backend.name.as_str()),
+            log: Names::backend(Some(&backend.name)),
             wire: match backend.protocol {
                 UpstreamProtocol::Http1 => Wire::Http1,
                 UpstreamProtocol::H2c => Wire::H2c,

@@ -510,7 +510,9 @@ async fn access_log_json_lines() {
     let line: serde_json::Value = serde_json::from_str(&next_line(&mut lines).await).unwrap();
     assert_eq!(line["status"], 404);
     assert_eq!(line["flags"], "NR");
+    assert_eq!(line["listener"], "web");
     assert_eq!(line["route"], serde_json::Value::Null);
+    assert_eq!(line["backend"], serde_json::Value::Null);
     assert_eq!(line["upstream"], serde_json::Value::Null);
     assert_eq!(line["trace_id"], serde_json::Value::Null);
 
@@ -534,6 +536,77 @@ async fn access_log_json_lines() {
     assert_eq!(line["flags"], "-");
     assert_eq!(line["backend"], "echo");
     assert_eq!(log.dropped(), 0);
+}
+
+/// A rule that splits its requests between backends: each line names the one that answered,
+/// in both formats, and metrics count each request under its backend.
+#[tokio::test]
+async fn lines_name_the_backend_of_a_weighted_rule() {
+    for format in [AccessLogFormat::Json, AccessLogFormat::Common] {
+        let (log, mut lines) = piped_log(format);
+        let (blue, green) = (echo("blue").await, echo("green").await);
+        let engine = engine_with(ObserveConfig {
+            access_log: Some(log),
+            ..ObserveConfig::default()
+        });
+        let mut registry = Registry::default();
+        engine.register_metrics(&mut registry);
+        engine
+            .apply(&snapshot(
+                1,
+                vec![listener("web")],
+                vec![route(
+                    "default/split",
+                    "web",
+                    &["app"],
+                    vec![rule(Vec::new(), &[("blue", 1), ("green", 1)])],
+                )],
+                vec![
+                    backend("blue", UpstreamProtocol::Http1, &[&blue]),
+                    backend("green", UpstreamProtocol::H2c, &[&green]),
+                ],
+            ))
+            .expect("snapshot applies");
+        let addr = engine.local_addr("web").expect("listener is bound");
+        let mut client = Client::connect(Proto::H2c, addr).await;
+        let mut answered = std::collections::BTreeMap::<String, u32>::new();
+        for _ in 0..6 {
+            let response = get_with(&mut client, "app", "/", &[]).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let name = response.headers()["x-echo-name"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let line = next_line(&mut lines).await;
+            let logged = match format {
+                AccessLogFormat::Json => {
+                    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    assert_eq!(line["listener"], "web");
+                    assert_eq!(line["route"], "default/split");
+                    line["backend"].as_str().unwrap().to_owned()
+                }
+                AccessLogFormat::Common => {
+                    assert!(
+                        line.contains(" listener=web route=default/split "),
+                        "{line}"
+                    );
+                    let (_, rest) = line.split_once(" backend=").expect("a backend field");
+                    rest.split(' ').next().unwrap().to_owned()
+                }
+            };
+            assert_eq!(logged, name, "{format:?}");
+            *answered.entry(name).or_default() += 1;
+        }
+        assert_eq!(answered.len(), 2, "both backends answered: {answered:?}");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for (name, count) in &answered {
+            let series = format!(
+                "novaedge_requests_total{{route=\"default/split\",backend=\"{name}\",code_class=\"2xx\"}} {count}"
+            );
+            assert!(text.contains(&series), "{series} in\n{text}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -112,10 +112,66 @@ pub(crate) struct Outcome<'a> {
     pub(crate) bytes_out: u64,
     pub(crate) duration: Duration,
     pub(crate) upstream: Option<SocketAddr>,
-    pub(crate) listener: Option<&'a str>,
-    pub(crate) route: Option<&'a str>,
-    pub(crate) backend: Option<&'a str>,
+    /// The listener and the route.
+    pub(crate) route: &'a Names,
+    pub(crate) backend: &'a Names,
     pub(crate) flags: Flags,
+}
+
+/// Names from the configuration (a listener and its route, or a backend) as both formats write
+/// them, made once per runtime: a line copies them as they are, where names written afresh
+/// would be looked at for bytes to escape, one by one, in every line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Names {
+    /// `,"listener":"web","route":"shop/cart"`.
+    json: Box<[u8]>,
+    /// ` listener=web route=shop/cart`.
+    common: Box<[u8]>,
+}
+
+impl Names {
+    /// The listener and route fields (`None`: absent).
+    pub(crate) fn route(listener: Option<&str>, route: Option<&str>) -> Self {
+        Self::new(&[("listener", listener), ("route", route)])
+    }
+
+    /// The backend field (`None`: absent).
+    pub(crate) fn backend(backend: Option<&str>) -> Self {
+        Self::new(&[("backend", backend)])
+    }
+
+    /// The listener and route of a request that no listener took.
+    pub(crate) fn no_route() -> &'static Self {
+        static NONE: std::sync::LazyLock<Names> =
+            std::sync::LazyLock::new(|| Names::route(None, None));
+        &NONE
+    }
+
+    /// The backend of a request that went to none.
+    pub(crate) fn no_backend() -> &'static Self {
+        static NONE: std::sync::LazyLock<Names> = std::sync::LazyLock::new(|| Names::backend(None));
+        &NONE
+    }
+
+    /// `fields`, keys (plain words) and values, in order.
+    fn new(fields: &[(&str, Option<&str>)]) -> Self {
+        let (mut json, mut common) = (Vec::new(), Vec::new());
+        for &(key, value) in fields {
+            let value = value.map(str::as_bytes);
+            json.extend_from_slice(b",\"");
+            json.extend_from_slice(key.as_bytes());
+            json.extend_from_slice(b"\":");
+            json_opt(value, &mut json);
+            common.push(b' ');
+            common.extend_from_slice(key.as_bytes());
+            common.push(b'=');
+            clf_bare(value, &mut common);
+        }
+        Self {
+            json: json.into(),
+            common: common.into(),
+        }
+    }
 }
 
 /// A client's address as access log lines show it, formatted once per connection.
@@ -640,14 +696,8 @@ fn json_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) {
         }
         None => out.extend_from_slice(b"null"),
     }
-    for (key, value) in [
-        (&b",\"listener\":"[..], o.listener),
-        (b",\"route\":", o.route),
-        (b",\"backend\":", o.backend),
-    ] {
-        out.extend_from_slice(key);
-        json_opt(value.map(str::as_bytes), out);
-    }
+    out.extend_from_slice(&o.route.json);
+    out.extend_from_slice(&o.backend.json);
     out.extend_from_slice(b",\"flags\":\"");
     flags(o.flags, out);
     out.push(b'"');
@@ -864,14 +914,8 @@ fn common_outcome(o: &Outcome<'_>, out: &mut Vec<u8>) {
         Some(addr) => endpoint(addr, out),
         None => out.push(b'-'),
     }
-    for (key, value) in [
-        (&b" listener="[..], o.listener),
-        (b" route=", o.route),
-        (b" backend=", o.backend),
-    ] {
-        out.extend_from_slice(key);
-        clf_bare(value.map(str::as_bytes), out);
-    }
+    out.extend_from_slice(&o.route.common);
+    out.extend_from_slice(&o.backend.common);
     out.extend_from_slice(b" flags=");
     flags(o.flags, out);
     out.extend_from_slice(b" bytes_in=");
@@ -1072,6 +1116,9 @@ mod tests {
         }
     }
 
+    static ROUTE: std::sync::LazyLock<Names> =
+        std::sync::LazyLock::new(|| Names::route(Some("web"), Some("shop/cart")));
+
     fn outcome() -> Outcome<'static> {
         Outcome {
             status: 200,
@@ -1079,11 +1126,24 @@ mod tests {
             bytes_out: 512,
             duration: Duration::from_micros(1234),
             upstream: Some("10.1.0.7:8080".parse().unwrap()),
-            listener: Some("web"),
-            route: Some("shop/cart"),
-            backend: None,
+            route: &ROUTE,
+            backend: Names::no_backend(),
             flags: Flags::default(),
         }
+    }
+
+    #[test]
+    fn names_are_escaped_once_for_both_formats() {
+        let names = Names::route(Some("we\"b"), None);
+        assert_eq!(&*names.json, br#","listener":"we\"b","route":null"#);
+        assert_eq!(&*names.common, br#" listener=we\"b route=-"#);
+        let names = Names::backend(Some("shop/cart v2"));
+        assert_eq!(&*names.json, br#","backend":"shop/cart v2""#);
+        assert_eq!(&*names.common, br" backend=shop/cart\x20v2");
+        assert_eq!(
+            &*Names::no_route().json,
+            br#","listener":null,"route":null"#
+        );
     }
 
     fn agent() -> HeaderValue {

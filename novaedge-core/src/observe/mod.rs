@@ -18,8 +18,11 @@
 //! Cost when on, per observed request: one allocation (the `Arc<Exchange>`, which goes by
 //! pointer into the response body), the headers read in one pass, plus, with an access log,
 //! the line: formatted straight from the request when it arrives and finished, when its
-//! response ends, straight into the writer's queue of the request's thread. Metric handles are
-//! found by the addresses of the route and backend names in a map read without a lock.
+//! response ends, straight into the writer's queue of the request's thread. Names from the
+//! configuration come as lines write them, made once per runtime; the response holds the rule
+//! the request matched, and forwarding records its backend by identity, so that no reference
+//! count every request shares is touched for them. Metric handles are found by the addresses
+//! of the route and backend names in a map read without a lock.
 //! `bench/observe_instructions.sh`
 //! counts what each costs in instructions per request, `bench/observe.sh` in throughput.
 //!
@@ -34,7 +37,7 @@ pub mod trace;
 use std::fmt;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -57,6 +60,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub(crate) use access_log::ClientText;
+use access_log::Names;
 pub use access_log::{AccessLog, AccessLogFormat};
 pub use request_id::REQUEST_ID_HEADER;
 use request_id::RequestId;
@@ -64,7 +68,7 @@ pub use trace::{OtlpConfig, OtlpTracer, TraceError};
 
 use crate::body::{BoxError, ProxyBody, RequestBody, UpstreamBodyIdle};
 use crate::error::{ProxyError, Rejection};
-use crate::runtime::{Cluster, ListenerRuntime};
+use crate::runtime::{Cluster, ListenerRuntime, MatchTarget};
 use crate::upstream::BodyFault;
 pub(crate) use metrics::Latency;
 use metrics::Metrics;
@@ -272,6 +276,10 @@ pub(crate) struct Exchange {
     span: Option<SpanContext>,
     start: Instant,
     bytes_in: AtomicU64,
+    /// The [`Cluster::id`] of the backend forwarding chose (0: none yet). The request's owner
+    /// finds the cluster again in the rule it holds, at the end: no reference is taken or
+    /// given back per request, on a count that every request of the backend shares.
+    backend: AtomicUsize,
     /// Locked briefly by each side in turn (arrival, routing, forwarding, the response's end),
     /// never across an await: uncontended.
     state: Mutex<State>,
@@ -279,16 +287,15 @@ pub(crate) struct Exchange {
 
 #[derive(Debug, Default)]
 struct State {
-    /// The backend forwarding chose.
-    backend: Option<Arc<str>>,
     /// The endpoint of forwarding's last try.
     endpoint: Option<SocketAddr>,
     /// Boxed, as a span is large and rarely there.
     filters_span: Option<Box<Span>>,
     /// The access log line, its arrival fields written; `None` without an access log.
     line: Option<access_log::Line>,
-    listener: Option<Arc<str>>,
-    route: Option<Arc<str>>,
+    /// The listener of a request no route took, as logs write it. (A routed request's names
+    /// come with its rule.)
+    unrouted: Option<Arc<Names>>,
     status: u16,
     flags: Flags,
     limit: Option<Limit>,
@@ -304,13 +311,15 @@ impl Exchange {
         ))
     }
 
-    /// Forwarding to `backend` begins: the request filters are done.
-    pub(crate) fn forwarding(&self, backend: &Arc<str>) {
-        let mut state = crate::sync::lock(&self.state);
-        if let Some(mut span) = state.filters_span.take() {
+    /// Forwarding to `cluster` begins: the request filters are done.
+    pub(crate) fn forwarding(&self, cluster: &Cluster) {
+        self.backend.store(cluster.id(), Ordering::Relaxed);
+        // Only a traced request has a filters span to end.
+        if self.span.is_some()
+            && let Some(mut span) = crate::sync::lock(&self.state).filters_span.take()
+        {
             span.end();
         }
-        state.backend = Some(backend.clone());
     }
 
     /// A try to `endpoint` begins: records it, starts its span and tells the upstream about it
@@ -472,6 +481,7 @@ impl Observed {
             span: span.as_ref().map(|s| s.span_context().clone()),
             start,
             bytes_in: AtomicU64::new(0),
+            backend: AtomicUsize::new(0),
             state: Mutex::new(State {
                 line,
                 span: span.map(|span| {
@@ -489,22 +499,36 @@ impl Observed {
         }
     }
 
-    /// The request was routed on `listener` to `route` (`None`: no route).
-    pub(crate) fn routed(&mut self, listener: Option<&Arc<str>>, route: Option<&Arc<str>>) {
+    /// The request was routed on `listener` to `matched` (`None`: no route). A routed
+    /// request's names come with its rule when the response ends ([`Observed::finish`]): here,
+    /// only an unrouted or traced one needs anything.
+    pub(crate) fn routed(&mut self, listener: &ListenerRuntime, matched: Option<&MatchTarget>) {
         let Some(exchange) = &self.exchange else {
             return;
         };
+        if matched.is_some() && exchange.span.is_none() {
+            return;
+        }
         let mut state = crate::sync::lock(&exchange.state);
         let state = &mut *state;
-        state.listener = listener.cloned();
-        state.route = route.cloned();
-        if let (Some(server), Some(route)) = (&mut state.span, route) {
+        if matched.is_none() {
+            state.unrouted = Some(listener.log.clone());
+        }
+        if let Some(server) = &mut state.span {
             let ServerSpan { span, method } = &mut **server;
-            span.update_name(format!("{method} {route}"));
-            span.add_event(
-                "route matched",
-                vec![KeyValue::new("novaedge.route", route.to_string())],
-            );
+            span.set_attribute(KeyValue::new(
+                "novaedge.listener",
+                listener.name.to_string(),
+            ));
+            if let Some(matched) = matched {
+                let route = &matched.rule.route;
+                span.update_name(format!("{method} {route}"));
+                span.add_event(
+                    "route matched",
+                    vec![KeyValue::new("novaedge.route", route.to_string())],
+                );
+                span.set_attribute(KeyValue::new("novaedge.route", route.to_string()));
+            }
         }
     }
 
@@ -544,12 +568,14 @@ impl Observed {
     }
 
     /// The response head is ready: adds the request id, and follows the body to its end if
-    /// the request is observed, with the engine's `shared` state to report to then (the
-    /// request's own reference, handed over rather than cloned again).
+    /// the request is observed, with the engine's `shared` state to report to then and the
+    /// rule the request `matched` (the request's own references, handed over rather than
+    /// cloned again).
     pub(crate) fn finish(
         self,
         mut response: Response<ProxyBody>,
         shared: Arc<crate::engine::Shared>,
+        matched: Option<Arc<MatchTarget>>,
     ) -> Response<ObservedBody> {
         if let Some(id) = self.request_id {
             response
@@ -571,7 +597,11 @@ impl Observed {
                 state.flags.set(Flags::UT);
             }
             drop(state);
-            (exchange, shared)
+            Ending {
+                exchange,
+                shared,
+                matched,
+            }
         });
         response.map(|inner| ObservedBody {
             inner,
@@ -582,15 +612,24 @@ impl Observed {
 }
 
 impl Exchange {
-    /// The response ended after `bytes_out` body bytes; `flags` says how if not cleanly.
-    fn complete(&self, observe: &Observe, bytes_out: u64, flags: Flags) {
+    /// The response to a request that `matched` a rule (or none) ended after `bytes_out` body
+    /// bytes; `flags` says how if not cleanly.
+    fn complete(
+        &self,
+        observe: &Observe,
+        matched: Option<&MatchTarget>,
+        bytes_out: u64,
+        flags: Flags,
+    ) {
         let duration = self.start.elapsed();
+        let rule = matched.map(|m| &*m.rule);
+        let cluster = rule.and_then(|r| r.backends.find(self.backend.load(Ordering::Relaxed)));
         let mut state = crate::sync::lock(&self.state);
         let state = &mut *state;
         state.flags.set(flags.0);
         if let Some(metrics) = observe.metrics.get() {
-            let route = state.route.as_ref().unwrap_or(&observe.none);
-            let backend = state.backend.as_ref().unwrap_or(&observe.none);
+            let route = rule.map_or(&observe.none, |r| &r.route);
+            let backend = cluster.map_or(&observe.none, |c| &c.label);
             metrics.request(route, backend, state.status, duration);
             if let (true, Some(limit)) = (state.flags.has(Flags::UO), state.limit) {
                 metrics.overflow(backend, limit);
@@ -608,14 +647,8 @@ impl Exchange {
                 "http.response.status_code",
                 i64::from(state.status),
             ));
-            for (key, value) in [
-                ("novaedge.listener", &state.listener),
-                ("novaedge.route", &state.route),
-                ("novaedge.backend", &state.backend),
-            ] {
-                if let Some(value) = value {
-                    span.set_attribute(KeyValue::new(key, value.to_string()));
-                }
+            if let Some(cluster) = cluster {
+                span.set_attribute(KeyValue::new("novaedge.backend", cluster.name.clone()));
             }
             span.set_attribute(KeyValue::new(
                 "novaedge.response_flags",
@@ -635,9 +668,11 @@ impl Exchange {
                     bytes_out,
                     duration,
                     upstream: state.endpoint,
-                    listener: state.listener.as_deref(),
-                    route: state.route.as_deref(),
-                    backend: state.backend.as_deref(),
+                    route: rule
+                        .map(|r| &*r.log)
+                        .or(state.unrouted.as_deref())
+                        .unwrap_or(Names::no_route()),
+                    backend: cluster.map_or(Names::no_backend(), |c| &c.log),
                     flags: state.flags,
                 },
             );
@@ -826,22 +861,42 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: ProxyBody,
         bytes: u64,
-        observed: Option<(Arc<Exchange>, Arc<crate::engine::Shared>)>,
+        observed: Option<Ending>,
     }
 
     impl PinnedDrop for ObservedBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some((exchange, shared)) = this.observed.take() {
+            if let Some(ending) = this.observed.take() {
                 // Dropped unread: fine if there was nothing left to send (HEAD, 204, 304),
                 // otherwise the client went away first.
                 let flags = match this.inner.is_end_stream() {
                     true => Flags::default(),
                     false => Flags(Flags::DC),
                 };
-                exchange.complete(&shared.observe, *this.bytes, flags);
+                ending.complete(*this.bytes, flags);
             }
         }
+    }
+}
+
+/// What an observed response's body reports to when it ends.
+#[derive(Debug)]
+struct Ending {
+    exchange: Arc<Exchange>,
+    shared: Arc<crate::engine::Shared>,
+    /// The rule the request matched: its names, and the backends forwarding chose from.
+    matched: Option<Arc<MatchTarget>>,
+}
+
+impl Ending {
+    fn complete(self, bytes_out: u64, flags: Flags) {
+        self.exchange.complete(
+            &self.shared.observe,
+            self.matched.as_deref(),
+            bytes_out,
+            flags,
+        );
     }
 }
 
@@ -877,8 +932,8 @@ impl Body for ObservedBody {
                 }
             }
         };
-        if let Some((exchange, shared)) = this.observed.take() {
-            exchange.complete(&shared.observe, *this.bytes, flags);
+        if let Some(ending) = this.observed.take() {
+            ending.complete(*this.bytes, flags);
         }
         polled
     }
