@@ -50,13 +50,22 @@ impl RequestId {
 
 /// The request's id: the client's single sane `x-request-id`, or a new one, which then replaces
 /// whatever the client sent (several values, or an invalid one). One lookup either way.
+///
+/// The id is marked sensitive: HTTP/2 sends it as a literal never indexed (RFC 7541 section
+/// 6.2.3), to the client and to an HTTP/2 upstream. A value that differs for every request
+/// would only evict useful entries from HPACK's dynamic table, and the encoder would compare
+/// each new id with every id already there, for nothing.
 pub(crate) fn ensure(headers: &mut HeaderMap) -> RequestId {
     match headers.entry(REQUEST_ID_HEADER) {
         Entry::Occupied(mut entry) => {
             let mut values = entry.iter();
-            if let (Some(value), None) = (values.next(), values.next())
-                && is_sane(value)
-            {
+            let kept = matches!(
+                (values.next(), values.next()),
+                (Some(value), None) if is_sane(value)
+            );
+            if kept {
+                let value = entry.get_mut();
+                value.set_sensitive(true);
                 return RequestId(value.clone());
             }
             let id = generate();
@@ -83,8 +92,10 @@ pub(crate) fn generate() -> HeaderValue {
     // Version 4, variant 10 (RFC 9562 section 5.4).
     bits = (bits & !(0xf << 76)) | (0x4 << 76);
     bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(uuid_text(bits)))
-        .expect("hex digits and dashes are a valid header value")
+    let mut id = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(uuid_text(bits)))
+        .expect("hex digits and dashes are a valid header value");
+    id.set_sensitive(true);
+    id
 }
 
 /// `bits` as a UUID's 8-4-4-4-12 lowercase hex digits.
@@ -157,7 +168,12 @@ mod tests {
     fn keeps_a_sane_id_and_replaces_others() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("abc-123"));
-        assert_eq!(ensure(&mut headers).as_bytes(), b"abc-123");
+        let id = ensure(&mut headers);
+        assert_eq!(id.as_bytes(), b"abc-123");
+        // Never indexed by HPACK, whether kept or made up.
+        assert!(id.header().is_sensitive());
+        assert!(headers[REQUEST_ID_HEADER].is_sensitive());
+        assert!(ensure(&mut HeaderMap::new()).header().is_sensitive());
 
         for bad in ["", "has space", "tab\there", "quo\"te", "back\\slash"] {
             let mut headers = HeaderMap::new();
