@@ -217,15 +217,6 @@ pub(crate) struct Cluster {
     pub(crate) rtt: OnceLock<crate::observe::Latency>,
 }
 
-impl Cluster {
-    /// This cluster's identity, never 0: its address, unique while it lives. A request's
-    /// observation records where it went by this, without taking a reference, and finds the
-    /// cluster again in its rule's [`BackendChoice`], which the request holds.
-    pub(crate) fn id(&self) -> usize {
-        std::ptr::from_ref(self).addr()
-    }
-}
-
 /// Why a validated snapshot could still not be compiled.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
@@ -484,6 +475,13 @@ impl Runtime {
 }
 
 impl Cluster {
+    /// This cluster's identity, never 0: its address, unique while it lives. A request's
+    /// observation records where it went by this, without taking a reference, and finds the
+    /// cluster again in its rule's [`BackendChoice`], which the request holds.
+    pub(crate) fn id(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
+
     fn build(
         backend: &snapshot::Backend,
         current: Option<&BackendState>,

@@ -280,8 +280,9 @@ pub(crate) struct Exchange {
     /// finds the cluster again in the rule it holds, at the end: no reference is taken or
     /// given back per request, on a count that every request of the backend shares.
     backend: AtomicUsize,
-    /// Locked briefly by each side in turn (arrival, routing, forwarding, the response's end),
-    /// never across an await: uncontended.
+    /// Locked briefly by each side in turn (each try, the response's head and its end; routing
+    /// and forwarding only for a traced or unrouted request), never across an await:
+    /// uncontended.
     state: Mutex<State>,
 }
 
