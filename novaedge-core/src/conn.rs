@@ -16,11 +16,12 @@
 //!   (an HTTP/2 client that never acknowledges the GOAWAY's PING) is dropped once it has had
 //!   nothing in flight for another idle timeout.
 
+use bytes::Bytes;
 use http::HeaderValue;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -48,6 +49,9 @@ pub(crate) struct ConnState {
     refused: OnceLock<Refused>,
     /// Told when the connection should stop taking requests.
     drain: Notify,
+    /// Set while the connection's HTTP/1.1 state is being dropped to park it: hyper's closing
+    /// shutdown of the stream is then skipped, since the stream lives on.
+    parking: AtomicBool,
     /// The client's address as access log lines show it, made by the first line.
     pub(crate) client_text: OnceLock<ClientText>,
     /// The client's address as `X-Forwarded-For` gives it, made by the first request.
@@ -63,6 +67,7 @@ impl ConnState {
             last_active: AtomicU64::new(0),
             refused: OnceLock::new(),
             drain: Notify::new(),
+            parking: AtomicBool::new(false),
             client_text: OnceLock::new(),
             forwarded_for: OnceLock::new(),
         })
@@ -75,6 +80,16 @@ impl ConnState {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.touch();
         (number, RequestGuard { conn: self.clone() })
+    }
+
+    /// Requests begun on the connection.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// While set, the stream's shutdown is skipped: see [`GuardedIo::poll_shutdown`].
+    pub(crate) fn set_parking(&self, parking: bool) {
+        self.parking.store(parking, Ordering::Relaxed);
     }
 
     /// Why request `number` must be refused, if the scanner refused its head.
@@ -124,6 +139,11 @@ impl ConnState {
         self.last_active.store(since, Ordering::Release);
     }
 
+    /// How long since the connection was last active (see [`idle`](Self::idle)).
+    pub(crate) fn quiet_for(&self) -> Duration {
+        self.last_active().elapsed()
+    }
+
     fn last_active(&self) -> Instant {
         self.start + Duration::from_millis(self.last_active.load(Ordering::Acquire))
     }
@@ -161,9 +181,14 @@ pin_project_lite::pin_project! {
         // `None` on connections that speak HTTP/2 only, and once the scanner stopped.
         scanner: Option<Box<Scanner>>,
         head_timeout: Duration,
-        // The header read deadline, when `armed`; kept to be reset rather than reallocated.
+        // The header read deadline, when `armed`; kept to be reset rather than reallocated,
+        // except while parked.
         deadline: Option<Pin<Box<Sleep>>>,
         armed: bool,
+        // Bytes read (and scanned) before, given back before anything new is read: the
+        // first bytes of a connection, read to tell HTTP/1.1 from HTTP/2, or those a parked
+        // connection woke with, or a request hyper had begun to read when it was parked.
+        replay: Bytes,
     }
 }
 
@@ -184,6 +209,7 @@ impl<I> GuardedIo<I> {
             head_timeout,
             deadline: Some(Box::pin(tokio::time::sleep(head_timeout))),
             armed: true,
+            replay: Bytes::new(),
         }
     }
 
@@ -196,6 +222,20 @@ impl<I> GuardedIo<I> {
             head_timeout: Duration::ZERO,
             deadline: None,
             armed: false,
+            replay: Bytes::new(),
+        }
+    }
+
+    /// Gives `bytes`, read from this stream before, to the next reads.
+    pub(crate) fn replay(&mut self, bytes: Bytes) {
+        debug_assert!(self.replay.is_empty(), "replayed bytes would be lost");
+        self.replay = bytes;
+    }
+
+    /// Lets go of what the stream needs only while a head is being read, when none is.
+    pub(crate) fn park(&mut self) {
+        if !self.armed {
+            self.deadline = None;
         }
     }
 }
@@ -207,6 +247,11 @@ impl<I: AsyncRead> AsyncRead for GuardedIo<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         if *this.armed
             && let Some(deadline) = this.deadline.as_mut()
             && deadline.as_mut().poll(cx).is_ready()
@@ -272,8 +317,15 @@ impl<I: AsyncWrite> AsyncWrite for GuardedIo<I> {
         self.project().inner.poll_flush(cx)
     }
 
+    /// Shuts the stream down, unless the connection is [parking](ConnState::set_parking): then
+    /// it is only flushed, and stays open.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        let this = self.project();
+        if this.conn.parking.load(Ordering::Relaxed) {
+            this.inner.poll_flush(cx)
+        } else {
+            this.inner.poll_shutdown(cx)
+        }
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use novaedge_snapshot::{ConfigSnapshot, ValidationErrors};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,29 +30,41 @@ const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// hyper's default.
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
-/// The HTTP server settings of client connections: limits from `config`, and the header read
-/// timeout off, since [`GuardedIo`](crate::conn::GuardedIo) keeps it instead.
-fn client_http(config: &EngineConfig) -> auto::Builder<TokioExecutor> {
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    let mut http1 = http.http1();
-    http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        // hyper's read buffer bounds the head (`431` when full), and cannot be below 8 KiB.
-        .max_buf_size(config.max_request_headers_bytes.max(8192));
-    if config.max_request_headers != crate::upstream::HYPER_MAX_HEADERS {
-        // Other than hyper's default, the field index is allocated per request.
-        http1.max_headers(config.max_request_headers);
+/// The HTTP server settings of client connections, one builder per protocol: the listener
+/// picks the protocol itself (ALPN, or the first bytes of a cleartext connection).
+#[derive(Debug)]
+pub(crate) struct ServerHttp {
+    pub(crate) http1: http1::Builder,
+    pub(crate) http2: http2::Builder<TokioExecutor>,
+}
+
+impl ServerHttp {
+    /// Limits from `config`; the header read timeout off, since
+    /// [`GuardedIo`](crate::conn::GuardedIo) keeps it instead.
+    fn new(config: &EngineConfig) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            // hyper's read buffer bounds the head (`431` when full), and cannot be below 8 KiB.
+            .max_buf_size(config.max_request_headers_bytes.max(8192));
+        if config.max_request_headers != crate::upstream::HYPER_MAX_HEADERS {
+            // Other than hyper's default, the field index is allocated per request.
+            http1.max_headers(config.max_request_headers);
+        }
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.h2_max_concurrent_streams)
+            .max_header_list_size(
+                u32::try_from(config.max_request_headers_bytes).unwrap_or(u32::MAX),
+            )
+            .initial_stream_window_size(config.h2_stream_window)
+            .initial_connection_window_size(config.h2_connection_window)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
+        Self { http1, http2 }
     }
-    http.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(config.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(config.max_request_headers_bytes).unwrap_or(u32::MAX))
-        .initial_stream_window_size(config.h2_stream_window)
-        .initial_connection_window_size(config.h2_connection_window)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
-    http
 }
 
 /// Why a snapshot was not applied. In every case nothing changed: the previous runtime, if
@@ -92,7 +104,7 @@ pub struct Engine {
 pub(crate) struct Shared {
     pub(crate) runtime: ArcSwap<Runtime>,
     pub(crate) upstreams: Upstreams,
-    pub(crate) http: auto::Builder<TokioExecutor>,
+    pub(crate) http: ServerHttp,
     /// Client connections and upgraded tunnels, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     /// Cancelled when the shutdown deadline passes: every task in `tasks` then drops its
@@ -119,7 +131,7 @@ struct Control {
 impl Engine {
     /// Creates an engine with no listeners. Must be called within a tokio runtime.
     pub fn new(config: EngineConfig) -> Self {
-        let http = client_http(&config);
+        let http = ServerHttp::new(&config);
         let empty = Runtime::empty(config.default_bind);
         Self {
             shared: Arc::new(Shared {

@@ -8,9 +8,10 @@ use std::task::Poll;
 
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
+use socket2::{Domain, SockRef, Socket, Type};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::server::TlsStream;
@@ -24,7 +25,11 @@ use crate::tls::Session;
 /// Binds a listening socket the way a proxy wants it: `SO_REUSEADDR` so a restart does not wait
 /// for TIME_WAIT, non-blocking, and a deep accept queue.
 pub(crate) fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -158,7 +163,6 @@ async fn accept_loop(
         let conn_stop = stop.clone();
         let cut = shared.cut.clone();
         let handshake_timeout = shared.config.tls_handshake_timeout;
-        let http = shared.http.clone();
         shared.tasks.spawn(async move {
             let _open = open;
             let _permit = permit;
@@ -166,24 +170,22 @@ async fn accept_loop(
             // A future is as large as its largest state, for as long as it lives. Each phase
             // is boxed on its own, so that a connection holds only what its current phase
             // needs: a cleartext one no room for TLS, a TLS one none for the handshake once
-            // done. This is most of what an idle connection costs (12.9 KB were 3.6 KB).
+            // done, a parked one none for hyper.
             let serve: Pin<Box<dyn Future<Output = ()> + Send>> = match tls {
                 None => {
                     let io = http1_io(stream, &service);
-                    Box::pin(serve_connection(http, io, service, conn_stop))
+                    Box::pin(serve_connection(io, service, conn_stop, Http::Either))
                 }
                 Some(config) => Box::pin(async move {
-                    let handshake =
-                        Box::pin(handshake(config, stream, service, http, handshake_timeout));
-                    let Some((stream, service, http)) = handshake.await else {
+                    let handshake = Box::pin(handshake(config, stream, service, handshake_timeout));
+                    let Some((stream, service, protocol)) = handshake.await else {
                         return;
                     };
-                    let io = if http.is_http1_available() {
-                        http1_io(stream, &service)
-                    } else {
-                        GuardedIo::http2(stream, service.conn.clone())
+                    let io = match protocol {
+                        Http::Http2 => GuardedIo::http2(stream, service.conn.clone()),
+                        _ => http1_io(stream, &service),
                     };
-                    Box::pin(serve_connection(http, io, service, conn_stop)).await;
+                    Box::pin(serve_connection(io, service, conn_stop, protocol)).await;
                 }),
             };
             if cut.run_until_cancelled(serve).await.is_none() {
@@ -206,19 +208,29 @@ fn http1_io<I>(stream: I, service: &ProxyService) -> GuardedIo<I> {
     )
 }
 
+/// The HTTP versions a client connection may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Http {
+    /// Cleartext: HTTP/2 when the connection opens with HTTP/2's preface (prior knowledge),
+    /// HTTP/1.1 otherwise.
+    Either,
+    /// TLS without ALPN `h2`.
+    Http1,
+    /// TLS with ALPN `h2`.
+    Http2,
+}
+
+/// What an HTTP/2 connection opens with (RFC 9113 section 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// The server side of a TLS handshake, bounded in time. On success, the HTTP version is the
 /// one ALPN agreed on (HTTP/1.1 without ALPN), and the service knows the session.
 async fn handshake(
     config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     mut service: ProxyService,
-    http: auto::Builder<TokioExecutor>,
     timeout: Duration,
-) -> Option<(
-    TlsStream<TcpStream>,
-    ProxyService,
-    auto::Builder<TokioExecutor>,
-)> {
+) -> Option<(TlsStream<TcpStream>, ProxyService, Http)> {
     let peer = service.peer;
     let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
     let stream = match tokio::time::timeout(timeout, accept).await {
@@ -233,34 +245,246 @@ async fn handshake(
         }
     };
     let (_, conn) = stream.get_ref();
-    let http = match conn.alpn_protocol() {
-        Some(b"h2") => http.http2_only(),
-        _ => http.http1_only(),
+    let protocol = match conn.alpn_protocol() {
+        Some(b"h2") => Http::Http2,
+        _ => Http::Http1,
     };
     service.session = Some(Arc::new(Session::of(conn)));
-    Some((stream, service, http))
+    Some((stream, service, protocol))
 }
 
 /// Serves one client connection until it ends: it closes, the listener stops (graceful
 /// shutdown), or the connection winds down (idle for the idle timeout, or its last allowed
 /// request on HTTP/2; graceful shutdown too).
-async fn serve_connection<I>(
-    builder: auto::Builder<TokioExecutor>,
+///
+/// The futures here are written as functions returning `async move` blocks: an `async fn`
+/// keeps a second copy of its arguments for as long as it runs, and a connection's future
+/// lives as long as the connection.
+#[allow(clippy::manual_async_fn)] // Not `async fn`: see `serve_connection`.
+fn serve_connection<I>(
+    io: GuardedIo<I>,
+    service: ProxyService,
+    stop: watch::Receiver<bool>,
+    protocol: Http,
+) -> impl Future<Output = ()> + Send
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        let peer = service.peer;
+        let result = match protocol {
+            // Boxed: HTTP/2's state is far larger than a parked HTTP/1.1 connection's.
+            Http::Http2 => Box::pin(serve_http2(io, service, stop)).await,
+            Http::Http1 => serve_http1(io, service, stop, false).await,
+            Http::Either => serve_http1(io, service, stop, true).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "client connection ended with an error");
+        }
+    }
+}
+
+/// Waits for the next bytes of a connection that hyper does not hold: its first ones, or
+/// those that wake it once parked. With `sniff`, reads until they tell HTTP/2's preface from
+/// anything else. `None` if the connection closed or failed (the header read timeout
+/// included), the listener stopped, or the connection stayed idle for `idle`.
+async fn wake<I: AsyncRead + Unpin>(
+    io: &mut GuardedIo<I>,
+    conn: &ConnState,
+    stop: &mut watch::Receiver<bool>,
+    idle: Duration,
+    sniff: bool,
+) -> Option<Bytes> {
+    let read = async {
+        let mut buf = [0; PREFACE.len()];
+        let mut len = 0;
+        loop {
+            let n = io.read(&mut buf[len..]).await?;
+            len += n;
+            let undecided = sniff && len < PREFACE.len() && buf[..len] == PREFACE[..len];
+            if n == 0 || !undecided {
+                return std::io::Result::Ok(Bytes::copy_from_slice(&buf[..len]));
+            }
+        }
+    };
+    tokio::select! {
+        read = read => match read {
+            Ok(bytes) if bytes.is_empty() => None,
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::debug!(error = %e, "client connection failed while idle");
+                None
+            }
+        },
+        _ = stopped(stop) => None,
+        () = conn.idle(idle) => None,
+    }
+}
+
+/// Why an HTTP/1.1 connection is taken from hyper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    /// Nothing in flight for the park time after hyper answered at least one request: hyper
+    /// is waiting for the next one, or finishing the last (HTTP/1.1 ends it with no
+    /// `Connection: close`, the response having gone out).
+    Park,
+    /// Nothing in flight for the idle timeout, before hyper answered a request (a head begun
+    /// and never finished, when the header read timeout is longer).
+    Idle,
+}
+
+/// Resolves when an HTTP/1.1 connection that has begun `served` requests before hyper took it
+/// should be taken from hyper.
+async fn quiet(conn: &ConnState, served: u64, park_after: Duration, idle: Duration) -> Quiet {
+    let park_after = park_after.min(idle);
+    loop {
+        conn.idle(park_after).await;
+        if conn.requests() > served {
+            return Quiet::Park;
+        }
+        if conn.quiet_for() >= idle {
+            return Quiet::Idle;
+        }
+        // A head begun and not finished: look again later.
+        tokio::time::sleep(park_after).await;
+    }
+}
+
+/// How hyper's turn with an HTTP/1.1 connection ended.
+enum Turn<I> {
+    /// The connection is done (closed, failed, upgraded, or shut down).
+    Ended(hyper::Result<()>),
+    /// Parked: the stream and service back, and what hyper had read and not handled.
+    Parked(GuardedIo<I>, ProxyService, Bytes),
+}
+
+/// Serves an HTTP/1.1 connection: hyper while requests come, parked while they do not. With
+/// `sniff`, a cleartext connection that opens with HTTP/2's preface is served as HTTP/2.
+///
+/// A parked connection is the stream, the service and what waits for the client: hyper's
+/// state and buffers (about 17 KB), made when the client sends, are dropped once the
+/// connection has been quiet for the park time, with a request hyper had begun to read given
+/// back to the next ones.
+#[allow(clippy::manual_async_fn)] // Not `async fn`: see `serve_connection`.
+fn serve_http1<I>(
+    mut io: GuardedIo<I>,
+    mut service: ProxyService,
+    mut stop: watch::Receiver<bool>,
+    mut sniff: bool,
+) -> impl Future<Output = hyper::Result<()>> + Send
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        let conn = service.conn.clone();
+        let idle = service.shared.config.idle_timeout;
+        let mut unread = Bytes::new();
+        loop {
+            if unread.is_empty() {
+                // Even empty, what hyper left unread holds its whole read buffer.
+                drop(std::mem::take(&mut unread));
+                io.park();
+                let Some(bytes) = wake(&mut io, &conn, &mut stop, idle, sniff).await else {
+                    return Ok(());
+                };
+                // Activity: the park time starts over, and hyper has its request before then.
+                conn.touch();
+                unread = bytes;
+            }
+            if std::mem::take(&mut sniff) && unread[..] == PREFACE[..] {
+                io.replay(unread);
+                return Box::pin(serve_http2(io, service, stop)).await;
+            }
+            io.replay(std::mem::take(&mut unread));
+            // Boxed: hyper's connection, and what waits beside it, only while it serves.
+            match Box::pin(http1_turn(io, service, &mut stop)).await {
+                Turn::Ended(result) => return result,
+                Turn::Parked(parked_io, parked_service, rest) => {
+                    (io, service, unread) = (parked_io, parked_service, rest);
+                }
+            }
+        }
+    }
+}
+
+/// Gives an HTTP/1.1 connection to hyper until it ends or is parked (see [`serve_http1`]).
+#[allow(clippy::manual_async_fn)] // Not `async fn`: see `serve_connection`.
+fn http1_turn<'a, I>(
+    io: GuardedIo<I>,
+    service: ProxyService,
+    stop: &'a mut watch::Receiver<bool>,
+) -> impl Future<Output = Turn<I>> + Send + 'a
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        let peer = service.peer;
+        let shared = service.shared.clone();
+        let conn = service.conn.clone();
+        let (idle, park_after) = (shared.config.idle_timeout, shared.config.park_after);
+        let served = conn.requests();
+        let mut http = shared
+            .http
+            .http1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let quiet = tokio::select! {
+            result = &mut http => return Turn::Ended(result),
+            _ = stopped(stop) => {
+                // Closes after the request in flight, if any.
+                Pin::new(&mut http).graceful_shutdown();
+                return Turn::Ended(http.await);
+            }
+            quiet = quiet(&conn, served, park_after, idle) => quiet,
+        };
+        // Idle, hyper closes at once; finishing a response, once it is out.
+        conn.set_parking(quiet == Quiet::Park);
+        if quiet == Quiet::Idle {
+            tracing::trace!(%peer, "client connection idle, closing");
+            conn.touch();
+        }
+        Pin::new(&mut http).graceful_shutdown();
+        let ended = tokio::select! {
+            result = &mut http => result,
+            () = conn.idle(idle) => {
+                tracing::debug!(%peer, "client connection did not end after its last response, dropped");
+                return Turn::Ended(Ok(()));
+            }
+        };
+        conn.set_parking(false);
+        if quiet == Quiet::Idle || ended.is_err() {
+            return Turn::Ended(ended);
+        }
+        // `None`: upgraded, and the tunnel has the stream.
+        match http.into_parts() {
+            Some(parts) => Turn::Parked(parts.io.into_inner(), parts.service, parts.read_buf),
+            None => Turn::Ended(Ok(())),
+        }
+    }
+}
+
+/// Serves an HTTP/2 connection.
+async fn serve_http2<I>(
     io: GuardedIo<I>,
     service: ProxyService,
     mut stop: watch::Receiver<bool>,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = service.peer;
+    let shared = service.shared.clone();
     let conn_state = service.conn.clone();
-    let idle = service.shared.config.idle_timeout;
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let idle = shared.config.idle_timeout;
+    let conn = shared
+        .http
+        .http2
+        .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
+    tokio::select! {
         result = conn.as_mut() => result,
         _ = stopped(&mut stop) => {
-            // HTTP/1.1: close after the request in flight; HTTP/2: GOAWAY, finish open streams.
+            // GOAWAY, then the open streams finish.
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -278,9 +502,6 @@ async fn serve_connection<I>(
                 }
             }
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }
 

@@ -628,6 +628,169 @@ async fn idle_keep_alive_connections_close_at_the_idle_timeout() {
     assert_serves(addr, "an idle connection").await;
 }
 
+// === parked connections ===
+
+/// Parks keep-alive connections after 100 ms of quiet.
+fn parking() -> EngineConfig {
+    EngineConfig {
+        park_after: Duration::from_millis(100),
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(10),
+        ..EngineConfig::default()
+    }
+}
+
+/// Longer than the park time, with margin.
+const PARKED: Duration = Duration::from_millis(400);
+
+/// Reads one response whose body has a `Content-Length`: its head, lower-cased, and body.
+/// `bytes` holds what was read past earlier responses (pipelined ones), and keeps what is read
+/// past this one.
+async fn read_response(stream: &mut TcpStream, bytes: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let head_end = loop {
+        if let Some(at) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let read = timeout(Duration::from_secs(10), stream.read_buf(bytes))
+            .await
+            .expect("a response in time")
+            .expect("read");
+        assert!(
+            read > 0,
+            "closed before a response head: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .expect("a length");
+    while bytes.len() < head_end + length {
+        let read = stream.read_buf(bytes).await.expect("read");
+        assert!(read > 0, "closed in the body");
+    }
+    let rest = bytes.split_off(head_end + length);
+    let body = bytes.split_off(head_end);
+    *bytes = rest;
+    (head, body)
+}
+
+/// Expects a `200` kept alive.
+fn assert_kept_alive(head: &str, what: &str) {
+    assert!(head.starts_with("http/1.1 200 ok"), "{what}: {head}");
+    assert!(!head.contains("connection: close"), "{what}: {head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_serve_what_comes_next() {
+    let (_engine, addr, server) = proxy(parking()).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let mut pending = Vec::new();
+    let get = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    // Requests with pauses between them: each pause parks the connection.
+    for round in 0..3 {
+        client.write_all(get).await.unwrap();
+        let (head, _) = read_response(&mut client, &mut pending).await;
+        assert_kept_alive(&head, &format!("round {round}"));
+        tokio::time::sleep(PARKED).await;
+    }
+
+    // A request, at once a head begun, a pause that parks the connection, and the head's
+    // end: the part hyper had read is given back.
+    client.write_all(get).await.unwrap();
+    let (head, _) = read_response(&mut client, &mut pending).await;
+    assert_kept_alive(&head, "before the split head");
+    client
+        .write_all(b"GET /split HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.write_all(b"st: a\r\n\r\n").await.unwrap();
+    let (head, body) = read_response(&mut client, &mut pending).await;
+    assert_kept_alive(&head, "a head split by a pause");
+    assert!(String::from_utf8_lossy(&body).contains("/split"));
+    tokio::time::sleep(PARKED).await;
+
+    // Two requests at once wake it: both are answered, in order.
+    client
+        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    for path in ["/one", "/two"] {
+        let (head, body) = read_response(&mut client, &mut pending).await;
+        assert_kept_alive(&head, path);
+        assert!(String::from_utf8_lossy(&body).contains(path), "{path}");
+    }
+    tokio::time::sleep(PARKED).await;
+
+    // A request body with a pause in it: the request is in flight, the connection not parked.
+    client
+        .write_all(b"POST /body HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+        .await
+        .unwrap();
+    tokio::time::sleep(PARKED).await;
+    client.write_all(b"56789").await.unwrap();
+    let (head, _) = read_response(&mut client, &mut pending).await;
+    assert_kept_alive(&head, "a body split by a pause");
+    assert_eq!(server.requests(), 8);
+    tokio::time::sleep(PARKED).await;
+
+    // A head begun after parking has the header read timeout.
+    client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    let raw = read_until_closed(&mut client, Duration::from_secs(10)).await;
+    assert!(raw.closed && raw.bytes.is_empty(), "{:?}", raw.summary());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(server.requests(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_close_at_shutdown_and_idle_timeout() {
+    let (engine, addr, _server) = proxy(EngineConfig {
+        idle_timeout: Duration::from_millis(1500),
+        ..parking()
+    })
+    .await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut idle, &mut Vec::new()).await;
+    assert_kept_alive(&head, "the first request");
+    let answered = Instant::now();
+
+    // Parked, then idle for the idle timeout: closed without a response.
+    let raw = read_until_closed(&mut idle, Duration::from_secs(10)).await;
+    assert!(raw.closed && raw.bytes.is_empty(), "{:?}", raw.summary());
+    assert!(answered.elapsed() >= Duration::from_millis(1400));
+    assert!(answered.elapsed() < Duration::from_secs(5));
+
+    let mut stopped = TcpStream::connect(addr).await.unwrap();
+    stopped
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut stopped, &mut Vec::new()).await;
+    assert_kept_alive(&head, "the first request");
+    tokio::time::sleep(PARKED).await;
+
+    // Parked when the engine shuts down: closed at once, which counts as drained.
+    let report = timeout(
+        Duration::from_secs(5),
+        engine.shutdown(Duration::from_secs(30)),
+    )
+    .await
+    .expect("shutdown does not wait for parked connections");
+    assert!(report.drained);
+    let raw = read_until_closed(&mut stopped, Duration::from_secs(5)).await;
+    assert!(raw.closed && raw.bytes.is_empty(), "{:?}", raw.summary());
+}
+
 // === requests and connections ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

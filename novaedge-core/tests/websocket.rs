@@ -9,6 +9,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use novaedge_snapshot::UpstreamProtocol::Http1;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -182,4 +183,51 @@ async fn websocket_survives_reloads() {
     assert_eq!(engine.version(), Some(3));
     close(ws).await;
     assert_eq!(chat.requests(), 1, "the WebSocket never reconnected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_opens_on_a_parked_connection() {
+    let chat = echo("chat").await;
+    let config = novaedge_core::EngineConfig {
+        park_after: std::time::Duration::from_millis(50),
+        ..novaedge_core::EngineConfig::default()
+    };
+    let (_engine, addr) = serve_backend_with(config, backend("chat", Http1, &[&chat]));
+
+    // A plain request first, then a pause long enough to park the connection.
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
+    stream
+        .write_all(b"GET /plain HTTP/1.1\r\nHost: chat.test\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = stream.read_u8().await.expect("a response head");
+        head.push(byte);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .expect("a length");
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.expect("the body");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // The upgrade wakes it.
+    let (mut ws, response) = tokio_tungstenite::client_async("ws://chat.test/", stream)
+        .await
+        .expect("WebSocket handshake on the parked connection");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for round in 0..3 {
+        exchange(&mut ws, round).await;
+    }
+    close(ws).await;
+    assert_eq!(chat.requests(), 2);
 }
