@@ -632,3 +632,35 @@ async fn an_http_listener_redirects_to_https() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_https_connections_serve_their_next_requests() {
+    let ca = Ca::new("test CA");
+    let backend = echo("echo").await;
+    let engine = Engine::new(novaedge_core::EngineConfig {
+        default_bind: std::net::IpAddr::from([127, 0, 0, 1]),
+        park_after: Duration::from_millis(50),
+        ..novaedge_core::EngineConfig::default()
+    });
+    let listener_tls = tls(vec![ca.server(&["shop.test"], &[])], None);
+    engine
+        .apply(&https_snapshot(1, listener_tls, &backend))
+        .unwrap();
+    let addr = engine.local_addr("web").unwrap();
+    let ca_pem = ca.pem();
+    let options = ClientOptions {
+        alpn: &[b"http/1.1"],
+        ..ClientOptions::trusting(&ca_pem)
+    };
+    let stream = connect(addr, "shop.test", &options).await.unwrap();
+    let mut conn = Conn::over(stream).await;
+    // Pauses that park the connection between requests, on the same TLS session.
+    for round in 0..4 {
+        let response = conn.get("shop.test", &format!("/r{round}")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "round {round}");
+        assert_eq!(response.version(), Version::HTTP_11);
+        assert_eq!(info(&response).path, format!("/r{round}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(backend.requests(), 4);
+}
