@@ -18,6 +18,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::conn::{ConnState, GuardedIo};
 use crate::engine::Shared;
+use crate::observe::ConnectionGuard;
 use crate::proxy::ProxyService;
 use crate::runtime::SocketKey;
 use crate::tls::Session;
@@ -164,7 +165,6 @@ async fn accept_loop(
         let cut = shared.cut.clone();
         let handshake_timeout = shared.config.tls_handshake_timeout;
         shared.tasks.spawn(async move {
-            let _open = open;
             let _permit = permit;
             let _ = stream.set_nodelay(true);
             // A future is as large as its largest state, for as long as it lives. Each phase
@@ -174,7 +174,7 @@ async fn accept_loop(
             let serve: Pin<Box<dyn Future<Output = ()> + Send>> = match tls {
                 None => {
                     let io = http1_io(stream, &service);
-                    Box::pin(serve_connection(io, service, conn_stop, Http::Either))
+                    Box::pin(serve_connection(io, service, conn_stop, Http::Either, open))
                 }
                 Some(config) => Box::pin(async move {
                     let handshake = Box::pin(handshake(config, stream, service, handshake_timeout));
@@ -185,7 +185,7 @@ async fn accept_loop(
                         Http::Http2 => GuardedIo::http2(stream, service.conn.clone()),
                         _ => http1_io(stream, &service),
                     };
-                    Box::pin(serve_connection(io, service, conn_stop, protocol)).await;
+                    Box::pin(serve_connection(io, service, conn_stop, protocol, open)).await;
                 }),
             };
             if cut.run_until_cancelled(serve).await.is_none() {
@@ -266,6 +266,7 @@ fn serve_connection<I>(
     service: ProxyService,
     stop: watch::Receiver<bool>,
     protocol: Http,
+    open: Option<ConnectionGuard>,
 ) -> impl Future<Output = ()> + Send
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -275,8 +276,8 @@ where
         let result = match protocol {
             // Boxed: HTTP/2's state is far larger than a parked HTTP/1.1 connection's.
             Http::Http2 => Box::pin(serve_http2(io, service, stop)).await,
-            Http::Http1 => serve_http1(io, service, stop, false).await,
-            Http::Either => serve_http1(io, service, stop, true).await,
+            Http::Http1 => serve_http1(io, service, stop, false, open.as_ref()).await,
+            Http::Either => serve_http1(io, service, stop, true, open.as_ref()).await,
         };
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "client connection ended with an error");
@@ -366,12 +367,13 @@ enum Turn<I> {
 /// connection has been quiet for the park time, with a request hyper had begun to read given
 /// back to the next ones.
 #[allow(clippy::manual_async_fn)] // Not `async fn`: see `serve_connection`.
-fn serve_http1<I>(
+fn serve_http1<'a, I>(
     mut io: GuardedIo<I>,
     mut service: ProxyService,
     mut stop: watch::Receiver<bool>,
     mut sniff: bool,
-) -> impl Future<Output = hyper::Result<()>> + Send
+    open: Option<&'a ConnectionGuard>,
+) -> impl Future<Output = hyper::Result<()>> + Send + 'a
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -384,7 +386,10 @@ where
                 // Even empty, what hyper left unread holds its whole read buffer.
                 drop(std::mem::take(&mut unread));
                 io.park();
-                let Some(bytes) = wake(&mut io, &conn, &mut stop, idle, sniff).await else {
+                let parked = open.map(ConnectionGuard::parked);
+                let woke = wake(&mut io, &conn, &mut stop, idle, sniff).await;
+                drop(parked);
+                let Some(bytes) = woke else {
                     return Ok(());
                 };
                 // Activity: the park time starts over, and hyper has its request before then.

@@ -751,6 +751,50 @@ async fn eventually(registry: &Registry, series: &str, want: f64) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_parked_connections() {
+    let server = echo("echo").await;
+    let engine = Engine::new(EngineConfig {
+        default_bind: LOCALHOST,
+        park_after: Duration::from_millis(50),
+        observe: ObserveConfig::default(),
+        ..EngineConfig::default()
+    });
+    let mut registry = Registry::default();
+    engine.register_metrics(&mut registry);
+    let addr = apply(
+        &engine,
+        backend("echo", UpstreamProtocol::Http1, &[&server]),
+    );
+    let parked = r#"novaedge_parked_connections{listener="web"}"#;
+    let open = r#"novaedge_active_connections{listener="web"}"#;
+
+    // A new connection waits for its first bytes parked.
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    eventually(&registry, parked, 1.0).await;
+
+    // A request held at the backend: not parked while in flight.
+    client
+        .write_all(b"GET /?delay_ms=400 HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .unwrap();
+    eventually(&registry, parked, 0.0).await;
+    let text = eventually(&registry, open, 1.0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sample(&metrics_text(&registry), parked), 0.0, "{text}");
+
+    // Answered, then quiet for the park time: parked again, still open.
+    let mut response = vec![0; 4096];
+    let n = client.read(&mut response).await.unwrap();
+    assert!(response[..n].starts_with(b"HTTP/1.1 200 OK"));
+    eventually(&registry, parked, 1.0).await;
+    assert_eq!(sample(&metrics_text(&registry), open), 1.0);
+
+    drop(client);
+    eventually(&registry, parked, 0.0).await;
+    eventually(&registry, open, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_by_route_backend_and_class() {
     let server = echo("echo").await;
     let engine = engine_with(ObserveConfig::default());

@@ -6,6 +6,7 @@
 //! | `novaedge_request_duration_seconds` | route, backend | same moment: arrival to the last body byte |
 //! | `novaedge_upstream_rtt_seconds` | backend | each try that got a response head: request sent to head received |
 //! | `novaedge_active_connections` | listener | client connections open now |
+//! | `novaedge_parked_connections` | listener | of those, the ones waiting for a request with no HTTP state: HTTP/1.1 between requests (parked), and new ones before their first bytes |
 //! | `novaedge_circuit_breaker_overflows_total` | backend, limit | a request answered 503 by a breaker |
 //! | `novaedge_rate_limited_total` | route | a request answered 429 by the route's rate limit |
 //! | `novaedge_access_log_dropped_total` | | an access log line dropped, its queue full |
@@ -211,6 +212,7 @@ pub(crate) struct Metrics {
     duration: Tracked<RouteBackend, Latency, Buckets>,
     upstream_rtt: Tracked<BackendLabel, Latency, Buckets>,
     connections: Tracked<ListenerLabel, Gauge>,
+    parked: Tracked<ListenerLabel, Gauge>,
     overflows: Tracked<OverflowLabels, Counter>,
     rate_limited: Tracked<RouteLabel, Counter>,
     /// The series every request updates, by route and backend, read without a lock.
@@ -329,6 +331,7 @@ impl Metrics {
             duration: Tracked::new(Family::new_with_constructor(Buckets)),
             upstream_rtt: Tracked::new(Family::new_with_constructor(Buckets)),
             connections: Tracked::new(Family::default()),
+            parked: Tracked::new(Family::default()),
             overflows: Tracked::new(Family::default()),
             rate_limited: Tracked::new(Family::default()),
             by_route: Handles::new(),
@@ -357,6 +360,11 @@ impl Metrics {
             "novaedge_active_connections",
             "Client connections open, by listener",
             self.connections.family.clone(),
+        );
+        registry.register(
+            "novaedge_parked_connections",
+            "Client connections waiting for a request with no HTTP state held, by listener",
+            self.parked.family.clone(),
         );
         registry.register(
             "novaedge_circuit_breaker_overflows",
@@ -442,15 +450,17 @@ impl Metrics {
         self.rate_limited.with(&labels, |c| c.inc());
     }
 
-    /// The gauge of a listener's open connections, already counting one more.
-    pub(crate) fn connection_opened(&self, listener: &Arc<str>) -> Gauge {
+    /// The gauges of a listener's open connections, already counting one more, and of its
+    /// parked ones.
+    pub(crate) fn connection_opened(&self, listener: &Arc<str>) -> (Gauge, Gauge) {
         let labels = ListenerLabel {
             listener: listener.clone(),
         };
-        self.connections.with(&labels, |g| {
+        let open = self.connections.with(&labels, |g| {
             g.inc();
             g.clone()
-        })
+        });
+        (open, self.parked.with(&labels, Gauge::clone))
     }
 
     /// Removes the series of routes, backends and listeners `snapshot` does not have.
@@ -472,6 +482,7 @@ impl Metrics {
         // their own handle, unseen.
         self.connections
             .retain(|l| listeners.contains(&*l.listener));
+        self.parked.retain(|l| listeners.contains(&*l.listener));
         self.by_route.clear();
     }
 }

@@ -144,15 +144,37 @@ impl Observe {
         listener: Option<&ListenerRuntime>,
     ) -> Option<ConnectionGuard> {
         let metrics = self.metrics.get()?;
-        Some(ConnectionGuard(metrics.connection_opened(&listener?.name)))
+        let (open, parked) = metrics.connection_opened(&listener?.name);
+        Some(ConnectionGuard { open, parked })
     }
 }
 
 /// One open client connection on its listener's gauge.
 #[derive(Debug)]
-pub(crate) struct ConnectionGuard(Gauge);
+pub(crate) struct ConnectionGuard {
+    open: Gauge,
+    parked: Gauge,
+}
+
+impl ConnectionGuard {
+    /// Counts the connection as parked until the guard returned is dropped.
+    pub(crate) fn parked(&self) -> ParkedGuard<'_> {
+        self.parked.inc();
+        ParkedGuard(&self.parked)
+    }
+}
 
 impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// A parked connection on its listener's gauge.
+#[derive(Debug)]
+pub(crate) struct ParkedGuard<'a>(&'a Gauge);
+
+impl Drop for ParkedGuard<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }
