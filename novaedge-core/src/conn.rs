@@ -33,6 +33,10 @@ use tokio::time::{Instant, Sleep};
 use crate::framing::{Refusal, Refused, Scanner};
 use crate::observe::{ClientText, ObservedBody};
 
+/// The longest [`ConnState::idle`] waits between looks at a connection busy with requests,
+/// unless its `idle` is longer.
+const BUSY_RECHECK: Duration = Duration::from_secs(5);
+
 /// The state one client connection shares between its I/O, its requests and the task serving
 /// it.
 #[derive(Debug)]
@@ -116,15 +120,22 @@ impl ConnState {
 
     /// Resolves once the connection has had no request in flight for `idle`, counted from the
     /// last time a request began or ended, or the connection was [touched](Self::touch).
+    ///
+    /// While requests are in flight it looks again after `idle`, then twice as long each time
+    /// up to [`BUSY_RECHECK`] (or `idle`, if longer): a short `idle` (the park time) does not
+    /// wake a connection busy with a long request several times a second.
     pub(crate) async fn idle(&self, idle: Duration) {
         let mut deadline = self.last_active() + idle;
+        let mut busy_wait = idle;
         loop {
             tokio::time::sleep_until(deadline).await;
             let now = Instant::now();
             let idle_until = self.last_active() + idle;
             deadline = if self.in_flight.load(Ordering::Acquire) > 0 {
                 // Busy: look again in a while, not at once.
-                now + idle
+                let wait = busy_wait;
+                busy_wait = (busy_wait * 2).min(BUSY_RECHECK.max(idle));
+                now + wait
             } else if idle_until <= now {
                 return;
             } else {
@@ -384,6 +395,25 @@ mod tests {
         drop(guard);
         wind_down.await;
         assert_eq!(ended.elapsed(), idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_idle_ends_within_its_busy_recheck_after_a_long_request() {
+        let conn = ConnState::new();
+        let (_, guard) = conn.request_started();
+        let idle = Duration::from_millis(250);
+        let waiting = conn.idle(idle);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(30), waiting.as_mut())
+                .await
+                .is_err()
+        );
+        let ended = Instant::now();
+        drop(guard);
+        waiting.await;
+        let after = ended.elapsed();
+        assert!(after >= idle && after <= BUSY_RECHECK + idle, "{after:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -260,7 +260,7 @@ async fn handshake(
 /// The futures here are written as functions returning `async move` blocks: an `async fn`
 /// keeps a second copy of its arguments for as long as it runs, and a connection's future
 /// lives as long as the connection.
-#[allow(clippy::manual_async_fn)] // Not `async fn`: see `serve_connection`.
+#[allow(clippy::manual_async_fn)] // Not `async fn`: see above.
 fn serve_connection<I>(
     io: GuardedIo<I>,
     service: ProxyService,

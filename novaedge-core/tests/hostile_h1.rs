@@ -662,13 +662,7 @@ async fn read_response(stream: &mut TcpStream, bytes: &mut Vec<u8>) -> (String, 
         );
     };
     let head = String::from_utf8_lossy(&bytes[..head_end]).to_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .expect("a content-length")
-        .trim()
-        .parse()
-        .expect("a length");
+    let length = content_length(&head);
     while bytes.len() < head_end + length {
         let read = stream.read_buf(bytes).await.expect("read");
         assert!(read > 0, "closed in the body");

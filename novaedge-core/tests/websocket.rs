@@ -209,13 +209,7 @@ async fn websocket_opens_on_a_parked_connection() {
     }
     let head = String::from_utf8_lossy(&head).to_lowercase();
     assert!(head.starts_with("http/1.1 200 ok"), "{head}");
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .expect("a content-length")
-        .trim()
-        .parse()
-        .expect("a length");
+    let length = content_length(&head);
     let mut body = vec![0; length];
     stream.read_exact(&mut body).await.expect("the body");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -76,6 +76,17 @@ pub(crate) fn serve_backend_with(config: EngineConfig, backend: Backend) -> (Eng
     (engine, addr)
 }
 
+/// The `Content-Length` of a response head, lower-cased.
+#[allow(dead_code)]
+pub(crate) fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .expect("a length")
+}
+
 // === snapshot builders ===
 
 pub(crate) fn snapshot(
