@@ -6,12 +6,15 @@
 //!   connection's start, later heads from their first byte. A client too slow fails the
 //!   connection's read, and hyper closes it without an answer, as it does for its own header
 //!   timeout. (hyper's own timer also runs while a keep-alive connection waits for its next
-//!   request, which would make it the idle timeout too; it is off.)
+//!   request, which would make it the idle timeout too; it is off.) It also gives back bytes
+//!   read before hyper had the connection ([`GuardedIo::replay`]), and keeps the stream open
+//!   when hyper ends a connection that is being parked (see `listener::serve_http1`).
 //! - [`ConnState`] counts the connection's requests and those in flight; a request's
 //!   [`RequestGuard`] rides in its response body ([`ConnBody`]) and leaves when the body ends.
-//!   [`ConnState::wind_down`] resolves when the connection has had nothing in flight for the
-//!   idle timeout, or when it is told to drain (its last allowed request on HTTP/2), and the
-//!   connection then shuts down gracefully: HTTP/1.1 closes between requests, HTTP/2 sends
+//!   [`ConnState::idle`] resolves when the connection has had nothing in flight for a while:
+//!   an HTTP/1.1 connection is then parked (after the park time) or closed between requests
+//!   (after the idle timeout). [`ConnState::wind_down`], for HTTP/2, also resolves when the
+//!   connection is told to drain (its last allowed request); the connection then sends
 //!   GOAWAY and finishes its open streams. A client that keeps the connection from ending
 //!   (an HTTP/2 client that never acknowledges the GOAWAY's PING) is dropped once it has had
 //!   nothing in flight for another idle timeout.
