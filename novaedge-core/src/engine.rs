@@ -13,11 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::EngineConfig;
-use crate::filters::FilterState;
 use crate::listener::{self, ListenerHandle};
 use crate::observe::Observe;
-use crate::runtime::{Balancers, CompileError, Runtime, SocketKey};
-use crate::tls::TlsState;
+use crate::runtime::{Carried, CompileError, Runtime, SocketKey};
 use crate::upstream::Upstreams;
 
 /// Streams a client may reset before the proxy has accepted them, the defence against rapid
@@ -119,11 +117,8 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 struct Control {
     listeners: HashMap<SocketKey, ListenerHandle>,
-    balancers: Balancers,
-    /// Stateful filters (JWT key caches, rate limiter buckets) kept across reloads.
-    filters: FilterState,
-    /// Listener TLS configurations (session caches, ticket keys) kept across reloads.
-    tls: TlsState,
+    /// What the next snapshot's runtime builds on.
+    carried: Carried,
     applied: bool,
     shut_down: bool,
 }
@@ -160,10 +155,8 @@ impl Engine {
         let prepared = Runtime::prepare(
             snapshot,
             default_bind,
-            &control.balancers,
+            &control.carried,
             &Arc::downgrade(&self.shared),
-            &control.filters,
-            &control.tls,
         )?;
 
         // Bind everything new before touching anything, so a failure leaves no trace.
@@ -187,11 +180,9 @@ impl Engine {
         }
 
         let version = prepared.version();
-        let committed = prepared.commit();
-        control.balancers = committed.balancers;
-        control.filters = committed.filters;
-        control.tls = committed.tls;
-        self.shared.runtime.store(Arc::new(committed.runtime));
+        let (runtime, carried) = prepared.commit();
+        control.carried = carried;
+        let replaced = self.shared.runtime.swap(Arc::new(runtime));
         control.applied = true;
         self.shared.observe.retain(snapshot);
 
@@ -222,7 +213,9 @@ impl Engine {
                 false
             }
         });
+        drop(control);
         tracing::info!(version, "snapshot applied");
+        retire(replaced);
         Ok(())
     }
 
@@ -245,6 +238,7 @@ impl Engine {
         let control = crate::sync::lock(&self.shared.control);
         let now = std::time::Instant::now();
         let mut views: Vec<crate::BackendView> = control
+            .carried
             .balancers
             .iter()
             .map(|(name, state)| state.view(name, now))
@@ -295,10 +289,22 @@ impl Engine {
         empty.version = self.shared.runtime.load().version;
         self.shared.runtime.store(Arc::new(empty));
         let mut control = crate::sync::lock(&self.shared.control);
-        control.balancers.clear();
-        control.filters = FilterState::default();
-        control.tls = TlsState::default();
+        control.carried = Carried::default();
         drop(control);
         ShutdownReport { drained }
+    }
+}
+
+/// Frees a runtime the engine no longer serves. Requests still in flight may hold it, and the
+/// last of them frees it. When the engine holds the last reference, the runtime is freed on
+/// tokio's blocking pool: freeing a table of tens of thousands of routes takes as long as a
+/// good part of building it, and neither the apply nor a worker thread should wait for that.
+fn retire(runtime: Arc<Runtime>) {
+    let Some(runtime) = Arc::into_inner(runtime) else {
+        return;
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => drop(handle.spawn_blocking(move || drop(runtime))),
+        Err(_) => drop(runtime),
     }
 }

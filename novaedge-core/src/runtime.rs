@@ -249,10 +249,8 @@ pub enum CompileError {
 #[derive(Debug)]
 pub(crate) struct Prepared {
     runtime: Runtime,
-    balancers: Balancers,
+    carried: Carried,
     updates: Vec<BalancerUpdate>,
-    filter_state: FilterState,
-    tls_state: TlsState,
 }
 
 #[derive(Debug)]
@@ -266,19 +264,24 @@ struct BalancerUpdate {
     endpoints: Vec<(SocketAddr, u32)>,
 }
 
-/// A committed runtime and the state the engine keeps for the next snapshot.
-#[derive(Debug)]
-pub(crate) struct Committed {
-    pub(crate) runtime: Runtime,
+/// What the engine keeps from one snapshot for the next: the balancers of backends (with their
+/// health and load), stateful filters (JWT key caches, rate limiter buckets), listener TLS
+/// configurations (session caches, ticket keys) and compiled regular expressions. Each
+/// [`Runtime::prepare`] reads the current one and builds the next, holding only what the new
+/// snapshot uses.
+#[derive(Debug, Default)]
+pub(crate) struct Carried {
     pub(crate) balancers: Balancers,
     pub(crate) filters: FilterState,
     pub(crate) tls: TlsState,
+    pub(crate) regexes: router::Regexes,
 }
 
 impl Prepared {
     /// Rebuilds the balancers whose endpoints or policy changed and returns the runtime and the
-    /// balancers now in use (those of backends the snapshot dropped are gone).
-    pub(crate) fn commit(self) -> Committed {
+    /// state to keep for the next snapshot (the balancers of backends the snapshot dropped are
+    /// gone).
+    pub(crate) fn commit(self) -> (Runtime, Carried) {
         for u in self.updates {
             if let Some(old) = u.retired {
                 old.retire();
@@ -297,12 +300,7 @@ impl Prepared {
             endpoints.update(u.endpoints);
             health.start_probes();
         }
-        Committed {
-            runtime: self.runtime,
-            balancers: self.balancers,
-            filters: self.filter_state,
-            tls: self.tls_state,
-        }
+        (self.runtime, self.carried)
     }
 
     pub(crate) fn version(&self) -> u64 {
@@ -320,27 +318,25 @@ impl Runtime {
         Self::prepare(
             &ConfigSnapshot::default(),
             default_bind,
-            &Balancers::new(),
+            &Carried::default(),
             &Weak::new(),
-            &FilterState::default(),
-            &TlsState::default(),
         )
         .expect("the empty snapshot compiles")
         .commit()
-        .runtime
+        .0
     }
 
     /// Compiles a validated snapshot, reusing the balancers of backends that stay.
     pub(crate) fn prepare(
         snapshot: &ConfigSnapshot,
         default_bind: IpAddr,
-        current: &Balancers,
+        carried: &Carried,
         shared: &Weak<Shared>,
-        filter_state: &FilterState,
-        tls_state: &TlsState,
     ) -> Result<Prepared, CompileError> {
+        let current = &carried.balancers;
         let mut next_tls_state = TlsState::default();
         let mut next_filter_state = FilterState::default();
+        let mut next_regexes = router::Regexes::default();
         let mut balancers = Balancers::with_capacity(snapshot.backends.len());
         let mut updates = Vec::with_capacity(snapshot.backends.len());
         let clusters: HashMap<&str, Arc<Cluster>> = snapshot
@@ -384,7 +380,7 @@ impl Runtime {
                                 Some(MirrorTarget::new(shared.clone(), name.clone(), cluster))
                             },
                             &(name.clone(), at.rule),
-                            filter_state,
+                            &carried.filters,
                             &mut next_filter_state,
                         )
                         .map_err(|source| CompileError::Filter {
@@ -433,7 +429,7 @@ impl Runtime {
             let tls = listener
                 .tls
                 .as_ref()
-                .map(|tls| next_tls_state.config(tls_state, tls))
+                .map(|tls| next_tls_state.config(&carried.tls, tls))
                 .transpose()
                 .map_err(|source| CompileError::Tls {
                     listener: listener.name.clone(),
@@ -442,10 +438,11 @@ impl Runtime {
             let entries = per_listener
                 .remove(listener.name.as_str())
                 .unwrap_or_default();
-            let router = Router::new(entries).map_err(|source| CompileError::Router {
-                listener: listener.name.clone(),
-                source,
-            })?;
+            let router = Router::with_regexes(entries, &carried.regexes, &mut next_regexes)
+                .map_err(|source| CompileError::Router {
+                    listener: listener.name.clone(),
+                    source,
+                })?;
             listeners.insert(
                 SocketKey::of(listener, default_bind),
                 ListenerRuntime {
@@ -462,10 +459,13 @@ impl Runtime {
                 version: snapshot.version,
                 listeners,
             },
-            balancers,
+            carried: Carried {
+                balancers,
+                filters: next_filter_state,
+                tls: next_tls_state,
+                regexes: next_regexes,
+            },
             updates,
-            filter_state: next_filter_state,
-            tls_state: next_tls_state,
         })
     }
 

@@ -173,7 +173,7 @@ pub use explain::{
     RouteExplanation, ValueCondition,
 };
 pub use host::{HostnameError, intersect_hostnames};
-pub use matcher::{REGEX_SIZE_LIMIT, RequestParts};
+pub use matcher::{REGEX_SIZE_LIMIT, Regexes, RequestParts};
 pub use path::{EncodedSlashes, PathError, normalize_path};
 pub use route::{
     Dialect, GrpcMethodMatch, HeaderMatch, IngressPathType, MatchType, PathMatch, QueryParamMatch,

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
@@ -71,7 +72,7 @@ pub(crate) enum CompiledPath {
     /// the empty string and matches everything.
     Prefix(Box<str>),
     Regex {
-        regex: WholeRegex,
+        regex: Arc<WholeRegex>,
         /// A string every matching path starts with (possibly empty), used
         /// by the index to skip the regex cheaply.
         literal_prefix: Box<str>,
@@ -88,7 +89,7 @@ pub(crate) struct CompiledGrpc {
 #[derive(Debug, Clone)]
 pub(crate) enum ValueMatcher {
     Exact(Box<[u8]>),
-    Regex(WholeRegex),
+    Regex(Arc<WholeRegex>),
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +146,7 @@ impl<T> CompiledRoute<T> {
         index: usize,
         route: Route<T>,
         hostname_cache: &mut HostnameCache,
+        regexes: &mut RegexBuild<'_>,
     ) -> Result<Self, RouterError> {
         let Route {
             hostnames: raw_hostnames,
@@ -156,7 +158,7 @@ impl<T> CompiledRoute<T> {
 
         let hostnames = hostname_cache.parse(index, raw_hostnames)?;
 
-        let (path, shape) = compile_path(index, route_match.path)?;
+        let (path, shape) = compile_path(index, route_match.path, regexes)?;
 
         // Gateway API: "If multiple entries specify equivalent header names,
         // only the first entry with an equivalent name MUST be considered".
@@ -167,13 +169,14 @@ impl<T> CompiledRoute<T> {
             if headers.iter().any(|h| h.name == name) {
                 continue;
             }
-            let value =
-                ValueMatcher::compile(kind, value, |pattern, source| RouterError::InvalidRegex {
+            let value = ValueMatcher::compile(kind, value, regexes, |pattern, source| {
+                RouterError::InvalidRegex {
                     route: index,
                     field: Field::Header(i),
                     pattern,
                     source,
-                })?;
+                }
+            })?;
             headers.push(CompiledHeader { name, value });
         }
         let mut query: Vec<CompiledQuery> = Vec::with_capacity(route_match.query_params.len());
@@ -191,13 +194,14 @@ impl<T> CompiledRoute<T> {
             if query.iter().any(|q| *q.name == *name) {
                 continue;
             }
-            let value =
-                ValueMatcher::compile(kind, value, |pattern, source| RouterError::InvalidRegex {
+            let value = ValueMatcher::compile(kind, value, regexes, |pattern, source| {
+                RouterError::InvalidRegex {
                     route: index,
                     field: Field::QueryParam(i),
                     pattern,
                     source,
-                })?;
+                }
+            })?;
             query.push(CompiledQuery {
                 name: name.into(),
                 value,
@@ -298,7 +302,11 @@ struct PathShape {
     secondary_regex: bool,
 }
 
-fn compile_path(index: usize, path: PathMatch) -> Result<(CompiledPath, PathShape), RouterError> {
+fn compile_path(
+    index: usize,
+    path: PathMatch,
+    regexes: &mut RegexBuild<'_>,
+) -> Result<(CompiledPath, PathShape), RouterError> {
     let invalid_path = |path: String, source| RouterError::InvalidPath {
         route: index,
         field: Field::Path,
@@ -339,12 +347,14 @@ fn compile_path(index: usize, path: PathMatch) -> Result<(CompiledPath, PathShap
             (CompiledPath::Prefix(trimmed.into()), shape)
         }
         PathMatch::RegularExpression(pattern) => {
-            let regex = compile_regex(&pattern).map_err(|source| RouterError::InvalidRegex {
-                route: index,
-                field: Field::Path,
-                pattern: pattern.clone(),
-                source,
-            })?;
+            let regex = regexes
+                .get(&pattern)
+                .map_err(|source| RouterError::InvalidRegex {
+                    route: index,
+                    field: Field::Path,
+                    pattern: pattern.clone(),
+                    source,
+                })?;
             let shape = PathShape {
                 class: PATH_REGEX,
                 primary_len: pattern.chars().count(),
@@ -359,13 +369,14 @@ fn compile_path(index: usize, path: PathMatch) -> Result<(CompiledPath, PathShap
                 shape,
             )
         }
-        PathMatch::Grpc(grpc) => compile_grpc(index, grpc)?,
+        PathMatch::Grpc(grpc) => compile_grpc(index, grpc, regexes)?,
     })
 }
 
 fn compile_grpc(
     index: usize,
     grpc: GrpcMethodMatch,
+    regexes: &mut RegexBuild<'_>,
 ) -> Result<(CompiledPath, PathShape), RouterError> {
     let GrpcMethodMatch {
         kind,
@@ -373,28 +384,30 @@ fn compile_grpc(
         method,
     } = grpc;
     let regex = kind == MatchType::RegularExpression;
-    let compile_part = |value: Option<String>, field: Field, valid: fn(&str) -> bool, reason| {
-        let Some(value) = value else {
-            return Ok((None, 0));
-        };
-        let chars = value.chars().count();
-        if value.is_empty() || (!regex && !valid(&value)) {
-            return Err(RouterError::InvalidValue {
-                route: index,
-                field,
-                value,
-                reason,
-            });
-        }
-        let matcher =
-            ValueMatcher::compile(kind, value, |pattern, source| RouterError::InvalidRegex {
-                route: index,
-                field,
-                pattern,
-                source,
+    let mut compile_part =
+        |value: Option<String>, field: Field, valid: fn(&str) -> bool, reason| {
+            let Some(value) = value else {
+                return Ok((None, 0));
+            };
+            let chars = value.chars().count();
+            if value.is_empty() || (!regex && !valid(&value)) {
+                return Err(RouterError::InvalidValue {
+                    route: index,
+                    field,
+                    value,
+                    reason,
+                });
+            }
+            let matcher = ValueMatcher::compile(kind, value, regexes, |pattern, source| {
+                RouterError::InvalidRegex {
+                    route: index,
+                    field,
+                    pattern,
+                    source,
+                }
             })?;
-        Ok((Some(matcher), chars))
-    };
+            Ok((Some(matcher), chars))
+        };
     let (service, service_len) = compile_part(
         service,
         Field::GrpcService,
@@ -482,11 +495,12 @@ impl ValueMatcher {
     fn compile(
         kind: MatchType,
         value: String,
+        regexes: &mut RegexBuild<'_>,
         error: impl FnOnce(String, regex::Error) -> RouterError,
     ) -> Result<Self, RouterError> {
         Ok(match kind {
             MatchType::Exact => Self::Exact(value.into_bytes().into_boxed_slice()),
-            MatchType::RegularExpression => match compile_regex(&value) {
+            MatchType::RegularExpression => match regexes.get(&value) {
                 Ok(regex) => Self::Regex(regex),
                 Err(source) => return Err(error(value, source)),
             },
@@ -531,12 +545,69 @@ impl WholeRegex {
     }
 }
 
+/// Compiled regular expressions by pattern, kept from one router build for
+/// the next.
+///
+/// A reload of thousands of routes would otherwise compile every pattern
+/// again, and hold both copies while the old table drains.
+/// [`Router::with_regexes`](crate::Router::with_regexes) takes the
+/// expressions of an earlier build from here and puts every one its router
+/// uses into a new set, so a set never outgrows the tables it was made for.
+/// Routes with the same pattern share one compiled expression (its lazy DFA
+/// caches are per thread, as the `regex` crate's are).
+#[derive(Debug, Clone, Default)]
+pub struct Regexes {
+    pub(crate) by_pattern: HashMap<Box<str>, Arc<WholeRegex>>,
+}
+
+impl Regexes {
+    /// How many distinct patterns the set holds.
+    pub fn len(&self) -> usize {
+        self.by_pattern.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_pattern.is_empty()
+    }
+}
+
+/// The regular expressions of one build: those of an earlier one, and the
+/// set this one fills.
+pub(crate) struct RegexBuild<'a> {
+    previous: &'a Regexes,
+    next: &'a mut Regexes,
+}
+
+impl<'a> RegexBuild<'a> {
+    pub(crate) fn new(previous: &'a Regexes, next: &'a mut Regexes) -> Self {
+        Self { previous, next }
+    }
+
+    /// `pattern` compiled to match whole values, compiled only if neither
+    /// set has it.
+    fn get(&mut self, pattern: &str) -> Result<Arc<WholeRegex>, regex::Error> {
+        if let Some(regex) = self.next.by_pattern.get(pattern) {
+            return Ok(regex.clone());
+        }
+        let regex = match self.previous.by_pattern.get(pattern) {
+            Some(regex) => regex.clone(),
+            None => Arc::new(compile_regex(pattern)?),
+        };
+        self.next.by_pattern.insert(pattern.into(), regex.clone());
+        Ok(regex)
+    }
+}
+
 /// Compiles `pattern` to match whole values only.
 fn compile_regex(pattern: &str) -> Result<WholeRegex, regex::Error> {
     // The pattern must be valid on its own, or wrapping it could change its
-    // meaning: `a)|(b` is invalid alone but valid inside `(?:...)`. Checking
-    // needs no engine that only speeds matching up.
-    build_regex(pattern, regex_config().onepass(false))?;
+    // meaning: `a)|(b` is invalid alone but valid inside `(?:...)`. Parsing
+    // it says so; no engine is built for it. Its size needs no check of its
+    // own: the wrapped pattern's NFAs hold the pattern's and a few states
+    // more, so a pattern over the limit alone is over it wrapped, with the
+    // same error.
+    syntax::parse_with(pattern, &syntax_config())
+        .map_err(|e| regex::Error::Syntax(e.to_string()))?;
     let regex = build_regex(&format!(r"\A(?:{pattern})\z"), regex_config())?;
     Ok(WholeRegex {
         regex,
@@ -561,7 +632,7 @@ fn regex_config() -> meta::Config {
 fn build_regex(pattern: &str, config: meta::Config) -> Result<meta::Regex, regex::Error> {
     meta::Builder::new()
         .configure(config)
-        .syntax(syntax::Config::new().utf8(false))
+        .syntax(syntax_config())
         .build(pattern)
         // As the `regex` crate turns its builder's errors into its own.
         .map_err(|e| {
@@ -573,6 +644,11 @@ fn build_regex(pattern: &str, config: meta::Config) -> Result<meta::Regex, regex
                 regex::Error::Syntax(e.to_string())
             }
         })
+}
+
+/// `regex::bytes::RegexBuilder`'s syntax: bytes, not only UTF-8, may match.
+fn syntax_config() -> syntax::Config {
+    syntax::Config::new().utf8(false)
 }
 
 /// A string that every value the whole-value `pattern` matches starts with:

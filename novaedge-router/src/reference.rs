@@ -20,7 +20,9 @@ use http::{HeaderMap, Method};
 
 use crate::error::RouterError;
 use crate::host::{Hostname, normalize_request_host, wildcard_matches};
-use crate::matcher::{CompiledRoute, HostRank, HostnameCache, Key, RequestParts};
+use crate::matcher::{
+    CompiledRoute, HostRank, HostnameCache, Key, RegexBuild, Regexes, RequestParts,
+};
 use crate::route::{Dialect, Route};
 
 /// Every route in a list, read in full on every lookup.
@@ -36,10 +38,17 @@ impl<T> LinearRouter<T> {
         let routes = routes
             .into_iter()
             .enumerate()
-            // Each route parses its own hostnames: nothing shared with its
-            // neighbours, unlike in `Router`.
+            // Each route parses its own hostnames and compiles its own
+            // regular expressions: nothing shared with its neighbours,
+            // unlike in `Router`.
             .map(|(index, route)| {
-                CompiledRoute::compile(index, route, &mut HostnameCache::default())
+                let mut regexes = Regexes::default();
+                CompiledRoute::compile(
+                    index,
+                    route,
+                    &mut HostnameCache::default(),
+                    &mut RegexBuild::new(&Regexes::default(), &mut regexes),
+                )
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { routes })

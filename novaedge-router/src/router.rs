@@ -29,8 +29,8 @@ use http::{HeaderMap, Method, Request};
 use crate::error::RouterError;
 use crate::host::{Hostname, normalize_request_host};
 use crate::matcher::{
-    CompiledPath, CompiledRoute, HostRank, HostnameCache, Key, RequestParts, ValueMatcher,
-    grpc_parts,
+    CompiledPath, CompiledRoute, HostRank, HostnameCache, Key, RegexBuild, Regexes, RequestParts,
+    ValueMatcher, grpc_parts,
 };
 use crate::path::{EncodedSlashes, PathError, normalize_path};
 use crate::route::{Dialect, Route};
@@ -78,11 +78,30 @@ impl<T> Router<T> {
     /// Fails on the first invalid route; the error names the route's
     /// position in `routes`, the field and the value.
     pub fn new(routes: impl IntoIterator<Item = Route<T>>) -> Result<Self, RouterError> {
+        Self::with_regexes(routes, &Regexes::default(), &mut Regexes::default())
+    }
+
+    /// As [`new`](Self::new), taking the compiled regular expressions of an
+    /// earlier build from `previous` instead of compiling them again, and
+    /// adding every one this router uses to `next`: keep `next` for the
+    /// build after this one (see [`Regexes`]). Several routers built for one
+    /// configuration can share both sets.
+    pub fn with_regexes(
+        routes: impl IntoIterator<Item = Route<T>>,
+        previous: &Regexes,
+        next: &mut Regexes,
+    ) -> Result<Self, RouterError> {
         let routes = routes.into_iter();
         let mut compiled = Vec::with_capacity(routes.size_hint().0);
         let mut hostname_cache = HostnameCache::default();
+        let mut regexes = RegexBuild::new(previous, next);
         for (index, route) in routes.enumerate() {
-            compiled.push(CompiledRoute::compile(index, route, &mut hostname_cache)?);
+            compiled.push(CompiledRoute::compile(
+                index,
+                route,
+                &mut hostname_cache,
+                &mut regexes,
+            )?);
         }
         // Held as long as the router: no room for more.
         compiled.shrink_to_fit();
@@ -512,8 +531,11 @@ impl TrieBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::{GrpcMethodMatch, HeaderMatch, PathMatch, QueryParamMatch, RouteMatch};
+    use crate::route::{
+        GrpcMethodMatch, HeaderMatch, MatchType, PathMatch, QueryParamMatch, RouteMatch,
+    };
     use http::HeaderName;
+    use std::sync::Arc;
 
     type Target = &'static str;
 
@@ -782,5 +804,66 @@ mod tests {
         .expect("valid routes");
         assert!(!router.is_empty());
         assert_eq!(router.len(), 2);
+    }
+
+    #[test]
+    fn builds_share_regexes_and_hand_them_on() {
+        let regex = |p: &str| path(PathMatch::RegularExpression(p.to_owned()));
+        let header = |name: &str, pattern: &str| RouteMatch {
+            headers: vec![HeaderMatch {
+                name: HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+                value: pattern.to_owned(),
+                kind: MatchType::RegularExpression,
+            }],
+            ..prefix("/h")
+        };
+        let mut first = Regexes::default();
+        let router = Router::with_regexes(
+            [
+                route(&["a.com"], regex("/a[0-9]+"), 0, "a"),
+                route(&["b.com"], regex("/a[0-9]+"), 0, "b"),
+                route(&["a.com"], header("x-v", "v[0-9]"), 0, "h"),
+            ],
+            &Regexes::default(),
+            &mut first,
+        )
+        .expect("valid routes");
+        assert_eq!(find(&router, "b.com", "/a12"), Some("b"));
+        assert_eq!(find(&router, "b.com", "/a12x"), None);
+        // One compiled expression per pattern, whoever uses it.
+        assert_eq!(first.len(), 2);
+        let shared = |router: &Router<Target>, i: usize| match &router.routes[i].path {
+            CompiledPath::Regex { regex, .. } => regex.clone(),
+            other => panic!("not a regex: {other:?}"),
+        };
+        assert!(Arc::ptr_eq(&shared(&router, 0), &shared(&router, 1)));
+
+        // The next build takes what it still uses and leaves the rest.
+        let mut second = Regexes::default();
+        let next = Router::with_regexes(
+            [
+                route(&["a.com"], regex("/a[0-9]+"), 0, "a"),
+                route(&["a.com"], regex("/b+"), 0, "b"),
+            ],
+            &first,
+            &mut second,
+        )
+        .expect("valid routes");
+        assert_eq!(second.len(), 2);
+        assert!(Arc::ptr_eq(
+            &second.by_pattern["/a[0-9]+"],
+            &first.by_pattern["/a[0-9]+"]
+        ));
+        assert!(!second.by_pattern.contains_key("v[0-9]"));
+        assert_eq!(find(&next, "a.com", "/bbb"), Some("b"));
+        assert_eq!(find(&next, "a.com", "/a1"), Some("a"));
+
+        // A bad pattern is refused even when the earlier build had none like it.
+        let err = Router::with_regexes([route(&[], regex("a)|(b"), 0, "x")], &second, &mut first)
+            .expect_err("invalid alone");
+        assert!(
+            matches!(err, RouterError::InvalidRegex { route: 0, .. }),
+            "{err:?}"
+        );
     }
 }

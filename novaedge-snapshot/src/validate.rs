@@ -1,6 +1,7 @@
 //! Cross-reference and uniqueness checks over a whole snapshot.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::error::{FieldError, ValidationErrors};
 use crate::model::{ConfigSnapshot, HashOn, LbPolicy, LoadBalancing, MatchType, PathMatch, Route};
@@ -41,74 +42,103 @@ impl ConfigSnapshot {
         }
 
         let backends: HashSet<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
-        let mut route_names = HashSet::new();
+        let mut route_names = HashSet::with_capacity(self.routes.len());
         for (i, r) in self.routes.iter().enumerate() {
-            let object = if r.name.is_empty() {
-                format!("routes[{i}]")
-            } else {
-                format!("route {:?} on listener {:?}", r.name, r.listener)
+            let name = || {
+                if r.name.is_empty() {
+                    format!("routes[{i}]")
+                } else {
+                    format!("route {:?} on listener {:?}", r.name, r.listener)
+                }
             };
-            if r.name.is_empty() {
-                errors.push(FieldError::new(&object, "name", "must not be empty"));
-            } else if !route_names.insert((r.listener.as_str(), r.name.as_str())) {
-                errors.push(FieldError::new(
-                    &object,
-                    "name",
-                    "duplicate route on this listener",
-                ));
-            }
-            if !listeners.contains(r.listener.as_str()) {
-                errors.push(FieldError::new(
-                    &object,
-                    "listener",
-                    format!("no listener named {:?}", r.listener),
-                ));
-            }
-            validate_route(r, &object, &backends, &mut errors);
+            named(&mut errors, name, |errors| {
+                if r.name.is_empty() {
+                    errors.push(FieldError::new("", "name", "must not be empty"));
+                } else if !route_names.insert((r.listener.as_str(), r.name.as_str())) {
+                    errors.push(FieldError::new(
+                        "",
+                        "name",
+                        "duplicate route on this listener",
+                    ));
+                }
+                if !listeners.contains(r.listener.as_str()) {
+                    errors.push(FieldError::new(
+                        "",
+                        "listener",
+                        format!("no listener named {:?}", r.listener),
+                    ));
+                }
+                validate_route(r, "", &backends, errors);
+            });
         }
 
-        let mut names = HashSet::new();
+        let mut names = HashSet::with_capacity(self.backends.len());
         for (i, b) in self.backends.iter().enumerate() {
-            let object = format!("backend {:?}", b.name);
             if b.name.is_empty() {
                 errors.push(FieldError::new(
                     format!("backends[{i}]"),
                     "name",
                     "must not be empty",
                 ));
-            } else if !names.insert(b.name.as_str()) {
-                errors.push(FieldError::new(&object, "name", "duplicate backend name"));
             }
-            validate_load_balancing(&b.load_balancing, &object, &mut errors);
-            crate::health::validate(&b.health, &object, &mut errors);
-            if let Some(tls) = &b.tls {
-                crate::tls::validate_upstream(tls, &object, &mut errors);
-            }
-            let mut addresses = HashSet::new();
-            for (j, e) in b.endpoints.iter().enumerate() {
-                let field = format!("endpoints[{j}]");
-                if e.address.port() == 0 {
-                    errors.push(FieldError::new(&object, &field, "port must not be 0"));
-                }
-                if !addresses.insert(e.address) {
-                    errors.push(FieldError::new(
-                        &object,
-                        &field,
-                        format!("duplicate endpoint {}", e.address),
-                    ));
-                }
-                if e.weight == 0 || e.weight > MAX_WEIGHT {
-                    errors.push(FieldError::new(
-                        &object,
-                        format!("{field}.weight"),
-                        format!("must be between 1 and {MAX_WEIGHT}, got {}", e.weight),
-                    ));
-                }
-            }
+            named(
+                &mut errors,
+                || format!("backend {:?}", b.name),
+                |errors| {
+                    if !b.name.is_empty() && !names.insert(b.name.as_str()) {
+                        errors.push(FieldError::new("", "name", "duplicate backend name"));
+                    }
+                    validate_load_balancing(&b.load_balancing, "", errors);
+                    crate::health::validate(&b.health, "", errors);
+                    if let Some(tls) = &b.tls {
+                        crate::tls::validate_upstream(tls, "", errors);
+                    }
+                    let mut addresses = HashSet::with_capacity(b.endpoints.len());
+                    for (j, e) in b.endpoints.iter().enumerate() {
+                        let field = || format!("endpoints[{j}]");
+                        if e.address.port() == 0 {
+                            errors.push(FieldError::new("", field(), "port must not be 0"));
+                        }
+                        if !addresses.insert(e.address) {
+                            errors.push(FieldError::new(
+                                "",
+                                field(),
+                                format!("duplicate endpoint {}", e.address),
+                            ));
+                        }
+                        if e.weight == 0 || e.weight > MAX_WEIGHT {
+                            errors.push(FieldError::new(
+                                "",
+                                format!("{}.weight", field()),
+                                format!("must be between 1 and {MAX_WEIGHT}, got {}", e.weight),
+                            ));
+                        }
+                    }
+                },
+            );
         }
 
         crate::vip::validate_vips(&self.vips, &mut errors);
         ValidationErrors::check(errors)
+    }
+}
+
+/// Runs `check`, which reports errors with an empty object, then sets their object to `name()`.
+/// A snapshot of thousands of objects is validated at translation, decoding and apply; this way
+/// only the names of objects with errors are ever formatted.
+fn named(
+    errors: &mut Vec<FieldError>,
+    name: impl FnOnce() -> String,
+    check: impl FnOnce(&mut Vec<FieldError>),
+) {
+    let start = errors.len();
+    check(errors);
+    if let Some((last, rest)) = errors[start..].split_last_mut() {
+        let name = name();
+        for e in rest {
+            e.object.clone_from(&name);
+        }
+        last.object = name;
     }
 }
 
@@ -190,29 +220,27 @@ fn validate_route(r: &Route, object: &str, backends: &HashSet<&str>, errors: &mu
     }
     for (i, rule) in r.rules.iter().enumerate() {
         for (j, m) in rule.matches.iter().enumerate() {
-            let field = format!("rules[{i}].matches[{j}]");
+            let field = || format!("rules[{i}].matches[{j}]");
             if let Err(why) = check_path(&m.path) {
                 errors.push(FieldError::new(
                     object,
-                    format!("{field}.path.value"),
+                    format!("{}.path.value", field()),
                     format!("{:?}: {why}", m.path.value()),
                 ));
             }
-            let regexes = m
-                .headers
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| h.kind == MatchType::RegularExpression)
-                .map(|(k, h)| (format!("{field}.headers[{k}].value"), &h.value))
-                .chain(
-                    m.query_params
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, q)| q.kind == MatchType::RegularExpression)
-                        .map(|(k, q)| (format!("{field}.query_params[{k}].value"), &q.value)),
-                );
-            for (field, pattern) in regexes {
-                if let Err(why) = check_regex(pattern) {
+            for (k, h) in m.headers.iter().enumerate() {
+                if h.kind == MatchType::RegularExpression
+                    && let Err(why) = check_regex(&h.value)
+                {
+                    let field = format!("{}.headers[{k}].value", field());
+                    errors.push(FieldError::new(object, field, why));
+                }
+            }
+            for (k, q) in m.query_params.iter().enumerate() {
+                if q.kind == MatchType::RegularExpression
+                    && let Err(why) = check_regex(&q.value)
+                {
+                    let field = format!("{}.query_params[{k}].value", field());
                     errors.push(FieldError::new(object, field, why));
                 }
             }
@@ -220,7 +248,7 @@ fn validate_route(r: &Route, object: &str, backends: &HashSet<&str>, errors: &mu
                 if q.name.is_empty() {
                     errors.push(FieldError::new(
                         object,
-                        format!("{field}.query_params[{k}].name"),
+                        format!("{}.query_params[{k}].name", field()),
                         "must not be empty",
                     ));
                 }
@@ -306,6 +334,38 @@ pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 /// `dfa-build`, as tracing-subscriber's env filter does), and a snapshot's patterns are checked
 /// several times on their way to the data plane: translation, validation, decoding, apply.
 pub fn check_regex(pattern: &str) -> Result<(), String> {
+    if let Some(verdict) = verdicts().get(pattern) {
+        return verdict.clone();
+    }
+    let verdict = check_regex_uncached(pattern);
+    let mut remembered = verdicts();
+    if remembered.len() >= REMEMBERED_VERDICTS {
+        remembered.clear();
+    }
+    remembered.insert(pattern.into(), verdict.clone());
+    verdict
+}
+
+/// How many patterns' verdicts [`check_regex`] keeps: every pattern of a large configuration,
+/// and a bound on the memory a stream of new patterns can take (all are forgotten at once when
+/// it is reached).
+const REMEMBERED_VERDICTS: usize = 16_384;
+
+/// The verdicts of the patterns [`check_regex`] checked last. A verdict depends on nothing but
+/// the pattern, and one snapshot's patterns are checked on each of its ways: translation,
+/// validation, decoding by the agent, apply.
+fn verdicts() -> MutexGuard<'static, Verdicts> {
+    static VERDICTS: OnceLock<Mutex<Verdicts>> = OnceLock::new();
+    VERDICTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// [`check_regex`]'s verdicts by pattern.
+type Verdicts = HashMap<Box<str>, Result<(), String>>;
+
+fn check_regex_uncached(pattern: &str) -> Result<(), String> {
     use regex_automata::{MatchKind, meta, util::syntax};
     // `regex::RegexBuilder`'s defaults for a `Regex` (not `bytes::Regex`): UTF-8 mode.
     let config = meta::Config::new()
@@ -599,7 +659,10 @@ mod tests {
         fn check_regex_agrees_with_the_regex_crate_on_any_pattern(
             pattern in r"[a-z0-9/()\[\]{}|*+?.^$\\,:<>=!PpwdsbBuxQE-]{0,24}"
         ) {
-            proptest::prop_assert_eq!(check_regex(&pattern), regex_crate(&pattern));
+            let want = regex_crate(&pattern);
+            proptest::prop_assert_eq!(check_regex(&pattern), want.clone());
+            // Checked again: the remembered verdict.
+            proptest::prop_assert_eq!(check_regex(&pattern), want);
         }
     }
 }
