@@ -417,12 +417,14 @@ impl<'a> Translator<'a> {
     }
 
     fn index(&mut self, objects: &'a [Sourced]) {
-        let mut seen = HashSet::new();
+        // Kind, namespace and name, borrowed from the objects.
+        let mut seen: HashSet<(&str, &str, &str)> = HashSet::with_capacity(objects.len());
         for sourced in objects {
             let o = &sourced.object;
             let file = sourced.file.as_ref();
-            let key = key_of(o.metadata());
-            if !seen.insert((o.kind(), key.clone())) {
+            let meta = o.metadata();
+            let name = meta.name.as_deref().unwrap_or_default();
+            if !seen.insert((o.kind(), namespace_of(meta), name)) {
                 self.error(
                     file,
                     o.describe(),
@@ -431,6 +433,7 @@ impl<'a> Translator<'a> {
                 );
                 continue;
             }
+            let key = key_of(meta);
             match o {
                 Object::GatewayClass(c) => {
                     let name = c.metadata.name.as_deref().unwrap_or_default();
@@ -1377,7 +1380,13 @@ impl<'a> Translator<'a> {
     /// is a backend of its own (see [`grpc::H2C_BACKEND_SUFFIX`]).
     fn backend(&mut self, service: &Key, port: &ServicePort, kind: RouteKind) -> String {
         let app_protocol = port.app_protocol.as_deref();
-        let mut name = format!("{}/{}:{}", service.0, service.1, port.port);
+        // `namespace/service:port`, sized once: a backend is looked up by it for every
+        // reference of every rule.
+        let mut name = String::with_capacity(service.0.len() + service.1.len() + 16);
+        name.push_str(&service.0);
+        name.push('/');
+        name.push_str(&service.1);
+        let _ = std::fmt::Write::write_fmt(&mut name, format_args!(":{}", port.port));
         if kind == RouteKind::Grpc && !grpc::speaks_h2c(app_protocol) {
             name.push_str(grpc::H2C_BACKEND_SUFFIX);
         }
