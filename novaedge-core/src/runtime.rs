@@ -167,8 +167,9 @@ pub(crate) enum BackendChoice {
     None,
     One(Arc<Cluster>),
     /// By weight; a `None` entry stands for the rule's unresolved backend references, whose
-    /// share of the requests is answered 500.
-    Weighted(WeightedRoundRobin<Option<Arc<Cluster>>>),
+    /// share of the requests is answered 500. Boxed: most rules have one backend, and a table
+    /// of tens of thousands of rules holds one choice per rule.
+    Weighted(Box<WeightedRoundRobin<Option<Arc<Cluster>>>>),
 }
 
 impl BackendChoice {
@@ -354,8 +355,8 @@ impl Runtime {
 
         // Each rule's filters and backends are built once, and shared by its matches' entries.
         let mut rules: HashMap<(usize, usize), Arc<RuleTarget>> = HashMap::new();
-        // A route's names as logs write them, shared by its rules.
-        let mut route_names: HashMap<usize, Arc<Names>> = HashMap::new();
+        // A route's name, and its names as logs write them, shared by its rules.
+        let mut route_names: HashMap<usize, (Arc<str>, Arc<Names>)> = HashMap::new();
         let mut per_listener: HashMap<&str, Vec<router::Route<Arc<MatchTarget>>>> =
             HashMap::with_capacity(snapshot.listeners.len());
         for (listener, entries) in crate::routing::route_entries(snapshot) {
@@ -367,7 +368,15 @@ impl Runtime {
                     None => {
                         let route = &snapshot.routes[at.route];
                         let rule = &route.rules[at.rule];
-                        let name: Arc<str> = Arc::from(route.name.as_str());
+                        let (name, log) = route_names
+                            .entry(at.route)
+                            .or_insert_with(|| {
+                                (
+                                    Arc::from(route.name.as_str()),
+                                    Arc::new(Names::route(Some(listener), Some(&route.name))),
+                                )
+                            })
+                            .clone();
                         let backends = Arc::new(BackendChoice::build(rule, &clusters));
                         let timed = rule.filters.timeouts != snapshot::Timeouts::default();
                         let forward =
@@ -388,12 +397,6 @@ impl Runtime {
                             rule: at.rule,
                             source,
                         })?;
-                        let log = route_names
-                            .entry(at.route)
-                            .or_insert_with(|| {
-                                Arc::new(Names::route(Some(listener), Some(&route.name)))
-                            })
-                            .clone();
                         let target = Arc::new(RuleTarget {
                             route: name,
                             log,
@@ -577,7 +580,7 @@ impl BackendChoice {
         match weighted.as_slice() {
             [] | [(None, _)] => BackendChoice::None,
             [(Some(cluster), _)] => BackendChoice::One(cluster.clone()),
-            _ => BackendChoice::Weighted(WeightedRoundRobin::new(weighted)),
+            _ => BackendChoice::Weighted(Box::new(WeightedRoundRobin::new(weighted))),
         }
     }
 }
