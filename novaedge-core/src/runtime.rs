@@ -360,69 +360,75 @@ impl Runtime {
         let mut per_listener: HashMap<&str, Vec<router::Route<Arc<MatchTarget>>>> =
             HashMap::with_capacity(snapshot.listeners.len());
         for (listener, entries) in crate::routing::route_entries(snapshot) {
-            let mut compiled = Vec::with_capacity(entries.len());
-            for entry in entries {
-                let at = entry.target;
-                let target = match rules.get(&(at.route, at.rule)) {
-                    Some(target) => target.clone(),
-                    None => {
-                        let route = &snapshot.routes[at.route];
-                        let rule = &route.rules[at.rule];
-                        let (name, log) = route_names
-                            .entry(at.route)
-                            .or_insert_with(|| {
-                                (
-                                    Arc::from(route.name.as_str()),
-                                    Arc::new(Names::route(Some(listener), Some(&route.name))),
-                                )
-                            })
-                            .clone();
-                        let backends = Arc::new(BackendChoice::build(rule, &clusters));
-                        let timed = rule.filters.timeouts != snapshot::Timeouts::default();
-                        let forward =
-                            Forward::new(shared.clone(), name.clone(), backends.clone(), timed);
-                        let filters = crate::filters::compile(
-                            &rule.filters,
-                            forward,
-                            |backend| {
-                                let cluster = clusters.get(backend)?.clone();
-                                Some(MirrorTarget::new(shared.clone(), name.clone(), cluster))
-                            },
-                            &(name.clone(), at.rule),
-                            &carried.filters,
-                            &mut next_filter_state,
-                        )
-                        .map_err(|source| CompileError::Filter {
-                            route: route.name.clone(),
-                            rule: at.rule,
-                            source,
-                        })?;
-                        let target = Arc::new(RuleTarget {
-                            route: name,
-                            log,
-                            filters,
-                            backends,
-                            max_request_body_bytes: rule.filters.max_request_body_bytes,
-                        });
-                        rules.insert((at.route, at.rule), target.clone());
-                        target
-                    }
-                };
-                let prefix = match at.route_match(snapshot).path {
-                    snapshot::PathMatch::Prefix(p) => Some(MatchedPrefix(Arc::from(p.as_str()))),
-                    _ => None,
-                };
-                compiled.push(router::Route {
-                    hostnames: entry.hostnames,
-                    route_match: entry.route_match,
-                    rank: entry.rank,
-                    target: Arc::new(MatchTarget {
-                        rule: target,
-                        prefix,
-                    }),
-                    dialect: entry.dialect,
-                });
-            }
+            // Mapped in place: the entries' buffer becomes the routes' (a table of tens of
+            // thousands of entries is not held twice).
+            let compiled = entries
+                .into_iter()
+                .map(|entry| {
+                    let at = entry.target;
+                    let target = match rules.get(&(at.route, at.rule)) {
+                        Some(target) => target.clone(),
+                        None => {
+                            let route = &snapshot.routes[at.route];
+                            let rule = &route.rules[at.rule];
+                            let (name, log) = route_names
+                                .entry(at.route)
+                                .or_insert_with(|| {
+                                    (
+                                        Arc::from(route.name.as_str()),
+                                        Arc::new(Names::route(Some(listener), Some(&route.name))),
+                                    )
+                                })
+                                .clone();
+                            let backends = Arc::new(BackendChoice::build(rule, &clusters));
+                            let timed = rule.filters.timeouts != snapshot::Timeouts::default();
+                            let forward =
+                                Forward::new(shared.clone(), name.clone(), backends.clone(), timed);
+                            let filters = crate::filters::compile(
+                                &rule.filters,
+                                forward,
+                                |backend| {
+                                    let cluster = clusters.get(backend)?.clone();
+                                    Some(MirrorTarget::new(shared.clone(), name.clone(), cluster))
+                                },
+                                &(name.clone(), at.rule),
+                                &carried.filters,
+                                &mut next_filter_state,
+                            )
+                            .map_err(|source| {
+                                CompileError::Filter {
+                                    route: route.name.clone(),
+                                    rule: at.rule,
+                                    source,
+                                }
+                            })?;
+                            let target = Arc::new(RuleTarget {
+                                route: name,
+                                log,
+                                filters,
+                                backends,
+                                max_request_body_bytes: rule.filters.max_request_body_bytes,
+                            });
+                            rules.insert((at.route, at.rule), target.clone());
+                            target
+                        }
+                    };
+                    let prefix = match &entry.route_match.path {
+                        router::PathMatch::Prefix(p) => Some(MatchedPrefix(Arc::from(p.as_str()))),
+                        _ => None,
+                    };
+                    Ok(router::Route {
+                        hostnames: entry.hostnames,
+                        route_match: entry.route_match,
+                        rank: entry.rank,
+                        target: Arc::new(MatchTarget {
+                            rule: target,
+                            prefix,
+                        }),
+                        dialect: entry.dialect,
+                    })
+                })
+                .collect::<Result<Vec<_>, CompileError>>()?;
             per_listener.insert(listener, compiled);
         }
 
