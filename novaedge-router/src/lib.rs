@@ -38,6 +38,9 @@
 //!
 //! Regular expressions use the `regex` crate's RE2-like syntax, match the
 //! whole value, are compiled once and are limited to [`REGEX_SIZE_LIMIT`].
+//! Routes with the same pattern share one compiled expression, and
+//! [`Router::with_regexes`] hands them from one build to the next
+//! ([`Regexes`]), so rebuilding a large table compiles only new patterns.
 //!
 //! # Precedence
 //!
