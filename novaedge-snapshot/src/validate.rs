@@ -334,22 +334,29 @@ pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 /// `dfa-build`, as tracing-subscriber's env filter does), and a snapshot's patterns are checked
 /// several times on their way to the data plane: translation, validation, decoding, apply.
 pub fn check_regex(pattern: &str) -> Result<(), String> {
-    if let Some(verdict) = verdicts().get(pattern) {
+    if let Some(verdict) = verdicts().by_pattern.get(pattern) {
         return verdict.clone();
     }
     let verdict = check_regex_uncached(pattern);
+    let size = pattern.len() + verdict.as_ref().err().map_or(0, String::len);
     let mut remembered = verdicts();
-    if remembered.len() >= REMEMBERED_VERDICTS {
-        remembered.clear();
+    if remembered.bytes + size > REMEMBERED_BYTES {
+        remembered.by_pattern = HashMap::new();
+        remembered.bytes = 0;
     }
-    remembered.insert(pattern.into(), verdict.clone());
+    if size <= REMEMBERED_BYTES {
+        remembered.bytes += size;
+        remembered
+            .by_pattern
+            .insert(pattern.into(), verdict.clone());
+    }
     verdict
 }
 
-/// How many patterns' verdicts [`check_regex`] keeps: every pattern of a large configuration,
-/// and a bound on the memory a stream of new patterns can take (all are forgotten at once when
-/// it is reached).
-const REMEMBERED_VERDICTS: usize = 16_384;
+/// How much text of patterns and error messages [`check_regex`] keeps: every pattern of a large
+/// configuration, and a bound on the memory a stream of new patterns can take (all are
+/// forgotten at once when it is reached).
+const REMEMBERED_BYTES: usize = 2 << 20;
 
 /// The verdicts of the patterns [`check_regex`] checked last. A verdict depends on nothing but
 /// the pattern, and one snapshot's patterns are checked on each of its ways: translation,
@@ -362,8 +369,12 @@ fn verdicts() -> MutexGuard<'static, Verdicts> {
         .unwrap_or_else(PoisonError::into_inner)
 }
 
-/// [`check_regex`]'s verdicts by pattern.
-type Verdicts = HashMap<Box<str>, Result<(), String>>;
+/// [`check_regex`]'s verdicts by pattern, and the bytes of text they hold.
+#[derive(Default)]
+struct Verdicts {
+    by_pattern: HashMap<Box<str>, Result<(), String>>,
+    bytes: usize,
+}
 
 fn check_regex_uncached(pattern: &str) -> Result<(), String> {
     use regex_automata::{MatchKind, meta, util::syntax};
@@ -652,6 +663,20 @@ mod tests {
                 .iter()
                 .any(|o| o.as_ref().is_err_and(|e| e.contains("error:")))
         );
+    }
+
+    #[test]
+    fn remembered_verdicts_stay_within_their_budget() {
+        // Invalid at their last character, so that each is read whole and refused quickly.
+        let long = "a".repeat(REMEMBERED_BYTES / 8);
+        for i in 0..6 {
+            let pattern = format!("{long}{i})");
+            assert_eq!(check_regex(&pattern), regex_crate(&pattern));
+            assert!(verdicts().bytes <= REMEMBERED_BYTES);
+        }
+        let huge = format!("{})", "b".repeat(REMEMBERED_BYTES));
+        assert_eq!(check_regex(&huge), regex_crate(&huge));
+        assert!(!verdicts().by_pattern.contains_key(huge.as_str()));
     }
 
     proptest::proptest! {
