@@ -115,6 +115,91 @@ impl ObserveArgs {
     }
 }
 
+/// The proxy's process settings: the threads serving requests, and client and upstream limits.
+/// The defaults are [`EngineConfig::default`]'s, where each says where it comes from.
+#[derive(Debug, Clone, Args)]
+struct EngineArgs {
+    /// Threads serving connections [default: one per CPU the process may run on].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
+    /// Close a client connection with no request in flight for this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Park an HTTP/1.1 client connection with no request in flight for this long: its HTTP
+    /// state and buffers (about 17 KB) are dropped until the client sends again. At most
+    /// `--idle-timeout`.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    park_after: Duration,
+    /// How long a client has to send an HTTP/1.1 request head (slow clients are cut off).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// How long an upstream has to answer with a response head, for rules without timeouts of
+    /// their own; later answers are `504`. `0s`: as long as the client waits.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    upstream_response_timeout: Duration,
+    /// Largest request body, in bytes or with a `k`, `m` or `g` suffix (binary, as nginx's
+    /// `client_max_body_size`); larger ones are answered `413`. Rules may set their own.
+    /// `0`: no limit.
+    #[arg(long, default_value = "0", value_name = "SIZE", value_parser = parse_size)]
+    max_request_body: u64,
+    /// Open client connections per listener; more are closed as soon as they are accepted.
+    /// `0`: no limit.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    max_connections_per_listener: usize,
+}
+
+impl EngineArgs {
+    /// The engine's settings, checked; `default_bind` and `observe` are the command's to set.
+    fn config(&self) -> Result<novaedge_core::EngineConfig, cmd::Error> {
+        for (flag, value) in [
+            ("--idle-timeout", self.idle_timeout),
+            ("--park-after", self.park_after),
+            ("--header-read-timeout", self.header_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{flag} 0s: must be longer than 0").into());
+            }
+        }
+        if self.park_after > self.idle_timeout {
+            return Err(format!(
+                "--park-after {}: must not be longer than --idle-timeout {}",
+                humantime::format_duration(self.park_after),
+                humantime::format_duration(self.idle_timeout)
+            )
+            .into());
+        }
+        Ok(novaedge_core::EngineConfig {
+            idle_timeout: self.idle_timeout,
+            park_after: self.park_after,
+            header_read_timeout: self.header_read_timeout,
+            upstream_response_timeout: Some(self.upstream_response_timeout)
+                .filter(|t| !t.is_zero()),
+            max_request_body_bytes: Some(self.max_request_body).filter(|&b| b > 0),
+            max_connections_per_listener: Some(self.max_connections_per_listener)
+                .filter(|&n| n > 0),
+            ..novaedge_core::EngineConfig::default()
+        })
+    }
+}
+
+/// A size in bytes: digits, then optionally `k`, `m` or `g` (either case) for KiB, MiB, GiB.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.as_bytes().last().map(u8::to_ascii_lowercase) {
+        Some(b'k') => (&text[..text.len() - 1], 10),
+        Some(b'm') => (&text[..text.len() - 1], 20),
+        Some(b'g') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let wrong = || format!("{text:?} is not a size (bytes, or a number with k, m or g)");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(wrong());
+    }
+    let number: u64 = digits.parse().map_err(|_| wrong())?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is larger than {} bytes", u64::MAX))
+}
+
 /// How VIPs (ProxyVIPs) are held on this machine.
 #[derive(Debug, Clone, Args)]
 struct VipArgs {
@@ -175,6 +260,8 @@ enum Command {
         admin_addr: Option<SocketAddr>,
         #[command(flatten)]
         observe: ObserveArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Check manifests: print every error (file, object, field) and every status condition that
     /// is not as it should be (e.g. a route that would not be Accepted, and why); exit non-zero
@@ -290,6 +377,8 @@ enum Command {
         admin_addr: Option<SocketAddr>,
         #[command(flatten)]
         observe: ObserveArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Write a development CA and certificates for the controller and the agents of NODE...
     Certs {
@@ -329,19 +418,35 @@ enum SnapshotCommand {
     },
 }
 
+impl Command {
+    /// The proxy's process settings, for the commands that serve traffic.
+    fn engine(&self) -> Option<&EngineArgs> {
+        match self {
+            Command::Run { engine, .. } | Command::Agent { engine, .. } => Some(engine),
+            _ => None,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.command.engine().and_then(|e| e.worker_threads) {
+        runtime.worker_threads(threads.into());
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!("cannot start the tokio runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if cli.command.engine().is_some() {
+        let workers = runtime.metrics().num_workers();
+        tracing::info!(workers, "serving with {workers} worker threads");
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run {
@@ -353,6 +458,7 @@ fn main() -> ExitCode {
                 vip,
                 admin_addr,
                 observe,
+                engine,
             } => {
                 cmd::run::run(cmd::run::Options {
                     paths,
@@ -363,6 +469,7 @@ fn main() -> ExitCode {
                     vip: vip.options()?,
                     admin_addr,
                     observe: observe.options(),
+                    engine: engine.config()?,
                 })
                 .await
             }
@@ -439,6 +546,7 @@ fn main() -> ExitCode {
                 vip,
                 admin_addr,
                 observe,
+                engine,
             } => {
                 cmd::agent::agent(cmd::agent::Options {
                     controller,
@@ -451,6 +559,7 @@ fn main() -> ExitCode {
                     vip: vip.options()?,
                     admin_addr,
                     observe: observe.options(),
+                    engine: engine.config()?,
                 })
                 .await
             }
@@ -483,5 +592,99 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use novaedge_core::EngineConfig;
+
+    fn engine_args(args: &[&str]) -> Result<EngineArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["novaedge", "run", "x.yaml"].iter().chain(args))?;
+        Ok(cli
+            .command
+            .engine()
+            .cloned()
+            .expect("run has engine settings"))
+    }
+
+    #[test]
+    fn engine_flags_default_to_the_engine_defaults() {
+        let config = engine_args(&[]).unwrap().config().unwrap();
+        let default = EngineConfig::default();
+        assert_eq!(config.idle_timeout, default.idle_timeout);
+        assert_eq!(config.park_after, default.park_after);
+        assert_eq!(config.header_read_timeout, default.header_read_timeout);
+        assert_eq!(
+            config.upstream_response_timeout,
+            default.upstream_response_timeout
+        );
+        assert_eq!(
+            config.max_request_body_bytes,
+            default.max_request_body_bytes
+        );
+        assert_eq!(
+            config.max_connections_per_listener,
+            default.max_connections_per_listener
+        );
+        assert_eq!(engine_args(&[]).unwrap().worker_threads, None);
+    }
+
+    #[test]
+    fn engine_flags_set_the_engine_and_refuse_what_cannot_work() {
+        let args = engine_args(&[
+            "--worker-threads",
+            "3",
+            "--idle-timeout",
+            "5s",
+            "--park-after",
+            "5s",
+            "--header-read-timeout",
+            "2s",
+            "--upstream-response-timeout",
+            "0s",
+            "--max-request-body",
+            "10m",
+            "--max-connections-per-listener",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(args.worker_threads, Some(3));
+        let config = args.config().unwrap();
+        assert_eq!(config.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.park_after, Duration::from_secs(5));
+        assert_eq!(config.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.upstream_response_timeout, None);
+        assert_eq!(config.max_request_body_bytes, Some(10 << 20));
+        assert_eq!(config.max_connections_per_listener, None);
+
+        let error = |args: &[&str]| engine_args(args).unwrap().config().unwrap_err().to_string();
+        assert_eq!(
+            error(&["--idle-timeout", "1s", "--park-after", "2s"]),
+            "--park-after 2s: must not be longer than --idle-timeout 1s"
+        );
+        assert_eq!(
+            error(&["--header-read-timeout", "0s"]),
+            "--header-read-timeout 0s: must be longer than 0"
+        );
+        assert!(engine_args(&["--worker-threads", "0"]).is_err());
+        assert!(engine_args(&["--idle-timeout", "soon"]).is_err());
+        assert!(engine_args(&["--max-request-body", "10x"]).is_err());
+    }
+
+    #[test]
+    fn sizes_are_bytes_or_binary_multiples() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1500"), Ok(1500));
+        assert_eq!(parse_size("8k"), Ok(8192));
+        assert_eq!(parse_size("8K"), Ok(8192));
+        assert_eq!(parse_size("2m"), Ok(2 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        for wrong in ["", "k", "-1", "1.5m", "1 m", "1mb", "m1"] {
+            assert!(parse_size(wrong).is_err(), "{wrong:?}");
+        }
+        assert!(parse_size("17179869184g").is_err(), "overflow");
+        assert!(parse_size("99999999999999999999").is_err(), "overflow");
     }
 }

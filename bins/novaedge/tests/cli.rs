@@ -471,3 +471,83 @@ spec:
     proxy.terminate();
     assert!(proxy.wait_exit().success());
 }
+
+/// The engine's settings from the command line: the runtime's worker threads, the idle timeout
+/// (a keep-alive connection closed after 1 s instead of 60 s) and the request body limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_takes_the_engine_settings_from_its_flags() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let a = EchoServer::start("127.0.0.1:0".parse().unwrap(), "a")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        format!(
+            "{}---\n{}---\n{}",
+            gateway(port),
+            service("a", a.local_addr().port()),
+            route("a")
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::start(&[
+        "run",
+        "--bind",
+        "127.0.0.1",
+        "--worker-threads",
+        "1",
+        "--idle-timeout",
+        "1s",
+        "--park-after",
+        "100ms",
+        "--max-request-body",
+        "1k",
+        dir.path().to_str().unwrap(),
+    ]);
+    wait_serving(addr, "app.test").await;
+
+    let line = proxy.wait_log("worker threads", 0);
+    let logged = proxy.log.lock().unwrap()[line].clone();
+    assert!(logged.contains("serving with 1 worker threads"), "{logged}");
+
+    // A keep-alive connection, once answered, is closed by the proxy after the idle timeout.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
+        .await
+        .expect("closed at the 1 s idle timeout, not the default 60 s")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // A body declared larger than 1 KiB is refused before it is read.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1025\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+
+    // Settings that cannot work are refused, naming the flags.
+    let output = Command::new(BIN)
+        .args(["run", "--idle-timeout", "1s", "--park-after", "2s"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--park-after 2s: must not be longer than --idle-timeout 1s"),
+        "{stderr}"
+    );
+}

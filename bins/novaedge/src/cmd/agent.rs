@@ -44,6 +44,8 @@ pub(crate) struct Options {
     /// `None`: the default address, and only a warning if it is taken.
     pub(crate) admin_addr: Option<std::net::SocketAddr>,
     pub(crate) observe: super::observe::ObserveOptions,
+    /// The engine's settings from the command line; `default_bind` and `observe` are set here.
+    pub(crate) engine: EngineConfig,
 }
 
 /// How the agent holds VIPs.
@@ -190,7 +192,7 @@ pub(crate) async fn agent(options: Options) -> Result<ExitCode, super::Error> {
     let engine = Engine::new(EngineConfig {
         default_bind: options.bind,
         observe: observability.config.clone(),
-        ..EngineConfig::default()
+        ..options.engine
     });
     let manager = options.vip.manager();
     let (vips_tx, vips) = watch::channel(Vec::new());

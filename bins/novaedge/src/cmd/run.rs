@@ -30,6 +30,8 @@ pub(crate) struct Options {
     /// `None`: the default address, and only a warning if it is taken.
     pub(crate) admin_addr: Option<std::net::SocketAddr>,
     pub(crate) observe: super::observe::ObserveOptions,
+    /// The engine's settings from the command line; `default_bind` and `observe` are set here.
+    pub(crate) engine: EngineConfig,
 }
 
 pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
@@ -54,7 +56,7 @@ pub(crate) async fn run(options: Options) -> Result<ExitCode, super::Error> {
     let engine = Engine::new(EngineConfig {
         default_bind: options.bind,
         observe: observability.config.clone(),
-        ..EngineConfig::default()
+        ..options.engine
     });
     engine.apply(&first.snapshot)?;
     // One machine holds every ProxyVIP of the files (node selectors have no nodes to pick
