@@ -675,3 +675,64 @@ async fn idle_connections_are_sent_goaway_at_the_idle_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert_serves(addr, "an idle connection").await;
 }
+
+// === telling HTTP/2 from HTTP/1.1 ===
+
+/// A cleartext connection is HTTP/2 when it opens with the preface, however its first bytes are
+/// split: the proxy reads on while what it has could still be the preface. One that could not
+/// (an HTTP/1.1 `POST`, whose first byte is the preface's) is HTTP/1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prior_knowledge_is_told_in_any_number_of_pieces() {
+    let (_engine, addr, _server) = proxy(EngineConfig::default()).await;
+
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    for piece in [
+        &PREFACE[..1],
+        &PREFACE[1..6],
+        &PREFACE[6..16],
+        &PREFACE[16..],
+    ] {
+        stream.write_all(piece).await.expect("preface piece");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stream.write_all(&settings(&[])).await.expect("settings");
+    let mut raw = Raw {
+        stream,
+        settings: Vec::new(),
+        seen: Vec::new(),
+    };
+    raw.until(|f| f.kind == SETTINGS && f.flags & ACK == 0)
+        .await
+        .expect("the server's SETTINGS: HTTP/2");
+    raw.send(&frame(SETTINGS, ACK, 0, &[])).await;
+    raw.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &request_block("GET", &[]),
+    ))
+    .await;
+    let answer = raw
+        .until(|f| f.kind == HEADERS && f.stream == 1)
+        .await
+        .expect("a response on stream 1");
+    // `:status: 200` is entry 8 of HPACK's static table, sent indexed.
+    assert_eq!(answer.payload.first(), Some(&0x88), "{answer:?}");
+
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(b"P").await.expect("first byte");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream
+        .write_all(
+            b"OST /ok HTTP/1.1\r\nHost: ok.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("the rest of the request");
+    let mut response = Vec::new();
+    timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("answered and closed")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
