@@ -51,6 +51,23 @@ spec:
     )
 }
 
+/// Writes a Gateway listening on a free port, Service `a` at `backend` and a route to it to
+/// `dir/all.yaml`; returns the listener's address.
+fn write_one_route(dir: &Path, backend: SocketAddr) -> SocketAddr {
+    let port = free_port();
+    std::fs::write(
+        dir.join("all.yaml"),
+        format!(
+            "{}---\n{}---\n{}",
+            gateway(port),
+            service("a", backend.port()),
+            route("a")
+        ),
+    )
+    .unwrap();
+    ([127, 0, 0, 1], port).into()
+}
+
 /// Replaces a file the way editors do: write a temporary file, then rename it over the old one.
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
@@ -239,18 +256,7 @@ async fn sigterm_finishes_requests_in_flight_then_exits() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        format!(
-            "{}---\n{}---\n{}",
-            gateway(port),
-            service("a", a.local_addr().port()),
-            route("a")
-        ),
-    )
-    .unwrap();
+    let addr = write_one_route(dir.path(), a.local_addr());
     let mut proxy = Proxy::start(&[
         "run",
         "--bind",
@@ -482,18 +488,7 @@ async fn run_takes_the_engine_settings_from_its_flags() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    std::fs::write(
-        dir.path().join("all.yaml"),
-        format!(
-            "{}---\n{}---\n{}",
-            gateway(port),
-            service("a", a.local_addr().port()),
-            route("a")
-        ),
-    )
-    .unwrap();
+    let addr = write_one_route(dir.path(), a.local_addr());
     let proxy = Proxy::start(&[
         "run",
         "--bind",
