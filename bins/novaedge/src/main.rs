@@ -116,7 +116,8 @@ impl ObserveArgs {
 }
 
 /// The proxy's process settings: the threads serving requests, and client and upstream limits.
-/// The defaults are [`EngineConfig::default`]'s, where each says where it comes from.
+/// The defaults are [`novaedge_core::EngineConfig::default`]'s, where each says where it comes
+/// from.
 #[derive(Debug, Clone, Args)]
 struct EngineArgs {
     /// Threads serving connections [default: one per CPU the process may run on].
