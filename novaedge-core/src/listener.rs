@@ -161,35 +161,42 @@ async fn accept_loop(
             session: None,
             conn: ConnState::new(),
         };
+        let _ = stream.set_nodelay(true);
         let conn_stop = stop.clone();
-        let cut = shared.cut.clone();
-        let handshake_timeout = shared.config.tls_handshake_timeout;
-        shared.tasks.spawn(async move {
-            let _permit = permit;
-            let _ = stream.set_nodelay(true);
-            // A future is as large as its largest state, for as long as it lives. Each phase
-            // is boxed on its own, so that a connection holds only what its current phase
-            // needs: a cleartext one no room for TLS, a TLS one none for the handshake once
-            // done, a parked one none for hyper.
-            let serve: Pin<Box<dyn Future<Output = ()> + Send>> = match tls {
-                None => {
-                    let io = http1_io(stream, &service);
-                    Box::pin(serve_connection(io, service, conn_stop, Http::Either, open))
-                }
-                Some(config) => Box::pin(async move {
-                    let handshake = Box::pin(handshake(config, stream, service, handshake_timeout));
+        // A future is as large as its largest state, for as long as it lives, and keeps room
+        // for what it captured even once moved on. So each phase is boxed on its own, made
+        // here rather than captured by the task: a connection holds only what its current
+        // phase needs (a cleartext one no room for TLS, a TLS one none for the handshake once
+        // done, a parked one none for hyper).
+        let serve: Serving = match tls {
+            None => {
+                let io = http1_io(stream, &service);
+                serve_connection(io, service, conn_stop, Http::Either, open)
+            }
+            Some(config) => {
+                let timeout = shared.config.tls_handshake_timeout;
+                let handshake = Box::pin(handshake(config, stream, service, timeout));
+                Box::pin(async move {
                     let Some((stream, service, protocol)) = handshake.await else {
-                        return;
+                        return Ok(());
                     };
                     let io = match protocol {
                         Http::Http2 => GuardedIo::http2(stream, service.conn.clone()),
                         _ => http1_io(stream, &service),
                     };
-                    Box::pin(serve_connection(io, service, conn_stop, protocol, open)).await;
-                }),
-            };
-            if cut.run_until_cancelled(serve).await.is_none() {
-                tracing::debug!(%peer, "client connection cut at the shutdown deadline");
+                    serve_connection(io, service, conn_stop, protocol, open).await
+                })
+            }
+        };
+        let cut = shared.cut.clone();
+        shared.tasks.spawn(async move {
+            let _permit = permit;
+            match cut.run_until_cancelled(serve).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                None => tracing::debug!(%peer, "client connection cut at the shutdown deadline"),
             }
         });
     }
@@ -253,35 +260,30 @@ async fn handshake(
     Some((stream, service, protocol))
 }
 
+/// What serves one client connection, boxed.
+type Serving = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
 /// Serves one client connection until it ends: it closes, the listener stops (graceful
 /// shutdown), or the connection winds down (idle for the idle timeout, or its last allowed
-/// request on HTTP/2; graceful shutdown too).
+/// request on HTTP/2; graceful shutdown too). `open` counts it in the metrics while it lives.
 ///
 /// The futures here are written as functions returning `async move` blocks: an `async fn`
 /// keeps a second copy of its arguments for as long as it runs, and a connection's future
-/// lives as long as the connection.
-#[allow(clippy::manual_async_fn)] // Not `async fn`: see above.
+/// lives as long as the connection. For the same reason this one is not async at all.
 fn serve_connection<I>(
     io: GuardedIo<I>,
     service: ProxyService,
     stop: watch::Receiver<bool>,
     protocol: Http,
     open: Option<ConnectionGuard>,
-) -> impl Future<Output = ()> + Send
+) -> Serving
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async move {
-        let peer = service.peer;
-        let result = match protocol {
-            // Boxed: HTTP/2's state is far larger than a parked HTTP/1.1 connection's.
-            Http::Http2 => Box::pin(serve_http2(io, service, stop)).await,
-            Http::Http1 => serve_http1(io, service, stop, false, open.as_ref()).await,
-            Http::Either => serve_http1(io, service, stop, true, open.as_ref()).await,
-        };
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, "client connection ended with an error");
-        }
+    match protocol {
+        Http::Http2 => Box::pin(serve_http2(io, service, stop, open)),
+        Http::Http1 => Box::pin(serve_http1(io, service, stop, false, open)),
+        Http::Either => Box::pin(serve_http1(io, service, stop, true, open)),
     }
 }
 
@@ -367,13 +369,13 @@ enum Turn<I> {
 /// connection has been quiet for the park time, with a request hyper had begun to read given
 /// back to the next ones.
 #[allow(clippy::manual_async_fn)] // Not `async fn`: see `serve_connection`.
-fn serve_http1<'a, I>(
+fn serve_http1<I>(
     mut io: GuardedIo<I>,
     mut service: ProxyService,
     mut stop: watch::Receiver<bool>,
     mut sniff: bool,
-    open: Option<&'a ConnectionGuard>,
-) -> impl Future<Output = hyper::Result<()>> + Send + 'a
+    open: Option<ConnectionGuard>,
+) -> impl Future<Output = hyper::Result<()>> + Send
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -386,7 +388,7 @@ where
                 // Even empty, what hyper left unread holds its whole read buffer.
                 drop(std::mem::take(&mut unread));
                 io.park();
-                let parked = open.map(ConnectionGuard::parked);
+                let parked = open.as_ref().map(ConnectionGuard::parked);
                 let woke = wake(&mut io, &conn, &mut stop, idle, sniff).await;
                 drop(parked);
                 let Some(bytes) = woke else {
@@ -398,7 +400,7 @@ where
             }
             if std::mem::take(&mut sniff) && unread[..] == PREFACE[..] {
                 io.replay(unread);
-                return Box::pin(serve_http2(io, service, stop)).await;
+                return Box::pin(serve_http2(io, service, stop, open)).await;
             }
             io.replay(std::mem::take(&mut unread));
             // Boxed: hyper's connection, and what waits beside it, only while it serves.
@@ -473,10 +475,12 @@ async fn serve_http2<I>(
     io: GuardedIo<I>,
     service: ProxyService,
     mut stop: watch::Receiver<bool>,
+    open: Option<ConnectionGuard>,
 ) -> hyper::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _open = open;
     let peer = service.peer;
     let shared = service.shared.clone();
     let conn_state = service.conn.clone();
