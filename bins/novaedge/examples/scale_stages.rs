@@ -27,6 +27,10 @@
     reason = "a measuring tool: it prints its figures and stops on a broken input"
 )]
 
+// The binary's allocator: the memory figures are those of `novaedge run` and `novaedge agent`.
+#[path = "../src/alloc.rs"]
+mod alloc;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
