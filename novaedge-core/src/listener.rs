@@ -269,7 +269,8 @@ type Serving = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 ///
 /// The futures here are written as functions returning `async move` blocks: an `async fn`
 /// keeps a second copy of its arguments for as long as it runs, and a connection's future
-/// lives as long as the connection. For the same reason this one is not async at all.
+/// lives as long as the connection. This one is not async at all: an async block would keep
+/// room for the stream and service it hands on to the phase it awaits.
 fn serve_connection<I>(
     io: GuardedIo<I>,
     service: ProxyService,
