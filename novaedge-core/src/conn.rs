@@ -30,6 +30,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
@@ -67,9 +68,15 @@ pub(crate) struct ConnState {
 
 impl ConnState {
     pub(crate) fn new() -> Arc<Self> {
+        Self::resumed(0)
+    }
+
+    /// The state of a connection that has begun `requests` requests before: one that comes
+    /// back from the parking lot, where it kept only that count.
+    pub(crate) fn resumed(requests: u64) -> Arc<Self> {
         Arc::new(Self {
             start: Instant::now(),
-            requests: AtomicU64::new(0),
+            requests: AtomicU64::new(requests),
             in_flight: AtomicUsize::new(0),
             last_active: AtomicU64::new(0),
             refused: OnceLock::new(),
@@ -151,6 +158,12 @@ impl ConnState {
     pub(crate) fn touch(&self) {
         let since = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_active.store(since, Ordering::Release);
+    }
+
+    /// When the connection will have had nothing in flight for `idle`, if nothing happens
+    /// until then (see [`idle`](Self::idle)).
+    pub(crate) fn idle_deadline(&self, idle: Duration) -> Instant {
+        self.last_active() + idle
     }
 
     /// How long since the connection was last active (see [`idle`](Self::idle)).
@@ -240,6 +253,28 @@ impl<I> GuardedIo<I> {
         }
     }
 
+    /// A connection back from the parking lot, with the scanner where it was (`heads` heads
+    /// followed; `None` if it had stopped): like a parked one, no deadline until the next head
+    /// begins. `max_head` and `max_headers` are the request head limits.
+    pub(crate) fn resumed(
+        inner: I,
+        conn: Arc<ConnState>,
+        head_timeout: Duration,
+        max_head: usize,
+        max_headers: usize,
+        heads: Option<u64>,
+    ) -> Self {
+        Self {
+            inner,
+            conn,
+            scanner: heads.map(|heads| Box::new(Scanner::resume(max_head, max_headers, heads))),
+            head_timeout,
+            deadline: None,
+            armed: false,
+            replay: Bytes::new(),
+        }
+    }
+
     /// Gives `bytes`, read from this stream before, to the next reads.
     pub(crate) fn replay(&mut self, bytes: Bytes) {
         debug_assert!(self.replay.is_empty(), "replayed bytes would be lost");
@@ -250,6 +285,67 @@ impl<I> GuardedIo<I> {
     pub(crate) fn park(&mut self) {
         if !self.armed {
             self.deadline = None;
+        }
+    }
+}
+
+/// A client connection's stream: TCP, or TLS over it.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP stream itself, when there is nothing above it: what a connection can be
+    /// reduced to while it waits in the parking lot.
+    fn into_tcp(self) -> Result<TcpStream, Self>
+    where
+        Self: Sized;
+}
+
+impl ClientStream for TcpStream {
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Ok(self)
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Err(self)
+    }
+}
+
+impl<I: ClientStream> GuardedIo<I> {
+    /// The TCP stream, and the heads the scanner followed (`None` if it had stopped), when
+    /// all the rest can be made again: a parked cleartext connection, with nothing read and
+    /// not given to hyper, no head begun, and its scanner between heads. Otherwise the stream
+    /// back as it was.
+    pub(crate) fn into_parked(self) -> Result<(TcpStream, Option<u64>), Self> {
+        let heads = match &self.scanner {
+            None => None,
+            Some(scanner) => match scanner.between_heads() {
+                Some(heads) => Some(heads),
+                None => return Err(self),
+            },
+        };
+        if self.armed || !self.replay.is_empty() {
+            return Err(self);
+        }
+        let Self {
+            inner,
+            conn,
+            scanner,
+            head_timeout,
+            deadline,
+            armed,
+            replay,
+        } = self;
+        match inner.into_tcp() {
+            Ok(tcp) => Ok((tcp, heads)),
+            Err(inner) => Err(Self {
+                inner,
+                conn,
+                scanner,
+                head_timeout,
+                deadline,
+                armed,
+                replay,
+            }),
         }
     }
 }

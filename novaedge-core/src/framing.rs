@@ -134,6 +134,23 @@ impl Scanner {
         }
     }
 
+    /// A scanner that has followed `heads` heads and waits for the next: one made again for a
+    /// connection that comes back from the parking lot (see [`Self::between_heads`]).
+    pub(crate) fn resume(max_head: usize, max_headers: usize, heads: u64) -> Self {
+        Self {
+            heads,
+            ..Self::new(max_head, max_headers)
+        }
+    }
+
+    /// The heads followed, when the scanner holds nothing else: it waits for the next
+    /// message, with nothing of it read. A scanner in that state can be dropped and made again
+    /// by [`Self::resume`].
+    pub(crate) fn between_heads(&self) -> Option<u64> {
+        (self.state == State::Between && !self.pending && self.head.is_empty())
+            .then_some(self.heads)
+    }
+
     /// True from the first byte after the previous message (an empty line before the request
     /// line counts) to the end of the next head.
     pub(crate) fn in_head(&self) -> bool {

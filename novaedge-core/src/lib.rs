@@ -98,6 +98,7 @@ mod headers;
 mod health;
 mod introspect;
 mod listener;
+mod lot;
 pub mod observe;
 mod proxy;
 pub mod routing;

@@ -13,11 +13,12 @@ use hyper_util::rt::TokioIo;
 use socket2::{Domain, SockRef, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::server::TlsStream;
 
-use crate::conn::{ConnState, GuardedIo};
+use crate::conn::{ClientStream, ConnState, GuardedIo};
 use crate::engine::Shared;
+use crate::lot::{Lot, Parked};
 use crate::observe::ConnectionGuard;
 use crate::proxy::ProxyService;
 use crate::runtime::SocketKey;
@@ -64,11 +65,14 @@ impl ListenerHandle {
         let local_addr = listener.local_addr()?;
         let socket = Arc::new(Mutex::new(Some(listener)));
         let (stop, stopped) = watch::channel(false);
+        let key = Arc::new(key);
+        let lot = Lot::start(shared.clone(), key.clone(), local_addr, stopped.clone());
         tokio::spawn(accept_loop(
             socket.clone(),
             local_addr,
-            Arc::new(key),
+            key,
             shared,
+            lot,
             stopped,
         ));
         Ok(Self {
@@ -100,6 +104,7 @@ async fn accept_loop(
     local: SocketAddr,
     key: Arc<SocketKey>,
     shared: Arc<Shared>,
+    lot: Lot,
     mut stop: watch::Receiver<bool>,
 ) {
     // The lock is held only while polling, which never blocks.
@@ -147,11 +152,11 @@ async fn accept_loop(
         };
         // The TLS configuration of the runtime the connection is accepted under: a rotated
         // certificate serves from the next connection on.
-        let (tls, open) = {
+        let (tls, held) = {
             let runtime = shared.runtime.load();
             let listener = runtime.listener(&key);
             let open = shared.observe.connection_opened(listener);
-            (listener.and_then(|l| l.tls.clone()), open)
+            (listener.and_then(|l| l.tls.clone()), Held { open, permit })
         };
         let service = ProxyService {
             shared: shared.clone(),
@@ -171,7 +176,8 @@ async fn accept_loop(
         let serve: Serving = match tls {
             None => {
                 let io = http1_io(stream, &service);
-                serve_connection(io, service, conn_stop, Http::Either, open)
+                let lot = Some(lot.clone());
+                serve_connection(io, service, conn_stop, Http::Either, held, lot)
             }
             Some(config) => {
                 let timeout = shared.config.tls_handshake_timeout;
@@ -184,23 +190,53 @@ async fn accept_loop(
                         Http::Http2 => GuardedIo::http2(stream, service.conn.clone()),
                         _ => http1_io(stream, &service),
                     };
-                    serve_connection(io, service, conn_stop, protocol, open).await
+                    serve_connection(io, service, conn_stop, protocol, held, None).await
                 })
             }
         };
-        let cut = shared.cut.clone();
-        shared.tasks.spawn(async move {
-            let _permit = permit;
-            match cut.run_until_cancelled(serve).await {
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                }
-                None => tracing::debug!(%peer, "client connection cut at the shutdown deadline"),
-            }
-        });
+        spawn_connection(&shared, peer, serve);
     }
     tracing::info!(%local, "listener stopped accepting");
+}
+
+/// What a client connection holds for as long as it is open, whichever task serves it and
+/// while it is parked: its place under the listener's connection limit and its count in the
+/// metrics.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub(crate) open: Option<ConnectionGuard>,
+    #[expect(dead_code, reason = "held for its drop, which gives the place back")]
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Serves a client connection with a task of its own, which the engine's shutdown waits for
+/// and, past its deadline, cuts.
+fn spawn_connection(shared: &Shared, peer: SocketAddr, serve: Serving) {
+    let cut = shared.cut.clone();
+    shared.tasks.spawn(async move {
+        match cut.run_until_cancelled(serve).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+            None => tracing::debug!(%peer, "client connection cut at the shutdown deadline"),
+        }
+    });
+}
+
+/// Serves again a connection whose client sent something (or closed) while it was in the
+/// parking lot.
+pub(crate) fn resume(
+    io: GuardedIo<TcpStream>,
+    service: ProxyService,
+    stop: watch::Receiver<bool>,
+    held: Held,
+    lot: Lot,
+) {
+    let peer = service.peer;
+    let shared = service.shared.clone();
+    let serve = Box::pin(serve_http1(io, service, stop, false, held, Some(lot)));
+    spawn_connection(&shared, peer, serve);
 }
 
 /// The guarded stream of a connection that may speak HTTP/1.1.
@@ -265,26 +301,24 @@ type Serving = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 /// Serves one client connection until it ends: it closes, the listener stops (graceful
 /// shutdown), or the connection winds down (idle for the idle timeout, or its last allowed
-/// request on HTTP/2; graceful shutdown too). `open` counts it in the metrics while it lives.
+/// request on HTTP/2; graceful shutdown too), or, cleartext HTTP/1.1, goes to `lot` to wait.
 ///
 /// The futures here are written as functions returning `async move` blocks: an `async fn`
 /// keeps a second copy of its arguments for as long as it runs, and a connection's future
 /// lives as long as the connection. This one is not async at all: an async block would keep
 /// room for the stream and service it hands on to the phase it awaits.
-fn serve_connection<I>(
+fn serve_connection<I: ClientStream>(
     io: GuardedIo<I>,
     service: ProxyService,
     stop: watch::Receiver<bool>,
     protocol: Http,
-    open: Option<ConnectionGuard>,
-) -> Serving
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    held: Held,
+    lot: Option<Lot>,
+) -> Serving {
     match protocol {
-        Http::Http2 => Box::pin(serve_http2(io, service, stop, open)),
-        Http::Http1 => Box::pin(serve_http1(io, service, stop, false, open)),
-        Http::Either => Box::pin(serve_http1(io, service, stop, true, open)),
+        Http::Http2 => Box::pin(serve_http2(io, service, stop, held)),
+        Http::Http1 => Box::pin(serve_http1(io, service, stop, false, held, lot)),
+        Http::Either => Box::pin(serve_http1(io, service, stop, true, held, lot)),
     }
 }
 
@@ -368,28 +402,45 @@ enum Turn<I> {
 /// A parked connection is the stream, the service and what waits for the client: hyper's
 /// state and buffers (about 17 KB), made when the client sends, are dropped once the
 /// connection has been quiet for the park time, with a request hyper had begun to read given
-/// back to the next ones.
+/// back to the next ones. With a `lot` (cleartext), the connection then waits there, and this
+/// task ends; the first wait, for the connection's first bytes or those that woke it in the
+/// lot, is this task's.
 #[allow(clippy::manual_async_fn)] // Not `async fn`: see `serve_connection`.
-fn serve_http1<I>(
+fn serve_http1<I: ClientStream>(
     mut io: GuardedIo<I>,
     mut service: ProxyService,
     mut stop: watch::Receiver<bool>,
     mut sniff: bool,
-    open: Option<ConnectionGuard>,
-) -> impl Future<Output = hyper::Result<()>> + Send
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    held: Held,
+    lot: Option<Lot>,
+) -> impl Future<Output = hyper::Result<()>> + Send {
     async move {
         let conn = service.conn.clone();
         let idle = service.shared.config.idle_timeout;
         let mut unread = Bytes::new();
+        let mut served = false;
         loop {
             if unread.is_empty() {
                 // Even empty, what hyper left unread holds its whole read buffer.
                 drop(std::mem::take(&mut unread));
                 io.park();
-                let parked = open.as_ref().map(ConnectionGuard::parked);
+                if served && let Some(lot) = &lot {
+                    match io.into_parked() {
+                        Ok((stream, heads)) => {
+                            lot.park(Parked {
+                                stream,
+                                peer: service.peer,
+                                requests: conn.requests(),
+                                heads,
+                                held,
+                                idle_until: conn.idle_deadline(idle),
+                            });
+                            return Ok(());
+                        }
+                        Err(back) => io = back,
+                    }
+                }
+                let parked = held.open.as_ref().map(ConnectionGuard::parked);
                 let woke = wake(&mut io, &conn, &mut stop, idle, sniff).await;
                 drop(parked);
                 let Some(bytes) = woke else {
@@ -401,7 +452,7 @@ where
             }
             if std::mem::take(&mut sniff) && unread[..] == PREFACE[..] {
                 io.replay(unread);
-                return Box::pin(serve_http2(io, service, stop, open)).await;
+                return Box::pin(serve_http2(io, service, stop, held)).await;
             }
             io.replay(std::mem::take(&mut unread));
             // Boxed: hyper's connection, and what waits beside it, only while it serves.
@@ -409,6 +460,7 @@ where
                 Turn::Ended(result) => return result,
                 Turn::Parked(parked_io, parked_service, rest) => {
                     (io, service, unread) = (parked_io, parked_service, rest);
+                    served = true;
                 }
             }
         }
@@ -476,12 +528,12 @@ async fn serve_http2<I>(
     io: GuardedIo<I>,
     service: ProxyService,
     mut stop: watch::Receiver<bool>,
-    open: Option<ConnectionGuard>,
+    held: Held,
 ) -> hyper::Result<()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _open = open;
+    let _held = held;
     let peer = service.peer;
     let shared = service.shared.clone();
     let conn_state = service.conn.clone();
@@ -516,7 +568,7 @@ where
 }
 
 /// Resolves once the listener is told to stop, or is gone.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`; drop it here, not across the caller's awaits.
     let _ = stop.wait_for(|stopped| *stopped).await.map(drop);
 }

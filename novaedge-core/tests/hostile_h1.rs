@@ -744,6 +744,83 @@ async fn parked_connections_serve_what_comes_next() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_wait_in_the_lot_without_a_task_each() {
+    let (_engine, addr, server) = proxy(EngineConfig {
+        park_after: Duration::from_secs(1),
+        ..parking()
+    })
+    .await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let get = b"GET /lot HTTP/1.1\r\nHost: a\r\n\r\n";
+    // A first request opens the upstream connection the others reuse (they go one at a
+    // time): its tasks count in the baseline.
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(get).await.unwrap();
+    read_response(&mut first, &mut Vec::new()).await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let baseline = tasks();
+
+    let mut clients = Vec::new();
+    for n in 0..50 {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(get).await.unwrap();
+        let (head, _) = read_response(&mut client, &mut Vec::new()).await;
+        assert_kept_alive(&head, &format!("client {n}"));
+        clients.push(client);
+    }
+    // Served, before the park time: a task each.
+    assert!(
+        tasks() >= baseline + 50,
+        "{} tasks, {baseline} before",
+        tasks()
+    );
+
+    // Parked: the lot holds them, and no task of their own.
+    let parked = wait_for_tasks(tasks, |n| n <= baseline).await;
+    assert!(
+        parked <= baseline,
+        "{parked} tasks parked, {baseline} before"
+    );
+
+    // Each wakes with its next request, and is served.
+    for (n, client) in clients.iter_mut().enumerate() {
+        client.write_all(get).await.unwrap();
+        let (head, body) = read_response(client, &mut Vec::new()).await;
+        assert_kept_alive(&head, &format!("client {n}, woken"));
+        assert!(String::from_utf8_lossy(&body).contains("/lot"));
+    }
+    assert_eq!(server.requests(), 101);
+    assert!(
+        tasks() >= baseline + 50,
+        "{} tasks, {baseline} before",
+        tasks()
+    );
+
+    // Parked again, then closed by their clients: the lot lets go of them.
+    wait_for_tasks(tasks, |n| n <= baseline).await;
+    drop(clients);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(tasks() <= baseline, "{} tasks, {baseline} before", tasks());
+}
+
+/// Waits up to 5 s for the runtime's task count to satisfy `done`; returns the last count.
+async fn wait_for_tasks(tasks: impl Fn() -> usize, done: impl Fn(usize) -> bool) -> usize {
+    let started = Instant::now();
+    loop {
+        let n = tasks();
+        if done(n) || started.elapsed() > Duration::from_secs(5) {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connections_close_at_shutdown_and_idle_timeout() {
     let (engine, addr, _server) = proxy(EngineConfig {
         idle_timeout: Duration::from_millis(1500),

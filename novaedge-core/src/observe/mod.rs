@@ -158,9 +158,9 @@ pub(crate) struct ConnectionGuard {
 
 impl ConnectionGuard {
     /// Counts the connection as parked until the guard returned is dropped.
-    pub(crate) fn parked(&self) -> ParkedGuard<'_> {
+    pub(crate) fn parked(&self) -> ParkedGuard {
         self.parked.inc();
-        ParkedGuard(&self.parked)
+        ParkedGuard(self.parked.clone())
     }
 }
 
@@ -172,9 +172,9 @@ impl Drop for ConnectionGuard {
 
 /// A parked connection on its listener's gauge.
 #[derive(Debug)]
-pub(crate) struct ParkedGuard<'a>(&'a Gauge);
+pub(crate) struct ParkedGuard(Gauge);
 
-impl Drop for ParkedGuard<'_> {
+impl Drop for ParkedGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
