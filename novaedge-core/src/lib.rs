@@ -84,7 +84,8 @@
 //! W3C `traceparent` propagation ([`ObserveConfig`]), and Prometheus request metrics
 //! ([`Engine::register_metrics`]). See [`observe`].
 
-#![forbid(unsafe_code)]
+// One exception, with its reasons: the parking lot's epoll descriptor given to tokio (`lot`).
+#![deny(unsafe_code)]
 
 mod ascii;
 mod body;

@@ -66,7 +66,12 @@ impl ListenerHandle {
         let socket = Arc::new(Mutex::new(Some(listener)));
         let (stop, stopped) = watch::channel(false);
         let key = Arc::new(key);
-        let lot = Lot::start(shared.clone(), key.clone(), local_addr, stopped.clone());
+        // Without a lot, quiet connections wait in their own tasks.
+        let lot = Lot::start(shared.clone(), key.clone(), local_addr, stopped.clone())
+            .inspect_err(|e| {
+                tracing::warn!(%local_addr, error = %e, "no parking lot: quiet connections keep their tasks");
+            })
+            .ok();
         tokio::spawn(accept_loop(
             socket.clone(),
             local_addr,
@@ -104,7 +109,7 @@ async fn accept_loop(
     local: SocketAddr,
     key: Arc<SocketKey>,
     shared: Arc<Shared>,
-    lot: Lot,
+    lot: Option<Lot>,
     mut stop: watch::Receiver<bool>,
 ) {
     // The lock is held only while polling, which never blocks.
@@ -176,7 +181,7 @@ async fn accept_loop(
         let serve: Serving = match tls {
             None => {
                 let io = http1_io(stream, &service);
-                let lot = Some(lot.clone());
+                let lot = lot.clone();
                 serve_connection(io, service, conn_stop, Http::Either, held, lot)
             }
             Some(config) => {
@@ -429,7 +434,6 @@ fn serve_http1<I: ClientStream>(
                         Ok((stream, heads)) => {
                             lot.park(Parked {
                                 stream,
-                                peer: service.peer,
                                 requests: conn.requests(),
                                 heads,
                                 held,

@@ -3,32 +3,33 @@
 //!
 //! A keep-alive connection spends most of its life waiting. Served by a task of its own, it
 //! would wait as that task: the task's cell, its future's states, its idle timer, its share of
-//! the listener's stop signal and the connection's state, about 2 KB in all. Once a
-//! connection has been quiet for the park time, the task serving it hands it to its
-//! listener's lot and ends. In the lot the connection is the socket, its client's address,
-//! its counts and what it holds (its place under the connection limit, its metrics): a couple
-//! of hundred bytes besides tokio's registration of the socket. One task per listener waits
-//! for all of them:
+//! the listener's stop signal, the connection's state and tokio's registration of its socket,
+//! about 2 KB in all. Once a connection has been quiet for the park time, the task serving it
+//! hands it to its listener's lot and ends. In the lot a connection is its socket, its counts
+//! and what it holds (its place under the connection limit, its metrics): one slot of about
+//! 90 bytes in a table. The lot waits for all of its sockets with an epoll instance of its
+//! own, which tokio waits for as one file descriptor, as nginx waits for its connections:
 //!
-//! - when a connection's client sends (or closes), the lot spawns a task that serves it
-//!   again, from the state it kept;
+//! - when a connection's client sends (or closes), the lot gives the socket back to tokio and
+//!   spawns a task that serves it again, from the counts it kept;
 //! - when it reaches the idle timeout, the lot closes it. The lot looks for those in sweeps,
 //!   not with a timer each: at most one every sixteenth of the idle timeout (between 10 ms and
 //!   1 s), so a connection closes at most that late;
 //! - when the listener stops, or the engine cuts its tasks, the lot closes them all.
 //!
+//! Parking and waking cost a few system calls each (the socket leaves one epoll instance for
+//! the other), once per quiet spell of at least the park time.
+//!
 //! TLS connections do not park here: rustls holds the session and its buffers, which are
 //! much more than the task, and may hold bytes already read from the socket.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -43,6 +44,9 @@ use crate::runtime::SocketKey;
 /// The shortest and longest time between two sweeps for idle connections.
 const SWEEP: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
+/// Readiness events taken from the lot's epoll instance at a time.
+const EVENTS: usize = 256;
+
 /// Where the serving tasks of a listener hand their quiet connections.
 #[derive(Debug, Clone)]
 pub(crate) struct Lot {
@@ -50,11 +54,10 @@ pub(crate) struct Lot {
 }
 
 /// A cleartext HTTP/1.1 connection with nothing in flight, nothing read, and nothing but
-/// what it needs to be served again.
+/// what it needs to be served again, on its way to the lot.
 #[derive(Debug)]
 pub(crate) struct Parked {
     pub(crate) stream: TcpStream,
-    pub(crate) peer: SocketAddr,
     /// Requests begun on the connection.
     pub(crate) requests: u64,
     /// Heads its scanner followed; `None` if it had stopped.
@@ -66,13 +69,20 @@ pub(crate) struct Parked {
 
 impl Lot {
     /// Starts the lot of the listener `key`, listening at `local`; it ends when `stop` is set
-    /// or dropped, closing the connections in it. Must be called within a tokio runtime.
+    /// or dropped, closing the connections in it. Fails if the lot's epoll instance cannot be
+    /// made (out of file descriptors). Must be called within a tokio runtime.
     pub(crate) fn start(
         shared: Arc<Shared>,
         key: Arc<SocketKey>,
         local: SocketAddr,
         stop: watch::Receiver<bool>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
+        let poll = Poll::new()?;
+        // SAFETY: `register` asks that the descriptor stay open, and the same, for as long as
+        // the `AsyncFd` owns it: a `mio::Poll` owns its epoll descriptor for its whole life,
+        // closes it only when dropped, and always gives that one.
+        #[allow(unsafe_code)]
+        let epoll = unsafe { AsyncFd::register(poll) }.map_err(std::io::Error::from)?;
         let (parked, arrivals) = mpsc::unbounded_channel();
         let lot = Self { parked };
         let keeper = Keeper {
@@ -81,18 +91,20 @@ impl Lot {
             local,
             stop,
             lot: lot.clone(),
+            epoch: Instant::now(),
+            slots: Slab::new(),
         };
         let cut = shared.cut.clone();
         shared
             .tasks
-            .spawn(cut.run_until_cancelled_owned(keeper.run(arrivals)));
-        lot
+            .spawn(cut.run_until_cancelled_owned(keeper.run(epoll, arrivals)));
+        Ok(lot)
     }
 
     /// Parks `conn`. If the lot has ended (its listener stopped), the connection is closed.
     pub(crate) fn park(&self, conn: Parked) {
-        if let Err(mpsc::error::SendError(conn)) = self.parked.send(conn) {
-            tracing::trace!(peer = %conn.peer, "listener stopped, parked connection closed");
+        if self.parked.send(conn).is_err() {
+            tracing::trace!("listener stopped, parked connection closed");
         }
     }
 }
@@ -105,13 +117,33 @@ struct Keeper {
     stop: watch::Receiver<bool>,
     /// Given to the tasks it spawns, to park their connections here again.
     lot: Lot,
+    /// The origin of the slots' deadlines.
+    epoch: Instant,
+    /// The connections in the lot; a slot's key is its token in the epoll instance.
+    slots: Slab<Slot>,
+}
+
+/// A connection in the lot.
+#[derive(Debug)]
+struct Slot {
+    stream: mio::net::TcpStream,
+    requests: u64,
+    heads: Option<u64>,
+    held: Held,
+    _counted: Option<ParkedGuard>,
+    /// When it reaches the idle timeout, in milliseconds since the lot's epoch.
+    idle_until: u64,
 }
 
 impl Keeper {
-    async fn run(mut self, mut arrivals: mpsc::UnboundedReceiver<Parked>) {
+    async fn run(
+        mut self,
+        mut epoll: AsyncFd<Poll>,
+        mut arrivals: mpsc::UnboundedReceiver<Parked>,
+    ) {
         let idle = self.shared.config.idle_timeout;
         let every = (idle / 16).clamp(SWEEP.0, SWEEP.1);
-        let mut waiting = FuturesUnordered::new();
+        let mut events = Events::with_capacity(EVENTS);
         let mut swept = Instant::now();
         // When the next sweep is due; `None` while no connection waits for one.
         let mut due: Option<Instant> = None;
@@ -124,29 +156,41 @@ impl Keeper {
                     // `None` cannot happen: the keeper holds a sender itself.
                     let Some(conn) = arrived else { break };
                     let at = conn.idle_until.max(swept + every);
-                    if due.is_none_or(|due| at < due) {
+                    if self.admit(epoll.get_ref(), conn) && due.is_none_or(|due| at < due) {
                         due = Some(at);
                         sweep.as_mut().reset(at);
                     }
-                    waiting.push(Waiting::new(conn));
                 }
-                Some(woken) = waiting.next(), if !waiting.is_empty() => {
-                    if let Some(conn) = woken {
-                        self.serve(conn);
+                ready = epoll.readable_mut() => {
+                    let mut ready = match ready {
+                        Ok(ready) => ready,
+                        Err(e) => {
+                            tracing::error!(local = %self.local, error = %e, "parking lot failed, closing its connections");
+                            break;
+                        }
+                    };
+                    // Every event, until none is left: tokio hears of the next ones anew.
+                    loop {
+                        let poll = ready.get_inner_mut();
+                        if let Err(e) = poll.poll(&mut events, Some(Duration::ZERO))
+                            && e.kind() != std::io::ErrorKind::Interrupted
+                        {
+                            tracing::error!(local = %self.local, error = %e, "parking lot failed, closing its connections");
+                            return;
+                        }
+                        if events.is_empty() {
+                            ready.clear_ready();
+                            break;
+                        }
+                        for event in &events {
+                            self.wake(ready.get_inner(), event.token().0);
+                        }
                     }
                 }
                 () = &mut sweep, if due.is_some() => {
                     let now = Instant::now();
-                    let mut next: Option<Instant> = None;
-                    for conn in waiting.iter_mut() {
-                        match conn.idle_until() {
-                            Some(at) if at <= now => conn.expire(),
-                            Some(at) => next = Some(next.map_or(at, |next| next.min(at))),
-                            None => {}
-                        }
-                    }
+                    due = self.sweep(epoll.get_ref(), now).map(|at| at.max(now + every));
                     swept = now;
-                    due = next.map(|at| at.max(now + every));
                     if let Some(at) = due {
                         sweep.as_mut().reset(at);
                     }
@@ -155,21 +199,78 @@ impl Keeper {
         }
         tracing::debug!(
             local = %self.local,
-            parked = waiting.len(),
+            parked = self.slots.len(),
             "listener stopped, closing its parked connections"
         );
     }
 
-    /// Serves a connection whose client sent something (or closed) with a task of its own.
-    fn serve(&self, conn: Parked) {
+    /// Takes `conn` into the lot; false if its socket could not be watched (it is closed).
+    fn admit(&mut self, epoll: &Poll, conn: Parked) -> bool {
         let Parked {
             stream,
-            peer,
             requests,
             heads,
             held,
-            idle_until: _,
+            idle_until,
         } = conn;
+        // Out of tokio's epoll instance, into the lot's.
+        let stream = match stream.into_std() {
+            Ok(stream) => mio::net::TcpStream::from_std(stream),
+            Err(e) => {
+                tracing::debug!(error = %e, "parked connection failed");
+                return false;
+            }
+        };
+        let idle_until = self.millis(idle_until);
+        let slot = self.slots.vacant_entry();
+        let mut slot_stream = stream;
+        if let Err(e) =
+            epoll
+                .registry()
+                .register(&mut slot_stream, Token(slot.key()), Interest::READABLE)
+        {
+            tracing::warn!(local = %self.local, error = %e, "cannot park a connection, closing it");
+            return false;
+        }
+        let counted = held.open.as_ref().map(|open| open.parked());
+        slot.insert(Slot {
+            stream: slot_stream,
+            requests,
+            heads,
+            held,
+            _counted: counted,
+            idle_until,
+        });
+        true
+    }
+
+    /// Serves the connection in slot `key`, whose client sent something (or closed), with a
+    /// task of its own.
+    fn wake(&mut self, epoll: &Poll, key: usize) {
+        let Some(mut slot) = self.slots.try_remove(key) else {
+            return;
+        };
+        // Out of the lot's epoll instance, back into tokio's.
+        let _ = epoll.registry().deregister(&mut slot.stream);
+        let Slot {
+            stream,
+            requests,
+            heads,
+            held,
+            ..
+        } = slot;
+        let stream = std::net::TcpStream::from(stream);
+        // A reset connection has no peer any more: it is closed here.
+        let (stream, peer) = match stream
+            .peer_addr()
+            .and_then(|peer| Ok((TcpStream::from_std(stream)?, peer)))
+        {
+            Ok(woken) => woken,
+            Err(e) => {
+                tracing::debug!(error = %e, "parked connection failed");
+                return;
+            }
+        };
         let config = &self.shared.config;
         let state = ConnState::resumed(requests);
         let io = GuardedIo::resumed(
@@ -190,63 +291,25 @@ impl Keeper {
         };
         resume(io, service, self.stop.clone(), held, self.lot.clone());
     }
-}
 
-/// A connection in the lot, as a future that resolves with it once its client sends or
-/// closes: `None` if it expired or failed (it is then closed).
-#[derive(Debug)]
-struct Waiting {
-    conn: Option<Parked>,
-    /// To wake the lot when the connection expires: it then resolves, and leaves the lot.
-    waker: Option<Waker>,
-    _counted: Option<ParkedGuard>,
-}
-
-impl Waiting {
-    fn new(conn: Parked) -> Self {
-        let counted = conn.held.open.as_ref().map(|open| open.parked());
-        Self {
-            conn: Some(conn),
-            waker: None,
-            _counted: counted,
-        }
-    }
-
-    fn idle_until(&self) -> Option<Instant> {
-        self.conn.as_ref().map(|conn| conn.idle_until)
-    }
-
-    /// Closes the connection, and has the lot let go of the rest.
-    fn expire(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            tracing::trace!(peer = %conn.peer, "parked connection idle, closing");
-        }
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
-    }
-}
-
-impl Future for Waiting {
-    type Output = Option<Parked>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Parked>> {
-        let this = self.get_mut();
-        let Some(conn) = &this.conn else {
-            return Poll::Ready(None);
-        };
-        match conn.stream.poll_read_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(this.conn.take()),
-            Poll::Ready(Err(e)) => {
-                tracing::debug!(peer = %conn.peer, error = %e, "parked connection failed");
-                Poll::Ready(None)
+    /// Closes the connections that reached the idle timeout by `now`; returns when the next
+    /// one will, if any is left.
+    fn sweep(&mut self, epoll: &Poll, now: Instant) -> Option<Instant> {
+        let now = self.millis(now);
+        let mut next: Option<u64> = None;
+        self.slots.retain(|_, slot| {
+            if slot.idle_until <= now {
+                let _ = epoll.registry().deregister(&mut slot.stream);
+                return false;
             }
-            Poll::Pending => {
-                if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    this.waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        }
+            next = Some(next.map_or(slot.idle_until, |next| next.min(slot.idle_until)));
+            true
+        });
+        next.map(|at| self.epoch + Duration::from_millis(at))
+    }
+
+    /// `at` in milliseconds since the lot's epoch.
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 }
