@@ -32,12 +32,15 @@ pub struct EngineConfig {
     /// timeout is 75 s; Envoy's idle timeout of an hour is meant for trusted clients.
     pub idle_timeout: Duration,
     /// An HTTP/1.1 client connection with no request in flight for this long is parked: hyper's
-    /// state and buffers (about 17 KB) are dropped and only the socket and what waits on it
-    /// are kept, until the client sends again: about 2.2 KB of RSS in all under `novaedge`'s
-    /// allocator (jemalloc), over 4 KB under glibc's, which keeps the freed buffers' holes
-    /// (`bench/compare.sh` measures it). Resuming costs about what a new connection's HTTP
-    /// state does; 250 ms keeps that to at most four times a second on a connection, and off
-    /// connections busy with requests. Not above [`idle_timeout`](Self::idle_timeout).
+    /// state and buffers (about 17 KB) are dropped until the client sends again. A cleartext
+    /// connection then leaves its task too, and waits as a slot of about 90 bytes in its
+    /// listener's parking lot (an epoll instance of its own): about 400 bytes of RSS per idle
+    /// connection in all under `novaedge`'s allocator (jemalloc; glibc's keeps more of the
+    /// freed buffers' holes), `bench/compare.sh` measures it. A TLS one keeps its task (about
+    /// 2 KB) beside rustls' session. Resuming costs about what a new connection's HTTP state
+    /// and task do, and a few system calls; 250 ms keeps that to at most four times a second on
+    /// a connection, and off connections busy with requests. Not above
+    /// [`idle_timeout`](Self::idle_timeout).
     pub park_after: Duration,
     /// Bytes of an HTTP/1.1 request line and header section, and of an HTTP/2 header list (as
     /// HTTP/2 counts it: names, values and 32 per field). Larger heads are answered `431`.

@@ -63,9 +63,11 @@
 //!   (HTTP/2 with GOAWAY `NO_ERROR`); the last request a connection may carry closes it.
 //!   Connections over a listener's limit are reset as soon as they are accepted.
 //! - An HTTP/1.1 connection quiet for the park time (250 ms) is parked until its client sends
-//!   again: hyper's buffers are dropped, and an idle connection holds about 2.2 KB of memory
-//!   (with jemalloc, as `novaedge` runs; glibc's allocator keeps more) instead of 20 KB. A
-//!   new connection gets hyper's buffers with its first bytes.
+//!   again: hyper's buffers are dropped, and a cleartext connection leaves its task for a slot
+//!   in its listener's parking lot, one epoll instance that waits for all of them. An idle
+//!   connection holds about 400 bytes of memory (with jemalloc, as `novaedge` runs; glibc's
+//!   allocator keeps more) instead of 20 KB. A new connection gets hyper's buffers with its
+//!   first bytes.
 //! - HTTP/2: concurrent streams (more are refused, `RST_STREAM REFUSED_STREAM`), header list
 //!   size (`431`), flow-control windows, rapid reset and CONTINUATION floods (GOAWAY
 //!   `ENHANCE_YOUR_CALM`); PING and SETTINGS floods are pushed back (the h2 crate reads no

@@ -36,6 +36,7 @@
 
 mod grpc;
 mod plain;
+mod ports;
 mod server;
 mod ws;
 
@@ -55,6 +56,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::metadata::AsciiMetadataValue;
 
 pub use crate::plain::{RequestInfo, SET_HEADER};
+pub use crate::ports::free_port;
 
 /// Code generated from `proto/echo.proto` (package `novaedge.echo.v1`).
 ///

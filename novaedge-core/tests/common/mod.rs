@@ -40,14 +40,11 @@ pub(crate) fn engine() -> Engine {
     })
 }
 
-/// A port that was free a moment ago: bound, then released. Used for fixed-port listeners and
-/// for endpoints that refuse connections.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind(SocketAddr::new(LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
+/// A port that was free a moment ago, for fixed-port listeners and for endpoints that refuse
+/// connections.
+// Not every test binary that includes `common` uses it.
+#[allow(unused_imports)]
+pub(crate) use novaedge_echo::free_port;
 
 /// An engine serving every request on listener `web` (any host, any path) from `backend`;
 /// returns the engine (keep it alive) and the listener's address.

@@ -119,13 +119,9 @@ impl Drop for Proxy {
 }
 
 /// A port that was free a moment ago (the proxy binds the ports its manifests name).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// Not every test binary that includes `common` uses it.
+#[allow(unused_imports)]
+pub(crate) use novaedge_echo::free_port;
 
 /// One HTTP/1.1 GET on a fresh connection: (status, body).
 pub(crate) async fn get(
