@@ -23,8 +23,32 @@ need() {
   fi
 }
 
-# A TCP port on 127.0.0.1 that was free a moment ago.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A TCP port on 127.0.0.1 that was free a moment ago, and not given before in this script
+# (those are listed in $work/ports). Taken below the kernel's ephemeral range: a port from
+# bind(0) is one an outgoing connection (a load generator's, a proxy's to its backend) may take
+# before the process it is meant for binds it.
+free_port() {
+  python3 - "$work/ports" <<'PY'
+import os, random, socket, sys
+given = set(open(sys.argv[1]).read().split()) if os.path.exists(sys.argv[1]) else set()
+with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+    ephemeral = int(f.read().split()[0])
+for _ in range(1000):
+    port = random.randrange(10000, max(ephemeral, 11000))
+    if str(port) in given:
+        continue
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    with open(sys.argv[1], "a") as f:
+        f.write(f"{port}\n")
+    print(port)
+    sys.exit(0)
+sys.exit("no free port below the ephemeral range")
+PY
+}
 
 # Builds the release binary once and sets `bin` to it.
 build_novaedge() {

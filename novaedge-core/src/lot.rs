@@ -47,6 +47,10 @@ const SWEEP: (Duration, Duration) = (Duration::from_millis(10), Duration::from_s
 /// Readiness events taken from the lot's epoll instance at a time.
 const EVENTS: usize = 256;
 
+/// Connections woken in one turn of the keeper at most; then it lets its worker thread run
+/// other tasks, and comes back for the rest.
+const WAKE_PER_TURN: usize = 1024;
+
 /// Where the serving tasks of a listener hand their quiet connections.
 #[derive(Debug, Clone)]
 pub(crate) struct Lot {
@@ -170,13 +174,15 @@ impl Keeper {
                         }
                     };
                     // Every event, until none is left: tokio hears of the next ones anew.
-                    loop {
-                        let poll = ready.get_inner_mut();
-                        if let Err(e) = poll.poll(&mut events, Some(Duration::ZERO))
-                            && e.kind() != std::io::ErrorKind::Interrupted
-                        {
-                            tracing::error!(local = %self.local, error = %e, "parking lot failed, closing its connections");
-                            return;
+                    let mut woken = 0;
+                    while woken < WAKE_PER_TURN {
+                        match ready.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(e) => {
+                                tracing::error!(local = %self.local, error = %e, "parking lot failed, closing its connections");
+                                return;
+                            }
                         }
                         if events.is_empty() {
                             ready.clear_ready();
@@ -184,7 +190,12 @@ impl Keeper {
                         }
                         for event in &events {
                             self.wake(ready.get_inner(), event.token().0);
+                            woken += 1;
                         }
+                    }
+                    drop(ready);
+                    if woken >= WAKE_PER_TURN {
+                        tokio::task::yield_now().await;
                     }
                 }
                 () = &mut sweep, if due.is_some() => {
