@@ -821,6 +821,54 @@ async fn wait_for_tasks(tasks: impl Fn() -> usize, done: impl Fn(usize) -> bool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_connections_follow_reloads_and_close_with_their_listener() {
+    let (one, two) = (echo("one").await, echo("two").await);
+    let engine = Engine::new(EngineConfig {
+        default_bind: LOCALHOST,
+        ..parking()
+    });
+    let web = listener_on("web", free_port());
+    let serving = |version, listener: novaedge_snapshot::Listener, to_backend: &str| {
+        snapshot(
+            version,
+            vec![listener.clone()],
+            vec![route(
+                "default/r",
+                &listener.name,
+                &[],
+                vec![to(to_backend)],
+            )],
+            vec![
+                backend("one", Http1, &[&one]),
+                backend("two", Http1, &[&two]),
+            ],
+        )
+    };
+    engine.apply(&serving(1, web.clone(), "one")).unwrap();
+    let addr = engine.local_addr("web").unwrap();
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    client.write_all(get).await.unwrap();
+    let (head, _) = read_response(&mut client, &mut Vec::new()).await;
+    assert_kept_alive(&head, "before the reload");
+    assert!(head.contains("x-echo-name: one"), "{head}");
+    tokio::time::sleep(PARKED).await;
+
+    // The listener stays: its parked connection wakes into the new routes.
+    engine.apply(&serving(2, web, "two")).unwrap();
+    client.write_all(get).await.unwrap();
+    let (head, _) = read_response(&mut client, &mut Vec::new()).await;
+    assert_kept_alive(&head, "after the reload");
+    assert!(head.contains("x-echo-name: two"), "{head}");
+    tokio::time::sleep(PARKED).await;
+
+    // The listener goes: so do the connections parked in its lot.
+    engine.apply(&serving(3, listener("other"), "two")).unwrap();
+    let raw = read_until_closed(&mut client, Duration::from_secs(5)).await;
+    assert!(raw.closed && raw.bytes.is_empty(), "{:?}", raw.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connections_close_at_shutdown_and_idle_timeout() {
     let (engine, addr, _server) = proxy(EngineConfig {
         idle_timeout: Duration::from_millis(1500),
