@@ -808,6 +808,39 @@ async fn parked_connections_wait_in_the_lot_without_a_task_each() {
     assert!(tasks() <= baseline, "{} tasks, {baseline} before", tasks());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_parking_and_waking_at_once_lose_no_request() {
+    // Pauses around the park time: a request often comes just as its connection is being
+    // handed to the lot, or has just arrived there.
+    let park_after = Duration::from_millis(20);
+    let (_engine, addr, server) = proxy(EngineConfig {
+        park_after,
+        ..parking()
+    })
+    .await;
+    let clients = (0..40u64).map(|n| {
+        tokio::spawn(async move {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let mut pending = Vec::new();
+            for i in 0..15u64 {
+                let path = format!("/c{n}/r{i}");
+                let get = format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+                client.write_all(get.as_bytes()).await.unwrap();
+                let (head, body) = read_response(&mut client, &mut pending).await;
+                assert_kept_alive(&head, &path);
+                assert!(String::from_utf8_lossy(&body).contains(&path), "{path}");
+                // 0 to 40 ms, spread differently on each connection.
+                let pause = (n * 7 + i * 13) % 41;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        })
+    });
+    for client in clients.collect::<Vec<_>>() {
+        client.await.unwrap();
+    }
+    assert_eq!(server.requests(), 40 * 15);
+}
+
 /// Waits up to 5 s for the runtime's task count to satisfy `done`; returns the last count.
 async fn wait_for_tasks(tasks: impl Fn() -> usize, done: impl Fn(usize) -> bool) -> usize {
     let started = Instant::now();
