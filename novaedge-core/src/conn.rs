@@ -291,30 +291,30 @@ impl<I> GuardedIo<I> {
 
 /// A client connection's stream: TCP, or TLS over it.
 pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// The TCP stream itself, when there is nothing above it: what a connection can be
-    /// reduced to while it waits in the parking lot.
-    fn into_tcp(self) -> Result<TcpStream, Self>
+    /// What `io` can be reduced to while it waits in the parking lot: its TCP stream and the
+    /// heads its scanner followed (see [`GuardedIo::into_parked`]); `io` back when it cannot
+    /// be (TLS, whose session lives above the socket, or a stream in the middle of a request).
+    fn into_parked(io: GuardedIo<Self>) -> Result<(TcpStream, Option<u64>), GuardedIo<Self>>
     where
         Self: Sized;
 }
 
 impl ClientStream for TcpStream {
-    fn into_tcp(self) -> Result<TcpStream, Self> {
-        Ok(self)
+    fn into_parked(io: GuardedIo<Self>) -> Result<(TcpStream, Option<u64>), GuardedIo<Self>> {
+        io.into_parked()
     }
 }
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
-    fn into_tcp(self) -> Result<TcpStream, Self> {
-        Err(self)
+    fn into_parked(io: GuardedIo<Self>) -> Result<(TcpStream, Option<u64>), GuardedIo<Self>> {
+        Err(io)
     }
 }
 
-impl<I: ClientStream> GuardedIo<I> {
+impl GuardedIo<TcpStream> {
     /// The TCP stream, and the heads the scanner followed (`None` if it had stopped), when
-    /// all the rest can be made again: a parked cleartext connection, with nothing read and
-    /// not given to hyper, no head begun, and its scanner between heads. Otherwise the stream
-    /// back as it was.
+    /// all the rest can be made again: nothing read and not given to hyper, no head begun,
+    /// and the scanner between heads. Otherwise the stream back as it was.
     pub(crate) fn into_parked(self) -> Result<(TcpStream, Option<u64>), Self> {
         let heads = match &self.scanner {
             None => None,
@@ -326,27 +326,7 @@ impl<I: ClientStream> GuardedIo<I> {
         if self.armed || !self.replay.is_empty() {
             return Err(self);
         }
-        let Self {
-            inner,
-            conn,
-            scanner,
-            head_timeout,
-            deadline,
-            armed,
-            replay,
-        } = self;
-        match inner.into_tcp() {
-            Ok(tcp) => Ok((tcp, heads)),
-            Err(inner) => Err(Self {
-                inner,
-                conn,
-                scanner,
-                head_timeout,
-                deadline,
-                armed,
-                replay,
-            }),
-        }
+        Ok((self.inner, heads))
     }
 }
 

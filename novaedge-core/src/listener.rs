@@ -430,7 +430,7 @@ fn serve_http1<I: ClientStream>(
                 drop(std::mem::take(&mut unread));
                 io.park();
                 if served && let Some(lot) = &lot {
-                    match io.into_parked() {
+                    match I::into_parked(io) {
                         Ok((stream, heads)) => {
                             lot.park(Parked {
                                 stream,

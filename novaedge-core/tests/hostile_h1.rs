@@ -804,8 +804,8 @@ async fn parked_connections_wait_in_the_lot_without_a_task_each() {
     // Parked again, then closed by their clients: the lot lets go of them.
     wait_for_tasks(tasks, |n| n <= baseline).await;
     drop(clients);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(tasks() <= baseline, "{} tasks, {baseline} before", tasks());
+    let closed = wait_for_tasks(tasks, |n| n <= baseline).await;
+    assert!(closed <= baseline, "{closed} tasks, {baseline} before");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
