@@ -291,6 +291,8 @@ impl<I> GuardedIo<I> {
 
 /// A client connection's stream: TCP, or TLS over it.
 pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether a stream of this kind may wait in the parking lot at all.
+    const PARKS: bool;
     /// What `io` can be reduced to while it waits in the parking lot: its TCP stream and the
     /// heads its scanner followed (see [`GuardedIo::into_parked`]); `io` back when it cannot
     /// be (TLS, whose session lives above the socket, or a stream in the middle of a request).
@@ -300,12 +302,14 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 }
 
 impl ClientStream for TcpStream {
+    const PARKS: bool = true;
     fn into_parked(io: GuardedIo<Self>) -> Result<(TcpStream, Option<u64>), GuardedIo<Self>> {
         io.into_parked()
     }
 }
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    const PARKS: bool = false;
     fn into_parked(io: GuardedIo<Self>) -> Result<(TcpStream, Option<u64>), GuardedIo<Self>> {
         Err(io)
     }

@@ -407,9 +407,9 @@ enum Turn<I> {
 /// A parked connection is the stream, the service and what waits for the client: hyper's
 /// state and buffers (about 17 KB), made when the client sends, are dropped once the
 /// connection has been quiet for the park time, with a request hyper had begun to read given
-/// back to the next ones. With a `lot` (cleartext), the connection then waits there, and this
-/// task ends; the first wait, for the connection's first bytes or those that woke it in the
-/// lot, is this task's.
+/// back to the next ones. With a `lot` (cleartext), the connection then waits there once it has
+/// been quiet for the lot time too, and this task ends; the first wait, for the connection's
+/// first bytes or those that woke it in the lot, is this task's.
 #[allow(clippy::manual_async_fn)] // Not `async fn`: see `serve_connection`.
 fn serve_http1<I: ClientStream>(
     mut io: GuardedIo<I>,
@@ -422,6 +422,7 @@ fn serve_http1<I: ClientStream>(
     async move {
         let conn = service.conn.clone();
         let idle = service.shared.config.idle_timeout;
+        let lot_after = service.shared.config.lot_after;
         let mut unread = Bytes::new();
         let mut served = false;
         loop {
@@ -429,23 +430,39 @@ fn serve_http1<I: ClientStream>(
                 // Even empty, what hyper left unread holds its whole read buffer.
                 drop(std::mem::take(&mut unread));
                 io.park();
-                if served && let Some(lot) = &lot {
-                    match I::into_parked(io) {
-                        Ok((stream, heads)) => {
-                            lot.park(Parked {
-                                stream,
-                                requests: conn.requests(),
-                                heads,
-                                held,
-                                idle_until: conn.idle_deadline(idle),
-                            });
-                            return Ok(());
-                        }
-                        Err(back) => io = back,
-                    }
-                }
                 let parked = held.open.as_ref().map(ConnectionGuard::parked);
-                let woke = wake(&mut io, &conn, &mut stop, idle, sniff).await;
+                let lot = lot.as_ref().filter(|_| served && I::PARKS);
+                let woke = match lot {
+                    // A while in this task first: a client that pauses briefly between
+                    // requests wakes it more cheaply than one from the lot. The wait ends
+                    // without reading when the time is up (one read, no preface to sniff).
+                    Some(lot) => match tokio::time::timeout(
+                        lot_after,
+                        wake(&mut io, &conn, &mut stop, idle, false),
+                    )
+                    .await
+                    {
+                        Ok(woke) => woke,
+                        Err(_) => match I::into_parked(io) {
+                            Ok((stream, heads)) => {
+                                drop(parked);
+                                lot.park(Parked {
+                                    stream,
+                                    requests: conn.requests(),
+                                    heads,
+                                    held,
+                                    idle_until: conn.idle_deadline(idle),
+                                });
+                                return Ok(());
+                            }
+                            Err(back) => {
+                                io = back;
+                                wake(&mut io, &conn, &mut stop, idle, false).await
+                            }
+                        },
+                    },
+                    None => wake(&mut io, &conn, &mut stop, idle, sniff).await,
+                };
                 drop(parked);
                 let Some(bytes) = woke else {
                     return Ok(());

@@ -634,6 +634,7 @@ async fn idle_keep_alive_connections_close_at_the_idle_timeout() {
 fn parking() -> EngineConfig {
     EngineConfig {
         park_after: Duration::from_millis(100),
+        lot_after: Duration::ZERO,
         header_read_timeout: Duration::from_millis(500),
         idle_timeout: Duration::from_secs(10),
         ..EngineConfig::default()
@@ -806,6 +807,62 @@ async fn parked_connections_wait_in_the_lot_without_a_task_each() {
     drop(clients);
     let closed = wait_for_tasks(tasks, |n| n <= baseline).await;
     assert!(closed <= baseline, "{closed} tasks, {baseline} before");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_connections_wait_the_lot_time_in_their_task_first() {
+    let (_engine, addr, server) = proxy(EngineConfig {
+        lot_after: Duration::from_millis(1500),
+        ..parking()
+    })
+    .await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let get = b"GET /stage HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(get).await.unwrap();
+    read_response(&mut first, &mut Vec::new()).await;
+    drop(first);
+    tokio::time::sleep(PARKED).await;
+    let baseline = tasks();
+
+    let mut clients = Vec::new();
+    for n in 0..20 {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(get).await.unwrap();
+        let (head, _) = read_response(&mut client, &mut Vec::new()).await;
+        assert_kept_alive(&head, &format!("client {n}"));
+        clients.push(client);
+    }
+    // Parked (longer than the park time), not yet in the lot: still a task each, which the
+    // next request wakes.
+    for round in 0..2 {
+        tokio::time::sleep(PARKED).await;
+        assert!(
+            tasks() >= baseline + 20,
+            "round {round}: {} tasks, {baseline} before",
+            tasks()
+        );
+        for (n, client) in clients.iter_mut().enumerate() {
+            client.write_all(get).await.unwrap();
+            let (head, _) = read_response(client, &mut Vec::new()).await;
+            assert_kept_alive(&head, &format!("client {n}, round {round}"));
+        }
+    }
+
+    // Quiet for the lot time too: in the lot, and woken from there.
+    let parked = wait_for_tasks(tasks, |n| n <= baseline).await;
+    assert!(parked <= baseline, "{parked} tasks, {baseline} before");
+    for (n, client) in clients.iter_mut().enumerate() {
+        client.write_all(get).await.unwrap();
+        let (head, body) = read_response(client, &mut Vec::new()).await;
+        assert_kept_alive(&head, &format!("client {n}, from the lot"));
+        assert!(String::from_utf8_lossy(&body).contains("/stage"));
+    }
+    assert_eq!(server.requests(), 81);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

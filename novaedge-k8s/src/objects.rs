@@ -137,8 +137,8 @@ pub fn namespace_of(meta: &ObjectMeta) -> &str {
 }
 
 /// Reads every `*.yaml` / `*.yml` file under `paths` (files are read whatever their name;
-/// directories recursively, in sorted order) and parses every document in them, on every core
-/// (see [`parse_texts`]).
+/// directories recursively, in sorted order) and parses every document in them, on every core:
+/// a large file is cut at its document markers, and gives what one pass over it gives.
 pub fn load_paths(paths: &[PathBuf]) -> (Vec<Sourced>, Vec<Diagnostic>) {
     let mut files = Vec::new();
     let mut diagnostics = Vec::new();
