@@ -34,10 +34,10 @@ pub struct EngineConfig {
     /// An HTTP/1.1 client connection with no request in flight for this long is parked: hyper's
     /// state and buffers (about 17 KB) are dropped until the client sends again. A cleartext
     /// connection quiet for [`lot_after`](Self::lot_after) more then leaves its task too, and
-    /// waits as a slot of about 90 bytes in its
-    /// listener's parking lot (an epoll instance of its own): about 400 bytes of RSS per idle
-    /// connection in all under `novaedge`'s allocator (jemalloc; glibc's keeps more of the
-    /// freed buffers' holes), `bench/compare.sh` measures it. A TLS one keeps its task (about
+    /// waits as a slot of about 90 bytes in its listener's parking lot (an epoll instance of
+    /// its own): about 250-400 bytes of RSS per idle connection in all under `novaedge`'s
+    /// allocator (jemalloc; glibc's keeps more of the freed buffers' holes), `bench/compare.sh`
+    /// measures it. A TLS one keeps its task (about
     /// 2 KB) beside rustls' session. Resuming costs about what a new connection's HTTP state
     /// and task do, and a few system calls; 250 ms keeps that to at most four times a second on
     /// a connection, and off connections busy with requests. Not above

@@ -431,19 +431,17 @@ fn serve_http1<I: ClientStream>(
                 drop(std::mem::take(&mut unread));
                 io.park();
                 let parked = held.open.as_ref().map(ConnectionGuard::parked);
-                let lot = lot.as_ref().filter(|_| served && I::PARKS);
-                let woke = match lot {
-                    // A while in this task first: a client that pauses briefly between
-                    // requests wakes it more cheaply than one from the lot. The wait ends
-                    // without reading when the time is up (one read, no preface to sniff).
-                    Some(lot) => match tokio::time::timeout(
-                        lot_after,
-                        wake(&mut io, &conn, &mut stop, idle, false),
-                    )
-                    .await
-                    {
-                        Ok(woke) => woke,
-                        Err(_) => match I::into_parked(io) {
+                let woke = 'woke: {
+                    if let Some(lot) = lot.as_ref().filter(|_| served && I::PARKS) {
+                        // A while in this task first: a client that pauses briefly between
+                        // requests wakes it more cheaply than one from the lot. The wait ends
+                        // without reading when the time is up (one read: no preface to sniff
+                        // once a request was served).
+                        let waiting = wake(&mut io, &conn, &mut stop, idle, false);
+                        if let Ok(woke) = tokio::time::timeout(lot_after, waiting).await {
+                            break 'woke woke;
+                        }
+                        match I::into_parked(io) {
                             Ok((stream, heads)) => {
                                 drop(parked);
                                 lot.park(Parked {
@@ -455,13 +453,10 @@ fn serve_http1<I: ClientStream>(
                                 });
                                 return Ok(());
                             }
-                            Err(back) => {
-                                io = back;
-                                wake(&mut io, &conn, &mut stop, idle, false).await
-                            }
-                        },
-                    },
-                    None => wake(&mut io, &conn, &mut stop, idle, sniff).await,
+                            Err(back) => io = back,
+                        }
+                    }
+                    wake(&mut io, &conn, &mut stop, idle, sniff).await
                 };
                 drop(parked);
                 let Some(bytes) = woke else {

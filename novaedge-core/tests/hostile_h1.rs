@@ -751,29 +751,10 @@ async fn parked_connections_wait_in_the_lot_without_a_task_each() {
         ..parking()
     })
     .await;
-    let tasks = || {
-        tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks()
-    };
+    let tasks = alive_tasks;
     let get = b"GET /lot HTTP/1.1\r\nHost: a\r\n\r\n";
-    // A first request opens the upstream connection the others reuse (they go one at a
-    // time): its tasks count in the baseline.
-    let mut first = TcpStream::connect(addr).await.unwrap();
-    first.write_all(get).await.unwrap();
-    read_response(&mut first, &mut Vec::new()).await;
-    drop(first);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let baseline = tasks();
-
-    let mut clients = Vec::new();
-    for n in 0..50 {
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        client.write_all(get).await.unwrap();
-        let (head, _) = read_response(&mut client, &mut Vec::new()).await;
-        assert_kept_alive(&head, &format!("client {n}"));
-        clients.push(client);
-    }
+    let baseline = task_baseline(addr, get).await;
+    let mut clients = kept_alive_clients(addr, 50, get).await;
     // Served, before the park time: a task each.
     assert!(
         tasks() >= baseline + 50,
@@ -816,27 +797,10 @@ async fn quiet_connections_wait_the_lot_time_in_their_task_first() {
         ..parking()
     })
     .await;
-    let tasks = || {
-        tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks()
-    };
+    let tasks = alive_tasks;
     let get = b"GET /stage HTTP/1.1\r\nHost: a\r\n\r\n";
-    let mut first = TcpStream::connect(addr).await.unwrap();
-    first.write_all(get).await.unwrap();
-    read_response(&mut first, &mut Vec::new()).await;
-    drop(first);
-    tokio::time::sleep(PARKED).await;
-    let baseline = tasks();
-
-    let mut clients = Vec::new();
-    for n in 0..20 {
-        let mut client = TcpStream::connect(addr).await.unwrap();
-        client.write_all(get).await.unwrap();
-        let (head, _) = read_response(&mut client, &mut Vec::new()).await;
-        assert_kept_alive(&head, &format!("client {n}"));
-        clients.push(client);
-    }
+    let baseline = task_baseline(addr, get).await;
+    let mut clients = kept_alive_clients(addr, 20, get).await;
     // Parked (longer than the park time), not yet in the lot: still a task each, which the
     // next request wakes.
     for round in 0..2 {
@@ -896,6 +860,37 @@ async fn connections_parking_and_waking_at_once_lose_no_request() {
         client.await.unwrap();
     }
     assert_eq!(server.requests(), 40 * 15);
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// The runtime's tasks after a first request `get` on a connection since closed: that request
+/// opens the upstream connection the later ones reuse (they go one at a time), so its tasks
+/// count in the baseline.
+async fn task_baseline(addr: SocketAddr, get: &[u8]) -> usize {
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(get).await.unwrap();
+    read_response(&mut first, &mut Vec::new()).await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alive_tasks()
+}
+
+/// `n` connections, each with its request `get` answered and kept alive.
+async fn kept_alive_clients(addr: SocketAddr, n: usize, get: &[u8]) -> Vec<TcpStream> {
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(get).await.unwrap();
+        let (head, _) = read_response(&mut client, &mut Vec::new()).await;
+        assert_kept_alive(&head, &format!("client {i}"));
+        clients.push(client);
+    }
+    clients
 }
 
 /// Waits up to 5 s for the runtime's task count to satisfy `done`; returns the last count.

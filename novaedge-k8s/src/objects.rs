@@ -249,9 +249,9 @@ fn parse_texts(
     threads: usize,
     piece_bytes: usize,
 ) -> Vec<(Vec<Sourced>, Vec<Diagnostic>)> {
-    let pieces = plan(texts, threads, piece_bytes);
     let total: usize = texts.iter().map(|(text, _)| text.len()).sum();
     let threads = if total < 2 * piece_bytes { 1 } else { threads };
+    let pieces = plan(texts, threads, piece_bytes);
     let mut parsed = parse_pieces(&pieces, texts, threads)
         .into_iter()
         .zip(&pieces)
