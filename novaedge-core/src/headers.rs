@@ -7,7 +7,9 @@ use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never the message; always removed when forwarding.
 /// `TE` is handled apart: `TE: trailers` is what gRPC needs end to end.
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// `Connection` comes first: [`CONNECTION_INDEX`].
+const HOP_BY_HOP_COUNT: usize = 7;
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -44,51 +46,111 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 /// `Upgrade` header survives and `Connection: upgrade` is written back, as a protocol switch
 /// needs both on the next hop.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none of these headers. One pass over the names (compared, not
-    // hashed) tells, where a `remove` per name would hash every one of them, present or not.
-    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+    // Which of them the message has: one pass over its names (compared, not hashed), so that
+    // only those present are removed. Most requests have none; most responses only
+    // `Connection: keep-alive`, which costs one removal.
+    let present = headers
+        .keys()
+        .filter_map(hop_by_hop_index)
+        .fold(0u16, |present, i| present | 1 << i);
+    if !upgrade && present == 0 {
         return;
     }
-    // Names listed in Connection are hop-by-hop too (RFC 9110 section 7.6.1). Collected first
-    // because they are removed from the same map; rare enough that the allocation is fine.
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+    if present & 1 << CONNECTION_INDEX != 0 {
+        // Names listed in Connection are hop-by-hop too (RFC 9110 section 7.6.1). Those the
+        // message has, and that are not removed below anyway, are collected first, as they are
+        // removed from the same map; the usual `keep-alive`, `close` and `upgrade` cost no
+        // allocation.
+        let mut named = Vec::new();
+        for token in headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if name != header::TE && !(upgrade && name == header::UPGRADE) {
-                headers.remove(name);
+            .map(str::trim)
+        {
+            if !is_hop_by_hop_token(token)
+                && headers.contains_key(token)
+                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            {
+                named.push(name);
             }
         }
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & 1 << i != 0 {
+            headers.remove(name);
+        }
     }
-    if !upgrade {
-        headers.remove(header::UPGRADE);
-    } else {
+    if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else if present & 1 << UPGRADE_INDEX != 0 {
+        headers.remove(header::UPGRADE);
     }
-    // Keep `TE: trailers` (gRPC relies on it); any other TE value is about this hop only.
-    let trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    if headers.remove(header::TE).is_some() && trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if present & 1 << TE_INDEX != 0 {
+        // Keep `TE: trailers` (gRPC relies on it); any other TE value is about this hop only.
+        let trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        headers.remove(header::TE);
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
 }
 
-/// Whether `name` is one [`remove_hop_by_hop`] removes or rewrites whatever the message says
-/// (headers named in `Connection` come with a `Connection` header).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    *name == header::UPGRADE || *name == header::TE || HOP_BY_HOP.contains(name)
+/// [`remove_hop_by_hop`]'s bit for `Upgrade`, after those of [`HOP_BY_HOP`]: removed unless
+/// the message is an upgrade.
+const UPGRADE_INDEX: usize = HOP_BY_HOP_COUNT;
+/// The bit for `TE`: rewritten to `trailers` or removed.
+const TE_INDEX: usize = HOP_BY_HOP_COUNT + 1;
+/// The bit for `Connection`, whose value names more.
+const CONNECTION_INDEX: usize = 0;
+// The bits fit remove_hop_by_hop's u16.
+const _: () = assert!(TE_INDEX < 16);
+
+/// Where `name` is among the headers [`remove_hop_by_hop`] removes or rewrites whatever the
+/// message says (a header named in `Connection` is not, unless it is one of these). One match
+/// on the text: every field of every forwarded message goes through here.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    hop_by_hop_slot(name.as_str())
+}
+
+/// [`hop_by_hop_index`] of a name in lower case.
+fn hop_by_hop_slot(name: &str) -> Option<usize> {
+    match name {
+        "connection" => Some(CONNECTION_INDEX),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "proxy-authenticate" => Some(3),
+        "proxy-authorization" => Some(4),
+        "trailer" => Some(5),
+        "transfer-encoding" => Some(6),
+        "upgrade" => Some(UPGRADE_INDEX),
+        "te" => Some(TE_INDEX),
+        _ => None,
+    }
+}
+
+/// Whether a `Connection` token (any case) is one of the names [`remove_hop_by_hop`] handles
+/// anyway: `keep-alive` and `upgrade`, usually. Told without hashing or making a name.
+fn is_hop_by_hop_token(token: &str) -> bool {
+    let mut lower = [0u8; 20];
+    let Some(lower) = lower.get_mut(..token.len()) else {
+        return false;
+    };
+    lower.copy_from_slice(token.as_bytes());
+    lower.make_ascii_lowercase();
+    std::str::from_utf8(lower)
+        .ok()
+        .and_then(hop_by_hop_slot)
+        .is_some()
 }
 
 /// The client's address as `X-Forwarded-For` gives it (an IPv4-mapped IPv6 address as IPv4).
@@ -215,6 +277,59 @@ mod tests {
             ("te", "gzip"),
             ("upgrade", "h2c"),
             ("proxy-authorization", "Basic eA=="),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn hop_by_hop_indexes_follow_the_table() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop_index(&header::UPGRADE), Some(UPGRADE_INDEX));
+        assert_eq!(hop_by_hop_index(&header::TE), Some(TE_INDEX));
+        assert_eq!(hop_by_hop_index(&header::HOST), None);
+        for token in ["Keep-Alive", "UPGRADE", "te", "Proxy-Authorization"] {
+            assert!(is_hop_by_hop_token(token), "{token}");
+        }
+        for token in [
+            "close",
+            "",
+            "x-keep-alive",
+            "keep-alive-and-some-more-text",
+            "tE ",
+        ] {
+            assert!(!is_hop_by_hop_token(token), "{token}");
+        }
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_is_removed_on_its_own() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+        ] {
+            let mut h = map(&[("x-kept", "yes"), (name, "x"), ("x-kept-too", "yes")]);
+            remove_hop_by_hop(&mut h, false);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, ["x-kept", "x-kept-too"], "{name}");
+        }
+        // Named by Connection, in any case and spacing, over several values.
+        let mut h = map(&[
+            ("x-a", "1"),
+            ("connection", "close"),
+            ("connection", " X-A ,x-b"),
+            ("x-b", "2"),
             ("x-kept", "yes"),
         ]);
         remove_hop_by_hop(&mut h, false);

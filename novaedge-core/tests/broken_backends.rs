@@ -36,6 +36,9 @@ enum Broken {
     ManyFields(usize),
     /// A chunked `200` whose body is this many 1-byte chunks, one every this long, then ends.
     Dribble(usize, Duration),
+    /// Writes these bytes, keeps the connection open this long without reading, then closes
+    /// it: a server closing a kept-alive connection that went idle.
+    AnswerThenClose(&'static [u8], Duration),
 }
 
 /// A backend that reads each request head and then misbehaves as `broken` says.
@@ -88,6 +91,11 @@ async fn misbehave(mut stream: TcpStream, broken: Broken) {
                 let _ = stream.write_all(b"1\r\nx\r\n").await;
             }
             stream.write_all(b"0\r\n\r\n").await
+        }
+        Broken::AnswerThenClose(bytes, after) => {
+            let _ = stream.write_all(bytes).await;
+            tokio::time::sleep(after).await;
+            Ok(())
         }
     };
 }
@@ -207,19 +215,23 @@ impl Bystander {
 async fn statuses(addr: SocketAddr, host: &str) -> Vec<(Proto, Result<StatusCode, String>)> {
     let mut out = Vec::new();
     for proto in BOTH {
-        let mut client = Client::connect(proto, addr).await;
-        let req = client
-            .request(http::Method::GET, host, "/")
-            .body(Default::default())
-            .unwrap();
-        let got = timeout(Duration::from_secs(10), client.send(req))
-            .await
-            .expect("an answer within 10 s")
-            .map(|r| r.status())
-            .map_err(|e| e.to_string());
-        out.push((proto, got));
+        out.push((proto, status(addr, proto, host).await));
     }
     out
+}
+
+/// `GET /` on host `host` over `proto`, on a new client connection: the status it got.
+async fn status(addr: SocketAddr, proto: Proto, host: &str) -> Result<StatusCode, String> {
+    let mut client = Client::connect(proto, addr).await;
+    let req = client
+        .request(http::Method::GET, host, "/")
+        .body(Default::default())
+        .unwrap();
+    timeout(Duration::from_secs(10), client.send(req))
+        .await
+        .expect("an answer within 10 s")
+        .map(|r| r.status())
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,6 +274,29 @@ async fn garbage_and_hangups_are_502_for_that_request_only() {
         }
     }
     assert!(bystander.finish().await > 0);
+}
+
+/// A backend that closes a kept-alive connection once it has been idle a while (as nginx does
+/// at its `keepalive_timeout`) is not sent the next request on it, or if it is (the close read
+/// only as the request goes out), the request comes back unsent and goes out on a new
+/// connection: the client never sees the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_backend_closed_is_not_used_again() {
+    let closer = broken(Broken::AnswerThenClose(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        Duration::from_millis(50),
+    ))
+    .await;
+    let (_engine, addr, _good) =
+        proxy(config(), vec![broken_backend("closer", Http1, closer)]).await;
+    for round in 0..5 {
+        for proto in BOTH {
+            let got = status(addr, proto, "closer.test").await;
+            assert_eq!(got, Ok(StatusCode::OK), "round {round} over {proto:?}");
+            // The backend has closed the connection the proxy pooled.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
