@@ -5,10 +5,11 @@ use std::net::IpAddr;
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, never the message; always removed when forwarding.
-/// `TE` is handled apart: `TE: trailers` is what gRPC needs end to end.
-/// `Connection` comes first: [`CONNECTION_INDEX`].
 const HOP_BY_HOP_COUNT: usize = 7;
+
+/// Headers that describe one connection, never the message; always removed when forwarding.
+/// `TE` is handled apart: `TE: trailers` is what gRPC needs end to end. `Connection` comes
+/// first ([`CONNECTION_INDEX`]), and [`hop_by_hop_index`] follows this order.
 const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
