@@ -73,14 +73,7 @@ pids+=($!)
 proxy_port=$(free_port)
 admin_port=$(free_port)
 {
-  cat <<YAML
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: bench, namespace: bench}
-spec:
-  gatewayClassName: novaedge
-  listeners: [{name: http, protocol: HTTP, port: $proxy_port}]
-YAML
+  gateway_manifest "$proxy_port"
   route_manifest backend "$backend_port"
 } >"$work/bench.yaml"
 
@@ -105,28 +98,8 @@ instructions() {
     sleep 0.1
   done
   [ -n "$up" ] || { echo "$binary did not start under valgrind; its log:" >&2; cat "$dir/log" >&2; exit 1; }
-  h2load "${flags[@]}" -n2000 "http://127.0.0.1:$proxy_port/small" >/dev/null 2>&1
-  callgrind_control -z "$pid" >/dev/null 2>&1
-  local out
-  out=$(h2load "${flags[@]}" -n"$requests" "http://127.0.0.1:$proxy_port/small" 2>/dev/null)
-  echo "$out" | grep -q "^status codes: $requests 2xx" \
-    || { echo "h2load saw failures:" >&2; echo "$out" >&2; exit 1; }
-  callgrind_control -d "$pid" >/dev/null 2>&1
-  kill -INT "$pid"
-  wait "$pid" 2>/dev/null || true
-  # The dump after zeroing holds only the measured requests.
-  local total=0 file events
-  for file in "$dir"/out.*.1*; do
-    [ -e "$file" ] || continue
-    events=$(awk '/^summary:/ {print $2}' "$file")
-    total=$((total + ${events:-0}))
-  done
-  [ "$total" -gt 0 ] || { echo "no callgrind dump in $dir" >&2; ls "$dir" >&2; exit 1; }
-  if [ -n "${INSTRUCTIONS_KEEP:-}" ]; then
-    mkdir -p "$INSTRUCTIONS_KEEP/run$1"
-    cp "$dir"/out.*.1* "$INSTRUCTIONS_KEEP/run$1/"
-  fi
-  echo $((total / requests))
+  callgrind_per_request "$pid" "$dir" "$requests" "${INSTRUCTIONS_KEEP:+$INSTRUCTIONS_KEEP/run$1}" \
+    "http://127.0.0.1:$proxy_port/small" "${flags[@]}"
 }
 
 printf '%-10s %12s %8s  %s\n' "$proto" "instr/req" "ratio" "binary"

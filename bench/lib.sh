@@ -58,6 +58,18 @@ build_novaedge() {
 
 # Manifests for `novaedge run`, in namespace `bench` under a Gateway named `bench`.
 #
+# gateway_manifest PORT: the Gateway `bench` with one HTTP listener, `http`, on PORT.
+gateway_manifest() {
+  cat <<YAML
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bench, namespace: bench}
+spec:
+  gatewayClassName: novaedge
+  listeners: [{name: http, protocol: HTTP, port: $1}]
+YAML
+}
+
 # route_manifest NAME PORT [HOSTNAME] [APP-PROTOCOL]: an HTTPRoute named NAME to a Service
 # NAME whose one endpoint is 127.0.0.1:PORT; HOSTNAME limits the route to that host,
 # APP-PROTOCOL (kubernetes.io/h2c, say) sets the Service port's appProtocol.
@@ -96,4 +108,37 @@ metadata: {name: $1, namespace: bench}
 type: kubernetes.io/tls
 data: {tls.crt: $(base64 -w0 <"$2"), tls.key: $(base64 -w0 <"$3")}
 YAML
+}
+
+# callgrind_per_request PID DIR REQUESTS KEEP URL H2LOAD-FLAGS...: instructions per request of
+# process PID, run under `valgrind --tool=callgrind --callgrind-out-file=DIR/out.%p`. Warms it
+# up with 2,000 requests to URL, zeroes its counters, sends REQUESTS more (h2load; every one must
+# be a 2xx), dumps the counters, stops the process, and divides the instructions of that dump
+# (every thread's file) by REQUESTS. KEEP, when not empty, is a directory the dumps are copied
+# to, for callgrind_annotate.
+callgrind_per_request() {
+  local pid=$1 dir=$2 requests=$3 keep=$4 url=$5
+  shift 5
+  h2load "$@" -n2000 "$url" >/dev/null 2>&1
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  local out
+  out=$(h2load "$@" -n"$requests" "$url" 2>/dev/null)
+  echo "$out" | grep -q "^status codes: $requests 2xx" \
+    || { echo "h2load saw failures:" >&2; echo "$out" >&2; exit 1; }
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill -INT "$pid"
+  wait "$pid" 2>/dev/null || true
+  # The dump after zeroing holds only the measured requests.
+  local total=0 file events
+  for file in "$dir"/out.*.1*; do
+    [ -e "$file" ] || continue
+    events=$(awk '/^summary:/ {print $2}' "$file")
+    total=$((total + ${events:-0}))
+  done
+  [ "$total" -gt 0 ] || { echo "no callgrind dump in $dir" >&2; ls "$dir" >&2; exit 1; }
+  if [ -n "$keep" ]; then
+    mkdir -p "$keep"
+    cp "$dir"/out.*.1* "$keep/"
+  fi
+  echo $((total / requests))
 }

@@ -65,29 +65,10 @@ instructions() {
     ids) port=${ids_kv#ids=} ;;
     on) port=${on_kv#on=} ;;
   esac
-  h2load "${flags[@]}" -n2000 "http://127.0.0.1:$port/?size=64" >/dev/null 2>&1
-  callgrind_control -z "$pid" >/dev/null 2>&1
-  local out
-  out=$(h2load "${flags[@]}" -n"$requests" "http://127.0.0.1:$port/?size=64" 2>/dev/null)
-  echo "$out" | grep -q "^status codes: $requests 2xx" \
-    || { echo "h2load saw failures:" >&2; echo "$out" >&2; exit 1; }
-  callgrind_control -d "$pid" >/dev/null 2>&1
-  kill -INT "$pid"
-  wait "$pid" 2>/dev/null || true
-  # The dump after zeroing holds only the measured requests; sum every thread's file of it.
-  local total=0 file events
-  for file in "$dir"/out.*.1*; do
-    [ -e "$file" ] || continue
-    events=$(awk '/^summary:/ {print $2}' "$file")
-    total=$((total + ${events:-0}))
-  done
-  [ "$total" -gt 0 ] || { echo "no callgrind dump in $dir" >&2; ls "$dir" >&2; exit 1; }
   # OBSERVE_CALLGRIND_KEEP=DIR keeps the dumps there, for callgrind_annotate.
-  if [ -n "${OBSERVE_CALLGRIND_KEEP:-}" ]; then
-    mkdir -p "$OBSERVE_CALLGRIND_KEEP/$which"
-    cp "$dir"/out.*.1* "$OBSERVE_CALLGRIND_KEEP/$which/"
-  fi
-  echo $((total / requests))
+  callgrind_per_request "$pid" "$dir" "$requests" \
+    "${OBSERVE_CALLGRIND_KEEP:+$OBSERVE_CALLGRIND_KEEP/$which}" \
+    "http://127.0.0.1:$port/?size=64" "${flags[@]}"
 }
 
 off=$(instructions off)

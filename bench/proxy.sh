@@ -24,14 +24,7 @@ proxy=$(free_port)
 pids+=($!)
 
 {
-  cat <<YAML
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: bench, namespace: bench}
-spec:
-  gatewayClassName: novaedge
-  listeners: [{name: http, protocol: HTTP, port: $proxy}]
-YAML
+  gateway_manifest "$proxy"
   route_manifest echo-h1 "$backend" h1.bench
   route_manifest echo-h2 "$backend" h2.bench kubernetes.io/h2c
 } >"$work/bench.yaml"

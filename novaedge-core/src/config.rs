@@ -37,11 +37,10 @@ pub struct EngineConfig {
     /// waits as a slot of about 90 bytes in its listener's parking lot (an epoll instance of
     /// its own): about 250-400 bytes of RSS per idle connection in all under `novaedge`'s
     /// allocator (jemalloc; glibc's keeps more of the freed buffers' holes), `bench/compare.sh`
-    /// measures it. A TLS one keeps its task (about
-    /// 2 KB) beside rustls' session. Resuming costs about what a new connection's HTTP state
-    /// and task do, and a few system calls; 250 ms keeps that to at most four times a second on
-    /// a connection, and off connections busy with requests. Not above
-    /// [`idle_timeout`](Self::idle_timeout).
+    /// measures it. A TLS one keeps its task (about 2 KB) beside rustls' session. Resuming
+    /// costs about what a new connection's HTTP state and task do, and a few system calls;
+    /// 250 ms keeps that to at most four times a second on a connection, and off connections
+    /// busy with requests. Not above [`idle_timeout`](Self::idle_timeout).
     pub park_after: Duration,
     /// A parked cleartext HTTP/1.1 connection waits this much longer in its task before it
     /// moves to the parking lot. Waking from the lot costs about 20 us of CPU more than
